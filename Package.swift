@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Portcullis",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "portcullis", targets: ["portcullis"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // System libraries (apt providers named so SwiftPM can hint at them).
+        .systemLibrary(name: "CFastCGI", pkgConfig: "fcgi", providers: [.apt(["libfcgi-dev"])]),
+        .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        // What Swift cannot call directly: curl's variadic setopt/getinfo, shm atomics, signals.
+        .target(name: "CPortcullis", dependencies: ["CCurl", "CHiredis"]),
+        // Pure decisions, no I/O.
+        .target(
+            name: "PortcullisCore",
+            dependencies: [
+                "CJansson",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
+        // Plugin types: one folder per plugin, its config schema and its handler.
+        .target(name: "PortcullisPlugins", dependencies: ["PortcullisCore"]),
+        // I/O adapters: FastCGI loop, upstream client, stores, logs.
+        .target(
+            name: "PortcullisRuntime",
+            dependencies: ["PortcullisCore", "PortcullisPlugins", "CFastCGI", "CCurl", "CHiredis", "CPortcullis"]
+        ),
+        // The master: sockets, shared memory, spawning and supervising workers.
+        .target(name: "PortcullisPool", dependencies: ["PortcullisCore", "PortcullisRuntime", "CPortcullis"]),
+        .target(
+            name: "PortcullisCLI",
+            dependencies: [
+                "PortcullisCore", "PortcullisRuntime", "PortcullisPool",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "portcullis", dependencies: ["PortcullisCLI"]),
+        .testTarget(
+            name: "PortcullisCoreTests",
+            dependencies: ["PortcullisCore", "PortcullisPlugins", "PortcullisRuntime"],
+            resources: [.copy("Fixtures")]
+        ),
+    ]
+)

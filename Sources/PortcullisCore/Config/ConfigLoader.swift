@@ -1,0 +1,210 @@
+import Foundation
+
+/// Reads a gateway configuration document and validates it as a whole.
+public enum ConfigLoader {
+    static let httpMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+
+    /// Loads and validates the file at `path`. Relative paths inside the config are resolved
+    /// against the config file's directory.
+    public static func load(path: String) throws(ConfigErrors) -> GatewayConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigErrors([ConfigIssue(file: path, pointer: "", message: "cannot read file")])
+        }
+        return try parse(bytes: Array(data), file: path)
+    }
+
+    public static func parse(bytes: [UInt8], file: String) throws(ConfigErrors) -> GatewayConfig {
+        let json: JSONValue
+        do {
+            json = try JSONCodec.parse(bytes, rejectDuplicateKeys: true)
+        } catch {
+            throw ConfigErrors([ConfigIssue(file: file, pointer: "", message: error.description)])
+        }
+        let diagnostics = ConfigDiagnostics(file: file)
+        let root = ConfigNode(value: json, pointer: "", diagnostics: diagnostics)
+        let baseDirectory = (file as NSString).deletingLastPathComponent
+        let config = read(root, baseDirectory: baseDirectory.isEmpty ? "." : baseDirectory)
+        try diagnostics.throwIfFailed()
+        return config
+    }
+
+    static func read(_ root: ConfigNode, baseDirectory: String) -> GatewayConfig {
+        guard root.value?.objectValue != nil else {
+            root.fail("the configuration must be a JSON object")
+            return GatewayConfig()
+        }
+        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "$schema", "comment"])
+        var config = GatewayConfig()
+        config.server = readServer(root["server"], baseDirectory: baseDirectory)
+        config.log = readLog(root["log"], baseDirectory: baseDirectory)
+        if let dir = root["plugins_dir"].nonEmptyString() { config.pluginsDirectory = resolve(dir, baseDirectory) }
+        for (name, node) in root["upstreams"].object(required: true) ?? [] {
+            if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }
+        }
+        let routeNodes = root["routes"].array(required: true) ?? []
+        var seenNames: [String: String] = [:]
+        for (index, node) in routeNodes.enumerated() {
+            guard let route = readRoute(node, index: index) else { continue }
+            if config.upstreams[route.upstream] == nil && node["upstream"].isPresent && root["upstreams"].value != nil {
+                node["upstream"].fail("unknown upstream \"\(route.upstream)\"")
+            }
+            if let first = seenNames[route.name] {
+                node["name"].fail("duplicate route name \"\(route.name)\" (first at \(first))")
+            } else {
+                seenNames[route.name] = node.pointer
+            }
+            config.routes.append(route)
+        }
+        return config
+    }
+
+    static func resolve(_ path: String, _ base: String) -> String {
+        path.hasPrefix("/") ? path : base + "/" + path
+    }
+
+    static func readServer(_ node: ConfigNode, baseDirectory: String) -> ServerSettings {
+        var s = ServerSettings()
+        s.runtimeDirectory = resolve(s.runtimeDirectory, baseDirectory)
+        s.socket = resolve(s.socket, baseDirectory)
+        guard node.isPresent else { return s }
+        if node.object() == nil { return s }
+        node.rejectUnknownKeys(["socket", "socket_mode", "socket_owner", "socket_group", "runtime_dir", "workers",
+                                "threads", "max_body_bytes", "shutdown_grace_seconds"])
+        if let v = node["runtime_dir"].nonEmptyString() { s.runtimeDirectory = resolve(v, baseDirectory) }
+        if let v = node["socket"].nonEmptyString() {
+            s.socket = resolve(v, baseDirectory)
+            // sun_path holds 108 bytes including the terminator.
+            if s.socket.utf8.count > 107 { node["socket"].fail("socket path is longer than 107 bytes") }
+        }
+        if let v = node["socket_mode"].string() {
+            if let mode = UInt32(v, radix: 8), mode <= 0o777 { s.socketMode = mode } else {
+                node["socket_mode"].fail("expected an octal mode such as \"0660\", found \"\(v)\"")
+            }
+        }
+        s.socketOwner = node["socket_owner"].nonEmptyString()
+        s.socketGroup = node["socket_group"].nonEmptyString()
+        if let v = node["workers"].int(min: 1, max: 256) { s.workers = Int(v) }
+        if let v = node["threads"].int(min: 1, max: 1024) { s.threadsPerWorker = Int(v) }
+        if let v = node["max_body_bytes"].int(min: 0, max: 1 << 40) { s.maxBodyBytes = v }
+        if let v = node["shutdown_grace_seconds"].int(min: 0, max: 3600) { s.shutdownGraceSeconds = Int(v) }
+        return s
+    }
+
+    static func readLog(_ node: ConfigNode, baseDirectory: String) -> LogSettings {
+        var l = LogSettings()
+        guard node.isPresent, node.object() != nil else { return l }
+        node.rejectUnknownKeys(["access_log", "buffer_bytes"])
+        if let v = node["access_log"].nonEmptyString() { l.accessLog = v == "-" ? v : resolve(v, baseDirectory) }
+        if let v = node["buffer_bytes"].int(min: 4096, max: 1 << 30) { l.bufferBytes = Int(v) }
+        return l
+    }
+
+    static func readUpstream(name: String, _ node: ConfigNode) -> UpstreamConfig? {
+        guard node.object(required: true) != nil else { return nil }
+        node.rejectUnknownKeys(["targets", "connect_timeout_ms", "timeout_ms"])
+        var targets: [String] = []
+        for t in node["targets"].array(required: true) ?? [] {
+            guard let url = t.nonEmptyString(required: true) else { continue }
+            if let problem = validateTargetURL(url) { t.fail(problem) } else {
+                targets.append(url.hasSuffix("/") ? String(url.dropLast()) : url)
+            }
+        }
+        if node["targets"].value?.arrayValue?.isEmpty == true { node["targets"].fail("at least one target is required") }
+        var u = UpstreamConfig(name: name, targets: targets)
+        if let v = node["connect_timeout_ms"].int(min: 1, max: 600_000) { u.connectTimeoutMs = Int(v) }
+        if let v = node["timeout_ms"].int(min: 1, max: 3_600_000) { u.timeoutMs = Int(v) }
+        return u
+    }
+
+    /// Targets are `http(s)://host[:port]` with no path, query or credentials.
+    static func validateTargetURL(_ url: String) -> String? {
+        let lower = url.lowercased()
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
+            return "target \"\(url)\" must start with http:// or https://"
+        }
+        let rest = url.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false)
+        // ["http:", "", "host:port", ...]
+        if rest.count > 3 && !(rest.count == 4 && rest[3].isEmpty) {
+            return "target \"\(url)\" must not have a path"
+        }
+        let authority = rest.count > 2 ? rest[2] : ""
+        if authority.isEmpty { return "target \"\(url)\" has no host" }
+        if authority.contains("@") { return "target \"\(url)\" must not contain credentials" }
+        if authority.contains(where: { $0 == "?" || $0 == "#" || $0 == " " }) { return "target \"\(url)\" is not a valid URL" }
+        return nil
+    }
+
+    static func readRoute(_ node: ConfigNode, index: Int) -> RouteConfig? {
+        guard node.object(required: true) != nil else { return nil }
+        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "comment"])
+        let name = node["name"].nonEmptyString() ?? "route-\(index)"
+        let upstream = node["upstream"].nonEmptyString(required: true) ?? ""
+        guard let match = readMatch(node["match"]) else { return nil }
+        var route = RouteConfig(name: name, match: match, upstream: upstream, index: index)
+        route.stripPrefix = node["strip_prefix"].bool() ?? false
+        if route.stripPrefix, case .exact = match.path {
+            node["strip_prefix"].fail("strip_prefix needs a \"prefix\" match")
+        }
+        if let rewrite = node["rewrite"].nonEmptyString() {
+            let params = Set(PathPattern.paramNames(in: pathText(match.path)))
+            if !rewrite.hasPrefix("/") { node["rewrite"].fail("must start with \"/\"") }
+            for used in PathPattern.paramNames(in: rewrite) where !params.contains(used) {
+                node["rewrite"].fail("uses {\(used)}, which the match path does not capture")
+            }
+            route.rewrite = rewrite
+        }
+        return route
+    }
+
+    static func pathText(_ rule: RouteMatch.PathRule) -> String {
+        switch rule { case .exact(let p), .prefix(let p): return p }
+    }
+
+    static func readMatch(_ node: ConfigNode) -> RouteMatch? {
+        guard node.object(required: true) != nil else { return nil }
+        node.rejectUnknownKeys(["path", "prefix", "host", "methods", "headers", "query"])
+        let exact = node["path"].nonEmptyString()
+        let prefix = node["prefix"].nonEmptyString()
+        let rule: RouteMatch.PathRule
+        switch (exact, prefix) {
+        case (let p?, nil): rule = .exact(p)
+        case (nil, let p?): rule = .prefix(p)
+        case (_?, _?): node.fail("give either \"path\" or \"prefix\", not both"); return nil
+        case (nil, nil): node.fail("a \"path\" or a \"prefix\" is required"); return nil
+        }
+        let pathNode = exact != nil ? node["path"] : node["prefix"]
+        if let problem = PathPattern.validate(pathText(rule)) { pathNode.fail(problem) }
+        var match = RouteMatch(path: rule)
+        for host in node["host"].stringList() ?? [] {
+            let h = host.lowercased()
+            if h.isEmpty || h.contains("/") || h.contains(" ") || (h.contains("*") && !(h.hasPrefix("*.") && !h.dropFirst(2).contains("*"))) {
+                node["host"].fail("invalid host pattern \"\(host)\" (exact name or \"*.suffix\")")
+            } else {
+                match.hosts.append(h)
+            }
+        }
+        for (i, m) in (node["methods"].stringList() ?? []).enumerated() {
+            let upper = m.uppercased()
+            if httpMethods.contains(upper) { match.methods.append(upper) } else {
+                node["methods"]["\(i)"].fail("unknown HTTP method \"\(m)\"")
+            }
+        }
+        match.headers = readValueRules(node["headers"], lowercaseNames: true)
+        match.query = readValueRules(node["query"], lowercaseNames: false)
+        return match
+    }
+
+    /// `{"name": true}` means present, `{"name": "v"}` means equals.
+    static func readValueRules(_ node: ConfigNode, lowercaseNames: Bool) -> [(name: String, rule: RouteMatch.ValueRule)] {
+        var rules: [(name: String, rule: RouteMatch.ValueRule)] = []
+        for (key, child) in node.object() ?? [] {
+            let name = lowercaseNames ? key.lowercased() : key
+            switch child.value {
+            case .bool(true)?: rules.append((name, .present))
+            case .string(let s)?: rules.append((name, .equals(s)))
+            default: child.fail("expected true (present) or a string (equals), found \(child.value?.typeName ?? "nothing")")
+            }
+        }
+        return rules
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+
+/// The whole gateway configuration: parsed once, validated as a whole, then shared read-only
+/// by every request of a worker.
+public struct GatewayConfig: Sendable {
+    public var server: ServerSettings
+    public var log: LogSettings
+    public var upstreams: [String: UpstreamConfig]
+    public var routes: [RouteConfig]
+    /// Directory of the JSON plugin rule files (resolved against the config file's directory).
+    public var pluginsDirectory: String?
+
+    public init(server: ServerSettings = ServerSettings(), log: LogSettings = LogSettings(),
+                upstreams: [String: UpstreamConfig] = [:], routes: [RouteConfig] = [], pluginsDirectory: String? = nil) {
+        self.server = server
+        self.log = log
+        self.upstreams = upstreams
+        self.routes = routes
+        self.pluginsDirectory = pluginsDirectory
+    }
+}
+
+/// The FastCGI socket and the worker pool.
+public struct ServerSettings: Sendable, Equatable {
+    /// Unix socket path nginx connects to.
+    public var socket = "run/portcullis.sock"
+    /// Permission bits of the socket file (so nginx's user can connect).
+    public var socketMode: UInt32 = 0o660
+    public var socketOwner: String?
+    public var socketGroup: String?
+    /// Directory for the pid file, state file and shared memory segment name.
+    public var runtimeDirectory = "run"
+    public var workers = 2
+    public var threadsPerWorker = 8
+    /// Largest request body a worker accepts (nginx's `client_max_body_size` should match).
+    public var maxBodyBytes: Int64 = 64 * 1024 * 1024
+    /// Seconds a stopping worker waits for in-flight requests before exiting.
+    public var shutdownGraceSeconds = 30
+    public init() {}
+}
+
+/// Where and how the access log is written.
+public struct LogSettings: Sendable, Equatable {
+    /// Access log path; "-" writes to standard output.
+    public var accessLog = "-"
+    /// Lines held in memory when the log target is slow; beyond it lines are dropped and counted.
+    public var bufferBytes = 1 << 20
+    public init() {}
+}
+
+/// A named upstream service: one or more targets and their timeouts.
+public struct UpstreamConfig: Sendable, Equatable {
+    public var name: String
+    /// Base URLs (`http://host:port`), balanced round robin.
+    public var targets: [String]
+    public var connectTimeoutMs: Int
+    public var timeoutMs: Int
+    public init(name: String, targets: [String], connectTimeoutMs: Int = 2_000, timeoutMs: Int = 30_000) {
+        self.name = name
+        self.targets = targets
+        self.connectTimeoutMs = connectTimeoutMs
+        self.timeoutMs = timeoutMs
+    }
+}
+
+/// How a route matches a request.
+public struct RouteMatch: Sendable, Equatable {
+    public enum PathRule: Sendable, Equatable {
+        /// Whole path, segments literal or `{param}`.
+        case exact(String)
+        /// Leading segments, literal or `{param}`; the rest of the path is free.
+        case prefix(String)
+    }
+    public enum ValueRule: Sendable, Equatable {
+        case present
+        case equals(String)
+    }
+    public var path: PathRule
+    /// Exact host or `*.suffix`; nil matches any host.
+    public var hosts: [String]
+    /// Upper-case methods; empty matches every method.
+    public var methods: [String]
+    /// Header names are compared case-insensitively (stored lower-case).
+    public var headers: [(name: String, rule: ValueRule)]
+    public var query: [(name: String, rule: ValueRule)]
+
+    public init(path: PathRule, hosts: [String] = [], methods: [String] = [],
+                headers: [(name: String, rule: ValueRule)] = [], query: [(name: String, rule: ValueRule)] = []) {
+        self.path = path
+        self.hosts = hosts
+        self.methods = methods
+        self.headers = headers
+        self.query = query
+    }
+
+    public static func == (a: RouteMatch, b: RouteMatch) -> Bool {
+        a.path == b.path && a.hosts == b.hosts && a.methods == b.methods
+            && a.headers.map(\.name) == b.headers.map(\.name) && a.headers.map(\.rule) == b.headers.map(\.rule)
+            && a.query.map(\.name) == b.query.map(\.name) && a.query.map(\.rule) == b.query.map(\.rule)
+    }
+}
+
+/// One route: what it matches, where it sends the request and what it does on the way.
+public struct RouteConfig: Sendable {
+    public var name: String
+    public var match: RouteMatch
+    public var upstream: String
+    /// Remove the matched prefix before forwarding.
+    public var stripPrefix: Bool
+    /// Replacement path template, `{param}` filled from the match.
+    public var rewrite: String?
+    /// Position in the config; breaks precedence ties.
+    public var index: Int
+
+    public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
+                rewrite: String? = nil, index: Int = 0) {
+        self.name = name
+        self.match = match
+        self.upstream = upstream
+        self.stripPrefix = stripPrefix
+        self.rewrite = rewrite
+        self.index = index
+    }
+}

@@ -1,0 +1,99 @@
+/// A request as the worker received it from nginx, decoupled from FastCGI so the pipeline can
+/// be tested without sockets.
+public struct GatewayRequest: Sendable, RoutableRequest {
+    public var method: String
+    /// nginx's normalised path (`$document_uri`: decoded, dot segments resolved).
+    public var path: String
+    /// Raw query string without `?` (may be empty).
+    public var rawQuery: String
+    /// Lower-case host without port.
+    public var host: String
+    public var headers: HTTPHeaders
+    public var facts: ConnectionFacts
+    public var requestId: String
+    public var contentLength: Int64?
+    private var parsedQuery: [(name: String, value: String)]
+
+    public init(method: String, path: String, rawQuery: String = "", host: String = "", headers: HTTPHeaders = HTTPHeaders(),
+                facts: ConnectionFacts = ConnectionFacts(clientAddress: "127.0.0.1", scheme: "http", host: ""),
+                requestId: String = "", contentLength: Int64? = nil) {
+        self.method = method
+        self.path = path
+        self.rawQuery = rawQuery
+        self.host = host
+        self.headers = headers
+        self.facts = facts
+        self.requestId = requestId
+        self.contentLength = contentLength
+        self.parsedQuery = QueryString.parse(rawQuery)
+    }
+
+    public func header(_ lowercaseName: String) -> String? { headers[lowercaseName] }
+    public func queryValue(_ name: String) -> String? { parsedQuery.first { $0.name == name }?.value }
+    public var queryItems: [(name: String, value: String)] { parsedQuery }
+}
+
+/// `application/x-www-form-urlencoded` query strings.
+public enum QueryString {
+    public static func parse(_ raw: String) -> [(name: String, value: String)] {
+        guard !raw.isEmpty else { return [] }
+        return raw.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            if let eq = pair.firstIndex(of: "=") {
+                return (PercentEncoding.decode(pair[..<eq], plusAsSpace: true),
+                        PercentEncoding.decode(pair[pair.index(after: eq)...], plusAsSpace: true))
+            }
+            return (PercentEncoding.decode(pair, plusAsSpace: true), "")
+        }
+    }
+
+    public static func serialize(_ items: [(name: String, value: String)]) -> String {
+        items.map { PercentEncoding.encode($0.name, allowed: .queryComponent) + "=" + PercentEncoding.encode($0.value, allowed: .queryComponent) }
+            .joined(separator: "&")
+    }
+}
+
+public enum PercentEncoding {
+    public enum Allowed { case path, queryComponent }
+
+    public static func decode(_ s: some StringProtocol, plusAsSpace: Bool = false) -> String {
+        let bytes = Array(s.utf8)
+        guard bytes.contains(where: { $0 == 0x25 || (plusAsSpace && $0 == 0x2B) }) else { return String(s) }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = 0
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == 0x25, i + 2 < bytes.count, let h = hex(bytes[i + 1]), let l = hex(bytes[i + 2]) {
+                out.append(h << 4 | l); i += 3
+            } else {
+                out.append(plusAsSpace && c == 0x2B ? 0x20 : c); i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Encodes every byte outside the unreserved set (and, for paths, `/` and sub-delims).
+    public static func encode(_ s: String, allowed: Allowed) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count)
+        let digits = Array("0123456789ABCDEF".utf8)
+        for c in s.utf8 {
+            let unreserved = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || c == 0x2D || c == 0x2E || c == 0x5F || c == 0x7E
+            let pathExtra = allowed == .path && "/:@!$&'()*+,;=".utf8.contains(c)
+            if unreserved || pathExtra { out.append(c) } else {
+                out.append(0x25); out.append(digits[Int(c >> 4)]); out.append(digits[Int(c & 15)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func hex(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: return c - 0x30
+        case 0x41...0x46: return c - 0x41 + 10
+        case 0x61...0x66: return c - 0x61 + 10
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,66 @@
+/// An ordered list of header fields with case-insensitive lookup. Names are stored as given.
+public struct HTTPHeaders: Sendable, Equatable, Sequence {
+    public private(set) var fields: [(name: String, value: String)] = []
+
+    public init() {}
+    public init(_ fields: [(String, String)]) { self.fields = fields.map { (name: $0.0, value: $0.1) } }
+
+    public static func == (a: HTTPHeaders, b: HTTPHeaders) -> Bool {
+        a.fields.map(\.name) == b.fields.map(\.name) && a.fields.map(\.value) == b.fields.map(\.value)
+    }
+
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
+    public var count: Int { fields.count }
+
+    /// The first value of `name`.
+    public subscript(name: String) -> String? {
+        fields.first { $0.name.caseInsensitiveEquals(name) }?.value
+    }
+
+    public func values(_ name: String) -> [String] {
+        fields.filter { $0.name.caseInsensitiveEquals(name) }.map(\.value)
+    }
+
+    public func contains(_ name: String) -> Bool { fields.contains { $0.name.caseInsensitiveEquals(name) } }
+
+    public mutating func add(_ name: String, _ value: String) { fields.append((name, value)) }
+
+    /// Replaces every value of `name` with one.
+    public mutating func set(_ name: String, _ value: String) {
+        if let i = fields.firstIndex(where: { $0.name.caseInsensitiveEquals(name) }) {
+            fields[i].value = value
+            var j = fields.count - 1
+            while j > i {
+                if fields[j].name.caseInsensitiveEquals(name) { fields.remove(at: j) }
+                j -= 1
+            }
+        } else {
+            fields.append((name, value))
+        }
+    }
+
+    public mutating func remove(_ name: String) { fields.removeAll { $0.name.caseInsensitiveEquals(name) } }
+
+    public mutating func removeAll(where predicate: (String) -> Bool) { fields.removeAll { predicate($0.name) } }
+}
+
+extension String {
+    /// ASCII case-insensitive comparison (header names are ASCII tokens).
+    @inlinable
+    public func caseInsensitiveEquals(_ other: String) -> Bool {
+        let a = utf8, b = other.utf8
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) where x != y {
+            let lx = (x >= 65 && x <= 90) ? x + 32 : x
+            let ly = (y >= 65 && y <= 90) ? y + 32 : y
+            if lx != ly { return false }
+        }
+        return true
+    }
+
+    /// ASCII lower-casing, cheaper than `lowercased()` for header names.
+    public var asciiLowercased: String {
+        if !utf8.contains(where: { $0 >= 65 && $0 <= 90 }) { return self }
+        return String(decoding: utf8.map { ($0 >= 65 && $0 <= 90) ? $0 + 32 : $0 }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,92 @@
+/// Header rules applied at the gateway boundary, both directions.
+public enum HeaderHygiene {
+    /// Hop-by-hop fields (RFC 9110 §7.6.1 and the legacy ones proxies still see), lower-case.
+    public static let hopByHop: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "proxy-authenticate", "proxy-authorization",
+    ]
+
+    /// Headers the gateway sets from nginx's facts; a client's copy is never trusted.
+    public static let gatewayOwned: Set<String> = [
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded", "x-real-ip",
+        "x-request-id",
+    ]
+
+    /// Removes hop-by-hop fields, including every field named in `Connection`.
+    public static func stripHopByHop(_ headers: inout HTTPHeaders) {
+        var named = Set<String>()
+        for value in headers.values("connection") {
+            for token in value.split(separator: ",") {
+                let t = String(token.trimmingSpaces()).asciiLowercased
+                if !t.isEmpty { named.insert(t) }
+            }
+        }
+        headers.removeAll { name in
+            let lower = name.asciiLowercased
+            return hopByHop.contains(lower) || named.contains(lower)
+        }
+    }
+
+    /// The request headers to forward upstream: hop-by-hop and gateway-owned fields removed,
+    /// then `X-Forwarded-*` and `X-Request-ID` set from what nginx reported.
+    public static func upstreamRequestHeaders(_ incoming: HTTPHeaders, facts: ConnectionFacts, requestId: String) -> HTTPHeaders {
+        var headers = incoming
+        stripHopByHop(&headers)
+        headers.removeAll { name in
+            let lower = name.asciiLowercased
+            return gatewayOwned.contains(lower) || lower == "content-length" || lower == "expect"
+        }
+        headers.add("X-Forwarded-For", facts.clientAddress)
+        headers.add("X-Forwarded-Proto", facts.scheme)
+        if !facts.host.isEmpty { headers.add("X-Forwarded-Host", facts.host) }
+        headers.add("X-Request-ID", requestId)
+        return headers
+    }
+
+    /// Response headers to pass back to nginx: hop-by-hop removed; `Content-Length` kept only
+    /// when the body passes through unchanged.
+    public static func downstreamResponseHeaders(_ upstream: HTTPHeaders) -> HTTPHeaders {
+        var headers = upstream
+        stripHopByHop(&headers)
+        headers.removeAll { name in
+            let lower = name.asciiLowercased
+            return lower == "status" || lower == "x-request-id"
+        }
+        return headers
+    }
+
+    /// True when `value` may be placed in a header: no CR, LF, NUL or other control characters
+    /// except horizontal tab.
+    public static func isSafeHeaderValue(_ value: String) -> Bool {
+        !value.utf8.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }
+    }
+
+    /// True for an RFC 9110 token (header names).
+    public static func isToken(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || "!#$%&'*+-.^_`|~".utf8.contains(c)
+        }
+    }
+}
+
+/// Facts about the client connection as nginx reported them (FastCGI params, never headers).
+public struct ConnectionFacts: Sendable, Equatable {
+    public var clientAddress: String
+    public var scheme: String
+    public var host: String
+    public init(clientAddress: String, scheme: String, host: String) {
+        self.clientAddress = clientAddress
+        self.scheme = scheme
+        self.host = host
+    }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> SubSequence {
+        var s = self[...]
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return s
+    }
+}

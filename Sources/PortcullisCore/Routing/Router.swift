@@ -1,0 +1,191 @@
+/// What the router decided for a request.
+public enum RouteDecision: Sendable, Equatable {
+    case matched(RouteMatchResult)
+    /// Some route matched everything but the method; `allowed` lists the methods that would.
+    case methodNotAllowed(allowed: [String])
+    case notFound
+}
+
+/// A matched route with its captured path parameters.
+public struct RouteMatchResult: Sendable, Equatable {
+    /// Index into the config's routes.
+    public let routeIndex: Int
+    public let params: [String: String]
+    /// Number of leading path segments the route's path consumed (for prefix stripping).
+    public let consumedSegments: Int
+}
+
+/// What the router needs from a request; kept small so matching allocates little.
+public protocol RoutableRequest {
+    var method: String { get }
+    var path: String { get }
+    /// Lower-case host without port.
+    var host: String { get }
+    func header(_ lowercaseName: String) -> String?
+    func queryValue(_ name: String) -> String?
+}
+
+/// Routes compiled once per configuration into a segment trie, so a request walks only the
+/// branches its path can take. Precedence (most specific wins):
+/// exact path over prefix; more literal segments; more segments; exact host over wildcard host
+/// over any host; more header/query conditions; a method list over any method; then
+/// declaration order.
+public struct Router: Sendable {
+    final class Node: @unchecked Sendable {
+        var literals: [String: Node] = [:]
+        var param: Node?
+        var exactRoutes: [Int] = []
+        var prefixRoutes: [Int] = []
+    }
+
+    struct Compiled: Sendable {
+        let match: RouteMatch
+        let paramNames: [String?]  // per segment position: name if a param
+        let rank: [Int]
+    }
+
+    private let root: Node
+    private let routes: [Compiled]
+
+    public init(routes: [RouteConfig]) {
+        let root = Node()
+        var compiled: [Compiled] = []
+        for (i, route) in routes.enumerated() {
+            let pattern: String
+            let isExact: Bool
+            switch route.match.path {
+            case .exact(let p): pattern = p; isExact = true
+            case .prefix(let p): pattern = p; isExact = false
+            }
+            let segments = PathPattern.segments(of: pattern)
+            var node = root
+            var names: [String?] = []
+            var literalCount = 0
+            for seg in segments {
+                switch seg {
+                case .literal(let l):
+                    literalCount += 1
+                    names.append(nil)
+                    if let next = node.literals[l] { node = next } else {
+                        let next = Node(); node.literals[l] = next; node = next
+                    }
+                case .param(let name):
+                    names.append(name)
+                    if let next = node.param { node = next } else {
+                        let next = Node(); node.param = next; node = next
+                    }
+                }
+            }
+            if isExact { node.exactRoutes.append(i) } else { node.prefixRoutes.append(i) }
+            let hostRank = route.match.hosts.isEmpty ? 0 : (route.match.hosts.allSatisfy { !$0.hasPrefix("*.") } ? 2 : 1)
+            let rank = [isExact ? 1 : 0, literalCount, segments.count, hostRank,
+                        route.match.headers.count + route.match.query.count,
+                        route.match.methods.isEmpty ? 0 : 1, -i]
+            compiled.append(Compiled(match: route.match, paramNames: names, rank: rank))
+        }
+        self.root = root
+        self.routes = compiled
+    }
+
+    public func route(_ request: some RoutableRequest) -> RouteDecision {
+        let segments = PathPattern.splitPath(request.path)
+        var best: (index: Int, captures: [Substring], consumed: Int)?
+        var allowed: [String] = []
+        var captures: [Substring] = []
+        captures.reserveCapacity(segments.count)
+
+        func consider(_ index: Int, consumed: Int) {
+            let route = routes[index]
+            guard conditionsHold(route.match, request) else { return }
+            if !route.match.methods.isEmpty && !route.match.methods.contains(request.method) {
+                // HEAD is answered by GET routes, as HTTP intends.
+                if !(request.method == "HEAD" && route.match.methods.contains("GET")) {
+                    allowed.append(contentsOf: route.match.methods)
+                    return
+                }
+            }
+            if let current = best, !routes[current.index].rank.lexicographicallyPrecedes(route.rank) { return }
+            best = (index, captures, consumed)
+        }
+
+        func walk(_ node: Node, depth: Int) {
+            for index in node.prefixRoutes { consider(index, consumed: depth) }
+            if depth == segments.count {
+                for index in node.exactRoutes { consider(index, consumed: depth) }
+                return
+            }
+            let seg = segments[depth]
+            if let next = node.literals[String(seg)] { walk(next, depth: depth + 1) }
+            if let next = node.param {
+                captures.append(seg)
+                walk(next, depth: depth + 1)
+                captures.removeLast()
+            }
+        }
+        walk(root, depth: 0)
+
+        if let best {
+            let names = routes[best.index].paramNames
+            var params: [String: String] = [:]
+            var c = 0
+            for name in names.prefix(best.consumed) {
+                if let name { params[name] = String(best.captures[c]); c += 1 }
+            }
+            return .matched(RouteMatchResult(routeIndex: best.index, params: params, consumedSegments: best.consumed))
+        }
+        if !allowed.isEmpty {
+            var seen = Set<String>()
+            var list = allowed.filter { seen.insert($0).inserted }
+            if list.contains("GET") && !list.contains("HEAD") { list.append("HEAD") }
+            return .methodNotAllowed(allowed: list.sorted())
+        }
+        return .notFound
+    }
+
+    private func conditionsHold(_ match: RouteMatch, _ request: some RoutableRequest) -> Bool {
+        if !match.hosts.isEmpty {
+            let host = request.host
+            let hostOK = match.hosts.contains { pattern in
+                pattern.hasPrefix("*.") ? (host.hasSuffix(pattern.dropFirst(1)) && host.count > pattern.count - 1) : host == pattern
+            }
+            if !hostOK { return false }
+        }
+        for (name, rule) in match.headers {
+            guard let value = request.header(name) else { return false }
+            if case .equals(let expected) = rule, value != expected { return false }
+        }
+        for (name, rule) in match.query {
+            guard let value = request.queryValue(name) else { return false }
+            if case .equals(let expected) = rule, value != expected { return false }
+        }
+        return true
+    }
+
+    /// The path to send upstream: the rewrite template (prefix routes keep the unmatched rest),
+    /// the path without its matched prefix, or the path unchanged.
+    public static func upstreamPath(route: RouteConfig, result: RouteMatchResult, requestPath: String) -> String {
+        let isPrefix: Bool
+        if case .prefix = route.match.path { isPrefix = true } else { isPrefix = false }
+        guard route.rewrite != nil || (route.stripPrefix && isPrefix) else { return requestPath }
+        let rest = isPrefix ? remainder(of: requestPath, afterSegments: result.consumedSegments) : ""
+        var base = route.rewrite.map { PathPattern.fill($0, params: result.params) } ?? "/"
+        if !rest.isEmpty {
+            if base.hasSuffix("/") { base.removeLast() }
+            base += rest
+        }
+        return base
+    }
+
+    /// The part of `path` after its first `count` non-empty segments, starting with "/" (or "").
+    static func remainder(of path: String, afterSegments count: Int) -> String {
+        var seen = 0
+        var idx = path.startIndex
+        while seen < count, idx < path.endIndex {
+            while idx < path.endIndex && path[idx] == "/" { idx = path.index(after: idx) }
+            guard idx < path.endIndex else { break }
+            while idx < path.endIndex && path[idx] != "/" { idx = path.index(after: idx) }
+            seen += 1
+        }
+        return String(path[idx...])
+    }
+}
