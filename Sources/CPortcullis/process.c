@@ -73,3 +73,46 @@ int pc_set_cloexec(int fd, int on) {
     flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
     return fcntl(fd, F_SETFD, flags);
 }
+
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+int pc_set_parent_death_signal(int signo) {
+    pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, signo) != 0) return -1;
+    /* The parent may have died before prctl: then we were reparented. */
+    return getppid() == parent ? 0 : -1;
+}
+
+static int fill_addr(struct sockaddr_un *addr, const char *path) {
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof addr->sun_path) return -ENAMETOOLONG;
+    strcpy(addr->sun_path, path);
+    return 0;
+}
+
+int pc_unix_listen(const char *path, int backlog) {
+    struct sockaddr_un addr;
+    int rc = fill_addr(&addr, path);
+    if (rc < 0) return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, backlog) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int pc_unix_probe(const char *path) {
+    struct sockaddr_un addr;
+    if (fill_addr(&addr, path) < 0) return 0;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int ok = connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+    close(fd);
+    return ok;
+}

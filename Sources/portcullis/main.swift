@@ -1,1 +1,3 @@
 import PortcullisCLI
+
+PortcullisCommand.main()

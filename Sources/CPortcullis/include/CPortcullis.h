@@ -44,6 +44,17 @@ void pc_default_signal(int signo);
 pid_t pc_spawn(const char *path, char *const argv[], char *const envp[],
                const int *inherit_fds, const int *target_fds, int count);
 
+/* ---- process lifetime ---- */
+/* Asks the kernel to send signo to this process when its parent dies; returns -1 if the
+   parent is already gone. */
+int pc_set_parent_death_signal(int signo);
+
+/* ---- unix sockets ---- */
+/* Creates, binds and listens on a unix stream socket at path. Returns the fd or -errno. */
+int pc_unix_listen(const char *path, int backlog);
+/* Returns 1 if something accepts connections at path, 0 otherwise. */
+int pc_unix_probe(const char *path);
+
 /* ---- misc ---- */
 int pc_errno(void);
 int pc_set_cloexec(int fd, int on);

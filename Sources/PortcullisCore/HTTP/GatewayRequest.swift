@@ -12,6 +12,8 @@ public struct GatewayRequest: Sendable, RoutableRequest {
     public var facts: ConnectionFacts
     public var requestId: String
     public var contentLength: Int64?
+    /// Present only when nginx passed certificate facts (TLS server block).
+    public var clientCertificate: ClientCertificateFacts?
     private var parsedQuery: [(name: String, value: String)]
 
     public init(method: String, path: String, rawQuery: String = "", host: String = "", headers: HTTPHeaders = HTTPHeaders(),

@@ -1,0 +1,18 @@
+import ArgumentParser
+
+/// `portcullis`: the gateway's single binary — master, worker and operator CLI.
+public struct PortcullisCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "portcullis",
+        abstract: "An API gateway that runs behind nginx over FastCGI.",
+        subcommands: [ServeCommand.self, StopCommand.self, ReloadCommand.self, StatusCommand.self, ScaleCommand.self,
+                      CheckCommand.self, WorkerCommand.self]
+    )
+    public init() {}
+}
+
+/// The `--config` option every command shares.
+struct ConfigOption: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Gateway configuration file.")
+    var config: String = "config/portcullis.json"
+}

@@ -1,0 +1,98 @@
+import CFastCGI
+import PortcullisCore
+
+/// Where a response goes: the head once, then body chunks. FastCGI in production; tests may
+/// collect into memory.
+public protocol ResponseSink: AnyObject {
+    /// False once the client side is gone; further writes are dropped.
+    var isOpen: Bool { get }
+    var headSent: Bool { get }
+    var bytesSent: Int { get }
+    var status: Int { get }
+    func sendHead(status: Int, headers: HTTPHeaders)
+    func sendBody(_ bytes: UnsafeRawBufferPointer)
+}
+
+/// Source of the request body (FastCGI stdin).
+public protocol BodySource: AnyObject {
+    /// Reads up to `buffer.count` bytes; 0 at the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int
+}
+
+extension ResponseSink {
+    public func sendBody(_ bytes: [UInt8]) { bytes.withUnsafeBytes { sendBody($0) } }
+
+    /// Answers a gateway error as problem+json.
+    public func sendProblem(_ problem: ProblemDetails, requestId: String) {
+        let body = problem.body(requestId: requestId)
+        var headers = problem.headers
+        headers.set("Content-Type", ProblemDetails.contentType)
+        headers.set("Content-Length", String(body.count))
+        headers.set("Cache-Control", "no-store")
+        sendHead(status: problem.status, headers: headers)
+        sendBody(body)
+    }
+}
+
+/// One FastCGI request: its params, its stdin and its stdout.
+public final class FastCGIExchange: ResponseSink, BodySource {
+    private let request: UnsafeMutablePointer<FCGX_Request>
+    public private(set) var isOpen = true
+    public private(set) var headSent = false
+    public private(set) var bytesSent = 0
+    public private(set) var status = 0
+    /// The correlation id, added to every response head; set by the handler once decided.
+    public var requestId = ""
+
+    init(request: UnsafeMutablePointer<FCGX_Request>) {
+        self.request = request
+    }
+
+    /// Every FastCGI param as name/value pairs.
+    public func params() -> [(name: Substring, value: Substring)] {
+        var out: [(Substring, Substring)] = []
+        guard var envp = request.pointee.envp else { return out }
+        while let entry = envp.pointee {
+            let s = String(cString: entry)
+            if let eq = s.firstIndex(of: "=") {
+                out.append((s[..<eq], s[s.index(after: eq)...]))
+            }
+            envp += 1
+        }
+        return out
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        let n = FCGX_GetStr(base.assumingMemoryBound(to: CChar.self), Int32(min(buffer.count, Int(Int32.max))), request.pointee.in)
+        return n > 0 ? Int(n) : 0
+    }
+
+    public func sendHead(status: Int, headers: HTTPHeaders) {
+        guard !headSent else { return }
+        headSent = true
+        self.status = status
+        var head = "Status: \(status) \(HTTPStatus.reason(status))\r\n"
+        for (name, value) in headers where HeaderHygiene.isSafeHeaderValue(value) && HeaderHygiene.isToken(name) {
+            head += name
+            head += ": "
+            head += value
+            head += "\r\n"
+        }
+        head += "X-Request-ID: \(requestId)\r\n\r\n"
+        var bytes = head
+        bytes.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+    }
+
+    public func sendBody(_ bytes: UnsafeRawBufferPointer) {
+        guard headSent else { return }
+        write(bytes)
+        bytesSent += bytes.count
+    }
+
+    private func write(_ bytes: UnsafeRawBufferPointer) {
+        guard isOpen, let base = bytes.baseAddress, bytes.count > 0 else { return }
+        let n = FCGX_PutStr(base.assumingMemoryBound(to: CChar.self), Int32(bytes.count), request.pointee.out)
+        if n < 0 { isOpen = false }
+    }
+}

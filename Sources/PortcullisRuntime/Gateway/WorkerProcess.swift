@@ -1,0 +1,54 @@
+import CPortcullis
+import Foundation
+import PortcullisCore
+
+/// A worker process: serves FastCGI requests on the listening socket inherited from the master
+/// until SIGTERM, then finishes its in-flight requests and exits.
+public enum WorkerProcess {
+    /// Exit status when the configuration cannot be loaded (sysexits' EX_CONFIG).
+    public static let configErrorStatus: Int32 = 78
+
+    public static func run(configPath: String, listenFD: Int32, threads: Int?, generation: Int) -> Never {
+        // If the master dies (even by SIGKILL), do not linger holding the socket.
+        if pc_set_parent_death_signal(SIGTERM) != 0 { exit(0) }
+        pc_ignore_signal(SIGPIPE)
+        pc_ignore_signal(SIGINT)  // Ctrl-C reaches the whole group; the master coordinates.
+
+        let config: GatewayConfig
+        do {
+            config = try ConfigLoader.load(path: configPath)
+        } catch {
+            EventLog.emit("worker_config_error", [("error", .string(error.description))])
+            exit(configErrorStatus)
+        }
+        let accessLog: AccessLog
+        do {
+            accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes)
+        } catch {
+            EventLog.emit("worker_start_failed", [("error", .string("\(error)"))])
+            exit(1)
+        }
+        let gateway = Gateway(config: config, accessLog: accessLog)
+        let threadCount = threads ?? config.server.threadsPerWorker
+        let server = FastCGIServer(listenFD: listenFD, threads: threadCount) { GatewayHandler(gateway: gateway) }
+
+        var pipeFDs: [Int32] = [0, 0]
+        pipe(&pipeFDs)
+        let signals: [Int32] = [SIGTERM, SIGQUIT]
+        pc_install_signal_pipe(pipeFDs[1], signals, Int32(signals.count))
+
+        server.start()
+        EventLog.emit("worker_started", [("generation", .int(Int64(generation))), ("threads", .int(Int64(threadCount)))])
+
+        var byte: UInt8 = 0
+        while read(pipeFDs[0], &byte, 1) != 1 {}
+        server.beginShutdown()
+        let deadline = ContinuousClock.now + .seconds(config.server.shutdownGraceSeconds)
+        while server.inFlight.load(ordering: .sequentiallyConsistent) > 0 && ContinuousClock.now < deadline {
+            usleep(10_000)
+        }
+        accessLog.flush()
+        EventLog.emit("worker_stopped", [("generation", .int(Int64(generation)))])
+        exit(0)
+    }
+}

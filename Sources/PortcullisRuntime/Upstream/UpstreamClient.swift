@@ -1,0 +1,236 @@
+import CCurl
+import CPortcullis
+import PortcullisCore
+
+/// What happened to one upstream exchange.
+public struct UpstreamOutcome: Sendable {
+    public enum Failure: Sendable, Equatable {
+        /// Refused, unreachable, reset, or an invalid answer: 502.
+        case unavailable(String)
+        /// Connect or total timeout: 504.
+        case timedOut(String)
+        /// The client went away while the body was being relayed.
+        case clientGone
+    }
+    public var status: Int
+    public var failure: Failure?
+    public var target: String
+    public var elapsedMs: Double
+}
+
+/// How the upstream's response reaches the client: streamed as it arrives, or collected whole
+/// (up to a limit) so a response transform can rewrite it.
+public enum ResponseMode {
+    case stream
+    case collect(limit: Int)
+}
+
+/// One request to send upstream.
+public struct UpstreamRequest {
+    public var method: String
+    public var url: String
+    public var headers: HTTPHeaders
+    /// Body length announced by nginx; nil or 0 means no body.
+    public var bodyLength: Int64?
+    public var connectTimeoutMs: Int
+    public var timeoutMs: Int
+
+    public init(method: String, url: String, headers: HTTPHeaders, bodyLength: Int64?, connectTimeoutMs: Int, timeoutMs: Int) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.bodyLength = bodyLength
+        self.connectTimeoutMs = connectTimeoutMs
+        self.timeoutMs = timeoutMs
+    }
+}
+
+/// A libcurl easy handle owned by one worker thread. Reusing it keeps upstream connections
+/// alive between requests; `curl_easy_reset` clears options but keeps the connection cache.
+public final class UpstreamClient {
+    private let handle: UnsafeMutableRawPointer
+
+    public init() {
+        curl_global_init(Int(CURL_GLOBAL_ALL))
+        handle = UnsafeMutableRawPointer(curl_easy_init()!)
+    }
+
+    deinit { curl_easy_cleanup(handle) }
+
+    /// Sends `request`, reading its body from `body` and relaying the answer to `sink`
+    /// (or collecting it into the returned context when `mode` is `.collect`).
+    public func perform(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, mode: ResponseMode,
+                        responseFilter: ((inout Int, inout HTTPHeaders) -> Void)? = nil) -> (UpstreamOutcome, CollectedResponse?) {
+        let h = handle
+        curl_easy_reset(h)
+        let transfer = Transfer(sink: sink, body: body, mode: mode, filter: responseFilter)
+        let ctx = Unmanaged.passUnretained(transfer).toOpaque()
+
+        pc_curl_set_str(h, CURLOPT_URL, request.url)
+        pc_curl_set_long(h, CURLOPT_NOSIGNAL, 1)
+        // Never route through a proxy from the environment (http_proxy, ALL_PROXY ...).
+        pc_curl_set_str(h, CURLOPT_PROXY, "")
+        pc_curl_set_str(h, CURLOPT_PROTOCOLS_STR, "http,https")
+        pc_curl_set_long(h, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1)
+        pc_curl_set_long(h, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeoutMs)
+        pc_curl_set_long(h, CURLOPT_TIMEOUT_MS, request.timeoutMs)
+        pc_curl_set_long(h, CURLOPT_TCP_NODELAY, 1)
+        pc_curl_set_header_cb(h, headerCallback, ctx)
+        pc_curl_set_write_cb(h, writeCallback, ctx)
+
+        let hasBody = (request.bodyLength ?? 0) > 0
+        switch request.method {
+        case "GET" where !hasBody:
+            pc_curl_set_long(h, CURLOPT_HTTPGET, 1)
+        case "HEAD":
+            pc_curl_set_long(h, CURLOPT_NOBODY, 1)
+        case "POST", "PUT", "PATCH":
+            fallthrough
+        case _ where hasBody:
+            pc_curl_set_long(h, CURLOPT_POST, 1)
+            pc_curl_set_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.bodyLength ?? 0))
+            pc_curl_set_read_cb(h, readCallback, ctx)
+            if request.method != "POST" { pc_curl_set_str(h, CURLOPT_CUSTOMREQUEST, request.method) }
+        default:
+            pc_curl_set_long(h, CURLOPT_HTTPGET, 1)
+            pc_curl_set_str(h, CURLOPT_CUSTOMREQUEST, request.method)
+        }
+
+        var list: UnsafeMutablePointer<curl_slist>?
+        var sawAccept = false
+        for (name, value) in request.headers {
+            if name.caseInsensitiveEquals("host") || name.caseInsensitiveEquals("content-length") { continue }
+            if name.caseInsensitiveEquals("accept") { sawAccept = true }
+            list = curl_slist_append(list, "\(name): \(value)")
+        }
+        // Suppress headers curl would invent.
+        if !sawAccept { list = curl_slist_append(list, "Accept:") }
+        list = curl_slist_append(list, "Expect:")
+        pc_curl_set_slist(h, CURLOPT_HTTPHEADER, list)
+        defer { curl_slist_free_all(list) }
+
+        let code = curl_easy_perform(h)
+        let elapsedMs = pc_curl_total_time(h) * 1000
+        var outcome = UpstreamOutcome(status: transfer.status, failure: nil, target: request.url, elapsedMs: elapsedMs)
+        if code != CURLE_OK {
+            if transfer.clientGone {
+                outcome.failure = .clientGone
+            } else {
+                let message = String(cString: curl_easy_strerror(code))
+                switch code {
+                case CURLE_OPERATION_TIMEDOUT: outcome.failure = .timedOut(message)
+                default: outcome.failure = .unavailable(message)
+                }
+            }
+            return (outcome, nil)
+        }
+        if case .collect = mode {
+            return (outcome, CollectedResponse(status: transfer.status, headers: transfer.headers, body: transfer.collected,
+                                               overflowed: transfer.overflowed))
+        }
+        // A response with no body (204, HEAD, empty 200) never reached the write callback.
+        transfer.sendHeadIfNeeded()
+        return (outcome, nil)
+    }
+}
+
+/// A response collected whole for transformation.
+public struct CollectedResponse {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+    /// True when the body exceeded the collection limit; `body` then holds only its start.
+    public var overflowed: Bool
+}
+
+/// State shared with the C callbacks of one transfer.
+private final class Transfer {
+    let sink: ResponseSink
+    let body: BodySource?
+    let mode: ResponseMode
+    let filter: ((inout Int, inout HTTPHeaders) -> Void)?
+    var status = 0
+    var headers = HTTPHeaders()
+    var inHeaders = true
+    var clientGone = false
+    var collected: [UInt8] = []
+    var overflowed = false
+
+    init(sink: ResponseSink, body: BodySource?, mode: ResponseMode, filter: ((inout Int, inout HTTPHeaders) -> Void)?) {
+        self.sink = sink
+        self.body = body
+        self.mode = mode
+        self.filter = filter
+    }
+
+    func headerLine(_ bytes: UnsafeRawBufferPointer) {
+        var line = Substring(decoding: bytes, as: UTF8.self)
+        while let last = line.last, last == "\r\n" || last == "\n" || last == "\r" { line = line.dropLast() }
+        if line.hasPrefix("HTTP/") {
+            // A new status line: a previous 1xx block is discarded.
+            let parts = line.split(separator: " ", maxSplits: 2)
+            status = parts.count > 1 ? Int(parts[1]) ?? 502 : 502
+            headers = HTTPHeaders()
+            inHeaders = true
+        } else if line.isEmpty {
+            inHeaders = false
+        } else if let colon = line.firstIndex(of: ":") {
+            let name = String(line[..<colon])
+            let value = String(line[line.index(after: colon)...].trimmingSpacesAndTabs())
+            headers.add(name, value)
+        }
+    }
+
+    func sendHeadIfNeeded() {
+        guard !sink.headSent else { return }
+        var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
+        var code = status
+        filter?(&code, &outgoing)
+        sink.sendHead(status: code, headers: outgoing)
+    }
+
+    /// Returns false to abort the transfer.
+    func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        switch mode {
+        case .stream:
+            sendHeadIfNeeded()
+            sink.sendBody(bytes)
+            if !sink.isOpen { clientGone = true; return false }
+        case .collect(let limit):
+            if collected.count + bytes.count > limit {
+                overflowed = true
+                return false
+            }
+            collected.append(contentsOf: bytes)
+        }
+        return true
+    }
+}
+
+extension Substring {
+    func trimmingSpacesAndTabs() -> Substring {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return s
+    }
+}
+
+private let headerCallback: pc_curl_data_cb = { ptr, size, count, userdata in
+    let n = size * count
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
+    transfer.headerLine(UnsafeRawBufferPointer(start: ptr, count: n))
+    return n
+}
+
+private let writeCallback: pc_curl_data_cb = { ptr, size, count, userdata in
+    let n = size * count
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
+    return transfer.bodyChunk(UnsafeRawBufferPointer(start: ptr, count: n)) ? n : 0
+}
+
+private let readCallback: pc_curl_data_cb = { ptr, size, count, userdata in
+    let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
+    guard let body = transfer.body, let ptr else { return 0 }
+    return body.read(into: UnsafeMutableRawBufferPointer(start: ptr, count: size * count))
+}
