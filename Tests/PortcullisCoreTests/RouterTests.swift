@@ -2,9 +2,104 @@ import XCTest
 @testable import PortcullisCore
 
 final class RouterTests: XCTestCase {
-    func testPlaceholderCompiles() throws {
-        let router = Router(routes: [RouteConfig(name: "a", match: RouteMatch(path: .prefix("/echo/")), upstream: "u")])
-        XCTAssertEqual(router.route(GatewayRequest(method: "GET", path: "/echo/x")),
-                       .matched(RouteMatchResult(routeIndex: 0, params: [:], consumedSegments: 1)))
+    private func route(_ name: String, _ path: RouteMatch.PathRule, methods: [String] = [], hosts: [String] = [],
+                       headers: [(name: String, rule: RouteMatch.ValueRule)] = [],
+                       query: [(name: String, rule: RouteMatch.ValueRule)] = [], index: Int) -> RouteConfig {
+        RouteConfig(name: name, match: RouteMatch(path: path, hosts: hosts, methods: methods, headers: headers, query: query),
+                    upstream: "u", index: index)
+    }
+
+    private func matchedName(_ routes: [RouteConfig], _ request: GatewayRequest) -> String? {
+        if case .matched(let m) = Router(routes: routes).route(request) { return routes[m.routeIndex].name }
+        return nil
+    }
+
+    func testExactBeatsPrefixAndLiteralBeatsParam() {
+        let routes = [
+            route("prefix", .prefix("/users/"), index: 0),
+            route("param", .exact("/users/{id}"), index: 1),
+            route("literal", .exact("/users/me"), index: 2),
+        ]
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/users/me")), "literal")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/users/42")), "param")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/users/42/orders")), "prefix")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/users")), "prefix")
+    }
+
+    func testLongerPrefixWinsAndTiesGoToDeclarationOrder() {
+        let routes = [
+            route("short", .prefix("/api/"), index: 0),
+            route("long", .prefix("/api/v2/"), index: 1),
+            route("first", .prefix("/dup/"), index: 2),
+            route("second", .prefix("/dup/"), index: 3),
+        ]
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/api/v2/things")), "long")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/api/v1/things")), "short")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/dup/x")), "first")
+    }
+
+    func testParamsAreCaptured() {
+        let routes = [route("orders", .exact("/users/{user}/orders/{order}"), index: 0)]
+        let decision = Router(routes: routes).route(GatewayRequest(method: "GET", path: "/users/7/orders/99"))
+        XCTAssertEqual(decision, .matched(RouteMatchResult(routeIndex: 0, params: ["user": "7", "order": "99"], consumedSegments: 4)))
+    }
+
+    func testHostHeaderAndQueryConditions() {
+        let routes = [
+            route("any", .prefix("/"), index: 0),
+            route("wild", .prefix("/"), hosts: ["*.example.com"], index: 1),
+            route("exact", .prefix("/"), hosts: ["api.example.com"], index: 2),
+            route("hdr", .prefix("/"), hosts: ["api.example.com"], headers: [("x-version", .equals("2"))], index: 3),
+            route("q", .prefix("/"), query: [("debug", .present)], index: 4),
+        ]
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/a", host: "other.org")), "any")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/a", host: "www.example.com")), "wild")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/a", host: "api.example.com")), "exact")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/a", host: "api.example.com",
+                                                          headers: HTTPHeaders([("X-Version", "2")]))), "hdr")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/a", host: "api.example.com",
+                                                          headers: HTTPHeaders([("X-Version", "3")]))), "exact")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/a", rawQuery: "debug", host: "x.org")), "q")
+        // "*.example.com" must not match the bare domain.
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/a", host: "example.com")), "any")
+    }
+
+    func testMethodMismatchGives405WithAllow() {
+        let routes = [route("get", .exact("/items"), methods: ["GET"], index: 0), route("post", .exact("/items"), methods: ["POST"], index: 1)]
+        XCTAssertEqual(Router(routes: routes).route(GatewayRequest(method: "DELETE", path: "/items")),
+                       .methodNotAllowed(allowed: ["GET", "HEAD", "POST"]))
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "HEAD", path: "/items")), "get")
+        XCTAssertEqual(Router(routes: routes).route(GatewayRequest(method: "GET", path: "/nothing")), .notFound)
+    }
+
+    func testMethodSpecificRouteBeatsAnyMethod() {
+        let routes = [route("any", .exact("/x"), index: 0), route("post", .exact("/x"), methods: ["POST"], index: 1)]
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "POST", path: "/x")), "post")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/x")), "any")
+    }
+
+    func testUpstreamPathRewriteAndStrip() {
+        var strip = route("v1", .prefix("/v1/"), index: 0)
+        strip.stripPrefix = true
+        let result = RouteMatchResult(routeIndex: 0, params: [:], consumedSegments: 1)
+        XCTAssertEqual(Router.upstreamPath(route: strip, result: result, requestPath: "/v1/users/3"), "/users/3")
+        XCTAssertEqual(Router.upstreamPath(route: strip, result: result, requestPath: "/v1"), "/")
+
+        var versioned = route("v1", .prefix("/v1/"), index: 0)
+        versioned.rewrite = "/api/"
+        XCTAssertEqual(Router.upstreamPath(route: versioned, result: result, requestPath: "/v1/users/3/"), "/api/users/3/")
+
+        var exact = route("u", .exact("/users/{id}"), index: 0)
+        exact.rewrite = "/internal/users/{id}"
+        XCTAssertEqual(Router.upstreamPath(route: exact, result: RouteMatchResult(routeIndex: 0, params: ["id": "9"], consumedSegments: 2),
+                                           requestPath: "/users/9"), "/internal/users/9")
+        let plain = route("p", .prefix("/echo/"), index: 0)
+        XCTAssertEqual(Router.upstreamPath(route: plain, result: result, requestPath: "/echo/a%20b"), "/echo/a%20b")
+    }
+
+    func testManyRoutesCompileIntoTrie() {
+        let routes = (0..<2000).map { route("r\($0)", .exact("/service\($0)/items/{id}"), index: $0) }
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/service1999/items/5")), "r1999")
+        XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/service2000/items/5")))
     }
 }

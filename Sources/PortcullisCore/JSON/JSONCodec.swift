@@ -71,7 +71,7 @@ public enum JSONCodec {
     public static func serialize(_ value: JSONValue, pretty: Bool = false) -> String {
         let node = build(value)
         defer { json_decref(node) }
-        let flags = (pretty ? 2 : JSON_COMPACT) | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER
+        let flags = (pretty ? 2 : JSON_COMPACT) | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER | (15 << 11)  // JSON_REAL_PRECISION(15)
         guard let out = json_dumps(node, Int(flags)) else { return "null" }
         defer { free(out) }
         return String(cString: out)

@@ -1,0 +1,66 @@
+import XCTest
+@testable import PortcullisCore
+
+final class HeaderHygieneTests: XCTestCase {
+    private let facts = ConnectionFacts(clientAddress: "10.1.2.3", scheme: "https", host: "api.example.com")
+
+    func testHopByHopAndConnectionNamedHeadersAreStripped() {
+        let incoming = HTTPHeaders([("Connection", "keep-alive, X-Secret"), ("X-Secret", "s"), ("Keep-Alive", "5"),
+                                    ("TE", "trailers"), ("Transfer-Encoding", "chunked"), ("Upgrade", "h2c"),
+                                    ("Proxy-Authorization", "Basic x"), ("Accept", "*/*")])
+        let out = HeaderHygiene.upstreamRequestHeaders(incoming, facts: facts, requestId: "rid")
+        XCTAssertEqual(out.fields.map(\.name), ["Accept", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-ID"])
+    }
+
+    func testForwardedHeadersComeFromNginxNotTheClient() {
+        let incoming = HTTPHeaders([("X-Forwarded-For", "6.6.6.6"), ("x-forwarded-proto", "gopher"), ("X-Real-IP", "6.6.6.6"),
+                                    ("Forwarded", "for=6.6.6.6"), ("X-Request-ID", "client")])
+        let out = HeaderHygiene.upstreamRequestHeaders(incoming, facts: facts, requestId: "rid")
+        XCTAssertEqual(out.values("X-Forwarded-For"), ["10.1.2.3"])
+        XCTAssertEqual(out.values("X-Forwarded-Proto"), ["https"])
+        XCTAssertEqual(out["X-Forwarded-Host"], "api.example.com")
+        XCTAssertEqual(out.values("X-Request-ID"), ["rid"])
+        XCTAssertFalse(out.contains("X-Real-IP"))
+        XCTAssertFalse(out.contains("Forwarded"))
+    }
+
+    func testResponseHopByHopStripped() {
+        let upstream = HTTPHeaders([("Connection", "X-Hop"), ("X-Hop", "leak"), ("Keep-Alive", "timeout=5"),
+                                    ("Content-Type", "application/json"), ("Status", "200")])
+        XCTAssertEqual(HeaderHygiene.downstreamResponseHeaders(upstream).fields.map(\.name), ["Content-Type"])
+    }
+
+    func testUnsafeHeaderValues() {
+        XCTAssertTrue(HeaderHygiene.isSafeHeaderValue("plain value\twith tab"))
+        XCTAssertFalse(HeaderHygiene.isSafeHeaderValue("a\r\nSet-Cookie: x"))
+        XCTAssertFalse(HeaderHygiene.isSafeHeaderValue("nul\u{0}"))
+        XCTAssertTrue(HeaderHygiene.isToken("X-Custom_1"))
+        XCTAssertFalse(HeaderHygiene.isToken("Bad Header"))
+    }
+
+    func testRequestIdAcceptance() {
+        XCTAssertEqual(RequestID.choose(clientSupplied: "abc-123_x.y", nginxGenerated: "n"), "abc-123_x.y")
+        XCTAssertEqual(RequestID.choose(clientSupplied: "bad id", nginxGenerated: "n"), "n")
+        XCTAssertEqual(RequestID.choose(clientSupplied: String(repeating: "a", count: 129), nginxGenerated: "n"), "n")
+        XCTAssertEqual(RequestID.choose(clientSupplied: String(repeating: "a", count: 128), nginxGenerated: "n").count, 128)
+        XCTAssertEqual(RequestID.choose(clientSupplied: "", nginxGenerated: "n"), "n")
+        XCTAssertEqual(RequestID.choose(clientSupplied: nil, nginxGenerated: "n"), "n")
+    }
+
+    func testProblemBodyCarriesRequestId() throws {
+        let body = ProblemDetails.methodNotAllowed("POST", allowed: ["GET"]).body(requestId: "r-1")
+        let json = try JSONCodec.parse(body)
+        XCTAssertEqual(json["status"], .int(405))
+        XCTAssertEqual(json["request_id"], "r-1")
+        XCTAssertEqual(json["type"]?.stringValue?.hasSuffix("/method-not-allowed"), true)
+        XCTAssertEqual(json["allowed"], ["GET"])
+    }
+
+    func testQueryAndPercentEncoding() {
+        let request = GatewayRequest(method: "GET", path: "/", rawQuery: "a=1&b=x%20y&c+d=%2B&flag")
+        XCTAssertEqual(request.queryValue("b"), "x y")
+        XCTAssertEqual(request.queryValue("c d"), "+")
+        XCTAssertEqual(request.queryValue("flag"), "")
+        XCTAssertEqual(PercentEncoding.encode("/a b/ü?#", allowed: .path), "/a%20b/%C3%BC%3F%23")
+    }
+}
