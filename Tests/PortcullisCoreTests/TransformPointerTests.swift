@@ -58,8 +58,12 @@ final class TransformPointerTests: XCTestCase {
         XCTAssertThrowsError(try doc.write(1, at: pointer("/s/inner"), mode: .set)) {
             XCTAssertEqual(($0 as? PointerMiss)?.message, "/s: expected an object or array, found string")
         }
-        XCTAssertThrowsError(try doc.write(1, at: pointer("/new/s2/x/0/y"), mode: .set)) { _ in }
+        XCTAssertThrowsError(try doc.write(1, at: pointer("/list/0/y"), mode: .set)) {
+            XCTAssertEqual(($0 as? PointerMiss)?.message, "/list/0: expected an object or array, found number")
+        }
         XCTAssertEqual(doc, original)
+        try doc.write(1, at: pointer("/new/0/y"), mode: .set)
+        XCTAssertEqual(JSONCodec.serialize(doc), #"{"list":[1],"s":"text","new":{"0":{"y":1}}}"#, "created parents are objects")
     }
 
     func testAddNeverOverwritesAndInsertsIntoArrays() throws {

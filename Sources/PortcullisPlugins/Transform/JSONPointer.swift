@@ -139,15 +139,12 @@ extension JSONValue {
                 object[token] = newValue
                 return true
             }
-            // Missing intermediate members become objects, so `/a/b` can be set on `{}`.
-            let existed = object[token] != nil
+            // Missing members are created as empty objects; a walk below a fresh object can
+            // always complete, so nothing half-built is left behind on failure.
             var child = object[token] ?? .object(JSONObject())
             object[token] = .null
-            var wrote = false
-            // A failed walk must not leave a half-created member behind.
-            defer { object[token] = existed || wrote ? child : nil }
-            wrote = try child.write(newValue, pointer: pointer, depth: depth + 1, mode: mode)
-            return wrote
+            defer { object[token] = child }
+            return try child.write(newValue, pointer: pointer, depth: depth + 1, mode: mode)
         case .array(var items):
             let index: Int
             if token == "-" {
