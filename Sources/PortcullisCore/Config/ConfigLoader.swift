@@ -33,11 +33,15 @@ public enum ConfigLoader {
             root.fail("the configuration must be a JSON object")
             return GatewayConfig()
         }
-        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "$schema", "comment"])
+        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "transform", "$schema", "comment"])
         var config = GatewayConfig()
         config.server = readServer(root["server"], baseDirectory: baseDirectory)
         config.log = readLog(root["log"], baseDirectory: baseDirectory)
         if let dir = root["plugins_dir"].nonEmptyString() { config.pluginsDirectory = resolve(dir, baseDirectory) }
+        if root["transform"].object() != nil {
+            root["transform"].rejectUnknownKeys(["max_body_bytes"])
+            if let v = root["transform"]["max_body_bytes"].int(min: 1, max: 1 << 30) { config.transform.maxBodyBytes = v }
+        }
         for (name, node) in root["upstreams"].object(required: true) ?? [] {
             if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }
         }
@@ -136,12 +140,13 @@ public enum ConfigLoader {
 
     static func readRoute(_ node: ConfigNode, index: Int) -> RouteConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "comment"])
+        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment"])
         let name = node["name"].nonEmptyString() ?? "route-\(index)"
         let upstream = node["upstream"].nonEmptyString(required: true) ?? ""
         guard let match = readMatch(node["match"]) else { return nil }
         var route = RouteConfig(name: name, match: match, upstream: upstream, index: index)
         route.stripPrefix = node["strip_prefix"].bool() ?? false
+        route.plugins = node["plugins"].array()?.compactMap { $0.nonEmptyString(required: true) } ?? []
         if route.stripPrefix, case .exact = match.path {
             node["strip_prefix"].fail("strip_prefix needs a \"prefix\" match")
         }

@@ -9,6 +9,8 @@ public struct GatewayConfig: Sendable {
     public var routes: [RouteConfig]
     /// Directory of the JSON plugin rule files (resolved against the config file's directory).
     public var pluginsDirectory: String?
+    /// Defaults for transformation plugins (`"transform"` section).
+    public var transform = TransformSettings()
 
     public init(server: ServerSettings = ServerSettings(), log: LogSettings = LogSettings(),
                 upstreams: [String: UpstreamConfig] = [:], routes: [RouteConfig] = [], pluginsDirectory: String? = nil) {
@@ -18,6 +20,13 @@ public struct GatewayConfig: Sendable {
         self.routes = routes
         self.pluginsDirectory = pluginsDirectory
     }
+}
+
+/// Defaults of the transformation plugins; a rule set may lower or raise its own limit.
+public struct TransformSettings: Sendable, Equatable {
+    /// Largest body (before and after transformation) a JSON body operation works on.
+    public var maxBodyBytes: Int64 = 1 << 20
+    public init() {}
 }
 
 /// The FastCGI socket and the worker pool.
@@ -111,6 +120,8 @@ public struct RouteConfig: Sendable {
     public var rewrite: String?
     /// Position in the config; breaks precedence ties.
     public var index: Int
+    /// Names of the plugin rule sets applied to this route, in order.
+    public var plugins: [String] = []
 
     public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
                 rewrite: String? = nil, index: Int = 0) {

@@ -1,0 +1,293 @@
+import Foundation
+import PortcullisCore
+
+/// Per-request values that templates and conditions read. The pipeline fills one per request
+/// (after authentication and routing) and passes it to both phases.
+public struct TemplateContext: Sendable {
+    /// The authenticated consumer's id, nil for anonymous requests.
+    public var consumerId: String?
+    public var consumerGroups: [String]
+    /// Verified JWT claims, when the request carried a token.
+    public var claims: JSONObject?
+    /// Parameters captured by the route's path pattern.
+    public var pathParams: [String: String]
+    /// The client's request headers as received (templates never see transformed values).
+    public var requestHeaders: HTTPHeaders
+    /// The client's decoded query items as received.
+    public var queryItems: [(name: String, value: String)]
+    /// The client's method and path as received.
+    public var method: String
+    public var path: String
+    public var requestId: String
+    /// Name of the matched route.
+    public var route: String
+    /// Injected clock reading, rendered by `{{timestamp}}` as RFC 3339 UTC.
+    public var now: Date
+
+    public init(consumerId: String? = nil, consumerGroups: [String] = [], claims: JSONObject? = nil,
+                pathParams: [String: String] = [:], requestHeaders: HTTPHeaders = HTTPHeaders(),
+                queryItems: [(name: String, value: String)] = [], method: String = "GET", path: String = "/",
+                requestId: String = "", route: String = "", now: Date = Date(timeIntervalSince1970: 0)) {
+        self.consumerId = consumerId
+        self.consumerGroups = consumerGroups
+        self.claims = claims
+        self.pathParams = pathParams
+        self.requestHeaders = requestHeaders
+        self.queryItems = queryItems
+        self.method = method
+        self.path = path
+        self.requestId = requestId
+        self.route = route
+        self.now = now
+    }
+}
+
+/// A `{{...}}` placeholder, resolved at load time to one of these.
+public enum TemplateVariable: Sendable, Equatable {
+    case consumerId
+    case consumerGroups
+    case claim(String)
+    case pathParam(String)
+    /// Lower-case request header name.
+    case header(String)
+    case query(String)
+    case requestId
+    case route
+    case method
+    case path
+    case timestamp
+    /// The response status (response phase only).
+    case status
+
+    /// Parses the text between the braces, or explains why it is not a known variable.
+    static func parse(_ name: String) -> Result<TemplateVariable, TemplateSyntaxError> {
+        switch name {
+        case "consumer.id": return .success(.consumerId)
+        case "consumer.groups": return .success(.consumerGroups)
+        case "request_id": return .success(.requestId)
+        case "route": return .success(.route)
+        case "method": return .success(.method)
+        case "path": return .success(.path)
+        case "timestamp": return .success(.timestamp)
+        case "status": return .success(.status)
+        default: break
+        }
+        let prefixes: [(String, (String) -> TemplateVariable)] = [
+            ("claims.", { .claim($0) }), ("path.", { .pathParam($0) }),
+            ("header.", { .header($0.asciiLowercased) }), ("query.", { .query($0) }),
+        ]
+        for (prefix, make) in prefixes where name.hasPrefix(prefix) {
+            let rest = String(name.dropFirst(prefix.count))
+            if rest.isEmpty { return .failure(TemplateSyntaxError(message: "template variable \"\(name)\" needs a name after \"\(prefix)\"")) }
+            return .success(make(rest))
+        }
+        return .failure(TemplateSyntaxError(message: "unknown template variable \"\(name)\""))
+    }
+
+    /// The value as JSON (typed: groups are an array, claims keep their JSON type, status is a
+    /// number); nil when the request has no such value.
+    func jsonValue(_ context: TemplateContext, status: Int?) -> JSONValue? {
+        switch self {
+        case .consumerGroups: return .array(context.consumerGroups.map { .string($0) })
+        case .claim(let name): return context.claims?[name]
+        case .status: return status.map { .int(Int64($0)) }
+        default: return stringValue(context, status: status).map { .string($0) }
+        }
+    }
+
+    /// The value as text: groups comma-joined, non-string claims as compact JSON.
+    func stringValue(_ context: TemplateContext, status: Int?) -> String? {
+        switch self {
+        case .consumerId: return context.consumerId
+        case .consumerGroups: return context.consumerGroups.joined(separator: ",")
+        case .claim(let name):
+            guard let claim = context.claims?[name] else { return nil }
+            if case .string(let s) = claim { return s }
+            return JSONCodec.serialize(claim)
+        case .pathParam(let name): return context.pathParams[name]
+        case .header(let name): return context.requestHeaders[name]
+        case .query(let name): return context.queryItems.first { $0.name == name }?.value
+        case .requestId: return context.requestId
+        case .route: return context.route
+        case .method: return context.method
+        case .path: return context.path
+        case .timestamp: return RFC3339.format(context.now)
+        case .status: return status.map { String($0) }
+        }
+    }
+}
+
+/// Why a template could not be compiled.
+public struct TemplateSyntaxError: Error, Sendable, Equatable {
+    public let message: String
+}
+
+/// A string with `{{variable}}` placeholders, split into parts once at load time.
+public struct Template: Sendable, Equatable {
+    public enum Part: Sendable, Equatable {
+        case literal(String)
+        case variable(TemplateVariable)
+    }
+
+    public let parts: [Part]
+
+    /// Compiles `text`. Whitespace inside the braces is ignored (`{{ consumer.id }}`).
+    public static func compile(_ text: String) -> Result<Template, TemplateSyntaxError> {
+        var parts: [Part] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "{{") {
+            if open.lowerBound > rest.startIndex { parts.append(.literal(String(rest[..<open.lowerBound]))) }
+            guard let close = rest[open.upperBound...].range(of: "}}") else {
+                return .failure(TemplateSyntaxError(message: "unclosed \"{{\" in template \"\(text)\""))
+            }
+            let name = rest[open.upperBound..<close.lowerBound].trimmingCharacters(in: .whitespaces)
+            switch TemplateVariable.parse(name) {
+            case .success(let variable): parts.append(.variable(variable))
+            case .failure(let error): return .failure(error)
+            }
+            rest = rest[close.upperBound...]
+        }
+        if !rest.isEmpty { parts.append(.literal(String(rest))) }
+        return .success(Template(parts: parts))
+    }
+
+    init(parts: [Part]) { self.parts = parts }
+
+    /// True when the template has no placeholder: its value is known at load time.
+    public var isStatic: Bool { !parts.contains { if case .variable = $0 { return true }; return false } }
+
+    /// The placeholders used, for phase checks at load time.
+    var variables: [TemplateVariable] {
+        parts.compactMap { if case .variable(let v) = $0 { return v }; return nil }
+    }
+
+    /// The literal text of the template (parts joined; placeholders omitted).
+    var literalText: String {
+        parts.map { if case .literal(let s) = $0 { return s }; return "" }.joined()
+    }
+
+    /// Renders the template; a missing value renders as the empty string.
+    public func render(_ context: TemplateContext, status: Int? = nil) -> String {
+        if parts.count == 1, case .literal(let s) = parts[0] { return s }
+        var out = ""
+        for part in parts {
+            switch part {
+            case .literal(let s): out += s
+            case .variable(let v): out += v.stringValue(context, status: status) ?? ""
+            }
+        }
+        return out
+    }
+
+    /// Renders as JSON: a template that is exactly one placeholder keeps the value's JSON type
+    /// (a missing value is null); anything else is a string.
+    public func renderJSON(_ context: TemplateContext, status: Int? = nil) -> JSONValue {
+        if parts.count == 1, case .variable(let v) = parts[0] { return v.jsonValue(context, status: status) ?? .null }
+        return .string(render(context, status: status))
+    }
+}
+
+/// A JSON value whose strings may hold templates, compiled at load time. Values without any
+/// placeholder are kept as a plain literal so rendering them is a copy.
+public indirect enum JSONTemplate: Sendable, Equatable {
+    case literal(JSONValue)
+    case string(Template)
+    case array([JSONTemplate])
+    case object([(key: String, value: JSONTemplate)])
+
+    public static func == (a: JSONTemplate, b: JSONTemplate) -> Bool {
+        switch (a, b) {
+        case (.literal(let x), .literal(let y)): return x == y
+        case (.string(let x), .string(let y)): return x == y
+        case (.array(let x), .array(let y)): return x == y
+        case (.object(let x), .object(let y)): return x.map(\.key) == y.map(\.key) && x.map(\.value) == y.map(\.value)
+        default: return false
+        }
+    }
+
+    /// Compiles every string of `value`; reports the pointer (relative to `value`) of a bad one.
+    static func compile(_ value: JSONValue, pointer: String = "") -> Result<JSONTemplate, JSONTemplateError> {
+        switch value {
+        case .string(let s):
+            switch Template.compile(s) {
+            case .success(let t): return .success(t.isStatic ? .literal(value) : .string(t))
+            case .failure(let e): return .failure(JSONTemplateError(pointer: pointer, error: e))
+            }
+        case .array(let items):
+            var compiled: [JSONTemplate] = []
+            for (i, item) in items.enumerated() {
+                switch compile(item, pointer: pointer + "/\(i)") {
+                case .success(let t): compiled.append(t)
+                case .failure(let f): return .failure(f)
+                }
+            }
+            return .success(compiled.allSatisfy(\.isLiteral) ? .literal(value) : .array(compiled))
+        case .object(let object):
+            var compiled: [(key: String, value: JSONTemplate)] = []
+            for (key, item) in object.entries {
+                switch compile(item, pointer: pointer + "/" + jsonPointerEscape(key)) {
+                case .success(let t): compiled.append((key, t))
+                case .failure(let f): return .failure(f)
+                }
+            }
+            return .success(compiled.allSatisfy(\.value.isLiteral) ? .literal(value) : .object(compiled))
+        default:
+            return .success(.literal(value))
+        }
+    }
+
+    var isLiteral: Bool { if case .literal = self { return true }; return false }
+
+    var variables: [TemplateVariable] {
+        switch self {
+        case .literal: return []
+        case .string(let t): return t.variables
+        case .array(let items): return items.flatMap(\.variables)
+        case .object(let members): return members.flatMap(\.value.variables)
+        }
+    }
+
+    public func render(_ context: TemplateContext, status: Int? = nil) -> JSONValue {
+        switch self {
+        case .literal(let v): return v
+        case .string(let t): return t.renderJSON(context, status: status)
+        case .array(let items): return .array(items.map { $0.render(context, status: status) })
+        case .object(let members):
+            var object = JSONObject()
+            for (key, value) in members { object[key] = value.render(context, status: status) }
+            return .object(object)
+        }
+    }
+}
+
+/// A template error inside a JSON value, with the pointer (relative to that value) of the string.
+public struct JSONTemplateError: Error, Sendable, Equatable {
+    public let pointer: String
+    public let error: TemplateSyntaxError
+}
+
+/// RFC 3339 timestamps in UTC without Foundation's (slow, locale-aware) formatters.
+public enum RFC3339 {
+    public static func format(_ date: Date) -> String {
+        let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
+        var days = seconds / 86_400
+        var secondOfDay = seconds % 86_400
+        if secondOfDay < 0 { secondOfDay += 86_400; days -= 1 }
+        // Howard Hinnant's civil-from-days.
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay % 3600 / 60, 2)):\(pad(secondOfDay % 60, 2))Z"
+    }
+
+    private static func pad(_ value: Int64, _ width: Int) -> String {
+        let s = String(value)
+        return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+    }
+}

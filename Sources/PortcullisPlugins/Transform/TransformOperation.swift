@@ -1,0 +1,195 @@
+import Foundation
+import PortcullisCore
+
+/// One compiled operation of a rule set: names validated, templates split, pointers parsed and
+/// regular expressions compiled at load time.
+public enum TransformOperation: Sendable {
+    /// Adds the header only when the message does not have it yet.
+    case headerAdd(name: String, value: Template)
+    /// Replaces every value of the header with one (adds it when absent).
+    case headerSet(name: String, value: Template)
+    /// Adds one more field line, keeping existing ones.
+    case headerAppend(name: String, value: Template)
+    case headerRemove(name: String)
+    /// Moves every value of `from` to `to` (replacing `to`'s values); nothing when `from` is absent.
+    case headerRename(from: String, to: String)
+
+    /// Same semantics as the header operations, on decoded query items (names case-sensitive).
+    case queryAdd(name: String, value: Template)
+    case querySet(name: String, value: Template)
+    case queryAppend(name: String, value: Template)
+    case queryRemove(name: String)
+    case queryRename(from: String, to: String)
+
+    /// Replaces the whole path with a rendered template.
+    case pathTemplate(Template)
+    /// Replaces the first match of `regex` in the path with `replacement`; no match, no change.
+    case pathRegex(CompiledRegex, replacement: [RewritePart])
+    case methodSet(String)
+
+    /// When the status is in `from`: set the status to `to` and/or replace the body.
+    case statusMap(from: [TransformCondition.StatusRange], to: Int?, body: JSONTemplate?, contentType: String)
+
+    /// A JSON body operation. `strict` turns a missing path or type mismatch into an error.
+    case body(BodyOperation, strict: Bool)
+
+    public var touchesBody: Bool {
+        switch self {
+        case .body: return true
+        case .statusMap(_, _, let body, _): return body != nil
+        default: return false
+        }
+    }
+}
+
+/// JSON body operations, addressed by RFC 6901 pointers.
+public enum BodyOperation: Sendable {
+    /// Writes the value, replacing what is there and creating missing parent objects.
+    case set(JSONPointer, JSONTemplate)
+    /// Writes the value only when nothing is there; an array index inserts, `-` appends.
+    case add(JSONPointer, JSONTemplate)
+    case remove(JSONPointer)
+    /// Renames an object member in place (its position is kept).
+    case rename(JSONPointer, to: String)
+    case move(from: JSONPointer, to: JSONPointer)
+    case copy(from: JSONPointer, to: JSONPointer)
+    /// Keeps only these fields.
+    case allow(FieldTree)
+    /// Drops these fields.
+    case deny(FieldTree)
+    /// Nests the whole body at the pointer (`/data` → `{"data": body}`).
+    case wrap(JSONPointer)
+    /// Replaces the whole body with the value at the pointer.
+    case unwrap(JSONPointer)
+}
+
+/// Allow/deny lists as a tree of member names. Arrays met on the way are filtered
+/// element-wise, so `/items/secret` drops `secret` from every element of `items`.
+public struct FieldTree: Sendable, Equatable {
+    public var children: [String: FieldTree] = [:]
+    /// The field itself is listed (its whole value is kept or dropped).
+    public var isLeaf = false
+
+    public init() {}
+
+    mutating func insert(_ tokens: ArraySlice<String>) {
+        guard let first = tokens.first else { isLeaf = true; return }
+        children[first, default: FieldTree()].insert(tokens.dropFirst())
+    }
+
+    /// `value` with only the listed fields, nil when nothing listed is in it.
+    func keep(_ value: JSONValue) -> JSONValue? {
+        if isLeaf { return value }
+        switch value {
+        case .object(let object):
+            var kept = JSONObject()
+            for (key, child) in object.entries {
+                if let tree = children[key], let v = tree.keep(child) { kept[key] = v }
+            }
+            return .object(kept)
+        case .array(let items):
+            return .array(items.compactMap { keep($0) })
+        default:
+            return nil
+        }
+    }
+
+    func drop(_ value: inout JSONValue) {
+        switch value {
+        case .object(var object):
+            value = .null
+            for (key, tree) in children {
+                guard var child = object[key] else { continue }
+                if tree.isLeaf {
+                    object[key] = nil
+                } else {
+                    object[key] = .null
+                    tree.drop(&child)
+                    object[key] = child
+                }
+            }
+            value = .object(object)
+        case .array(var items):
+            value = .null
+            for i in items.indices {
+                var child = items[i]
+                items[i] = .null
+                drop(&child)
+                items[i] = child
+            }
+            value = .array(items)
+        default:
+            break
+        }
+    }
+}
+
+/// A regular expression compiled once at load time. `NSRegularExpression` is immutable and
+/// documented as safe to use from several threads, hence the unchecked conformance.
+public struct CompiledRegex: @unchecked Sendable {
+    public let pattern: String
+    let regex: NSRegularExpression
+
+    init(pattern: String) throws {
+        self.pattern = pattern
+        self.regex = try NSRegularExpression(pattern: pattern)
+    }
+
+    var captureGroupCount: Int { regex.numberOfCaptureGroups }
+
+    /// Replaces the first match in `subject`; nil when nothing matches.
+    func replaceFirst(in subject: String, with parts: [RewritePart], context: TemplateContext) -> String? {
+        let whole = NSRange(subject.startIndex..., in: subject)
+        guard let match = regex.firstMatch(in: subject, range: whole),
+              let matched = Range(match.range, in: subject) else { return nil }
+        var replacement = ""
+        for part in parts {
+            switch part {
+            case .literal(let s): replacement += s
+            case .capture(let i):
+                if let r = Range(match.range(at: i), in: subject) { replacement += subject[r] }
+            case .variable(let v): replacement += v.stringValue(context, status: nil) ?? ""
+            }
+        }
+        return subject.replacingCharacters(in: matched, with: replacement)
+    }
+}
+
+/// Parts of a regex replacement: text, `$1`-style captures and `{{...}}` placeholders.
+public enum RewritePart: Sendable, Equatable {
+    case literal(String)
+    case capture(Int)
+    case variable(TemplateVariable)
+
+    /// Splits the `$n` references out of a compiled template's literal parts (`$$` is a `$`).
+    static func compile(_ template: Template, groups: Int) -> Result<[RewritePart], TemplateSyntaxError> {
+        var parts: [RewritePart] = []
+        for part in template.parts {
+            switch part {
+            case .variable(let v): parts.append(.variable(v))
+            case .literal(let text):
+                var literal = ""
+                var chars = Array(text)
+                var i = 0
+                while i < chars.count {
+                    guard chars[i] == "$" else { literal.append(chars[i]); i += 1; continue }
+                    if i + 1 < chars.count, chars[i + 1] == "$" { literal.append("$"); i += 2; continue }
+                    var j = i + 1
+                    while j < chars.count, chars[j].isASCII, chars[j].isNumber { j += 1 }
+                    guard j > i + 1, let n = Int(String(chars[(i + 1)..<j])) else {
+                        return .failure(TemplateSyntaxError(message: "\"$\" must be followed by a capture group number or \"$\""))
+                    }
+                    guard n <= groups else {
+                        return .failure(TemplateSyntaxError(message: "replacement uses $\(n) but the regex has \(groups) capture group\(groups == 1 ? "" : "s")"))
+                    }
+                    if !literal.isEmpty { parts.append(.literal(literal)); literal = "" }
+                    parts.append(.capture(n))
+                    i = j
+                }
+                if !literal.isEmpty { parts.append(.literal(literal)) }
+                chars.removeAll()
+            }
+        }
+        return .success(parts)
+    }
+}
