@@ -1,8 +1,10 @@
 import PortcullisCore
+import PortcullisRuntime
 
-/// Everything `check` and `reload` validate before anything changes.
+/// Everything `check` and `reload` validate before anything changes: the config file and
+/// every plugin rule file it refers to.
 enum GatewayValidation {
     static func validate(configPath: String) throws(ConfigErrors) -> GatewayConfig {
-        try ConfigLoader.load(path: configPath)
+        try GatewayLoader.load(configPath: configPath).config
     }
 }

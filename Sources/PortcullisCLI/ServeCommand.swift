@@ -15,7 +15,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         let config: GatewayConfig
         do {
-            config = try ConfigLoader.load(path: options.config)
+            config = try GatewayLoader.load(configPath: options.config).config
         } catch {
             printError(error.description)
             throw ExitCode(1)

@@ -113,7 +113,7 @@ public final class Master {
     private func reload() {
         let newConfig: GatewayConfig
         do {
-            newConfig = try ConfigLoader.load(path: configPath)
+            newConfig = try GatewayLoader.load(configPath: configPath).config
         } catch {
             lastReload = JSONObject([("ok", false), ("at", .string(Timestamp.rfc3339(Date()))),
                                      ("errors", .array(error.issues.map { .string($0.description) }))])

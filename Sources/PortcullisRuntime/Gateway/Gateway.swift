@@ -1,5 +1,6 @@
 import Foundation
 import PortcullisCore
+import PortcullisPlugins
 
 /// Everything a worker process derives once from a configuration and shares, read-only, with
 /// all its threads.
@@ -7,19 +8,21 @@ public final class Gateway: Sendable {
     public let config: GatewayConfig
     public let router: Router
     public let accessLog: AccessLog
-    /// Upstreams by route index, resolved once.
+    /// Per route (indexed like `config.routes`): its upstream and its transformation chain.
     let routeUpstreams: [UpstreamConfig]
+    let chains: [TransformChain]
 
-    public init(config: GatewayConfig, accessLog: AccessLog) {
-        self.config = config
-        self.router = Router(routes: config.routes)
+    public init(loaded: LoadedGateway, accessLog: AccessLog) {
+        self.config = loaded.config
+        self.router = Router(routes: loaded.config.routes)
         self.accessLog = accessLog
-        self.routeUpstreams = config.routes.map { config.upstreams[$0.upstream]! }
+        self.routeUpstreams = loaded.config.routes.map { loaded.config.upstreams[$0.upstream]! }
+        self.chains = loaded.chains
     }
 }
 
-/// The request pipeline on one worker thread: route → proxy, with an access-log line for
-/// every request. Owns the thread's upstream connection cache.
+/// The request pipeline on one worker thread: route → transform → proxy → transform, with an
+/// access-log line for every request. Owns the thread's upstream connection cache.
 public final class GatewayHandler: ExchangeHandler {
     private let gateway: Gateway
     private let upstream = UpstreamClient()
@@ -52,40 +55,124 @@ public final class GatewayHandler: ExchangeHandler {
                 exchange.sendProblem(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes), requestId: request.requestId)
                 return
             }
-            proxy(request, route: route, match: match, upstream: gateway.routeUpstreams[match.routeIndex],
-                  exchange: exchange, log: &log)
+            let pass = RoutedRequest(request: request, route: route, match: match,
+                                     upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex])
+            forward(pass, exchange: exchange, log: &log)
         }
     }
 
-    private func proxy(_ request: GatewayRequest, route: RouteConfig, match: RouteMatchResult, upstream config: UpstreamConfig,
-                       exchange: FastCGIExchange, log: inout AccessRecord) {
-        let target = nextTarget(config)
-        let path = Router.upstreamPath(route: route, result: match, requestPath: request.path)
-        var url = target + PercentEncoding.encode(path, allowed: .path)
-        if !request.rawQuery.isEmpty { url += "?" + request.rawQuery }
-        let headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
-        let upstreamRequest = UpstreamRequest(method: request.method, url: url, headers: headers,
-                                              bodyLength: request.contentLength,
-                                              connectTimeoutMs: config.connectTimeoutMs, timeoutMs: config.timeoutMs)
-        let (outcome, _) = upstream.perform(upstreamRequest, body: exchange, sink: exchange, mode: .stream)
+    /// Applies request transforms, sends the request upstream and relays (or transforms) the
+    /// answer.
+    private func forward(_ pass: RoutedRequest, exchange: FastCGIExchange, log: inout AccessRecord) {
+        let request = pass.request
+        let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
+        var outgoing = TransformableRequest(
+            method: request.method, path: path, rawQuery: request.rawQuery,
+            headers: HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId))
+        var body: BodySource = exchange
+        var bodyLength = request.contentLength
+        let context = pass.chain.isEmpty ? nil : templateContext(pass)
+
+        if let context, !pass.chain.request.isEmpty {
+            if pass.chain.needsRequestBody(outgoing, context: context) {
+                let limit = pass.chain.requestBodyLimit ?? gateway.config.server.maxBodyBytes
+                if let length = request.contentLength, length > limit {
+                    exchange.sendProblem(.payloadTooLarge(limit: limit), requestId: request.requestId)
+                    return
+                }
+                outgoing.body = BufferedBody.readAll(from: exchange, expected: Int(request.contentLength ?? 0))
+            }
+            do {
+                try pass.chain.applyRequest(to: &outgoing, context: context)
+            } catch {
+                log.error = error.description
+                exchange.sendProblem(error.problem, requestId: request.requestId)
+                return
+            }
+            if let bytes = outgoing.body {
+                body = BufferedBody(bytes)
+                bodyLength = Int64(bytes.count)
+            }
+        }
+
+        let target = nextTarget(pass.upstream)
+        var url = target + PercentEncoding.encode(outgoing.path, allowed: .path)
+        if !outgoing.rawQuery.isEmpty { url += "?" + outgoing.rawQuery }
+        let upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
+                                              connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
+        let hooks = context.map { responseHooks(pass.chain, context: $0) } ?? .streaming
+        let (outcome, collected) = upstream.perform(upstreamRequest, body: body, sink: exchange, hooks: hooks,
+                                                    requestId: request.requestId)
         log.upstream = target
         log.upstreamStatus = outcome.status
         log.upstreamMs = outcome.elapsedMs
+
         switch outcome.failure {
-        case nil, .clientGone?:
+        case nil:
+            if let collected, let context { sendTransformed(collected, chain: pass.chain, context: context, exchange: exchange, log: &log) }
+        case .clientGone?, .refused?:
             break
         case .unavailable(let why)?:
             log.error = why
             if !exchange.headSent {
-                exchange.sendProblem(.badGateway("upstream \"\(config.name)\" is unavailable: \(why)"), requestId: request.requestId)
+                exchange.sendProblem(.badGateway("upstream \"\(pass.upstream.name)\" is unavailable: \(why)"), requestId: request.requestId)
             }
         case .timedOut(let why)?:
             log.error = why
             if !exchange.headSent {
-                exchange.sendProblem(.gatewayTimeout("upstream \"\(config.name)\" did not answer within \(config.timeoutMs) ms"),
+                exchange.sendProblem(.gatewayTimeout("upstream \"\(pass.upstream.name)\" did not answer within \(pass.upstream.timeoutMs) ms"),
                                      requestId: request.requestId)
             }
         }
+    }
+
+    private func responseHooks(_ chain: TransformChain, context: TemplateContext) -> ResponseHooks {
+        guard !chain.response.isEmpty else { return .streaming }
+        let limit = Int(chain.responseBodyLimit ?? Int64(gateway.config.transform.maxBodyBytes))
+        return ResponseHooks(
+            mode: { status, headers in chain.needsResponseBody(status: status, headers: headers, context: context) ? .collect(limit: limit) : .stream },
+            head: { status, headers in
+                var noBody: [UInt8]?
+                do {
+                    try chain.applyResponse(status: &status, headers: &headers, body: &noBody, context: context)
+                    return nil
+                } catch let error as TransformError {
+                    return error.problem
+                } catch {
+                    return .internalError("response transform failed")
+                }
+            })
+    }
+
+    private func sendTransformed(_ collected: CollectedResponse, chain: TransformChain, context: TemplateContext,
+                                 exchange: FastCGIExchange, log: inout AccessRecord) {
+        if collected.overflowed {
+            let limit = chain.responseBodyLimit ?? gateway.config.transform.maxBodyBytes
+            let ruleSet = chain.response.first(where: \.touchesBody)?.name ?? ""
+            log.error = "response body above \(limit) bytes"
+            exchange.sendProblem(.transformBodyTooLarge(phase: .response, limit: limit, ruleSet: ruleSet), requestId: context.requestId)
+            return
+        }
+        var status = collected.status
+        var headers = HeaderHygiene.downstreamResponseHeaders(collected.headers)
+        var body: [UInt8]? = collected.body
+        do {
+            try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
+        } catch {
+            log.error = error.description
+            exchange.sendProblem(error.problem, requestId: context.requestId)
+            return
+        }
+        let bytes = body ?? []
+        headers.set("Content-Length", String(bytes.count))
+        exchange.sendHead(status: status, headers: headers)
+        exchange.sendBody(bytes)
+    }
+
+    private func templateContext(_ pass: RoutedRequest) -> TemplateContext {
+        TemplateContext(pathParams: pass.match.params, requestHeaders: pass.request.headers,
+                        queryItems: pass.request.queryItems, method: pass.request.method, path: pass.request.path,
+                        requestId: pass.request.requestId, route: pass.route.name, now: Date())
     }
 
     private func nextTarget(_ upstream: UpstreamConfig) -> String {
@@ -93,6 +180,46 @@ public final class GatewayHandler: ExchangeHandler {
         let i = roundRobin[upstream.name, default: 0]
         roundRobin[upstream.name] = i &+ 1
         return upstream.targets[i % upstream.targets.count]
+    }
+}
+
+/// A request after routing (and authentication): everything the rest of the pipeline needs.
+struct RoutedRequest {
+    let request: GatewayRequest
+    let route: RouteConfig
+    let match: RouteMatchResult
+    let upstream: UpstreamConfig
+    let chain: TransformChain
+}
+
+/// A request body held in memory (after a request transform), read by libcurl.
+final class BufferedBody: BodySource {
+    private let bytes: [UInt8]
+    private var offset = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let n = min(buffer.count, bytes.count - offset)
+        guard n > 0 else { return 0 }
+        bytes.withUnsafeBytes { src in
+            buffer.baseAddress!.copyMemory(from: src.baseAddress! + offset, byteCount: n)
+        }
+        offset += n
+        return n
+    }
+
+    /// Reads a whole body; nginx has already buffered it, so this does not wait on the client.
+    static func readAll(from source: BodySource, expected: Int) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(expected)
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { source.read(into: $0) }
+            if n <= 0 { break }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        return out
     }
 }
 
@@ -110,6 +237,9 @@ struct AccessRecord {
     var upstreamMs: Double?
     var bytesSent = 0
     var error: String?
+    var consumer: String?
+    var credential: String?
+    var limits: String?
 
     init(request: GatewayRequest) {
         requestId = request.requestId
@@ -129,6 +259,9 @@ struct AccessRecord {
             ("upstream_ms", upstreamMs.map { .double(rounded($0)) } ?? .null),
             ("bytes_sent", .int(Int64(bytesSent))),
         ])
+        if let consumer { o["consumer"] = .string(consumer) }
+        if let credential { o["credential"] = .string(credential) }
+        if let limits { o["limits"] = .string(limits) }
         if let error { o["error"] = .string(error) }
         return o
     }

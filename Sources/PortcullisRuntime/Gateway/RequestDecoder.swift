@@ -16,6 +16,8 @@ public enum RequestDecoder {
         var cert = ClientCertificateFacts()
         for (name, value) in params {
             if name.hasPrefix("HTTP_") {
+                // nginx passes these twice; CONTENT_TYPE/CONTENT_LENGTH are the authoritative copies.
+                if name == "HTTP_CONTENT_TYPE" || name == "HTTP_CONTENT_LENGTH" { continue }
                 let headerName = headerName(fromParam: name.dropFirst(5))
                 if headerName == "Host" { hostHeader = String(value) }
                 headers.add(headerName, String(value))

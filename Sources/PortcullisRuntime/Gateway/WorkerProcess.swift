@@ -14,13 +14,14 @@ public enum WorkerProcess {
         pc_ignore_signal(SIGPIPE)
         pc_ignore_signal(SIGINT)  // Ctrl-C reaches the whole group; the master coordinates.
 
-        let config: GatewayConfig
+        let loaded: LoadedGateway
         do {
-            config = try ConfigLoader.load(path: configPath)
+            loaded = try GatewayLoader.load(configPath: configPath)
         } catch {
             EventLog.emit("worker_config_error", [("error", .string(error.description))])
             exit(configErrorStatus)
         }
+        let config = loaded.config
         let accessLog: AccessLog
         do {
             accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes)
@@ -28,7 +29,7 @@ public enum WorkerProcess {
             EventLog.emit("worker_start_failed", [("error", .string("\(error)"))])
             exit(1)
         }
-        let gateway = Gateway(config: config, accessLog: accessLog)
+        let gateway = Gateway(loaded: loaded, accessLog: accessLog)
         let threadCount = threads ?? config.server.threadsPerWorker
         let server = FastCGIServer(listenFD: listenFD, threads: threadCount) { GatewayHandler(gateway: gateway) }
 

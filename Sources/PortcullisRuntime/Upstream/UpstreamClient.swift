@@ -11,6 +11,8 @@ public struct UpstreamOutcome: Sendable {
         case timedOut(String)
         /// The client went away while the body was being relayed.
         case clientGone
+        /// A response hook answered a problem instead of the upstream's response.
+        case refused
     }
     public var status: Int
     public var failure: Failure?
@@ -23,6 +25,23 @@ public struct UpstreamOutcome: Sendable {
 public enum ResponseMode {
     case stream
     case collect(limit: Int)
+}
+
+/// Decisions taken when the upstream's status and headers are known.
+public struct ResponseHooks {
+    /// Stream or collect this response.
+    public var mode: (_ status: Int, _ headers: HTTPHeaders) -> ResponseMode
+    /// Rewrites a streamed response's status and headers before they are sent; a returned
+    /// problem is answered instead and the upstream body discarded.
+    public var head: ((_ status: inout Int, _ headers: inout HTTPHeaders) -> ProblemDetails?)?
+
+    public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },
+                head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil) {
+        self.mode = mode
+        self.head = head
+    }
+
+    public static var streaming: ResponseHooks { ResponseHooks() }
 }
 
 /// One request to send upstream.
@@ -59,11 +78,11 @@ public final class UpstreamClient {
 
     /// Sends `request`, reading its body from `body` and relaying the answer to `sink`
     /// (or collecting it into the returned context when `mode` is `.collect`).
-    public func perform(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, mode: ResponseMode,
-                        responseFilter: ((inout Int, inout HTTPHeaders) -> Void)? = nil) -> (UpstreamOutcome, CollectedResponse?) {
+    public func perform(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
+                        requestId: String) -> (UpstreamOutcome, CollectedResponse?) {
         let h = handle
         curl_easy_reset(h)
-        let transfer = Transfer(sink: sink, body: body, mode: mode, filter: responseFilter)
+        let transfer = Transfer(sink: sink, body: body, hooks: hooks, requestId: requestId)
         let ctx = Unmanaged.passUnretained(transfer).toOpaque()
 
         pc_curl_set_str(h, CURLOPT_URL, request.url)
@@ -113,7 +132,12 @@ public final class UpstreamClient {
         let elapsedMs = pc_curl_total_time(h) * 1000
         var outcome = UpstreamOutcome(status: transfer.status, failure: nil, target: request.url, elapsedMs: elapsedMs)
         if code != CURLE_OK {
-            if transfer.clientGone {
+            if transfer.overflowed {
+                return (outcome, CollectedResponse(status: transfer.status, headers: transfer.headers, body: [], overflowed: true))
+            }
+            if transfer.answeredProblem {
+                outcome.failure = .refused
+            } else if transfer.clientGone {
                 outcome.failure = .clientGone
             } else {
                 let message = String(cString: curl_easy_strerror(code))
@@ -124,12 +148,13 @@ public final class UpstreamClient {
             }
             return (outcome, nil)
         }
-        if case .collect = mode {
+        if transfer.collecting {
             return (outcome, CollectedResponse(status: transfer.status, headers: transfer.headers, body: transfer.collected,
-                                               overflowed: transfer.overflowed))
+                                               overflowed: false))
         }
         // A response with no body (204, HEAD, empty 200) never reached the write callback.
         transfer.sendHeadIfNeeded()
+        if transfer.answeredProblem { outcome.failure = .refused }
         return (outcome, nil)
     }
 }
@@ -147,20 +172,23 @@ public struct CollectedResponse {
 private final class Transfer {
     let sink: ResponseSink
     let body: BodySource?
-    let mode: ResponseMode
-    let filter: ((inout Int, inout HTTPHeaders) -> Void)?
+    let hooks: ResponseHooks
+    let requestId: String
     var status = 0
     var headers = HTTPHeaders()
-    var inHeaders = true
     var clientGone = false
+    /// A head hook refused the response and a problem was sent instead.
+    var answeredProblem = false
+    var collecting = false
+    var collectLimit = 0
     var collected: [UInt8] = []
     var overflowed = false
 
-    init(sink: ResponseSink, body: BodySource?, mode: ResponseMode, filter: ((inout Int, inout HTTPHeaders) -> Void)?) {
+    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String) {
         self.sink = sink
         self.body = body
-        self.mode = mode
-        self.filter = filter
+        self.hooks = hooks
+        self.requestId = requestId
     }
 
     func headerLine(_ bytes: UnsafeRawBufferPointer) {
@@ -171,9 +199,11 @@ private final class Transfer {
             let parts = line.split(separator: " ", maxSplits: 2)
             status = parts.count > 1 ? Int(parts[1]) ?? 502 : 502
             headers = HTTPHeaders()
-            inHeaders = true
         } else if line.isEmpty {
-            inHeaders = false
+            if status >= 200, case .collect(let limit) = hooks.mode(status, headers) {
+                collecting = true
+                collectLimit = limit
+            }
         } else if let colon = line.firstIndex(of: ":") {
             let name = String(line[..<colon])
             let value = String(line[line.index(after: colon)...].trimmingSpacesAndTabs())
@@ -181,28 +211,35 @@ private final class Transfer {
         }
     }
 
-    func sendHeadIfNeeded() {
-        guard !sink.headSent else { return }
+    /// Sends the (hooked) head once; false when a problem was answered instead.
+    @discardableResult
+    func sendHeadIfNeeded() -> Bool {
+        if answeredProblem { return false }
+        guard !sink.headSent else { return true }
         var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
         var code = status
-        filter?(&code, &outgoing)
+        if let hook = hooks.head, let problem = hook(&code, &outgoing) {
+            sink.sendProblem(problem, requestId: requestId)
+            answeredProblem = true
+            return false
+        }
         sink.sendHead(status: code, headers: outgoing)
+        return true
     }
 
     /// Returns false to abort the transfer.
     func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        switch mode {
-        case .stream:
-            sendHeadIfNeeded()
-            sink.sendBody(bytes)
-            if !sink.isOpen { clientGone = true; return false }
-        case .collect(let limit):
-            if collected.count + bytes.count > limit {
+        if collecting {
+            if collected.count + bytes.count > collectLimit {
                 overflowed = true
                 return false
             }
             collected.append(contentsOf: bytes)
+            return true
         }
+        guard sendHeadIfNeeded() else { return false }
+        sink.sendBody(bytes)
+        if !sink.isOpen { clientGone = true; return false }
         return true
     }
 }
