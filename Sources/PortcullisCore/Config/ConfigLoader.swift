@@ -33,11 +33,13 @@ public enum ConfigLoader {
             root.fail("the configuration must be a JSON object")
             return GatewayConfig()
         }
-        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "$schema", "comment"])
+        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "consumers", "auth", "$schema", "comment"])
         var config = GatewayConfig()
         config.server = readServer(root["server"], baseDirectory: baseDirectory)
         config.log = readLog(root["log"], baseDirectory: baseDirectory)
         if let dir = root["plugins_dir"].nonEmptyString() { config.pluginsDirectory = resolve(dir, baseDirectory) }
+        config.consumers = AuthConfigReader.readConsumers(root["consumers"])
+        config.auth = AuthConfigReader.readAuth(root["auth"], baseDirectory: baseDirectory)
         for (name, node) in root["upstreams"].object(required: true) ?? [] {
             if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }
         }
@@ -52,6 +54,9 @@ public enum ConfigLoader {
                 node["name"].fail("duplicate route name \"\(route.name)\" (first at \(first))")
             } else {
                 seenNames[route.name] = node.pointer
+            }
+            if let policy = route.auth {
+                AuthConfigReader.validateRoutePolicy(policy, node: node["auth"], settings: config.auth, consumers: config.consumers)
             }
             config.routes.append(route)
         }
@@ -136,12 +141,13 @@ public enum ConfigLoader {
 
     static func readRoute(_ node: ConfigNode, index: Int) -> RouteConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "comment"])
+        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "auth", "comment"])
         let name = node["name"].nonEmptyString() ?? "route-\(index)"
         let upstream = node["upstream"].nonEmptyString(required: true) ?? ""
         guard let match = readMatch(node["match"]) else { return nil }
         var route = RouteConfig(name: name, match: match, upstream: upstream, index: index)
         route.stripPrefix = node["strip_prefix"].bool() ?? false
+        route.auth = AuthConfigReader.readRoutePolicy(node["auth"])
         if route.stripPrefix, case .exact = match.path {
             node["strip_prefix"].fail("strip_prefix needs a \"prefix\" match")
         }

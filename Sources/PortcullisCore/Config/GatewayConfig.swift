@@ -9,6 +9,10 @@ public struct GatewayConfig: Sendable {
     public var routes: [RouteConfig]
     /// Directory of the JSON plugin rule files (resolved against the config file's directory).
     public var pluginsDirectory: String?
+    /// Clients and their credentials (`consumers`).
+    public var consumers: [Consumer] = []
+    /// API key, JWT issuer and token cache settings (`auth`).
+    public var auth = AuthSettings()
 
     public init(server: ServerSettings = ServerSettings(), log: LogSettings = LogSettings(),
                 upstreams: [String: UpstreamConfig] = [:], routes: [RouteConfig] = [], pluginsDirectory: String? = nil) {
@@ -111,6 +115,8 @@ public struct RouteConfig: Sendable {
     public var rewrite: String?
     /// Position in the config; breaks precedence ties.
     public var index: Int
+    /// Authentication policy; nil: the route does no authentication.
+    public var auth: RouteAuthPolicy? = nil
 
     public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
                 rewrite: String? = nil, index: Int = 0) {
