@@ -94,3 +94,10 @@ func claims(sub: String = "alice", exp: Int64? = testNow + 600, nbf: Int64? = ni
     for (k, v) in extra { o[k] = v }
     return .object(o)
 }
+
+enum HMACHelper {
+    /// base64url HMAC-SHA256 of `input`, as a tutorial's token tool would produce.
+    static func sha256(_ input: String, _ secret: [UInt8]) -> String {
+        Base64URL.encode(Array(HMAC<SHA256>.authenticationCode(for: Array(input.utf8), using: SymmetricKey(data: secret))))
+    }
+}
