@@ -116,7 +116,8 @@ public enum AuthConfigReader {
         if let v = node["leeway_seconds"].int(min: 0, max: 3600) { issuer.leewaySeconds = v }
         if let v = node["max_token_bytes"].int(min: 256, max: 65_536) { issuer.maxTokenBytes = Int(v) }
         if let v = node["jwks_refresh_seconds"].int(min: 10, max: 86_400) { issuer.jwksRefreshSeconds = Int(v) }
-        issuer.requiredClaims = node["required_claims"].stringList() ?? []
+        // Tokens without `exp` never expire; refuse them unless the operator opts out with [].
+        issuer.requiredClaims = node["required_claims"].stringList() ?? ["exp"]
         for (i, keyNode) in (node["keys"].array() ?? []).enumerated() {
             if let key = readKey(keyNode, baseDirectory: baseDirectory) {
                 if let kid = key.kid, issuer.keys.contains(where: { $0.kid == kid && $0.algorithm == key.algorithm }) {
