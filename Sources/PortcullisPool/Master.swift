@@ -115,7 +115,7 @@ public final class Master {
         do {
             newConfig = try GatewayLoader.load(configPath: configPath).config
         } catch {
-            lastReload = JSONObject([("ok", false), ("at", .string(Timestamp.rfc3339(Date()))),
+            lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
                                      ("errors", .array(error.issues.map { .string($0.description) }))])
             EventLog.emit("reload_refused", [("errors", .array(error.issues.map { .string($0.description) }))])
             writeState()
@@ -133,7 +133,7 @@ public final class Master {
         let deadline = ContinuousClock.now + .milliseconds(300)
         while ContinuousClock.now < deadline { usleep(20_000); reap() }
         for pid in old { workers[pid]?.retiring = true; kill(pid, SIGTERM) }
-        lastReload = JSONObject([("ok", true), ("at", .string(Timestamp.rfc3339(Date()))), ("generation", .int(Int64(generation)))])
+        lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
         writeState()
     }
@@ -244,14 +244,14 @@ public final class Master {
     private func writeState() {
         let list: [JSONValue] = workers.values.sorted { $0.startedAt < $1.startedAt }.map { w in
             .object(JSONObject([("pid", .int(Int64(w.pid))), ("generation", .int(Int64(w.generation))),
-                                ("started_at", .string(Timestamp.rfc3339(w.startedAt))), ("retiring", .bool(w.retiring))]))
+                                ("started_at", .string(RFC3339.format(w.startedAt, milliseconds: true))), ("retiring", .bool(w.retiring))]))
         }
         var state = JSONObject([
             ("master_pid", .int(Int64(getpid()))), ("generation", .int(Int64(generation))),
             ("socket", .string(config.server.socket)), ("config", .string(configPath)),
             ("desired_workers", .int(Int64(desiredWorkers))),
             ("threads", .int(Int64(threadsOverride ?? config.server.threadsPerWorker))),
-            ("started_at", .string(Timestamp.rfc3339(startedAt))), ("workers", .array(list)),
+            ("started_at", .string(RFC3339.format(startedAt, milliseconds: true))), ("workers", .array(list)),
         ])
         if let lastReload { state["last_reload"] = .object(lastReload) }
         let text = JSONCodec.serialize(.object(state), pretty: true) + "\n"

@@ -33,7 +33,7 @@ public enum ConfigLoader {
             root.fail("the configuration must be a JSON object")
             return GatewayConfig()
         }
-        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "transform", "$schema", "comment"])
+        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "transform", "$schema", "comment", "consumers", "auth"])
         var config = GatewayConfig()
         config.server = readServer(root["server"], baseDirectory: baseDirectory)
         config.log = readLog(root["log"], baseDirectory: baseDirectory)
@@ -42,6 +42,8 @@ public enum ConfigLoader {
             root["transform"].rejectUnknownKeys(["max_body_bytes"])
             if let v = root["transform"]["max_body_bytes"].int(min: 1, max: 1 << 30) { config.transform.maxBodyBytes = v }
         }
+        config.consumers = AuthConfigReader.readConsumers(root["consumers"])
+        config.auth = AuthConfigReader.readAuth(root["auth"], baseDirectory: baseDirectory)
         for (name, node) in root["upstreams"].object(required: true) ?? [] {
             if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }
         }
@@ -56,6 +58,9 @@ public enum ConfigLoader {
                 node["name"].fail("duplicate route name \"\(route.name)\" (first at \(first))")
             } else {
                 seenNames[route.name] = node.pointer
+            }
+            if let policy = route.auth {
+                AuthConfigReader.validateRoutePolicy(policy, node: node["auth"], settings: config.auth, consumers: config.consumers)
             }
             config.routes.append(route)
         }
@@ -140,13 +145,14 @@ public enum ConfigLoader {
 
     static func readRoute(_ node: ConfigNode, index: Int) -> RouteConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment"])
+        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment", "auth"])
         let name = node["name"].nonEmptyString() ?? "route-\(index)"
         let upstream = node["upstream"].nonEmptyString(required: true) ?? ""
         guard let match = readMatch(node["match"]) else { return nil }
         var route = RouteConfig(name: name, match: match, upstream: upstream, index: index)
         route.stripPrefix = node["strip_prefix"].bool() ?? false
         route.plugins = node["plugins"].array()?.compactMap { $0.nonEmptyString(required: true) } ?? []
+        route.auth = AuthConfigReader.readRoutePolicy(node["auth"])
         if route.stripPrefix, case .exact = match.path {
             node["strip_prefix"].fail("strip_prefix needs a \"prefix\" match")
         }

@@ -11,6 +11,10 @@ public struct GatewayConfig: Sendable {
     public var pluginsDirectory: String?
     /// Defaults for transformation plugins (`"transform"` section).
     public var transform = TransformSettings()
+    /// Clients and their credentials (`consumers`).
+    public var consumers: [Consumer] = []
+    /// API key, JWT issuer and token cache settings (`auth`).
+    public var auth = AuthSettings()
 
     public init(server: ServerSettings = ServerSettings(), log: LogSettings = LogSettings(),
                 upstreams: [String: UpstreamConfig] = [:], routes: [RouteConfig] = [], pluginsDirectory: String? = nil) {
@@ -122,6 +126,8 @@ public struct RouteConfig: Sendable {
     public var index: Int
     /// Names of the plugin rule sets applied to this route, in order.
     public var plugins: [String] = []
+    /// Authentication policy; nil: the route does no authentication.
+    public var auth: RouteAuthPolicy? = nil
 
     public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
                 rewrite: String? = nil, index: Int = 0) {

@@ -12,8 +12,9 @@ public struct GatewayRequest: Sendable, RoutableRequest {
     public var facts: ConnectionFacts
     public var requestId: String
     public var contentLength: Int64?
-    /// Present only when nginx passed certificate facts (TLS server block).
-    public var clientCertificate: ClientCertificateFacts?
+    /// The TLS client certificate as nginx reported it (FastCGI params, never headers); nil
+    /// when the worker was given no such params.
+    public var clientCertificate: ClientCertificateFacts? = nil
     private var parsedQuery: [(name: String, value: String)]
 
     public init(method: String, path: String, rawQuery: String = "", host: String = "", headers: HTTPHeaders = HTTPHeaders(),

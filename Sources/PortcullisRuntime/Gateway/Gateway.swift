@@ -11,13 +11,18 @@ public final class Gateway: Sendable {
     /// Per route (indexed like `config.routes`): its upstream and its transformation chain.
     let routeUpstreams: [UpstreamConfig]
     let chains: [TransformChain]
+    let authenticator: Authenticator
+    /// Query parameters that carry credentials, removed before forwarding.
+    let credentialQueryParameters: Set<String>
 
-    public init(loaded: LoadedGateway, accessLog: AccessLog) {
+    public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:]) {
         self.config = loaded.config
         self.router = Router(routes: loaded.config.routes)
         self.accessLog = accessLog
         self.routeUpstreams = loaded.config.routes.map { loaded.config.upstreams[$0.upstream]! }
         self.chains = loaded.chains
+        self.authenticator = Authenticator(config: loaded.config, jwksSources: jwksSources)
+        self.credentialQueryParameters = Set(Authenticator.credentialQueryParameters(loaded.config.auth))
     }
 }
 
@@ -55,8 +60,23 @@ public final class GatewayHandler: ExchangeHandler {
                 exchange.sendProblem(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes), requestId: request.requestId)
                 return
             }
+            var identity: Identity?
+            if let policy = route.auth {
+                switch gateway.authenticator.authenticate(request, policy: policy, now: Int64(time(nil))) {
+                case .rejected(let problem):
+                    exchange.sendProblem(problem, requestId: request.requestId)
+                    return
+                case .authenticated(let who):
+                    identity = who
+                    log.consumer = who.consumerId
+                    log.credential = who.credentialId
+                case .anonymous:
+                    break
+                }
+            }
             let pass = RoutedRequest(request: request, route: route, match: match,
-                                     upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex])
+                                     upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
+                                     identity: identity)
             forward(pass, exchange: exchange, log: &log)
         }
     }
@@ -66,9 +86,9 @@ public final class GatewayHandler: ExchangeHandler {
     private func forward(_ pass: RoutedRequest, exchange: FastCGIExchange, log: inout AccessRecord) {
         let request = pass.request
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
-        var outgoing = TransformableRequest(
-            method: request.method, path: path, rawQuery: request.rawQuery,
-            headers: HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId))
+        var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
+        Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
+        var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: headers)
         var body: BodySource = exchange
         var bodyLength = request.contentLength
         let context = pass.chain.isEmpty ? nil : templateContext(pass)
@@ -170,9 +190,19 @@ public final class GatewayHandler: ExchangeHandler {
     }
 
     private func templateContext(_ pass: RoutedRequest) -> TemplateContext {
-        TemplateContext(pathParams: pass.match.params, requestHeaders: pass.request.headers,
+        TemplateContext(consumerId: pass.identity?.consumerId, consumerGroups: pass.identity?.groups ?? [],
+                        claims: pass.identity?.claims, pathParams: pass.match.params, requestHeaders: pass.request.headers,
                         queryItems: pass.request.queryItems, method: pass.request.method, path: pass.request.path,
                         requestId: pass.request.requestId, route: pass.route.name, now: Date())
+    }
+
+    /// The raw query, without parameters that carry credentials.
+    private func upstreamQuery(_ request: GatewayRequest) -> String {
+        guard !gateway.credentialQueryParameters.isEmpty, !request.rawQuery.isEmpty else { return request.rawQuery }
+        return request.rawQuery.split(separator: "&", omittingEmptySubsequences: true).filter { pair in
+            let name = pair.split(separator: "=", maxSplits: 1).first.map { PercentEncoding.decode($0, plusAsSpace: true) } ?? ""
+            return !gateway.credentialQueryParameters.contains(name)
+        }.joined(separator: "&")
     }
 
     private func nextTarget(_ upstream: UpstreamConfig) -> String {
@@ -190,6 +220,7 @@ struct RoutedRequest {
     let match: RouteMatchResult
     let upstream: UpstreamConfig
     let chain: TransformChain
+    let identity: Identity?
 }
 
 /// A request body held in memory (after a request transform), read by libcurl.
@@ -250,7 +281,7 @@ struct AccessRecord {
 
     var json: JSONObject {
         var o = JSONObject([
-            ("time", .string(Timestamp.rfc3339(Date()))), ("request_id", .string(requestId)),
+            ("time", .string(RFC3339.format(Date(), milliseconds: true))), ("request_id", .string(requestId)),
             ("route", route.map { .string($0) } ?? .null), ("method", .string(method)), ("path", .string(path)),
             ("client", .string(client)), ("status", .int(Int64(status))),
             ("upstream", upstream.map { .string($0) } ?? .null),

@@ -13,7 +13,7 @@ public enum RequestDecoder {
         var method = "GET", documentURI = "", requestURI = "", query = "", host = "", hostHeader = ""
         var remote = "", scheme = "", nginxId = "", contentLength: Int64?
         var headers = HTTPHeaders()
-        var cert = ClientCertificateFacts()
+        var certVerify: String?, certSubject: String?, certPEM: String?
         for (name, value) in params {
             if name.hasPrefix("HTTP_") {
                 // nginx passes these twice; CONTENT_TYPE/CONTENT_LENGTH are the authoritative copies.
@@ -35,10 +35,11 @@ public enum RequestDecoder {
             case "REQUEST_SCHEME": if scheme.isEmpty { scheme = String(value) }
             case "PORTCULLIS_HOST": host = String(value)
             case "PORTCULLIS_REQUEST_ID": nginxId = String(value)
-            case "PORTCULLIS_SSL_CLIENT_VERIFY": cert.verify = String(value)
-            case "PORTCULLIS_SSL_CLIENT_FINGERPRINT": cert.fingerprint = String(value)
-            case "PORTCULLIS_SSL_CLIENT_S_DN": cert.subjectDN = String(value)
-            case "PORTCULLIS_SSL_CLIENT_CERT": cert.escapedPEM = String(value)
+            case "PORTCULLIS_SSL_CLIENT_VERIFY": certVerify = String(value)
+            case "PORTCULLIS_SSL_CLIENT_S_DN": certSubject = String(value)
+            // nginx's $ssl_client_fingerprint is SHA-1; consumers are matched by the SHA-256 of the
+            // certificate nginx verified ($ssl_client_escaped_cert, URL-encoded PEM).
+            case "PORTCULLIS_SSL_CLIENT_CERT": certPEM = PercentEncoding.decode(value)
             default: break
             }
         }
@@ -53,7 +54,10 @@ public enum RequestDecoder {
             headers: headers,
             facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: hostHeader),
             requestId: requestId, contentLength: contentLength)
-        request.clientCertificate = cert.isEmpty ? nil : cert
+        if let certVerify, !certVerify.isEmpty {
+            let fingerprint = certPEM.flatMap { $0.isEmpty ? nil : CertificateFingerprint.sha256Hex(pem: $0) }
+            request.clientCertificate = ClientCertificateFacts(verify: certVerify, fingerprint: fingerprint, subjectDN: certSubject)
+        }
         return request
     }
 

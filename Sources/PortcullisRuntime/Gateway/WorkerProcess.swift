@@ -29,7 +29,11 @@ public enum WorkerProcess {
             EventLog.emit("worker_start_failed", [("error", .string("\(error)"))])
             exit(1)
         }
-        let gateway = Gateway(loaded: loaded, accessLog: accessLog)
+        // JWKS URLs are fetched once before serving, then refreshed in the background.
+        let (jwksSources, _) = JWKSFetcher.startAll(for: config.auth) { message in
+            EventLog.emit("jwks", [("detail", .string(message))])
+        }
+        let gateway = Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources)
         let threadCount = threads ?? config.server.threadsPerWorker
         let server = FastCGIServer(listenFD: listenFD, threads: threadCount) { GatewayHandler(gateway: gateway) }
 

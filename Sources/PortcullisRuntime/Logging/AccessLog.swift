@@ -97,25 +97,11 @@ public struct RuntimeError: Error, CustomStringConvertible {
 /// Structured operational messages (not access lines) to standard error.
 public enum EventLog {
     public static func emit(_ event: String, _ fields: [(String, JSONValue)] = []) {
-        var object = JSONObject([("time", .string(Timestamp.rfc3339(Date()))), ("event", .string(event)),
+        var object = JSONObject([("time", .string(RFC3339.format(Date(), milliseconds: true))), ("event", .string(event)),
                                  ("pid", .int(Int64(getpid())))])
         for (k, v) in fields { object[k] = v }
         var line = JSONCodec.serialize(.object(object))
         line += "\n"
         line.withUTF8 { _ = Foundation.write(2, $0.baseAddress, $0.count) }
-    }
-}
-
-public enum Timestamp {
-    /// RFC 3339 UTC with milliseconds.
-    public static func rfc3339(_ date: Date) -> String {
-        var t = time_t(date.timeIntervalSince1970)
-        var tm = tm()
-        gmtime_r(&t, &tm)
-        let ms = Int((date.timeIntervalSince1970 - Double(t)) * 1000)
-        func pad(_ v: Int32, _ w: Int = 2) -> String {
-            let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s
-        }
-        return "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1))-\(pad(tm.tm_mday))T\(pad(tm.tm_hour)):\(pad(tm.tm_min)):\(pad(tm.tm_sec)).\(pad(Int32(ms), 3))Z"
     }
 }

@@ -1,0 +1,82 @@
+import Crypto
+import Synchronization
+
+/// A bounded cache of verified tokens, keyed by the SHA-256 of the token, so a repeated RS/ES
+/// token costs one hash and one lookup instead of a public-key operation and two JSON parses.
+///
+/// An entry lives until the earlier of the token's `exp` and `ttl` seconds after it was
+/// verified. Revocation consequence: a token accepted once stays accepted for up to `ttl`
+/// seconds even if its signing key is removed from the configuration or the JWKS in the
+/// meantime (a config reload builds a new, empty cache). Eviction is FIFO when full.
+public final class TokenCache: Sendable {
+    public struct Entry: Sendable {
+        public let validUntil: Int64
+        public let issuerIndex: Int
+        public let claims: JSONObject
+        public let kid: String?
+    }
+
+    private struct Key: Hashable {
+        let a: UInt64, b: UInt64, c: UInt64, d: UInt64
+    }
+
+    private struct State {
+        var entries: [Key: Entry] = [:]
+        var order: [Key] = []
+        var next = 0
+    }
+
+    public let capacity: Int
+    public let ttlSeconds: Int64
+    private let state: Mutex<State>
+
+    public init(capacity: Int, ttlSeconds: Int64) {
+        self.capacity = max(0, capacity)
+        self.ttlSeconds = ttlSeconds
+        self.state = Mutex(State())
+    }
+
+    private static func key(_ token: [UInt8]) -> Key {
+        let digest = SHA256.hash(data: token)
+        return digest.withUnsafeBytes { raw in
+            Key(a: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), b: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                c: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), d: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+        }
+    }
+
+    /// The cached verification of `token`, if still valid at `now`.
+    public func lookup(_ token: [UInt8], now: Int64) -> Entry? {
+        guard capacity > 0 else { return nil }
+        let k = Self.key(token)
+        return state.withLock { s in
+            guard let e = s.entries[k] else { return nil }
+            if now >= e.validUntil {
+                s.entries[k] = nil
+                return nil
+            }
+            return e
+        }
+    }
+
+    /// Remembers a verified token. `expiry` is the token's `exp` (nil when it has none).
+    public func store(_ token: [UInt8], expiry: Int64?, now: Int64, issuerIndex: Int, claims: JSONObject, kid: String?) {
+        guard capacity > 0, ttlSeconds > 0 else { return }
+        let until = min(expiry ?? .max, now &+ ttlSeconds)
+        guard until > now else { return }
+        let k = Self.key(token)
+        let entry = Entry(validUntil: until, issuerIndex: issuerIndex, claims: claims, kid: kid)
+        state.withLock { s in
+            if s.entries.updateValue(entry, forKey: k) != nil { return }
+            if s.order.count < capacity {
+                s.order.append(k)
+            } else {
+                // Ring buffer: overwrite the oldest slot (it may already have expired away).
+                s.entries[s.order[s.next]] = nil
+                s.order[s.next] = k
+                s.next = (s.next + 1) % capacity
+            }
+        }
+    }
+
+    public var count: Int { state.withLock { $0.entries.count } }
+}

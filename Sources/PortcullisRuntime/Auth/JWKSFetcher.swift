@@ -1,0 +1,131 @@
+import CCurl
+import CPortcullis
+import Foundation
+import PortcullisCore
+import Synchronization
+
+/// Keeps a `JWKSKeyStore` filled from a `jwks_url`: a background thread fetches the set at
+/// start, every refresh interval, and when a token named an unknown `kid` (at most once per
+/// the store's cooldown). A failed fetch or an unusable document keeps the last good set.
+/// Proxy environment variables are ignored; redirects are not followed.
+public final class JWKSFetcher: Sendable {
+    public let url: String
+    public let store: JWKSKeyStore
+    public let refreshSeconds: Int
+    /// Largest JWKS document accepted.
+    public let maxBytes: Int
+    private let stopped = Atomic<Bool>(false)
+    private let report: @Sendable (String) -> Void
+
+    /// - Parameter report: receives one line per failed fetch or skipped key (for the error log).
+    public init(url: String, store: JWKSKeyStore, refreshSeconds: Int, maxBytes: Int = 1 << 20,
+                report: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.url = url
+        self.store = store
+        self.refreshSeconds = max(1, refreshSeconds)
+        self.maxBytes = maxBytes
+        self.report = report
+    }
+
+    /// Creates one store and one started fetcher per distinct `jwks_url` of `settings`. Pass
+    /// `sources` to `Authenticator(config:jwksSources:)`; keep `fetchers` alive and stop them
+    /// when the configuration is replaced.
+    public static func startAll(for settings: AuthSettings, report: @escaping @Sendable (String) -> Void = { _ in })
+        -> (sources: [String: any JWKSSource], fetchers: [JWKSFetcher])
+    {
+        var sources: [String: any JWKSSource] = [:]
+        var fetchers: [JWKSFetcher] = []
+        for url in settings.jwksURLs {
+            let refresh = settings.jwt.issuers.filter { $0.jwksURL == url }.map(\.jwksRefreshSeconds).min() ?? 300
+            let store = JWKSKeyStore()
+            let fetcher = JWKSFetcher(url: url, store: store, refreshSeconds: refresh, report: report)
+            fetcher.fetchNow()  // so the first requests after start already have keys
+            fetcher.start()
+            sources[url] = store
+            fetchers.append(fetcher)
+        }
+        return (sources, fetchers)
+    }
+
+    /// Starts the background thread.
+    public func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "jwks-fetcher"
+        thread.start()
+    }
+
+    /// Asks the thread to end (it notices within a quarter second).
+    public func stop() { stopped.store(true, ordering: .relaxed) }
+
+    private func run() {
+        var nextRefresh = Date().addingTimeInterval(TimeInterval(refreshSeconds))
+        while !stopped.load(ordering: .relaxed) {
+            Thread.sleep(forTimeInterval: 0.25)
+            let now = Date()
+            // A store that never loaded retries every cooldown instead of waiting a full period.
+            let due = now >= nextRefresh || store.takeRefetchRequest()
+                || (!store.isLoaded && now >= nextRefresh.addingTimeInterval(-TimeInterval(refreshSeconds) + TimeInterval(store.refetchCooldownSeconds)))
+            if due {
+                fetchNow()
+                nextRefresh = Date().addingTimeInterval(TimeInterval(refreshSeconds))
+            }
+        }
+    }
+
+    /// Fetches and installs the set once; returns whether a set was installed.
+    @discardableResult
+    public func fetchNow() -> Bool {
+        let (status, body, error) = Self.get(url, maxBytes: maxBytes)
+        guard error == nil, status == 200 else {
+            report("jwks \(url): fetch failed (\(error ?? "HTTP \(status)")); keeping the last good key set")
+            return false
+        }
+        guard let document = try? JSONCodec.parse(body, rejectDuplicateKeys: true) else {
+            report("jwks \(url): the response is not JSON; keeping the last good key set")
+            return false
+        }
+        let (keys, problems) = VerificationKey.jwkSet(document)
+        for p in problems { report("jwks \(url): skipped \(p)") }
+        guard !keys.isEmpty else {
+            report("jwks \(url): no usable key in the set; keeping the last good key set")
+            return false
+        }
+        store.replace(keys: keys)
+        return true
+    }
+
+    private final class Sink {
+        var bytes: [UInt8] = []
+        let limit: Int
+        var overflow = false
+        init(limit: Int) { self.limit = limit }
+    }
+
+    /// One GET with libcurl; returns (status, body, error text).
+    static func get(_ url: String, maxBytes: Int) -> (Int, [UInt8], String?) {
+        guard let handle = curl_easy_init() else { return (0, [], "curl_easy_init failed") }
+        defer { curl_easy_cleanup(handle) }
+        let sink = Sink(limit: maxBytes)
+        let unmanaged = Unmanaged.passRetained(sink)
+        defer { unmanaged.release() }
+        _ = pc_curl_set_str(handle, CURLOPT_URL, url)
+        // An empty proxy string disables proxies, including http_proxy/https_proxy variables.
+        _ = pc_curl_set_str(handle, CURLOPT_PROXY, "")
+        _ = pc_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 0)
+        _ = pc_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
+        _ = pc_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT_MS, 3_000)
+        _ = pc_curl_set_long(handle, CURLOPT_TIMEOUT_MS, 10_000)
+        _ = pc_curl_set_str(handle, CURLOPT_PROTOCOLS_STR, "http,https")
+        _ = pc_curl_set_write_cb(handle, { ptr, size, count, userdata in
+            let sink = Unmanaged<Sink>.fromOpaque(userdata!).takeUnretainedValue()
+            let n = size * count
+            if sink.bytes.count + n > sink.limit { sink.overflow = true; return 0 }
+            if let ptr { ptr.withMemoryRebound(to: UInt8.self, capacity: n) { sink.bytes.append(contentsOf: UnsafeBufferPointer(start: $0, count: n)) } }
+            return n
+        }, unmanaged.toOpaque())
+        let rc = curl_easy_perform(handle)
+        if sink.overflow { return (0, [], "the document exceeds \(maxBytes) bytes") }
+        if rc != CURLE_OK { return (0, [], String(cString: curl_easy_strerror(rc))) }
+        return (pc_curl_response_code(handle), sink.bytes, nil)
+    }
+}

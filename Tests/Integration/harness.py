@@ -1,0 +1,564 @@
+"""Process harness for the integration tests: real nginx, a real gateway pool, real upstreams.
+
+Everything runs on free loopback ports inside a private temporary directory, and is stopped
+(process group and all) when a test or module is done, even when it failed.
+
+Main pieces:
+- ``ManagedProcess``: one child process in its own process group, output captured to files.
+- ``EchoUpstream`` / ``RedisServer``: the services a gateway talks to.
+- ``Gateway``: ``portcullis serve`` + nginx rendered from ``nginx/example.conf``, with helpers to
+  send requests, run the CLI, read ``status --json``, ``state.json`` and the access log.
+- ``GatewayFactory``: creates gateways with their own config (``overrides`` deep-merged into a
+  base config) and tears them all down.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO_ROOT / "scripts"
+RENDER_NGINX = SCRIPTS / "render-nginx.sh"
+ECHO_UPSTREAM = SCRIPTS / "echo_upstream.py"
+
+# The pattern served by the echo upstream's `bytes=N` control.
+sys.path.insert(0, str(SCRIPTS))
+from echo_upstream import pattern_bytes, pattern_sha256  # noqa: E402
+
+__all__ = [
+    "REPO_ROOT", "Gateway", "GatewayFactory", "EchoUpstream", "RedisServer", "ManagedProcess",
+    "StartupError", "free_port", "wait_until", "deep_merge", "walking_skeleton_config",
+    "pattern_bytes", "pattern_sha256", "peak_rss_bytes", "keep_temp_dirs",
+]
+
+T = TypeVar("T")
+
+STARTUP_TIMEOUT = float(os.environ.get("PORTCULLIS_TEST_STARTUP_TIMEOUT", "30"))
+
+
+class StartupError(RuntimeError):
+    """A process did not become ready; the message carries the tails of its output."""
+
+
+# -- small utilities ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05,
+               on_timeout: Callable[[], str] | None = None) -> T:
+    """Calls ``probe`` until it returns something other than None/False, or fails after ``timeout``.
+
+    Exceptions raised by the probe count as "not yet"; the last one is reported on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = probe()
+            if result is not None and result is not False:
+                return result
+        except StartupError:
+            raise
+        except Exception as error:  # noqa: BLE001 (any failure means "not ready yet")
+            last_error = error
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            extra = f"\n{on_timeout()}" if on_timeout else ""
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {what}{detail}{extra}")
+        time.sleep(interval)
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in: objects merge key by key, anything else replaces.
+
+    A value of None in ``overrides`` deletes the key.
+    """
+    merged = copy.deepcopy(dict(base))
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size (VmHWM) of a live process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            value, unit = line.split()[1:3]
+            assert unit == "kB", line
+            return int(value) * 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def keep_temp_dirs() -> bool:
+    """PORTCULLIS_KEEP_TMP=1 keeps every test's directory (configs, logs) for inspection."""
+    return os.environ.get("PORTCULLIS_KEEP_TMP") == "1"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not running anymore.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no output file)"
+    kept = text.splitlines()[-lines:]
+    return "\n".join(kept) if kept else "(empty)"
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own process group, stdout/stderr captured in ``log_dir``."""
+
+    name: str
+    argv: list[str]
+    log_dir: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_dir / f"{self.name}.stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.log_dir / f"{self.name}.stderr.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.pid
+
+    def start(self) -> ManagedProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.popen = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                env=self.env, cwd=self.cwd, start_new_session=True,
+            )
+        return self
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.popen is None else self.popen.poll()
+
+    def send(self, sig: int) -> None:
+        if self.running():
+            self.popen.send_signal(sig)  # type: ignore[union-attr]
+
+    def wait(self, timeout: float) -> int | None:
+        """Waits for the process to exit; its exit status, or None if it still runs."""
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Signals the process, waits up to ``timeout``, then kills its whole process group."""
+        if self.popen is None:
+            return None
+        if self.running():
+            self.send(sig)
+            self.wait(timeout)
+        code = self.popen.poll()
+        self.kill_group()
+        if code is None:
+            code = self.wait(5)
+        return code
+
+    def kill_group(self) -> None:
+        """SIGKILL to everything left in the process group this process leads."""
+        if self.popen is None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def output_tail(self, lines: int = 40) -> str:
+        return (f"--- {self.name} stderr (last {lines} lines) ---\n{_tail(self.stderr_path, lines)}\n"
+                f"--- {self.name} stdout (last {lines} lines) ---\n{_tail(self.stdout_path, lines)}")
+
+    def ensure_running(self, what: str) -> None:
+        if not self.running():
+            raise StartupError(f"{self.name} exited with status {self.returncode} while {what}\n"
+                               f"command: {' '.join(self.argv)}\n{self.output_tail()}")
+
+
+class EchoUpstream:
+    """scripts/echo_upstream.py on a free loopback port."""
+
+    def __init__(self, workdir: Path, name: str = "echo", port: int | None = None):
+        self.port = port or free_port()
+        self.process = ManagedProcess(
+            name, [sys.executable, str(ECHO_UPSTREAM), "--port", str(self.port)], workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> EchoUpstream:
+        self.process.start()
+        wait_until(self._healthy, STARTUP_TIMEOUT, f"echo upstream on {self.url}",
+                   on_timeout=self.process.output_tail)
+        return self
+
+    def _healthy(self) -> bool:
+        self.process.ensure_running("starting")
+        return requests.get(f"{self.url}/__health", timeout=1).status_code == 200
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, workdir: Path, name: str = "redis"):
+        self.port = free_port()
+        self.workdir = workdir
+        self.process = ManagedProcess(name, [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes",
+        ], workdir)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> RedisServer:
+        if shutil.which("redis-server") is None:
+            raise StartupError("redis-server is not installed (make deps installs it)")
+        self.process.start()
+        wait_until(self.ping, STARTUP_TIMEOUT, f"redis-server on port {self.port}",
+                   on_timeout=self.process.output_tail)
+        return self
+
+    def command(self, *args: str) -> bytes:
+        """Sends one command (RESP) and returns the raw first reply line."""
+        payload = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
+            conn.sendall(payload)
+            return conn.makefile("rb").readline().rstrip(b"\r\n")
+
+    def ping(self) -> bool:
+        self.process.ensure_running("starting")
+        return self.command("PING") == b"+PONG"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def restart(self) -> None:
+        """Stops and starts again on the same port (for failure-policy tests)."""
+        self.process.stop()
+        self.process = ManagedProcess(self.process.name, self.process.argv, self.workdir)
+        self.start()
+
+
+# -- the gateway --------------------------------------------------------------------------------
+
+
+def walking_skeleton_config(echo_url: str, dead_url: str) -> dict[str, Any]:
+    """Upstreams and routes of issue 2 (server and log sections are filled in by Gateway)."""
+    return {
+        "upstreams": {
+            "echo": {"targets": [echo_url], "connect_timeout_ms": 1000, "timeout_ms": 30000},
+            "dead": {"targets": [dead_url], "connect_timeout_ms": 500, "timeout_ms": 2000},
+            "slow": {"targets": [echo_url], "connect_timeout_ms": 1000, "timeout_ms": 500},
+        },
+        "routes": [
+            {"name": "echo", "match": {"prefix": "/echo/"}, "upstream": "echo"},
+            {"name": "users",
+             "match": {"path": "/users/{id}", "methods": ["GET"], "host": "api.example.com",
+                       "headers": {"x-version": "2", "x-debug": True}, "query": {"v": "2"}},
+             "upstream": "echo", "rewrite": "/internal/users/{id}"},
+            {"name": "v1", "match": {"prefix": "/v1/"}, "upstream": "echo", "strip_prefix": True},
+            {"name": "dead", "match": {"prefix": "/dead/"}, "upstream": "dead"},
+            {"name": "slow", "match": {"prefix": "/slow/"}, "upstream": "slow"},
+        ],
+    }
+
+
+class Gateway:
+    """``portcullis serve`` plus a private nginx in front of it, in ``workdir``.
+
+    The harness owns ``server.socket``, ``server.runtime_dir`` and ``log.access_log`` (they point
+    into ``workdir``); everything else comes from ``config``.
+    """
+
+    def __init__(self, binary: Path, workdir: Path, config: Mapping[str, Any], workers: int = 2,
+                 threads: int = 4, keepalive: int | None = None, name: str = "gateway"):
+        if workers * threads < 2:
+            raise ValueError("fastcgi_keep_conn needs a pool of at least 2 threads")
+        self.binary = binary
+        self.workdir = workdir
+        self.name = name
+        self.workers = workers
+        self.threads = threads
+        # The keep-conn rule (nginx/portcullis.conf): idle kept connections < pool threads.
+        self.keepalive = keepalive if keepalive is not None else min(4, workers * threads - 1)
+        self.run_dir = workdir / "run"
+        self.socket_path = self.run_dir / "pc.sock"
+        self.access_log_path = workdir / "access.log"
+        self.config_path = workdir / "portcullis.json"
+        self.nginx_prefix = workdir / "nginx"
+        self.port = free_port()
+        self.config: dict[str, Any] = {}
+        self.set_config(config)
+        self.master = ManagedProcess(f"{name}-portcullis", self._serve_argv(), workdir)
+        self.nginx = ManagedProcess(f"{name}-nginx", self._nginx_argv(), workdir)
+        self.session = requests.Session()
+        self._seen_worker_pids: set[int] = set()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def set_config(self, config: Mapping[str, Any]) -> None:
+        """Writes ``config`` (with the harness-owned paths) to ``config_path``."""
+        defaults = {"server": {"workers": self.workers, "threads": self.threads, "shutdown_grace_seconds": 10}}
+        owned = {"server": {"socket": str(self.socket_path), "runtime_dir": str(self.run_dir)},
+                 "log": {"access_log": str(self.access_log_path)}}
+        self.config = deep_merge(deep_merge(defaults, config), owned)
+        self.write_raw_config(json.dumps(self.config, indent=2))
+
+    def write_raw_config(self, text: str) -> None:
+        """Writes arbitrary text as the config file (for broken-config tests)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.config_path)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _serve_argv(self) -> list[str]:
+        return [str(self.binary), "serve", "--config", str(self.config_path),
+                "--workers", str(self.workers), "--threads", str(self.threads)]
+
+    def _nginx_argv(self) -> list[str]:
+        conf = self.nginx_prefix / "nginx.conf"
+        return ["nginx", "-p", str(self.nginx_prefix), "-c", str(conf), "-e", "stderr"]
+
+    def start(self) -> Gateway:
+        self.start_master()
+        self._render_nginx()
+        self.nginx.start()
+        wait_until(self._answers, STARTUP_TIMEOUT, f"nginx on 127.0.0.1:{self.port} to reach the gateway",
+                   on_timeout=self.diagnostics)
+        return self
+
+    def start_master(self) -> None:
+        """Starts ``portcullis serve`` and waits for its socket and all its workers."""
+        self.master = ManagedProcess(self.master.name, self._serve_argv(), self.workdir)
+        self.master.start()
+        wait_until(self._pool_ready, STARTUP_TIMEOUT, f"{self.workers} gateway workers on {self.socket_path}",
+                   on_timeout=self.diagnostics)
+
+    def _pool_ready(self) -> bool:
+        self.master.ensure_running("starting")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            s.connect(str(self.socket_path))
+        return len(self.worker_pids()) >= self.workers
+
+    def _render_nginx(self) -> None:
+        subprocess.run([str(RENDER_NGINX), str(self.nginx_prefix / "nginx.conf"), str(self.nginx_prefix),
+                        f"127.0.0.1:{self.port}", str(self.socket_path), str(self.keepalive)],
+                       check=True, capture_output=True, text=True)
+
+    def _answers(self) -> bool:
+        self.nginx.ensure_running("starting")
+        self.master.ensure_running("waiting for nginx")
+        response = requests.get(self.url("/__harness_ready"), timeout=2)
+        # nginx answers 502 itself while it cannot reach the socket.
+        return response.status_code not in (502, 503, 504)
+
+    def stop(self) -> None:
+        """Stops nginx, then the pool (gracefully, then by force), then any stray worker."""
+        self.session.close()
+        self.nginx.stop(signal.SIGQUIT, timeout=5)
+        self.master.stop(signal.SIGTERM, timeout=15)
+        self._kill_stray_workers()
+
+    def _kill_stray_workers(self) -> None:
+        for pid in self._seen_worker_pids:
+            if _pid_alive(pid) and str(self.binary) in _cmdline(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def diagnostics(self, lines: int = 40) -> str:
+        """The tails of the gateway's and nginx's output, for failure messages."""
+        return "\n".join([f"=== {self.name} in {self.workdir} ===", self.master.output_tail(lines),
+                          self.nginx.output_tail(lines)])
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One request through nginx (keep-alive session); default timeout 15 s."""
+        kwargs.setdefault("timeout", 15)
+        return self.session.request(method, self.url(path), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    # -- CLI and state ---------------------------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Runs ``portcullis ARGS --config <this config>``."""
+        return subprocess.run([str(self.binary), *args, "--config", str(self.config_path)],
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def cli_background(self, *args: str) -> subprocess.Popen[str]:
+        """Starts ``portcullis ARGS --config <this config>`` without waiting for it.
+
+        Needed for commands that wait for the master to exit (``stop``): the master is this
+        process's child, so it stays a zombie until the test reaps it with ``master.wait``.
+        """
+        return subprocess.Popen([str(self.binary), *args, "--config", str(self.config_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
+
+    def status(self) -> dict[str, Any]:
+        result = self.cli("status", "--json")
+        if result.returncode != 0:
+            raise RuntimeError(f"portcullis status --json exited {result.returncode}: {result.stderr.strip()}")
+        status = json.loads(result.stdout)
+        self._seen_worker_pids.update(w["pid"] for w in status.get("workers", []))
+        return status
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.run_dir / "state.json").read_text())
+
+    def pid_file(self) -> int:
+        return int((self.run_dir / "portcullis.pid").read_text().strip())
+
+    def worker_pids(self) -> list[int]:
+        return [w["pid"] for w in self.status()["workers"]]
+
+    def wait_for_workers(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float,
+                         what: str) -> list[dict[str, Any]]:
+        """Polls ``status --json`` until ``predicate(workers)`` holds; returns the workers."""
+        def probe() -> list[dict[str, Any]] | None:
+            workers = self.status()["workers"]
+            return workers if predicate(workers) else None
+        return wait_until(probe, timeout, what, interval=0.1, on_timeout=self.diagnostics)
+
+    # -- access log ------------------------------------------------------------------------
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """Every access log line written so far, parsed (a torn last line is skipped)."""
+        if not self.access_log_path.exists():
+            return []
+        entries = []
+        for line in self.access_log_path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return entries
+
+    def wait_for_log_entries(self, predicate: Callable[[dict[str, Any]], bool], count: int = 1,
+                             timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Waits until at least ``count`` access log entries satisfy ``predicate``."""
+        def probe() -> list[dict[str, Any]] | None:
+            found = [e for e in self.access_log() if predicate(e)]
+            return found if len(found) >= count else None
+        return wait_until(probe, timeout, f"{count} matching access log line(s) in {self.access_log_path}",
+                          interval=0.1)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class GatewayFactory:
+    """Creates gateways (each in its own directory) and stops every one of them on ``close``."""
+
+    def __init__(self, binary: Path, echo: EchoUpstream, dead_url: str, root: Path):
+        self.binary = binary
+        self.echo = echo
+        self.dead_url = dead_url
+        self.root = root
+        self.gateways: list[Gateway] = []
+        self._count = 0
+
+    def base_config(self) -> dict[str, Any]:
+        return walking_skeleton_config(self.echo.url, self.dead_url)
+
+    def create(self, overrides: Mapping[str, Any] | None = None, *, config: Mapping[str, Any] | None = None,
+               workers: int = 2, threads: int = 4, keepalive: int | None = None, start: bool = True) -> Gateway:
+        """A gateway whose config is ``config`` (default: the walking-skeleton routes) with
+        ``overrides`` deep-merged in; started unless ``start=False``."""
+        self._count += 1
+        workdir = Path(tempfile.mkdtemp(prefix=f"gw{self._count}-", dir=self.root))
+        merged = deep_merge(config if config is not None else self.base_config(), overrides or {})
+        gateway = Gateway(self.binary, workdir, merged, workers=workers, threads=threads,
+                          keepalive=keepalive, name=f"gw{self._count}")
+        self.gateways.append(gateway)
+        if start:
+            gateway.start()
+        return gateway
+
+    def close(self, gateways: Iterable[Gateway] | None = None) -> None:
+        for gateway in list(gateways if gateways is not None else self.gateways):
+            gateway.stop()
+            if gateway in self.gateways:
+                self.gateways.remove(gateway)
