@@ -1,0 +1,59 @@
+# Portcullis: `make run` starts the demo, `make test` runs every test. See README.md.
+
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+SWIFT ?= swift
+PYTHON ?= python3
+CONFIG ?= config/portcullis.json
+DEBUG_BIN := $(CURDIR)/.build/debug/portcullis
+RELEASE_BIN := $(CURDIR)/.build/release/portcullis
+# Extra pytest arguments, e.g. `make integration PYTEST_ARGS='-k echo -x'`.
+PYTEST_ARGS ?=
+# Upper bound for the whole integration run; SIGINT lets pytest tear its processes down.
+INTEGRATION_TIMEOUT ?= 1800
+
+.PHONY: all deps build release run test unit integration bench check clean
+
+all: build
+
+## deps: install missing system packages (apt, as root) and Python test modules
+deps:
+	@PYTHON=$(PYTHON) scripts/install-deps.sh
+
+## build: debug build (.build/debug/portcullis)
+build:
+	$(SWIFT) build
+
+## release: release build (.build/release/portcullis)
+release:
+	$(SWIFT) build -c release
+
+## run: release build, then echo upstream + gateway + nginx on 127.0.0.1:8080 (Ctrl-C stops)
+run: deps
+	@scripts/run-demo.sh
+
+## test: deps, build, unit tests, integration tests through real nginx
+test: deps build unit integration
+
+## unit: XCTest unit tests
+unit:
+	$(SWIFT) test
+
+## integration: pytest suite in Tests/Integration against .build/debug/portcullis
+integration:
+	PORTCULLIS_BIN=$${PORTCULLIS_BIN:-$(DEBUG_BIN)} timeout --signal=INT --kill-after=60 $(INTEGRATION_TIMEOUT) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider Tests/Integration $(PYTEST_ARGS)
+
+## bench: requests/s of the gateway vs nginx proxy_pass (scripts/bench.sh)
+bench: release
+	@scripts/bench.sh
+
+## check: validate the demo config
+check: build
+	$(DEBUG_BIN) check --config $(CONFIG)
+
+## clean: remove build output and runtime files
+clean:
+	rm -rf .build run
+	find Tests scripts -name __pycache__ -type d -prune -exec rm -rf {} +

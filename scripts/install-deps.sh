@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs the system packages and Python test modules Portcullis needs, when missing.
+# As root: apt-get (Debian/Ubuntu) and, for a Python that is not the system one, pip.
+# Otherwise: prints what to install and fails. A fast no-op when everything is present.
+set -euo pipefail
+
+apt_packages=(
+    libfcgi-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev
+    nginx-light redis-server wrk pkg-config openssl
+    python3 python3-pytest python3-requests python3-cryptography
+)
+python_modules=(pytest requests cryptography)
+python=${PYTHON:-python3}
+
+# True when the package (or, for nginx, any nginx flavour) is installed.
+installed() {
+    case $1 in
+        nginx-light) command -v nginx >/dev/null 2>&1 && return 0 ;;
+    esac
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+# Stops Debian's maintainer scripts from starting system nginx/redis services while installing:
+# the project always runs its own instances on its own ports.
+with_services_blocked() {
+    local policy=/usr/sbin/policy-rc.d created=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        created=1
+    fi
+    local status=0
+    "$@" || status=$?
+    if (( created )); then rm -f "$policy"; fi
+    return $status
+}
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+    for pkg in "${apt_packages[@]}"; do
+        installed "$pkg" || missing+=("$pkg")
+    done
+fi
+
+if (( ${#missing[@]} )); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-deps: apt-get install ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        with_services_blocked apt-get update -qq
+        with_services_blocked apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        echo "install-deps: missing system packages: ${missing[*]}" >&2
+        echo "install-deps: run as root: apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+# The Python that runs the integration tests may not be the system one (pyenv, venv).
+missing_modules=()
+for module in "${python_modules[@]}"; do
+    "$python" -c "import $module" >/dev/null 2>&1 || missing_modules+=("$module")
+done
+if (( ${#missing_modules[@]} )); then
+    echo "install-deps: pip install ${missing_modules[*]} (for $(command -v "$python"))"
+    "$python" -m pip install --quiet "${missing_modules[@]}" ||
+        "$python" -m pip install --quiet --break-system-packages "${missing_modules[@]}" || {
+        echo "install-deps: could not install ${missing_modules[*]} for $python" >&2
+        exit 1
+    }
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    echo "install-deps: swift is not on PATH (expected at /opt/swift/usr/bin)" >&2
+    exit 1
+fi

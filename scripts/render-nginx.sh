@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Renders nginx/example.conf into a runnable nginx configuration.
+#
+#   scripts/render-nginx.sh OUT PREFIX LISTEN SOCKET [KEEPALIVE]
+#
+#   OUT        file to write (portcullis.conf is copied next to it)
+#   PREFIX     nginx prefix directory: pid, logs/ and temp/ go there (created)
+#   LISTEN     what nginx listens on, e.g. 127.0.0.1:8080
+#   SOCKET     the gateway's FastCGI unix socket (server.socket of the gateway config)
+#   KEEPALIVE  idle FastCGI connections nginx keeps (default 4); must stay strictly below the
+#              pool's workers x threads (see nginx/portcullis.conf)
+#
+# Then: nginx -p PREFIX -c OUT -e stderr
+set -euo pipefail
+
+if [[ $# -lt 4 || $# -gt 5 ]]; then
+    echo "usage: $0 OUT PREFIX LISTEN SOCKET [KEEPALIVE]" >&2
+    exit 2
+fi
+
+out=$1 prefix=$2 listen=$3 socket=$4 keepalive=${5:-4}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+template="$here/../nginx/example.conf"
+snippet_source="$here/../nginx/portcullis.conf"
+
+if ! [[ $keepalive =~ ^[1-9][0-9]*$ ]]; then
+    echo "$0: KEEPALIVE must be a positive integer, got '$keepalive'" >&2
+    exit 2
+fi
+case $prefix in
+    /*) ;;
+    *) prefix="$PWD/$prefix" ;;
+esac
+case $socket in
+    /*) ;;
+    *) socket="$PWD/$socket" ;;
+esac
+
+mkdir -p "$(dirname "$out")" "$prefix/logs" "$prefix/temp"
+out_dir=$(cd "$(dirname "$out")" && pwd)
+snippet="$out_dir/portcullis.conf"
+if [[ "$(realpath "$snippet_source")" != "$(realpath -m "$snippet")" ]]; then
+    cp "$snippet_source" "$snippet"
+fi
+
+if [[ $(id -u) -eq 0 ]]; then
+    user_directive="user root;"
+else
+    user_directive=""
+fi
+
+# Escapes a value for the replacement side of a sed s||| command.
+escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
+
+sed -e "s|@USER_DIRECTIVE@|$(escape "$user_directive")|g" \
+    -e "s|@PREFIX@|$(escape "$prefix")|g" \
+    -e "s|@LISTEN@|$(escape "$listen")|g" \
+    -e "s|@SOCKET@|$(escape "$socket")|g" \
+    -e "s|@KEEPALIVE@|$(escape "$keepalive")|g" \
+    -e "s|@SNIPPET@|$(escape "$snippet")|g" \
+    "$template" >"$out.tmp"
+if grep -q '@[A-Z_]*@' "$out.tmp"; then
+    echo "$0: unrendered placeholder left in $out:" >&2
+    grep -n '@[A-Z_]*@' "$out.tmp" >&2
+    rm -f "$out.tmp"
+    exit 1
+fi
+mv "$out.tmp" "$out"

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# `make run`: builds the release binary, then runs the echo upstream (127.0.0.1:9000), the
+# gateway pool (config/portcullis.json) and nginx (127.0.0.1:8080) in the foreground.
+# Ctrl-C (or SIGTERM) stops all three.
+#
+# Environment: CONFIG (default config/portcullis.json), LISTEN (default 127.0.0.1:8080),
+# ECHO_PORT (default 9000), SKIP_BUILD=1 to skip the build, PORTCULLIS_BIN to run another binary
+# (default .build/release/portcullis).
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export PATH="/opt/swift/usr/bin:$PATH"
+
+config=${CONFIG:-config/portcullis.json}
+listen=${LISTEN:-127.0.0.1:8080}
+echo_port=${ECHO_PORT:-9000}
+bin=${PORTCULLIS_BIN:-$root/.build/release/portcullis}
+nginx_prefix="$root/run/nginx"
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    echo "==> swift build -c release"
+    swift build -c release
+fi
+[[ -x $bin ]] || { echo "run-demo: $bin is missing (build failed?)" >&2; exit 1; }
+
+echo "==> portcullis check --config $config"
+"$bin" check --config "$config"
+
+# The socket path and the pool size, as the gateway will resolve them (relative to the config).
+read -r socket pool_threads < <(python3 - "$config" <<'PY'
+import json, os, sys
+path = sys.argv[1]
+with open(path) as f:
+    server = json.load(f).get("server", {})
+base = os.path.dirname(os.path.abspath(path))
+socket = os.path.normpath(os.path.join(base, server.get("socket", "run/portcullis.sock")))
+print(socket, server.get("workers", 2) * server.get("threads", 8))
+PY
+)
+# Idle kept-alive FastCGI connections must stay below the pool's threads (nginx/portcullis.conf).
+keepalive=$(( pool_threads > 4 ? 4 : pool_threads - 1 ))
+(( keepalive >= 1 )) || { echo "run-demo: the pool needs at least 2 threads for fastcgi_keep_conn" >&2; exit 1; }
+
+pids=()
+stopping=0
+stop_all() {
+    (( stopping )) && return
+    stopping=1
+    echo
+    echo "==> stopping"
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap 'stop_all; exit 0' INT TERM
+trap 'stop_all' EXIT
+
+echo "==> echo upstream on 127.0.0.1:$echo_port"
+python3 scripts/echo_upstream.py --port "$echo_port" &
+pids+=($!)
+
+echo "==> portcullis serve --config $config"
+"$bin" serve --config "$config" &
+pids+=($!)
+
+for _ in $(seq 1 150); do
+    [[ -S $socket ]] && break
+    sleep 0.1
+done
+[[ -S $socket ]] || { echo "run-demo: the gateway did not create $socket within 15 s" >&2; exit 1; }
+
+echo "==> nginx on $listen (prefix $nginx_prefix)"
+scripts/render-nginx.sh "$nginx_prefix/nginx.conf" "$nginx_prefix" "$listen" "$socket" "$keepalive"
+nginx -p "$nginx_prefix" -c "$nginx_prefix/nginx.conf" -e stderr &
+pids+=($!)
+
+cat <<EOF
+
+Portcullis demo is up. Try:
+    curl -i http://$listen/echo/hello
+    curl -i http://$listen/no-such-route
+    .build/release/portcullis status --config $config
+Ctrl-C stops everything.
+
+EOF
+
+# Runs until Ctrl-C, or until one of the three exits on its own (then the others are stopped).
+status=0
+wait -n "${pids[@]}" || status=$?
+if (( ! stopping )); then
+    echo "run-demo: a process exited (status $status); stopping the others" >&2
+    stop_all
+    exit 1
+fi
