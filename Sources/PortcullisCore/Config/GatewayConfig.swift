@@ -9,6 +9,8 @@ public struct GatewayConfig: Sendable {
     public var routes: [RouteConfig]
     /// Directory of the JSON plugin rule files (resolved against the config file's directory).
     public var pluginsDirectory: String?
+    /// The top-level `rate_limit` section (shared-memory table size, Redis).
+    public var rateLimit = RateLimitSettings()
 
     public init(server: ServerSettings = ServerSettings(), log: LogSettings = LogSettings(),
                 upstreams: [String: UpstreamConfig] = [:], routes: [RouteConfig] = [], pluginsDirectory: String? = nil) {
@@ -111,6 +113,8 @@ public struct RouteConfig: Sendable {
     public var rewrite: String?
     /// Position in the config; breaks precedence ties.
     public var index: Int
+    /// Rate limits; every one must pass (see `RateLimiter`).
+    public var limits: [RateLimitSpec] = []
 
     public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
                 rewrite: String? = nil, index: Int = 0) {
