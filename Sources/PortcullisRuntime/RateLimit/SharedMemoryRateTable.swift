@@ -25,9 +25,11 @@ public struct SharedMemoryRateTableError: Error, Sendable, CustomStringConvertib
 /// first never-used slot, else the first expired one, else evicts the slot that expires
 /// soonest (its state is closest to fresh, so evicting it forgets the least; a hot key that is
 /// being limited has the latest expiry and is the last to go) and counts an eviction.
-/// Insertion switches the key word by CAS; a state whose tag is not the key's own is read as
-/// fresh, so the new owner never inherits the previous owner's count (except, conservatively,
-/// when the two tags collide: 1 in 256 evictions).
+/// Insertion switches the key word by CAS, then replaces the state it saw before by CAS with
+/// the new owner's fresh state. A state whose tag is not the key's own is also read as fresh
+/// (a request racing the insertion), so the new owner does not inherit the previous owner's
+/// count; only when that race meets a tag collision (1 in 256) does it, which errs on the
+/// strict side.
 ///
 /// Memory is fixed: the file is `64 + 24 × slots` bytes whatever the traffic.
 public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
@@ -220,12 +222,21 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
                 continue
             }
             guard let slot = p.candidate else { continue }
+            // The state as the previous owner left it, read before the key changes hands.
+            let previous = pc_atomic_load_u64(stateWord(slot))
             if pc_atomic_cas_u64(keyWord(slot), p.candidateKey, hash) != 0 {
                 _ = pc_atomic_add_u64(header(.insertions), 1)
                 if p.candidateIsLive { _ = pc_atomic_add_u64(header(.evictions), 1) }
+                // The new owner starts from a fresh state even if its tag equals the old one's.
+                // If the CAS fails, a racing request of this key (or a late write of the old
+                // owner) got there first, and the next round decides from what it left.
+                let (decision, newPayload) = RateLimitAlgorithms.decide(params, state: 0, now: now, cost: cost)
+                if !decision.allowed { return decision }
+                raiseExpiry(slot, to: now + decision.resetAfterMicros)
+                if pc_atomic_cas_u64(stateWord(slot), previous, tag | newPayload) != 0 { return decision }
             }
-            // Won or lost, the next probe finds the key (ours, or inserted by a racing request of
-            // the same key) or another candidate.
+            // Otherwise the next probe finds the key (inserted by a racing request of the same
+            // key) or another candidate.
         }
         throw RateLimitStoreError("shared-memory table: no progress after 1000 attempts")
     }
