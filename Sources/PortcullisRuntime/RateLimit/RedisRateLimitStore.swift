@@ -72,8 +72,9 @@ public final class RedisRateLimitStore: RateLimitStore {
         }
     }
 
-    private enum Reply {
+    enum Reply: Equatable {
         case string(String)
+        case integer(Int64)
         case array([Int64])
         case error(String)
         case other
@@ -105,7 +106,7 @@ public final class RedisRateLimitStore: RateLimitStore {
     }
 
     /// One command through `redisCommandArgv` (Swift cannot call the variadic `redisCommand`).
-    private func command(_ args: [String]) throws(RateLimitStoreError) -> Reply {
+    func command(_ args: [String]) throws(RateLimitStoreError) -> Reply {
         let c = try connected()
         var pointers: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
         defer { for p in pointers { free(p) } }
@@ -127,6 +128,8 @@ public final class RedisRateLimitStore: RateLimitStore {
         switch reply.type {
         case REDIS_REPLY_STRING, REDIS_REPLY_STATUS:
             return .string(String(cString: reply.str))
+        case REDIS_REPLY_INTEGER:
+            return .integer(Int64(reply.integer))
         case REDIS_REPLY_ERROR:
             return .error(String(cString: reply.str))
         case REDIS_REPLY_ARRAY:
