@@ -115,3 +115,77 @@ final class SharedMemoryRateTableTests: XCTestCase {
         XCTAssertEqual(other.stats.degradedDecisions, 2)
     }
 }
+
+/// Several processes on one table: the test binary re-runs itself as "workers" that map the
+/// segment with `open(path:)`, as the gateway's workers do.
+final class SharedMemoryRateTableProcessTests: XCTestCase {
+    static let tableEnv = "PORTCULLIS_RL_CHILD_TABLE"
+    let t0: Int64 = 1_700_000_000_000_000
+
+    /// The child's body: hammer one key from 2 threads, write the admitted count to a file.
+    /// Run directly (without the parent's environment) it has nothing to do.
+    func testChildWorker() throws {
+        guard let path = ProcessInfo.processInfo.environment[Self.tableEnv],
+              let out = ProcessInfo.processInfo.environment["PORTCULLIS_RL_CHILD_OUT"],
+              let attempts = Int(ProcessInfo.processInfo.environment["PORTCULLIS_RL_CHILD_ATTEMPTS"] ?? "") else {
+            throw XCTSkip("runs only as a child of testWorkerProcessesAdmitExactlyTheLimit")
+        }
+        let table = try SharedMemoryRateTable.open(path: path)
+        let victim = ProcessInfo.processInfo.environment["PORTCULLIS_RL_CHILD_MODE"] == "victim"
+        // The victim writes on every call (a bucket that never empties) until it is killed.
+        let p = victim ? RateLimitParams(algorithm: .tokenBucket, limit: 1_000_000_000, windowMicros: 1_000_000)
+            : RateLimitParams(algorithm: .fixedWindow, limit: 3_000, windowMicros: 3_600_000_000)
+        let key = RateLimitKey(text: victim ? "victim" : "multi-process")
+        let now = t0
+        let counts = UnsafeMutableBufferPointer<Int>.allocate(capacity: 2)
+        counts.initialize(repeating: 0)
+        nonisolated(unsafe) let c = counts
+        DispatchQueue.concurrentPerform(iterations: 2) { t in
+            for _ in 0..<attempts where (try? table.acquire(key, params: p, now: now, cost: 1))?.allowed == true { c[t] += 1 }
+        }
+        try String(counts.reduce(0, +)).write(toFile: out, atomically: true, encoding: .utf8)
+    }
+
+    private func spawnChild(table: String, out: String, attempts: Int, victim: Bool = false) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+        p.arguments = ["PortcullisCoreTests.SharedMemoryRateTableProcessTests/testChildWorker"]
+        var env = ProcessInfo.processInfo.environment
+        env[Self.tableEnv] = table
+        env["PORTCULLIS_RL_CHILD_OUT"] = out
+        env["PORTCULLIS_RL_CHILD_ATTEMPTS"] = String(attempts)
+        env["PORTCULLIS_RL_CHILD_MODE"] = victim ? "victim" : "worker"
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    func testWorkerProcessesAdmitExactlyTheLimitEvenWhenOneIsKilled() throws {
+        let path = temporaryPath("processes-\(UUID().uuidString).table")
+        let table = try SharedMemoryRateTable.create(path: path, slots: 1024)
+        // A worker SIGKILLed in the middle of its updates leaves nothing locked.
+        let victim = try spawnChild(table: path, out: path + ".victim", attempts: 500_000_000, victim: true)
+        for _ in 0..<400 where table.stats.insertions == 0 { usleep(25_000) }
+        XCTAssertEqual(table.stats.insertions, 1, "the victim is writing")
+        usleep(100_000)
+        kill(victim.processIdentifier, SIGKILL)
+        victim.waitUntilExit()
+        XCTAssertEqual(victim.terminationReason, .uncaughtSignal)
+        let bucket = RateLimitParams(algorithm: .tokenBucket, limit: 1_000_000_000, windowMicros: 1_000_000)
+        XCTAssertTrue(try table.acquire(RateLimitKey(text: "victim"), params: bucket, now: t0, cost: 1).allowed)
+        // Four new workers share one limit exactly.
+        let p = RateLimitParams(algorithm: .fixedWindow, limit: 3_000, windowMicros: 3_600_000_000)
+        let key = RateLimitKey(text: "multi-process")
+        let left = 3_000
+        let children = try (0..<4).map { try spawnChild(table: path, out: path + ".out\($0)", attempts: 2_000) }
+        for c in children { c.waitUntilExit() }
+        let admitted = try (0..<4).map { i -> Int in
+            XCTAssertEqual(children[i].terminationStatus, 0)
+            return Int(try String(contentsOfFile: path + ".out\(i)", encoding: .utf8)) ?? -1
+        }
+        XCTAssertEqual(admitted.reduce(0, +), left, "\(admitted)")
+        XCTAssertFalse(try table.acquire(key, params: p, now: t0, cost: 1).allowed)
+    }
+}
