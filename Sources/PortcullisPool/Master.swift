@@ -44,6 +44,7 @@ public final class Master {
     public func run() throws -> Int32 {
         try prepareRuntimeDirectory()
         try openSocket()
+        try createRateTable()
         try writePidFile()
         pipe(&signalPipe)
         _ = pc_set_cloexec(signalPipe[0], 1)
@@ -237,6 +238,17 @@ public final class Master {
         }
     }
 
+    /// The shared-memory table every worker maps; created once, so counters outlive workers
+    /// and reloads.
+    private func createRateTable() throws {
+        let path = SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory)
+        do {
+            _ = try SharedMemoryRateTable.create(path: path, slots: config.rateLimit.tableSlots)
+        } catch {
+            throw RuntimeError("cannot create the rate-limit table \(path): \(error)")
+        }
+    }
+
     private func writePidFile() throws {
         try "\(getpid())\n".write(toFile: paths.pidFile, atomically: true, encoding: .utf8)
     }
@@ -267,5 +279,6 @@ public final class Master {
         unlink(config.server.socket)
         unlink(paths.pidFile)
         unlink(paths.stateFile)
+        unlink(SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
     }
 }

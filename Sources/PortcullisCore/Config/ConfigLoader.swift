@@ -33,7 +33,7 @@ public enum ConfigLoader {
             root.fail("the configuration must be a JSON object")
             return GatewayConfig()
         }
-        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "transform", "$schema", "comment", "consumers", "auth"])
+        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "transform", "$schema", "comment", "consumers", "auth", "rate_limit"])
         var config = GatewayConfig()
         config.server = readServer(root["server"], baseDirectory: baseDirectory)
         config.log = readLog(root["log"], baseDirectory: baseDirectory)
@@ -44,13 +44,15 @@ public enum ConfigLoader {
         }
         config.consumers = AuthConfigReader.readConsumers(root["consumers"])
         config.auth = AuthConfigReader.readAuth(root["auth"], baseDirectory: baseDirectory)
+        config.rateLimit = RateLimitConfigReader.readSettings(root["rate_limit"])
         for (name, node) in root["upstreams"].object(required: true) ?? [] {
             if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }
         }
         let routeNodes = root["routes"].array(required: true) ?? []
         var seenNames: [String: String] = [:]
         for (index, node) in routeNodes.enumerated() {
-            guard let route = readRoute(node, index: index) else { continue }
+            guard var route = readRoute(node, index: index) else { continue }
+            route.limits = RateLimitConfigReader.readLimits(node["limits"], settings: config.rateLimit)
             if config.upstreams[route.upstream] == nil && node["upstream"].isPresent && root["upstreams"].value != nil {
                 node["upstream"].fail("unknown upstream \"\(route.upstream)\"")
             }
@@ -145,7 +147,7 @@ public enum ConfigLoader {
 
     static func readRoute(_ node: ConfigNode, index: Int) -> RouteConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment", "auth"])
+        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment", "auth", "limits"])
         let name = node["name"].nonEmptyString() ?? "route-\(index)"
         let upstream = node["upstream"].nonEmptyString(required: true) ?? ""
         guard let match = readMatch(node["match"]) else { return nil }

@@ -15,6 +15,8 @@ public struct GatewayConfig: Sendable {
     public var consumers: [Consumer] = []
     /// API key, JWT issuer and token cache settings (`auth`).
     public var auth = AuthSettings()
+    /// The top-level `rate_limit` section (shared-memory table size, Redis).
+    public var rateLimit = RateLimitSettings()
 
     public init(server: ServerSettings = ServerSettings(), log: LogSettings = LogSettings(),
                 upstreams: [String: UpstreamConfig] = [:], routes: [RouteConfig] = [], pluginsDirectory: String? = nil) {
@@ -128,6 +130,8 @@ public struct RouteConfig: Sendable {
     public var plugins: [String] = []
     /// Authentication policy; nil: the route does no authentication.
     public var auth: RouteAuthPolicy? = nil
+    /// Rate limits; every one must pass (see `RateLimiter`).
+    public var limits: [RateLimitSpec] = []
 
     public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
                 rewrite: String? = nil, index: Int = 0) {

@@ -15,7 +15,12 @@ public final class Gateway: Sendable {
     /// Query parameters that carry credentials, removed before forwarding.
     let credentialQueryParameters: Set<String>
 
-    public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:]) {
+    /// The instance's shared-memory rate table (mapped by every worker).
+    let rateTable: SharedMemoryRateTable?
+
+    public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:],
+                rateTable: SharedMemoryRateTable?) {
+        self.rateTable = rateTable
         self.config = loaded.config
         self.router = Router(routes: loaded.config.routes)
         self.accessLog = accessLog
@@ -32,8 +37,19 @@ public final class GatewayHandler: ExchangeHandler {
     private let gateway: Gateway
     private let upstream = UpstreamClient()
     private var roundRobin: [String: Int] = [:]
+    /// This thread's limiter (its Redis connection is the thread's own).
+    private let limiter: RateLimiter?
 
-    public init(gateway: Gateway) { self.gateway = gateway }
+    public init(gateway: Gateway) {
+        self.gateway = gateway
+        if let table = gateway.rateTable {
+            limiter = RateLimiter(local: table, remote: gateway.config.rateLimit.redis.map { RedisRateLimitStore(settings: $0) },
+                                  settings: gateway.config.rateLimit,
+                                  observer: table.observer(log: { EventLog.emit("rate_limit", [("detail", .string($0))]) }))
+        } else {
+            limiter = nil
+        }
+    }
 
     public func handle(_ exchange: FastCGIExchange, params: [(name: Substring, value: Substring)]) {
         let started = ContinuousClock.now
@@ -74,9 +90,27 @@ public final class GatewayHandler: ExchangeHandler {
                     break
                 }
             }
+            var limitHeaders = HTTPHeaders()
+            if !route.limits.isEmpty {
+                guard let limiter else {
+                    exchange.sendProblem(.internalError("rate limiting is unavailable"), requestId: request.requestId)
+                    return
+                }
+                let subject = RateLimitSubject(
+                    credentialId: identity?.credentialId, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
+                    clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
+                    claim: { identity?.claims[$0].flatMap(Self.claimText) })
+                let outcome = limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros())
+                log.limits = outcome.logSummary
+                if let problem = outcome.problem {
+                    exchange.sendProblem(problem, requestId: request.requestId)
+                    return
+                }
+                limitHeaders = outcome.headers
+            }
             let pass = RoutedRequest(request: request, route: route, match: match,
                                      upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                     identity: identity)
+                                     identity: identity, responseHeaders: limitHeaders)
             forward(pass, exchange: exchange, log: &log)
         }
     }
@@ -120,7 +154,7 @@ public final class GatewayHandler: ExchangeHandler {
         if !outgoing.rawQuery.isEmpty { url += "?" + outgoing.rawQuery }
         let upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
-        let hooks = context.map { responseHooks(pass.chain, context: $0) } ?? .streaming
+        let hooks = responseHooks(pass, context: context)
         let (outcome, collected) = upstream.perform(upstreamRequest, body: body, sink: exchange, hooks: hooks,
                                                     requestId: request.requestId)
         log.upstream = target
@@ -129,7 +163,9 @@ public final class GatewayHandler: ExchangeHandler {
 
         switch outcome.failure {
         case nil:
-            if let collected, let context { sendTransformed(collected, chain: pass.chain, context: context, exchange: exchange, log: &log) }
+            if let collected, let context {
+                sendTransformed(collected, pass: pass, context: context, exchange: exchange, log: &log)
+            }
         case .clientGone?, .refused?:
             break
         case .unavailable(let why)?:
@@ -146,12 +182,21 @@ public final class GatewayHandler: ExchangeHandler {
         }
     }
 
-    private func responseHooks(_ chain: TransformChain, context: TemplateContext) -> ResponseHooks {
-        guard !chain.response.isEmpty else { return .streaming }
+    private func responseHooks(_ pass: RoutedRequest, context: TemplateContext?) -> ResponseHooks {
+        let added = pass.responseHeaders
+        guard let context, !pass.chain.response.isEmpty else {
+            if added.count == 0 { return .streaming }
+            return ResponseHooks(head: { _, headers in
+                for (name, value) in added { headers.set(name, value) }
+                return nil
+            })
+        }
+        let chain = pass.chain
         let limit = Int(chain.responseBodyLimit ?? Int64(gateway.config.transform.maxBodyBytes))
         return ResponseHooks(
             mode: { status, headers in chain.needsResponseBody(status: status, headers: headers, context: context) ? .collect(limit: limit) : .stream },
             head: { status, headers in
+                for (name, value) in added { headers.set(name, value) }
                 var noBody: [UInt8]?
                 do {
                     try chain.applyResponse(status: &status, headers: &headers, body: &noBody, context: context)
@@ -164,8 +209,9 @@ public final class GatewayHandler: ExchangeHandler {
             })
     }
 
-    private func sendTransformed(_ collected: CollectedResponse, chain: TransformChain, context: TemplateContext,
+    private func sendTransformed(_ collected: CollectedResponse, pass: RoutedRequest, context: TemplateContext,
                                  exchange: FastCGIExchange, log: inout AccessRecord) {
+        let chain = pass.chain
         if collected.overflowed {
             let limit = chain.responseBodyLimit ?? gateway.config.transform.maxBodyBytes
             let ruleSet = chain.response.first(where: \.touchesBody)?.name ?? ""
@@ -175,6 +221,7 @@ public final class GatewayHandler: ExchangeHandler {
         }
         var status = collected.status
         var headers = HeaderHygiene.downstreamResponseHeaders(collected.headers)
+        for (name, value) in pass.responseHeaders { headers.set(name, value) }
         var body: [UInt8]? = collected.body
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
@@ -194,6 +241,15 @@ public final class GatewayHandler: ExchangeHandler {
                         claims: pass.identity?.claims, pathParams: pass.match.params, requestHeaders: pass.request.headers,
                         queryItems: pass.request.queryItems, method: pass.request.method, path: pass.request.path,
                         requestId: pass.request.requestId, route: pass.route.name, now: Date())
+    }
+
+    /// A claim as a rate-limit key value: strings as they are, other scalars as JSON text.
+    static func claimText(_ value: JSONValue) -> String? {
+        switch value {
+        case .string(let s): return s
+        case .null, .array, .object: return nil
+        default: return JSONCodec.serialize(value)
+        }
     }
 
     /// The raw query, without parameters that carry credentials.
@@ -221,6 +277,8 @@ struct RoutedRequest {
     let upstream: UpstreamConfig
     let chain: TransformChain
     let identity: Identity?
+    /// Headers the gateway adds to the response (RateLimit-*).
+    let responseHeaders: HTTPHeaders
 }
 
 /// A request body held in memory (after a request transform), read by libcurl.

@@ -33,7 +33,15 @@ public enum WorkerProcess {
         let (jwksSources, _) = JWKSFetcher.startAll(for: config.auth) { message in
             EventLog.emit("jwks", [("detail", .string(message))])
         }
-        let gateway = Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources)
+        let rateTable: SharedMemoryRateTable?
+        do {
+            rateTable = try SharedMemoryRateTable.open(path: SharedMemoryRateTable.defaultPath(runtimeDirectory: config.server.runtimeDirectory))
+        } catch {
+            // Without the table, limited routes answer 500 rather than run unlimited.
+            EventLog.emit("rate_table_unavailable", [("error", .string("\(error)"))])
+            rateTable = nil
+        }
+        let gateway = Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, rateTable: rateTable)
         let threadCount = threads ?? config.server.threadsPerWorker
         let server = FastCGIServer(listenFD: listenFD, threads: threadCount) { GatewayHandler(gateway: gateway) }
 

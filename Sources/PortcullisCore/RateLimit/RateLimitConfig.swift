@@ -1,0 +1,206 @@
+/// Where a limit's counters live.
+public enum RateLimitStoreKind: String, Sendable, Hashable {
+    /// The instance's shared-memory table (exact across the workers of one gateway).
+    case local
+    /// Redis, shared by every gateway instance.
+    case redis
+}
+
+/// What a Redis-backed limit does while Redis is down or slow.
+public enum RateLimitFailurePolicy: String, Sendable, Hashable {
+    /// Admit the request (availability over enforcement).
+    case open
+    /// Refuse the request with 503 (enforcement over availability).
+    case closed
+    /// Count in the local table with the limit divided by the number of instances.
+    case local
+}
+
+/// One limit of a route, as configured.
+public struct RateLimitSpec: Sendable, Hashable {
+    public var name: String
+    public var params: RateLimitParams
+    public var key: [RateLimitKeyPart]
+    public var store: RateLimitStoreKind
+    public var onStoreFailure: RateLimitFailurePolicy
+    /// Per consumer-group overrides (plans), in declaration order: the first group of the
+    /// list that the consumer belongs to wins.
+    public var groups: [(group: String, params: RateLimitParams)]
+
+    public init(name: String, params: RateLimitParams, key: [RateLimitKeyPart], store: RateLimitStoreKind = .local,
+                onStoreFailure: RateLimitFailurePolicy = .local, groups: [(group: String, params: RateLimitParams)] = []) {
+        self.name = name
+        self.params = params
+        self.key = key
+        self.store = store
+        self.onStoreFailure = onStoreFailure
+        self.groups = groups
+    }
+
+    /// The parameters that apply to a consumer in `consumerGroups`.
+    public func params(forGroups consumerGroups: [String]) -> RateLimitParams {
+        if !groups.isEmpty, !consumerGroups.isEmpty {
+            for (group, p) in groups where consumerGroups.contains(group) { return p }
+        }
+        return params
+    }
+
+    public static func == (a: RateLimitSpec, b: RateLimitSpec) -> Bool {
+        a.name == b.name && a.params == b.params && a.key == b.key && a.store == b.store
+            && a.onStoreFailure == b.onStoreFailure && a.groups.map(\.group) == b.groups.map(\.group)
+            && a.groups.map(\.params) == b.groups.map(\.params)
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(name)
+        h.combine(params)
+    }
+}
+
+/// The top-level `rate_limit` section.
+public struct RateLimitSettings: Sendable, Equatable {
+    /// Slots of the shared-memory table (fixed at start; a reload does not resize it).
+    public var tableSlots = 65_536
+    public var redis: RedisSettings?
+    public init() {}
+}
+
+/// How to reach the Redis shared by the gateway instances.
+public struct RedisSettings: Sendable, Equatable {
+    public var host = "127.0.0.1"
+    public var port = 6379
+    /// Prefix of every key (`<namespace>:rl:…`), so several deployments can share one Redis.
+    public var namespace = "portcullis"
+    /// Connect and command timeout.
+    public var timeoutMs = 50
+    /// Gateway instances sharing the limits; the `local` fallback divides each limit by it.
+    public var instances = 1
+    /// How long to wait after a failure before trying Redis again.
+    public var retryMs = 1_000
+    public init() {}
+}
+
+/// Reads the `limits` of a route and the top-level `rate_limit` section.
+public enum RateLimitConfigReader {
+    static let limitKeys: Set<String> = ["name", "algorithm", "limit", "window_seconds", "burst", "key", "store",
+                                         "on_store_failure", "groups", "comment"]
+
+    public static func readSettings(_ node: ConfigNode) -> RateLimitSettings {
+        var s = RateLimitSettings()
+        guard node.isPresent, node.object() != nil else { return s }
+        node.rejectUnknownKeys(["table_slots", "redis", "comment"])
+        if let v = node["table_slots"].int(min: 64, max: 1 << 26) { s.tableSlots = Int(v) }
+        let r = node["redis"]
+        guard r.isPresent, r.object() != nil else { return s }
+        r.rejectUnknownKeys(["host", "port", "namespace", "timeout_ms", "instances", "retry_ms"])
+        var redis = RedisSettings()
+        if let v = r["host"].nonEmptyString() { redis.host = v }
+        if let v = r["port"].int(min: 1, max: 65_535) { redis.port = Int(v) }
+        if let v = r["namespace"].nonEmptyString() {
+            if v.contains(where: { $0 == " " || $0 == "\n" || $0 == "\r" }) {
+                r["namespace"].fail("must not contain spaces or line breaks")
+            } else {
+                redis.namespace = v
+            }
+        }
+        if let v = r["timeout_ms"].int(min: 1, max: 10_000) { redis.timeoutMs = Int(v) }
+        if let v = r["instances"].int(min: 1, max: 10_000) { redis.instances = Int(v) }
+        if let v = r["retry_ms"].int(min: 10, max: 600_000) { redis.retryMs = Int(v) }
+        s.redis = redis
+        return s
+    }
+
+    /// Reads a route's `limits` array; `settings` tells whether a Redis is configured.
+    public static func readLimits(_ node: ConfigNode, settings: RateLimitSettings) -> [RateLimitSpec] {
+        var specs: [RateLimitSpec] = []
+        var seen: [String: String] = [:]
+        for (index, item) in (node.array() ?? []).enumerated() {
+            guard let spec = readLimit(item, index: index, settings: settings) else { continue }
+            if let first = seen[spec.name] {
+                item["name"].fail("duplicate limit name \"\(spec.name)\" (first at \(first))")
+                continue
+            }
+            seen[spec.name] = item.pointer
+            specs.append(spec)
+        }
+        return specs
+    }
+
+    static func readLimit(_ node: ConfigNode, index: Int, settings: RateLimitSettings) -> RateLimitSpec? {
+        guard node.object(required: true) != nil else { return nil }
+        node.rejectUnknownKeys(limitKeys)
+        let name = node["name"].nonEmptyString() ?? "limit-\(index)"
+        if name.contains("|") { node["name"].fail("must not contain \"|\"") }
+        var algorithm: RateLimitAlgorithm?
+        if let a = node["algorithm"].string(required: true) {
+            algorithm = RateLimitAlgorithm(rawValue: a)
+            if algorithm == nil {
+                node["algorithm"].fail("unknown algorithm \"\(a)\" (token_bucket, sliding_window or fixed_window)")
+            }
+        }
+        var parts: [RateLimitKeyPart] = []
+        if let keyNodes = node["key"].array(required: true) {
+            if keyNodes.isEmpty { node["key"].fail("at least one key part is required") }
+            for k in keyNodes {
+                guard let s = k.string(required: true) else { continue }
+                if let part = RateLimitKeyPart(configValue: s) {
+                    if parts.contains(part) { k.fail("duplicate key part \"\(s)\"") } else { parts.append(part) }
+                } else {
+                    k.fail("unknown key part \"\(s)\" (api_key, credential, consumer, ip, route, header:<Name>, claim:<name>)")
+                }
+            }
+        }
+        var store = RateLimitStoreKind.local
+        if let s = node["store"].string() {
+            if let kind = RateLimitStoreKind(rawValue: s) { store = kind } else {
+                node["store"].fail("unknown store \"\(s)\" (local or redis)")
+            }
+        }
+        if store == .redis && settings.redis == nil {
+            node["store"].fail("store \"redis\" needs a top-level \"rate_limit\": {\"redis\": {…}} section")
+        }
+        var policy = RateLimitFailurePolicy.local
+        if let s = node["on_store_failure"].string() {
+            if let p = RateLimitFailurePolicy(rawValue: s) { policy = p } else {
+                node["on_store_failure"].fail("unknown policy \"\(s)\" (open, closed or local)")
+            }
+            if store != .redis { node["on_store_failure"].fail("only applies to limits with \"store\": \"redis\"") }
+        }
+        guard let algorithm else { return nil }
+        guard let params = readParams(node, algorithm: algorithm, defaults: nil) else { return nil }
+        var groups: [(group: String, params: RateLimitParams)] = []
+        for (group, g) in node["groups"].object() ?? [] {
+            guard g.object(required: true) != nil else { continue }
+            g.rejectUnknownKeys(["limit", "window_seconds", "burst"])
+            if let p = readParams(g, algorithm: algorithm, defaults: params) { groups.append((group, p)) }
+        }
+        guard !parts.isEmpty else { return nil }
+        return RateLimitSpec(name: name, params: params, key: parts, store: store, onStoreFailure: policy, groups: groups)
+    }
+
+    /// `limit`, `window_seconds` and `burst`, each falling back to `defaults` (group overrides).
+    static func readParams(_ node: ConfigNode, algorithm: RateLimitAlgorithm, defaults: RateLimitParams?) -> RateLimitParams? {
+        let maxLimit = RateLimitParams.maxLimit(algorithm)
+        let limit = node["limit"].int(min: 1, max: maxLimit, required: defaults == nil) ?? defaults?.limit
+        let maxSeconds = RateLimitParams.maxWindowMicros / 1_000_000
+        let window = node["window_seconds"].int(min: 1, max: maxSeconds, required: defaults == nil).map { $0 * 1_000_000 }
+            ?? defaults?.windowMicros
+        var burst: Int64?
+        if node["burst"].isPresent {
+            if algorithm != .tokenBucket {
+                node["burst"].fail("only applies to the token_bucket algorithm")
+            } else {
+                burst = node["burst"].int(min: 1, max: maxLimit)
+            }
+        } else if let defaults, let limit, defaults.burst != defaults.limit {
+            // A plan that raises the limit keeps the base burst-to-limit ratio.
+            burst = max(1, defaults.burst * limit / defaults.limit)
+        }
+        guard let limit, let window else { return nil }
+        if algorithm == .tokenBucket, window / limit < 1 {
+            node["limit"].fail("a token bucket refills at most one request per microsecond")
+            return nil
+        }
+        return RateLimitParams(algorithm: algorithm, limit: limit, windowMicros: window, burst: burst)
+    }
+}

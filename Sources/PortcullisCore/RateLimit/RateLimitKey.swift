@@ -1,0 +1,158 @@
+/// What a limit can be keyed on.
+public enum RateLimitKeyPart: Sendable, Hashable, CustomStringConvertible {
+    /// The id of the credential that authenticated the request (API key id, token subject…).
+    case credential
+    case consumer
+    /// nginx's client address (`$remote_addr`, after `realip` when behind trusted proxies).
+    case ip
+    case route
+    /// A request header value; the name is stored lower-case.
+    case header(String)
+    /// A claim of the verified JWT.
+    case claim(String)
+
+    /// Parses `"api_key"`, `"credential"`, `"consumer"`, `"ip"`, `"route"`, `"header:<Name>"`, `"claim:<name>"`.
+    public init?(configValue s: String) {
+        switch s {
+        case "api_key", "credential": self = .credential
+        case "consumer": self = .consumer
+        case "ip": self = .ip
+        case "route": self = .route
+        default:
+            if s.hasPrefix("header:"), s.count > 7 {
+                let name = String(s.dropFirst(7))
+                guard name.utf8.allSatisfy({ HTTPToken.isTokenByte($0) }) else { return nil }
+                self = .header(name.asciiLowercased)
+            } else if s.hasPrefix("claim:"), s.count > 6 {
+                self = .claim(String(s.dropFirst(6)))
+            } else {
+                return nil
+            }
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .credential: return "credential"
+        case .consumer: return "consumer"
+        case .ip: return "ip"
+        case .route: return "route"
+        case .header(let n): return "header:" + n
+        case .claim(let n): return "claim:" + n
+        }
+    }
+}
+
+/// RFC 9110 token characters, for header names in key specifications.
+enum HTTPToken {
+    static func isTokenByte(_ b: UInt8) -> Bool {
+        switch b {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(b)
+        }
+    }
+}
+
+/// The facts about one request that limits are keyed on; filled by the request pipeline after
+/// authentication.
+public struct RateLimitSubject {
+    public var credentialId: String?
+    public var consumerId: String?
+    public var consumerGroups: [String]
+    public var clientIP: String
+    public var routeName: String
+    public var header: (String) -> String?
+    public var claim: (String) -> String?
+
+    public init(credentialId: String?, consumerId: String?, consumerGroups: [String], clientIP: String,
+                routeName: String, header: @escaping (String) -> String? = { _ in nil },
+                claim: @escaping (String) -> String? = { _ in nil }) {
+        self.credentialId = credentialId
+        self.consumerId = consumerId
+        self.consumerGroups = consumerGroups
+        self.clientIP = clientIP
+        self.routeName = routeName
+        self.header = header
+        self.claim = claim
+    }
+
+    /// The value of one key part; nil when the request has none (no consumer, header absent…).
+    public func value(of part: RateLimitKeyPart) -> String? {
+        switch part {
+        case .credential: return credentialId
+        case .consumer: return consumerId
+        case .ip: return clientIP
+        case .route: return routeName
+        case .header(let n): return header(n)
+        case .claim(let n): return claim(n)
+        }
+    }
+}
+
+/// The identity of one counter: a stable 64-bit hash (shared-memory slot) and its text (Redis key).
+///
+/// The text holds the limit's name, its parameters and the length-prefixed key values, so
+/// values containing separators cannot collide, a reload that keeps a limit keeps its
+/// counters, and a changed limit starts fresh.
+public struct RateLimitKey: Sendable, Hashable {
+    public let hash: UInt64
+    public let text: String
+
+    public init(text: String) {
+        self.text = text
+        self.hash = StableHash.hash(text)
+    }
+
+    /// For callers that already hold a hash (tests that push millions of keys).
+    public init(hash: UInt64, text: String = "") {
+        self.hash = hash == 0 ? 1 : hash
+        self.text = text
+    }
+
+    /// Builds the key of `limitName` with `params` for `subject`. A missing value is written as
+    /// `-` (distinct from any present value, which carries its length): every request without,
+    /// say, a consumer shares one counter — conservative rather than unlimited.
+    public static func make(limitName: String, params: RateLimitParams, parts: [RateLimitKeyPart],
+                            subject: RateLimitSubject) -> RateLimitKey {
+        var text = limitName
+        text.reserveCapacity(64)
+        text += "|"
+        text += params.description
+        for part in parts {
+            text += "|"
+            if let v = subject.value(of: part) {
+                text += String(v.utf8.count)
+                text += ":"
+                text += v
+            } else {
+                text += "-"
+            }
+        }
+        return RateLimitKey(text: text)
+    }
+}
+
+/// A hash that is the same in every process and on every run (Swift's `Hasher` is seeded per
+/// process, so it cannot index shared memory): FNV-1a over the UTF-8 bytes, then a SplitMix64
+/// finaliser so that the low bits (the slot index) and the top byte (the slot tag) are both
+/// well mixed. Never 0 (0 marks an empty slot).
+public enum StableHash {
+    public static func hash(_ s: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in s.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return mix(h)
+    }
+
+    public static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9e37_79b9_7f4a_7c15
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        z = z ^ (z >> 31)
+        return z == 0 ? 1 : z
+    }
+}
