@@ -8,7 +8,9 @@ PYTHON ?= python3
 CONFIG ?= config/portcullis.json
 DEBUG_BIN := $(CURDIR)/.build/debug/portcullis
 RELEASE_BIN := $(CURDIR)/.build/release/portcullis
-# Extra pytest arguments, e.g. `make integration PYTEST_ARGS='-k echo -x'`.
+# Which integration tests, and extra pytest arguments, e.g.
+# `make integration TESTS=Tests/Integration/test_walking_skeleton.py PYTEST_ARGS='-k echo -x'`.
+TESTS ?= Tests/Integration
 PYTEST_ARGS ?=
 # Upper bound for the whole integration run; SIGINT lets pytest tear its processes down.
 INTEGRATION_TIMEOUT ?= 1800
@@ -43,7 +45,7 @@ unit:
 ## integration: pytest suite in Tests/Integration against .build/debug/portcullis
 integration:
 	PORTCULLIS_BIN=$${PORTCULLIS_BIN:-$(DEBUG_BIN)} timeout --signal=INT --kill-after=60 $(INTEGRATION_TIMEOUT) \
-		$(PYTHON) -m pytest -q -p no:cacheprovider Tests/Integration $(PYTEST_ARGS)
+		$(PYTHON) -m pytest -q -p no:cacheprovider $(TESTS) $(PYTEST_ARGS)
 
 ## bench: requests/s of the gateway vs nginx proxy_pass (scripts/bench.sh)
 bench: release

@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
-rounds=3 duration=4s conns=32 workers=2 threads=8
+rounds=3 duration=4s conns=32 workers=2 threads=8 keepconn=on only=""
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
@@ -19,6 +19,8 @@ while [[ $# -gt 0 ]]; do
         --conns) conns=$2; shift 2 ;;
         --workers) workers=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
+        --keep-conn) keepconn=$2; shift 2 ;;   # on|off: fastcgi_keep_conn between nginx and the pool
+        --only) only=$2; shift 2 ;;            # run only scenarios whose name contains this
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -51,9 +53,23 @@ http {
   client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
   uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
   server { listen 127.0.0.1:$static_port;
+    location /bench/transform { default_type application/json; alias $work/static/2k.json; }
     location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } }
 }
 CONF
+# A ~2 KB JSON document: the response body of the transform scenario and (as v1 request) its POST body.
+python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+items = [{"name": f"item-{i}", "cost_price": i * 1.5, "supplier": "acme", "qty": i} for i in range(18)]
+doc = {"internal_id": "x-1", "debug": {"trace": "abc"}, "name": "widget", "items": items}
+open(f"{work}/static/2k.json", "w").write(json.dumps(doc))
+v1 = {"user_name": "alice", "email": "a@example.com", "phone": "+100", "street": "Main 1", "city": "Zurich",
+      "notes": "n" * 1850}
+body = json.dumps(v1).replace('"', '\\"')
+open(f"{work}/post2k.lua", "w").write(
+    'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = "' + body + '"\n')
+PY
 taskset -c $load_core nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
 
 if command -v redis-server >/dev/null; then
@@ -67,6 +83,13 @@ cp -r config/demo-* "$work/" 2>/dev/null || true
 cp -r plugins "$work/plugins" 2>/dev/null || true
 taskset -c $gw_core "$bin" serve --config "$work/portcullis.json" 2>"$work/gateway.log" & pids+=($!)
 
+snippet=$here/nginx/portcullis.conf
+pool_keepalive="keepalive 4;"
+if [[ $keepconn == off ]]; then
+    sed 's/fastcgi_keep_conn on;/fastcgi_keep_conn off;/' "$here/nginx/portcullis.conf" > "$work/portcullis-nokeep.conf"
+    snippet=$work/portcullis-nokeep.conf
+    pool_keepalive=""
+fi
 cat > "$work/front/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/front/nginx.pid; error_log $work/front/logs/error.log warn;
 events { worker_connections 4096; }
@@ -74,9 +97,9 @@ http {
   access_log off;
   client_body_temp_path $work/front/temp/cb; proxy_temp_path $work/front/temp/p; fastcgi_temp_path $work/front/temp/f;
   uwsgi_temp_path $work/front/temp/u; scgi_temp_path $work/front/temp/s;
-  upstream portcullis { server unix:$work/portcullis.sock; keepalive 4; keepalive_requests 100000; }
+  upstream portcullis { server unix:$work/portcullis.sock; $pool_keepalive keepalive_requests 100000; }
   upstream static { server 127.0.0.1:$static_port; keepalive 32; keepalive_requests 100000; }
-  server { listen 127.0.0.1:$gw_port; include $here/nginx/portcullis.conf; }
+  server { listen 127.0.0.1:$gw_port; include $snippet; }
   server { listen 127.0.0.1:$proxy_port;
     location / { proxy_pass http://static; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
@@ -85,12 +108,14 @@ for _ in $(seq 100); do [[ -S $work/portcullis.sock ]] && break; sleep 0.1; done
 taskset -c $gw_core nginx -p "$work/front" -c "$work/front/nginx.conf" -e stderr & pids+=($!)
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$gw_port/bench/plain" >/dev/null 2>&1 && break; sleep 0.1; done
 
-rps() {  # url [header...]
+rps() {  # url [header... | @POST2K]
     local url=$1; shift
     local args=()
-    for h in "$@"; do args+=(-H "$h"); done
+    for h in "$@"; do
+        if [[ $h == "@POST2K" ]]; then args+=(-s "$work/post2k.lua"); elif [[ -n $h ]]; then args+=(-H "$h"); fi
+    done
     taskset -c $load_core wrk -t1 -c"$conns" -d"$duration" "${args[@]}" "$url" 2>&1 \
-        | awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "NON2XX " $4 > "/dev/stderr"}'
+        | awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "warning: " $0 > "/dev/stderr"}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
@@ -105,13 +130,16 @@ out=$work/results.md
 } > "$out"
 for s in "${scenarios[@]}"; do
     IFS='|' read -r name path headers <<<"$s"
-    IFS=';;' read -r -a hdrs <<<"${headers}"
-    hdrs=("${hdrs[@]:-}")
-    curl -fs "http://127.0.0.1:$gw_port$path" $(for h in "${hdrs[@]}"; do [[ -n $h ]] && printf -- "-H\n%s\n" "$h"; done) -o /dev/null \
-        || { echo "scenario $name: warm-up request failed" >&2; }
+    [[ -n $only && $name != *"$only"* ]] && continue
+    IFS=';' read -r -a hdrs <<<"${headers}"
+    hdrs+=("")
+    # The baseline proxies the same request (method, body, path) to the same static upstream.
+    base=()
+    [[ " ${hdrs[*]} " == *" @POST2K "* ]] && base=("@POST2K")
+    base+=("")
     p=() g=()
     for _ in $(seq "$rounds"); do
-        p+=("$(rps "http://127.0.0.1:$proxy_port/bench/plain")")
+        p+=("$(rps "http://127.0.0.1:$proxy_port$path" "${base[@]}")")
         g+=("$(rps "http://127.0.0.1:$gw_port$path" "${hdrs[@]}")")
     done
     pm=$(printf '%s\n' "${p[@]}" | median) gm=$(printf '%s\n' "${g[@]}" | median)
@@ -119,5 +147,5 @@ for s in "${scenarios[@]}"; do
     echo "| $name | $pm | $gm | $ratio |" | tee -a "$out"
 done
 echo
-echo "machine: $(nproc) cores; gateway on core $gw_core, load on core $load_core; $rounds x $duration, $conns connections; pool $workers x $threads"
+echo "fastcgi_keep_conn $keepconn; machine: $(nproc) cores; gateway on core $gw_core, load on core $load_core; $rounds x $duration, $conns connections; pool $workers x $threads"
 echo "results: $out"

@@ -10,6 +10,10 @@
 #   KEEPALIVE  idle FastCGI connections nginx keeps (default 4); must stay strictly below the
 #              pool's workers x threads (see nginx/portcullis.conf)
 #
+# Environment (optional):
+#   NGINX_TEMPLATE  template to render instead of nginx/example.conf, e.g. nginx/example-mtls.conf
+#   TLS_LISTEN      fills @TLS_LISTEN@ (the TLS listener of example-mtls.conf), e.g. 127.0.0.1:8443
+#
 # Then: nginx -p PREFIX -c OUT -e stderr
 set -euo pipefail
 
@@ -20,7 +24,8 @@ fi
 
 out=$1 prefix=$2 listen=$3 socket=$4 keepalive=${5:-4}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-template="$here/../nginx/example.conf"
+template="${NGINX_TEMPLATE:-$here/../nginx/example.conf}"
+tls_listen=${TLS_LISTEN:-}
 snippet_source="$here/../nginx/portcullis.conf"
 
 if ! [[ $keepalive =~ ^[1-9][0-9]*$ ]]; then
@@ -58,6 +63,7 @@ sed -e "s|@USER_DIRECTIVE@|$(escape "$user_directive")|g" \
     -e "s|@SOCKET@|$(escape "$socket")|g" \
     -e "s|@KEEPALIVE@|$(escape "$keepalive")|g" \
     -e "s|@SNIPPET@|$(escape "$snippet")|g" \
+    -e "${tls_listen:+s|@TLS_LISTEN@|$(escape "$tls_listen")|g}" \
     "$template" >"$out.tmp"
 if grep -q '@[A-Z_]*@' "$out.tmp"; then
     echo "$0: unrendered placeholder left in $out:" >&2

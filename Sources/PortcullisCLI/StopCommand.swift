@@ -17,8 +17,8 @@ struct StopCommand: ParsableCommand {
         }
         kill(pid, SIGTERM)
         let deadline = Date().addingTimeInterval(Double(wait))
-        while kill(pid, 0) == 0 && Date() < deadline { usleep(50_000) }
-        if kill(pid, 0) == 0 {
+        while RuntimePaths.isAlive(pid) && Date() < deadline { usleep(50_000) }
+        if RuntimePaths.isAlive(pid) {
             printError("portcullis: master \(pid) still running after \(wait)s")
             throw ExitCode(1)
         }

@@ -335,7 +335,8 @@ class Gateway:
     """
 
     def __init__(self, binary: Path, workdir: Path, config: Mapping[str, Any], workers: int = 2,
-                 threads: int = 4, keepalive: int | None = None, name: str = "gateway"):
+                 threads: int = 4, keepalive: int | None = None, name: str = "gateway",
+                 config_path: Path | None = None):
         if workers * threads < 2:
             raise ValueError("fastcgi_keep_conn needs a pool of at least 2 threads")
         self.binary = binary
@@ -348,7 +349,8 @@ class Gateway:
         self.run_dir = workdir / "run"
         self.socket_path = self.run_dir / "pc.sock"
         self.access_log_path = workdir / "access.log"
-        self.config_path = workdir / "portcullis.json"
+        # Relative paths inside the config resolve against this file's directory.
+        self.config_path = config_path or workdir / "portcullis.json"
         self.nginx_prefix = workdir / "nginx"
         self.port = free_port()
         self.config: dict[str, Any] = {}
@@ -370,7 +372,7 @@ class Gateway:
 
     def write_raw_config(self, text: str) -> None:
         """Writes arbitrary text as the config file (for broken-config tests)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(self.config_path)
@@ -407,10 +409,13 @@ class Gateway:
             s.connect(str(self.socket_path))
         return len(self.worker_pids()) >= self.workers
 
+    #: Extra environment for scripts/render-nginx.sh (e.g. NGINX_TEMPLATE, TLS_LISTEN).
+    render_env: Mapping[str, str] = {}
+
     def _render_nginx(self) -> None:
         subprocess.run([str(RENDER_NGINX), str(self.nginx_prefix / "nginx.conf"), str(self.nginx_prefix),
                         f"127.0.0.1:{self.port}", str(self.socket_path), str(self.keepalive)],
-                       check=True, capture_output=True, text=True)
+                       check=True, capture_output=True, text=True, env={**os.environ, **self.render_env})
 
     def _answers(self) -> bool:
         self.nginx.ensure_running("starting")
@@ -418,6 +423,14 @@ class Gateway:
         response = requests.get(self.url("/__harness_ready"), timeout=2)
         # nginx answers 502 itself while it cannot reach the socket.
         return response.status_code not in (502, 503, 504)
+
+    def restart_nginx(self) -> None:
+        """Stops nginx and starts it again on the same port with a freshly rendered config."""
+        self.nginx.stop(signal.SIGQUIT, timeout=5)
+        self._render_nginx()
+        self.nginx = ManagedProcess(self.nginx.name, self._nginx_argv(), self.workdir).start()
+        wait_until(self._answers, STARTUP_TIMEOUT, f"nginx on 127.0.0.1:{self.port} after restart",
+                   on_timeout=self.diagnostics)
 
     def stop(self) -> None:
         """Stops nginx, then the pool (gracefully, then by force), then any stray worker."""
@@ -547,11 +560,38 @@ class GatewayFactory:
                workers: int = 2, threads: int = 4, keepalive: int | None = None, start: bool = True) -> Gateway:
         """A gateway whose config is ``config`` (default: the walking-skeleton routes) with
         ``overrides`` deep-merged in; started unless ``start=False``."""
-        self._count += 1
-        workdir = Path(tempfile.mkdtemp(prefix=f"gw{self._count}-", dir=self.root))
+        workdir, name = self._new_workdir()
         merged = deep_merge(config if config is not None else self.base_config(), overrides or {})
         gateway = Gateway(self.binary, workdir, merged, workers=workers, threads=threads,
-                          keepalive=keepalive, name=f"gw{self._count}")
+                          keepalive=keepalive, name=name)
+        return self._register(gateway, start)
+
+    def create_from_repo_config(self, relative_path: str = "config/portcullis.json",
+                                overrides: Mapping[str, Any] | None = None, *, workers: int = 2,
+                                threads: int = 4, keepalive: int | None = None, start: bool = True) -> Gateway:
+        """A gateway running one of the repository's config files (e.g. the demo config).
+
+        ``config/`` and ``plugins/`` are copied into the gateway's directory with the repository's
+        layout, so the file's relative paths (JWKS files, ``../plugins``) resolve as they do in
+        the repository; ``overrides`` are deep-merged (e.g. to point an upstream at the test's
+        echo server).
+        """
+        workdir, name = self._new_workdir()
+        for folder in ("config", "plugins"):
+            if (REPO_ROOT / folder).is_dir():
+                shutil.copytree(REPO_ROOT / folder, workdir / folder)
+        source = json.loads((REPO_ROOT / relative_path).read_text())
+        gateway = Gateway(self.binary, workdir, deep_merge(source, overrides or {}), workers=workers,
+                          threads=threads, keepalive=keepalive, name=name, config_path=workdir / relative_path)
+        return self._register(gateway, start)
+
+    def _new_workdir(self) -> tuple[Path, str]:
+        self._count += 1
+        name = f"gw{self._count}"
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root)), name
+
+    def _register(self, gateway: Gateway, start: bool) -> Gateway:
+        """Registered before starting, so that a gateway that fails to start is still stopped."""
         self.gateways.append(gateway)
         if start:
             gateway.start()

@@ -129,9 +129,13 @@ public final class GatewayHandler: ExchangeHandler {
 
         if let context, !pass.chain.request.isEmpty {
             if pass.chain.needsRequestBody(outgoing, context: context) {
-                let limit = pass.chain.requestBodyLimit ?? gateway.config.server.maxBodyBytes
+                // The rule set with the smallest limit (the first of equals), as the chain reports it.
+                let limiting = pass.chain.request.filter(\.touchesBody).min { $0.maxBodyBytes < $1.maxBodyBytes }
+                let limit = limiting?.maxBodyBytes ?? gateway.config.server.maxBodyBytes
                 if let length = request.contentLength, length > limit {
-                    exchange.sendProblem(.payloadTooLarge(limit: limit), requestId: request.requestId)
+                    log.error = "request body above \(limit) bytes"
+                    exchange.sendProblem(.transformBodyTooLarge(phase: .request, limit: limit, ruleSet: limiting?.name ?? ""),
+                                         requestId: request.requestId)
                     return
                 }
                 outgoing.body = BufferedBody.readAll(from: exchange, expected: Int(request.contentLength ?? 0))

@@ -57,7 +57,8 @@ public enum WorkerProcess {
         while read(pipeFDs[0], &byte, 1) != 1 {}
         server.beginShutdown()
         let deadline = ContinuousClock.now + .seconds(config.server.shutdownGraceSeconds)
-        while server.inFlight.load(ordering: .sequentiallyConsistent) > 0 && ContinuousClock.now < deadline {
+        // Every thread, not only those inside a request: one may have just accepted a connection.
+        while server.runningThreads.load(ordering: .sequentiallyConsistent) > 0 && ContinuousClock.now < deadline {
             usleep(10_000)
         }
         accessLog.flush()
