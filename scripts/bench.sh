@@ -66,6 +66,7 @@ doc = {"internal_id": "x-1", "debug": {"trace": "abc"}, "name": "widget", "items
 open(f"{work}/static/2k.json", "w").write(json.dumps(doc))
 v1 = {"user_name": "alice", "email": "a@example.com", "phone": "+100", "street": "Main 1", "city": "Zurich",
       "notes": "n" * 1850}
+open(f"{work}/v1.json", "w").write(json.dumps(v1))
 body = json.dumps(v1).replace('"', '\\"')
 open(f"{work}/post2k.lua", "w").write(
     'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = "' + body + '"\n')
@@ -90,7 +91,10 @@ if [[ $keepconn == off ]]; then
     snippet=$work/portcullis-nokeep.conf
     pool_keepalive=""
 fi
+user_directive=""
+[[ $(id -u) -eq 0 ]] && user_directive="user root;"  # so nginx's worker can reach the 0660 socket
 cat > "$work/front/nginx.conf" <<CONF
+$user_directive
 worker_processes 1; daemon off; pid $work/front/nginx.pid; error_log $work/front/logs/error.log warn;
 events { worker_connections 4096; }
 http {
@@ -106,7 +110,9 @@ http {
 CONF
 for _ in $(seq 100); do [[ -S $work/portcullis.sock ]] && break; sleep 0.1; done
 taskset -c $gw_core nginx -p "$work/front" -c "$work/front/nginx.conf" -e stderr & pids+=($!)
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$gw_port/bench/plain" >/dev/null 2>&1 && break; sleep 0.1; done
+ready=0
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$gw_port/bench/plain" >/dev/null 2>&1 && { ready=1; break; }; sleep 0.1; done
+(( ready )) || { echo "the gateway does not answer; see $work/gateway.log and $work/front/logs/error.log" >&2; exit 1; }
 
 rps() {  # url [header... | @POST2K]
     local url=$1; shift
@@ -146,6 +152,12 @@ for s in "${scenarios[@]}"; do
     ratio=$(python3 -c "print(f'{$gm/$pm:.2f}')")
     echo "| $name | $pm | $gm | $ratio |" | tee -a "$out"
 done
+echo
+if [[ -z $only ]]; then
+    echo "CPU per decision, measured in-process (no sockets):"
+    "$bin" microbench --config "$work/portcullis.json" --hs256 "$hs" --rs256 "$rs" \
+        --body "$work/v1.json" --response-body "$work/static/2k.json" | tee -a "$out"
+fi
 echo
 echo "fastcgi_keep_conn $keepconn; machine: $(nproc) cores; gateway on core $gw_core, load on core $load_core; $rounds x $duration, $conns connections; pool $workers x $threads"
 echo "results: $out"

@@ -6,7 +6,7 @@ public struct PortcullisCommand: ParsableCommand {
         commandName: "portcullis",
         abstract: "An API gateway that runs behind nginx over FastCGI.",
         subcommands: [ServeCommand.self, StopCommand.self, ReloadCommand.self, StatusCommand.self, ScaleCommand.self,
-                      CheckCommand.self, KeysCommand.self, WorkerCommand.self]
+                      CheckCommand.self, KeysCommand.self, WorkerCommand.self, MicrobenchCommand.self]
     )
     public init() {}
 }

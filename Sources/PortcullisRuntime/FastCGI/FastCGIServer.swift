@@ -12,37 +12,36 @@ public protocol ExchangeHandler: AnyObject {
 ///
 /// No accept mutex: with `fastcgi_keep_conn` a thread keeps reading its connection between
 /// requests, and a mutex held across `FCGX_Accept_r` would starve the pool (ARCHITECTURE.md).
-/// The kernel hands each new connection to exactly one `accept`.
 ///
-/// The listening socket is non-blocking and a thread without a kept connection waits in `poll`
-/// (on the socket and a shutdown pipe) before accepting. A thread blocked in `accept` could not
-/// be woken on shutdown: it would take a connection from nginx after the worker decided to exit,
-/// and the exit would reset that connection (nginx does not retry a fresh connection: a 502).
+/// A thread never blocks where shutdown cannot reach it: it waits in `poll` on either its kept
+/// connection or the (non-blocking) listening socket, together with a shutdown pipe, and calls
+/// `FCGX_Accept_r` only once there is something to read or accept. A thread blocked in `accept`
+/// would take a fresh connection from nginx after the worker decided to exit, and the exit would
+/// reset it; nginx retries a request only when it failed on a *cached* connection, so that
+/// request would be a 502. Kept connections are closed by the thread that owns them, so no
+/// thread ever touches another thread's descriptor (whose number may have been reused).
 public final class FastCGIServer: @unchecked Sendable {
     private let listenFD: Int32
     private let threadCount: Int
     private let makeHandler: @Sendable () -> ExchangeHandler
-    /// Requests currently being handled (for graceful shutdown).
+    /// Requests currently being handled.
     public let inFlight = Atomic<Int>(0)
-    private let stopping = Atomic<Bool>(false)
     /// Threads still in their serve loop; the worker exits when none is left.
     public let runningThreads = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
     /// Written once by `beginShutdown` and never drained: wakes every thread waiting in `poll`.
     private let wakeRead: Int32
     private let wakeWrite: Int32
-    /// Per thread: the connection fd it reads while idle between kept-alive requests, or -1.
-    private let idleConnections: Mutex<[Int32]>
 
     public init(listenFD: Int32, threads: Int, makeHandler: @escaping @Sendable () -> ExchangeHandler) {
         self.listenFD = listenFD
         self.threadCount = threads
         self.makeHandler = makeHandler
-        self.idleConnections = Mutex(Array(repeating: -1, count: threads))
         var wake: [Int32] = [-1, -1]
         if pipe(&wake) != 0 { fatalError("pipe: \(String(cString: strerror(errno)))") }
         (wakeRead, wakeWrite) = (wake[0], wake[1])
-        // Shared by every worker of every generation (one open file description); all of them
-        // poll before accepting, so a lost race for a connection is EAGAIN, not a blocked thread.
+        // One open file description shared by every worker of every generation; all of them
+        // poll before accepting, so losing the race for a connection is EAGAIN, not a block.
         _ = fcntl(listenFD, F_SETFL, fcntl(listenFD, F_GETFL) | O_NONBLOCK)
         FCGX_Init()
     }
@@ -50,37 +49,36 @@ public final class FastCGIServer: @unchecked Sendable {
     /// Starts the threads and returns.
     public func start() {
         runningThreads.store(threadCount, ordering: .sequentiallyConsistent)
-        for index in 0..<threadCount {
-            let thread = Thread { [self] in self.serve(threadIndex: index) }
+        for _ in 0..<threadCount {
+            let thread = Thread { [self] in self.serve() }
             thread.stackSize = 1 << 20
             thread.start()
         }
     }
 
-    /// Stops taking new requests: kept-alive connections that are idle are shut down so nginx
-    /// moves on (it retries a request that failed on a cached connection).
+    /// Stops taking new requests. Requests being handled finish (their connection is then
+    /// closed); idle threads close their kept connections and leave, and nginx retries a request
+    /// that meets such a closed cached connection.
     public func beginShutdown() {
         stopping.store(true, ordering: .sequentiallyConsistent)
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
-        idleConnections.withLock { fds in
-            for fd in fds where fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
-        }
     }
 
-    private func serve(threadIndex: Int) {
+    private func serve() {
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         FCGX_InitRequest(request, listenFD, 0)
         let handler = makeHandler()
         defer { runningThreads.subtract(1, ordering: .sequentiallyConsistent) }
-        while !stopping.load(ordering: .relaxed) {
-            // Without a kept connection, FCGX_Accept_r accepts: only once one is pending.
-            if request.pointee.ipcFd < 0 && !waitForConnection() { continue }
-            guard FCGX_Accept_r(request) == 0 else {
-                // EAGAIN (another thread took the connection) or a kept connection that closed.
-                continue
-            }
-            setIdle(threadIndex, -1)
+        while true {
+            let kept = request.pointee.ipcFd
+            guard waitReadable(kept >= 0 ? kept : listenFD) else { break }
+            // When the kept connection turns out closed, FCGX_Accept_r would go on to accept a
+            // new one, blocking in `accept`: without a listening socket it returns instead, and
+            // the next turn polls the listening socket.
+            request.pointee.listen_sock = kept >= 0 ? -1 : listenFD
+            // Failure: EAGAIN (another thread took the connection) or a kept connection closed.
+            guard FCGX_Accept_r(request) == 0 else { continue }
             inFlight.add(1, ordering: .sequentiallyConsistent)
             let exchange = FastCGIExchange(request: request)
             let params = exchange.params()
@@ -90,22 +88,25 @@ public final class FastCGIServer: @unchecked Sendable {
                 request.pointee.keepConnection = 0
             }
             FCGX_Finish_r(request)
-            if request.pointee.ipcFd >= 0 { setIdle(threadIndex, request.pointee.ipcFd) }
             inFlight.subtract(1, ordering: .sequentiallyConsistent)
+        }
+        if request.pointee.ipcFd >= 0 {
+            close(request.pointee.ipcFd)
+            request.pointee.ipcFd = -1
         }
     }
 
-    /// Waits until the listening socket has a pending connection (true), or shutdown began or
-    /// `poll` was interrupted (false).
-    private func waitForConnection() -> Bool {
-        var fds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0),
+    /// Waits until `fd` is readable or closed (true), or shutdown began (false).
+    private func waitReadable(_ fd: Int32) -> Bool {
+        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-        guard poll(&fds, 2, -1) > 0, fds[1].revents == 0 else { return false }
-        return fds[0].revents & Int16(POLLIN) != 0
-    }
-
-    private func setIdle(_ index: Int, _ fd: Int32) {
-        idleConnections.withLock { $0[index] = fd }
-        if fd >= 0 && stopping.load(ordering: .relaxed) { shutdown(fd, Int32(SHUT_RDWR)) }
+        while !stopping.load(ordering: .relaxed) {
+            let n = poll(&fds, 2, -1)
+            if n < 0 && errno != EINTR { fatalError("poll: \(String(cString: strerror(errno)))") }
+            if n <= 0 { continue }
+            if fds[1].revents != 0 { return false }
+            if fds[0].revents != 0 { return true }
+        }
+        return false
     }
 }
