@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
-rounds=3 duration=4s conns=32 workers=2 threads=8 keepconn=on only=""
+rounds=3 duration=4s conns=32 workers=2 threads=8 keepconn=on only="" keepalive=4
 while [[ $# -gt 0 ]]; do
     case $1 in
         --rounds) rounds=$2; shift 2 ;;
@@ -20,7 +20,8 @@ while [[ $# -gt 0 ]]; do
         --workers) workers=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --keep-conn) keepconn=$2; shift 2 ;;   # on|off: fastcgi_keep_conn between nginx and the pool
-        --only) only=$2; shift 2 ;;            # run only scenarios whose name contains this
+        --only) only=$2; shift 2 ;;
+        --keepalive) keepalive=$2; shift 2 ;;  # idle FastCGI connections nginx keeps (< workers x threads)            # run only scenarios whose name contains this
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -85,7 +86,7 @@ cp -r plugins "$work/plugins" 2>/dev/null || true
 taskset -c $gw_core "$bin" serve --config "$work/portcullis.json" 2>"$work/gateway.log" & pids+=($!)
 
 snippet=$here/nginx/portcullis.conf
-pool_keepalive="keepalive 4;"
+pool_keepalive="keepalive $keepalive;"
 if [[ $keepconn == off ]]; then
     sed 's/fastcgi_keep_conn on;/fastcgi_keep_conn off;/' "$here/nginx/portcullis.conf" > "$work/portcullis-nokeep.conf"
     snippet=$work/portcullis-nokeep.conf
@@ -159,5 +160,5 @@ if [[ -z $only ]]; then
         --body "$work/v1.json" --response-body "$work/static/2k.json" | tee -a "$out"
 fi
 echo
-echo "fastcgi_keep_conn $keepconn; machine: $(nproc) cores; gateway on core $gw_core, load on core $load_core; $rounds x $duration, $conns connections; pool $workers x $threads"
+echo "fastcgi_keep_conn $keepconn, keepalive $keepalive; machine: $(nproc) cores; gateway on core $gw_core, load on core $load_core; $rounds x $duration, $conns connections; pool $workers x $threads"
 echo "results: $out"

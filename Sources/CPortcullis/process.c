@@ -116,3 +116,37 @@ int pc_unix_probe(const char *path) {
     close(fd);
     return ok;
 }
+
+#include <sys/epoll.h>
+
+int pc_accept_waiter_create(int listen_fd, int wake_fd) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return -errno;
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+    ev.data.fd = listen_fd;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev) != 0) { int e = errno; close(ep); return -e; }
+    memset(&ev, 0, sizeof ev);
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, wake_fd, &ev) != 0) { int e = errno; close(ep); return -e; }
+    return ep;
+}
+
+int pc_accept_waiter_wait(int epoll_fd, int wake_fd) {
+    for (;;) {
+        struct epoll_event events[2];
+        int n = epoll_wait(epoll_fd, events, 2, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        int pending = 0;
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.fd == wake_fd) return 0;
+            pending = 1;
+        }
+        if (pending) return 1;
+    }
+}

@@ -55,6 +55,14 @@ int pc_unix_listen(const char *path, int backlog);
 /* Returns 1 if something accepts connections at path, 0 otherwise. */
 int pc_unix_probe(const char *path);
 
+/* ---- accepting without a thundering herd ---- */
+/* An epoll set holding listen_fd with EPOLLEXCLUSIVE (one waiter woken per connection, across
+   threads and processes) and wake_fd (shutdown). Returns the epoll fd or -errno. */
+int pc_accept_waiter_create(int listen_fd, int wake_fd);
+/* Blocks until a connection is pending (returns 1) or wake_fd is readable (returns 0);
+   -1 on error other than EINTR. */
+int pc_accept_waiter_wait(int epoll_fd, int wake_fd);
+
 /* ---- misc ---- */
 int pc_errno(void);
 int pc_set_cloexec(int fd, int on);

@@ -12,20 +12,23 @@ public enum HeaderHygiene {
         "x-request-id",
     ]
 
-    /// Removes hop-by-hop fields, including every field named in `Connection`.
+    /// Removes hop-by-hop fields, including every field named in `Connection`. Compares
+    /// case-insensitively in place: no lower-cased copies on the hot path.
     public static func stripHopByHop(_ headers: inout HTTPHeaders) {
-        var named = Set<String>()
+        var named: [String] = []
         for value in headers.values("connection") {
             for token in value.split(separator: ",") {
-                let t = String(token.trimmingSpaces()).asciiLowercased
-                if !t.isEmpty { named.insert(t) }
+                let t = String(token.trimmingSpaces())
+                if !t.isEmpty { named.append(t) }
             }
         }
         headers.removeAll { name in
-            let lower = name.asciiLowercased
-            return hopByHop.contains(lower) || named.contains(lower)
+            hopByHopList.contains { $0.caseInsensitiveEquals(name) } || named.contains { $0.caseInsensitiveEquals(name) }
         }
     }
+
+    private static let hopByHopList = Array(hopByHop)
+    private static let gatewayOwnedList = Array(gatewayOwned)
 
     /// The request headers to forward upstream: hop-by-hop and gateway-owned fields removed,
     /// then `X-Forwarded-*` and `X-Request-ID` set from what nginx reported.
@@ -33,8 +36,8 @@ public enum HeaderHygiene {
         var headers = incoming
         stripHopByHop(&headers)
         headers.removeAll { name in
-            let lower = name.asciiLowercased
-            return gatewayOwned.contains(lower) || lower == "content-length" || lower == "expect"
+            gatewayOwnedList.contains { $0.caseInsensitiveEquals(name) } || name.caseInsensitiveEquals("content-length")
+                || name.caseInsensitiveEquals("expect")
         }
         headers.add("X-Forwarded-For", facts.clientAddress)
         headers.add("X-Forwarded-Proto", facts.scheme)
@@ -48,10 +51,7 @@ public enum HeaderHygiene {
     public static func downstreamResponseHeaders(_ upstream: HTTPHeaders) -> HTTPHeaders {
         var headers = upstream
         stripHopByHop(&headers)
-        headers.removeAll { name in
-            let lower = name.asciiLowercased
-            return lower == "status" || lower == "x-request-id"
-        }
+        headers.removeAll { name in name.caseInsensitiveEquals("status") || name.caseInsensitiveEquals("x-request-id") }
         return headers
     }
 

@@ -1,5 +1,16 @@
 import CFastCGI
+import Foundation
 import PortcullisCore
+
+/// One FastCGI param (`REQUEST_METHOD`, `HTTP_ACCEPT`, ...).
+public struct FastCGIParam: Sendable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
 
 /// Where a response goes: the head once, then body chunks. FastCGI in production; tests may
 /// collect into memory.
@@ -48,14 +59,16 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         self.request = request
     }
 
-    /// Every FastCGI param as name/value pairs.
-    public func params() -> [(name: Substring, value: Substring)] {
-        var out: [(Substring, Substring)] = []
+    /// Every FastCGI param as name/value pairs (split on the first `=` byte).
+    public func params() -> [FastCGIParam] {
+        var out: [FastCGIParam] = []
+        out.reserveCapacity(48)
         guard var envp = request.pointee.envp else { return out }
         while let entry = envp.pointee {
-            let s = String(cString: entry)
-            if let eq = s.firstIndex(of: "=") {
-                out.append((s[..<eq], s[s.index(after: eq)...]))
+            let bytes = UnsafeRawBufferPointer(start: entry, count: strlen(entry)).bindMemory(to: UInt8.self)
+            if let eq = bytes.firstIndex(of: UInt8(ascii: "=")) {
+                out.append(FastCGIParam(name: String(decoding: UnsafeBufferPointer(rebasing: bytes[..<eq]), as: UTF8.self),
+                                        value: String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self)))
             }
             envp += 1
         }

@@ -1,11 +1,12 @@
 import CFastCGI
+import CPortcullis
 import Foundation
 import Synchronization
 
 /// Handles one request on a worker thread. Each thread owns one handler instance, so per-thread
 /// resources (the upstream connection cache) need no locking.
 public protocol ExchangeHandler: AnyObject {
-    func handle(_ exchange: FastCGIExchange, params: [(name: Substring, value: Substring)])
+    func handle(_ exchange: FastCGIExchange, params: [FastCGIParam])
 }
 
 /// Runs `threads` threads, each owning one `FCGX_Request` on the inherited listening socket.
@@ -69,10 +70,18 @@ public final class FastCGIServer: @unchecked Sendable {
         let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
         FCGX_InitRequest(request, listenFD, 0)
         let handler = makeHandler()
-        defer { runningThreads.subtract(1, ordering: .sequentiallyConsistent) }
+        // One epoll set per thread, the listening socket in it with EPOLLEXCLUSIVE: a new
+        // connection wakes one idle thread of the whole pool, not all of them.
+        let acceptWaiter = pc_accept_waiter_create(listenFD, wakeRead)
+        if acceptWaiter < 0 { fatalError("epoll: \(String(cString: strerror(-acceptWaiter)))") }
+        defer {
+            close(acceptWaiter)
+            runningThreads.subtract(1, ordering: .sequentiallyConsistent)
+        }
         while true {
             let kept = request.pointee.ipcFd
-            guard waitReadable(kept >= 0 ? kept : listenFD) else { break }
+            let ready = kept >= 0 ? waitReadable(kept) : (!stopping.load(ordering: .relaxed) && pc_accept_waiter_wait(acceptWaiter, wakeRead) == 1)
+            guard ready, !stopping.load(ordering: .relaxed) || kept >= 0 else { break }
             // When the kept connection turns out closed, FCGX_Accept_r would go on to accept a
             // new one, blocking in `accept`: without a listening socket it returns instead, and
             // the next turn polls the listening socket.
@@ -96,7 +105,7 @@ public final class FastCGIServer: @unchecked Sendable {
         }
     }
 
-    /// Waits until `fd` is readable or closed (true), or shutdown began (false).
+    /// Waits until the kept connection `fd` is readable or closed (true), or shutdown began (false).
     private func waitReadable(_ fd: Int32) -> Bool {
         var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]

@@ -51,7 +51,7 @@ public final class GatewayHandler: ExchangeHandler {
         }
     }
 
-    public func handle(_ exchange: FastCGIExchange, params: [(name: Substring, value: Substring)]) {
+    public func handle(_ exchange: FastCGIExchange, params: [FastCGIParam]) {
         let started = ContinuousClock.now
         let request = RequestDecoder.decode(params)
         exchange.requestId = request.requestId
@@ -61,7 +61,7 @@ public final class GatewayHandler: ExchangeHandler {
             log.status = exchange.status
             log.bytesSent = exchange.bytesSent
             log.durationMs = (ContinuousClock.now - started).milliseconds
-            gateway.accessLog.record(log.json)
+            gateway.accessLog.record(line: log.line)
         }
 
         switch gateway.router.route(request) {
@@ -341,25 +341,27 @@ struct AccessRecord {
         client = request.facts.clientAddress
     }
 
-    var json: JSONObject {
-        var o = JSONObject([
-            ("time", .string(RFC3339.format(Date(), milliseconds: true))), ("request_id", .string(requestId)),
-            ("route", route.map { .string($0) } ?? .null), ("method", .string(method)), ("path", .string(path)),
-            ("client", .string(client)), ("status", .int(Int64(status))),
-            ("upstream", upstream.map { .string($0) } ?? .null),
-            ("upstream_status", upstreamStatus.map { $0 > 0 ? .int(Int64($0)) : .null } ?? .null),
-            ("duration_ms", .double(rounded(durationMs))),
-            ("upstream_ms", upstreamMs.map { .double(rounded($0)) } ?? .null),
-            ("bytes_sent", .int(Int64(bytesSent))),
-        ])
-        if let consumer { o["consumer"] = .string(consumer) }
-        if let credential { o["credential"] = .string(credential) }
-        if let limits { o["limits"] = .string(limits) }
-        if let error { o["error"] = .string(error) }
-        return o
+    /// The JSON line, fields in documented order; optional fields only when set.
+    var line: [UInt8] {
+        var w = JSONLineWriter()
+        w.field("time", RFC3339.format(Date(), milliseconds: true))
+        w.field("request_id", requestId)
+        w.field("route", route)
+        w.field("method", method)
+        w.field("path", path)
+        w.field("client", client)
+        w.field("status", status)
+        w.field("upstream", upstream)
+        w.field("upstream_status", upstreamStatus.flatMap { $0 > 0 ? $0 : nil })
+        w.field("duration_ms", milliseconds: durationMs)
+        w.field("upstream_ms", milliseconds: upstreamMs)
+        w.field("bytes_sent", bytesSent)
+        if let consumer { w.field("consumer", consumer) }
+        if let credential { w.field("credential", credential) }
+        if let limits { w.field("limits", limits) }
+        if let error { w.field("error", error) }
+        return w.finish()
     }
-
-    private func rounded(_ v: Double) -> Double { (v * 1000).rounded() / 1000 }
 }
 
 extension Duration {

@@ -9,34 +9,35 @@ public enum RequestDecoder {
         public var nginxRequestId: String
     }
 
-    public static func decode(_ params: [(name: Substring, value: Substring)]) -> GatewayRequest {
+    public static func decode(_ params: [FastCGIParam]) -> GatewayRequest {
         var method = "GET", documentURI = "", requestURI = "", query = "", host = "", hostHeader = ""
         var remote = "", scheme = "", nginxId = "", contentLength: Int64?
         var headers = HTTPHeaders()
         var certVerify: String?, certSubject: String?, certPEM: String?
-        for (name, value) in params {
-            if name.hasPrefix("HTTP_") {
+        for param in params {
+            let name = param.name, value = param.value
+            if name.utf8.starts(with: "HTTP_".utf8) {
                 // nginx passes these twice; CONTENT_TYPE/CONTENT_LENGTH are the authoritative copies.
                 if name == "HTTP_CONTENT_TYPE" || name == "HTTP_CONTENT_LENGTH" { continue }
-                let headerName = headerName(fromParam: name.dropFirst(5))
-                if headerName == "Host" { hostHeader = String(value) }
-                headers.add(headerName, String(value))
+                let headerName = headerName(fromParam: name)
+                if name == "HTTP_HOST" { hostHeader = value }
+                headers.add(headerName, value)
                 continue
             }
             switch name {
-            case "REQUEST_METHOD": method = String(value)
-            case "DOCUMENT_URI": documentURI = String(value)
-            case "REQUEST_URI": requestURI = String(value)
-            case "QUERY_STRING": query = String(value)
-            case "CONTENT_TYPE": if !value.isEmpty { headers.add("Content-Type", String(value)) }
+            case "REQUEST_METHOD": method = value
+            case "DOCUMENT_URI": documentURI = value
+            case "REQUEST_URI": requestURI = value
+            case "QUERY_STRING": query = value
+            case "CONTENT_TYPE": if !value.isEmpty { headers.add("Content-Type", value) }
             case "CONTENT_LENGTH": contentLength = Int64(value)
-            case "REMOTE_ADDR": remote = String(value)
-            case "PORTCULLIS_SCHEME": scheme = String(value)
-            case "REQUEST_SCHEME": if scheme.isEmpty { scheme = String(value) }
-            case "PORTCULLIS_HOST": host = String(value)
-            case "PORTCULLIS_REQUEST_ID": nginxId = String(value)
-            case "PORTCULLIS_SSL_CLIENT_VERIFY": certVerify = String(value)
-            case "PORTCULLIS_SSL_CLIENT_S_DN": certSubject = String(value)
+            case "REMOTE_ADDR": remote = value
+            case "PORTCULLIS_SCHEME": scheme = value
+            case "REQUEST_SCHEME": if scheme.isEmpty { scheme = value }
+            case "PORTCULLIS_HOST": host = value
+            case "PORTCULLIS_REQUEST_ID": nginxId = value
+            case "PORTCULLIS_SSL_CLIENT_VERIFY": certVerify = value
+            case "PORTCULLIS_SSL_CLIENT_S_DN": certSubject = value
             // nginx's $ssl_client_fingerprint is SHA-1; consumers are matched by the SHA-256 of the
             // certificate nginx verified ($ssl_client_escaped_cert, URL-encoded PEM).
             case "PORTCULLIS_SSL_CLIENT_CERT": certPEM = PercentEncoding.decode(value)
@@ -61,17 +62,21 @@ public enum RequestDecoder {
         return request
     }
 
-    /// `X_REQUEST_ID` → `X-Request-Id`.
-    static func headerName(fromParam param: Substring) -> String {
-        var out = ""
-        out.reserveCapacity(param.utf8.count)
+    /// `HTTP_X_REQUEST_ID` → `X-Request-Id` (ASCII bytes; params are ASCII names).
+    static func headerName(fromParam param: String) -> String {
+        var bytes = Array(param.utf8.dropFirst(5))
         var upper = true
-        for c in param {
-            if c == "_" { out.append("-"); upper = true; continue }
-            out.append(upper ? Character(c.uppercased()) : Character(c.lowercased()))
+        for i in bytes.indices {
+            let c = bytes[i]
+            if c == UInt8(ascii: "_") {
+                bytes[i] = UInt8(ascii: "-")
+                upper = true
+                continue
+            }
+            if upper, c >= 0x61, c <= 0x7A { bytes[i] = c - 32 } else if !upper, c >= 0x41, c <= 0x5A { bytes[i] = c + 32 }
             upper = false
         }
-        return out
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func randomRequestId() -> String {

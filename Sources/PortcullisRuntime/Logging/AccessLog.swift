@@ -30,19 +30,17 @@ public final class AccessLog: @unchecked Sendable {
         thread.start()
     }
 
-    /// Queues one record as a JSON line.
-    public func record(_ object: JSONObject) {
-        var line = JSONCodec.serialize(.object(object))
-        line += "\n"
-        let full = state.withLock { s -> Bool in
-            if s.pending.count + line.utf8.count > capacity {
+    /// Queues one newline-terminated JSON line.
+    public func record(line: [UInt8]) {
+        let pending = state.withLock { s -> Int in
+            if s.pending.count + line.count > capacity {
                 s.dropped += 1
-                return true
+                return 0
             }
-            s.pending.append(contentsOf: line.utf8)
-            return false
+            s.pending.append(contentsOf: line)
+            return s.pending.count
         }
-        if !full && state.withLock({ $0.pending.count }) > 64 * 1024 { wake.signal() }
+        if pending > 64 * 1024 { wake.signal() }
     }
 
     /// Writes whatever is pending now (used before a worker exits).

@@ -191,23 +191,34 @@ private final class Transfer {
         self.requestId = requestId
     }
 
-    func headerLine(_ bytes: UnsafeRawBufferPointer) {
-        var line = Substring(decoding: bytes, as: UTF8.self)
-        while let last = line.last, last == "\r\n" || last == "\n" || last == "\r" { line = line.dropLast() }
-        if line.hasPrefix("HTTP/") {
-            // A new status line: a previous 1xx block is discarded.
-            let parts = line.split(separator: " ", maxSplits: 2)
-            status = parts.count > 1 ? Int(parts[1]) ?? 502 : 502
-            headers = HTTPHeaders()
-        } else if line.isEmpty {
+    /// One raw header line from libcurl, parsed on bytes (no Character handling on the hot path).
+    func headerLine(_ raw: UnsafeRawBufferPointer) {
+        var line = raw.bindMemory(to: UInt8.self)[...]
+        while let last = line.last, last == 0x0D || last == 0x0A { line = line.dropLast() }
+        if line.isEmpty {
             if status >= 200, case .collect(let limit) = hooks.mode(status, headers) {
                 collecting = true
                 collectLimit = limit
             }
-        } else if let colon = line.firstIndex(of: ":") {
-            let name = String(line[..<colon])
-            let value = String(line[line.index(after: colon)...].trimmingSpacesAndTabs())
-            headers.add(name, value)
+        } else if line.starts(with: "HTTP/".utf8) {
+            // A new status line: a previous 1xx block is discarded.
+            status = 502
+            if let space = line.firstIndex(of: 0x20) {
+                var code = 0, digits = 0
+                for c in line[(space + 1)...] {
+                    guard c >= 0x30 && c <= 0x39, digits < 3 else { break }
+                    code = code * 10 + Int(c - 0x30)
+                    digits += 1
+                }
+                if digits == 3 { status = code }
+            }
+            headers = HTTPHeaders()
+        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            var value = line[(colon + 1)...]
+            while let f = value.first, f == 0x20 || f == 0x09 { value = value.dropFirst() }
+            while let l = value.last, l == 0x20 || l == 0x09 { value = value.dropLast() }
+            headers.add(String(decoding: UnsafeBufferPointer(rebasing: line[..<colon]), as: UTF8.self),
+                        String(decoding: UnsafeBufferPointer(rebasing: value), as: UTF8.self))
         }
     }
 
@@ -244,14 +255,6 @@ private final class Transfer {
     }
 }
 
-extension Substring {
-    func trimmingSpacesAndTabs() -> Substring {
-        var s = self
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return s
-    }
-}
 
 private let headerCallback: pc_curl_data_cb = { ptr, size, count, userdata in
     let n = size * count

@@ -1,0 +1,69 @@
+/// Writes one flat JSON object straight into bytes: the access log's hot path, where building a
+/// jansson tree per request would cost more than the line is worth.
+public struct JSONLineWriter {
+    public private(set) var bytes: [UInt8] = []
+    private var first = true
+
+    public init(capacity: Int = 512) {
+        bytes.reserveCapacity(capacity)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
+    public mutating func field(_ key: String, _ value: String?) {
+        appendKey(key)
+        if let value { appendString(value) } else { bytes.append(contentsOf: "null".utf8) }
+    }
+
+    public mutating func field(_ key: String, _ value: Int?) {
+        appendKey(key)
+        bytes.append(contentsOf: (value.map(String.init) ?? "null").utf8)
+    }
+
+    /// A number with at most three decimals (milliseconds with microsecond resolution).
+    public mutating func field(_ key: String, milliseconds value: Double?) {
+        appendKey(key)
+        guard let value, value.isFinite else { bytes.append(contentsOf: "null".utf8); return }
+        let micros = Int((value * 1000).rounded())
+        bytes.append(contentsOf: String(micros / 1000).utf8)
+        let frac = abs(micros % 1000)
+        if frac != 0 {
+            bytes.append(UInt8(ascii: "."))
+            let digits = String(frac)
+            bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 3 - digits.utf8.count))
+            bytes.append(contentsOf: digits.utf8)
+        }
+    }
+
+    /// The finished line, newline-terminated.
+    public mutating func finish() -> [UInt8] {
+        bytes.append(UInt8(ascii: "}"))
+        bytes.append(UInt8(ascii: "\n"))
+        return bytes
+    }
+
+    private mutating func appendKey(_ key: String) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        first = false
+        appendString(key)
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    /// RFC 8259 string escaping: quotes, backslash and control characters.
+    private mutating func appendString(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        let hex = Array("0123456789abcdef".utf8)
+        for c in s.utf8 {
+            switch c {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [0x5C, 0x22])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: bytes.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0..<0x20, 0x7F:
+                bytes.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(c >> 4)], hex[Int(c & 15)]])
+            default: bytes.append(c)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}
