@@ -1,0 +1,117 @@
+"""Issue 2, worker pool: reloads and scaling under load lose no request, whatever the method.
+
+With one FastCGI connection per request (the shipped `fastcgi_keep_conn off`), a retiring
+worker stops accepting before it exits and serves every connection it accepted, so POSTs,
+which nginx never retries, must see zero failures too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Callable
+
+from harness import Gateway, wait_until
+
+
+class MixedClients:
+    """Client threads alternating GET and POST (with a body whose digest the echo checks)."""
+
+    def __init__(self, gateway: Gateway, threads: int = 6):
+        self.gateway = gateway
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = {"GET": 0, "POST": 0}
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def __enter__(self) -> MixedClients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+    def _run(self, index: int) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            body = f"client {index} request {n} ".encode() * 50
+            method = "POST" if n % 2 else "GET"
+            try:
+                if method == "POST":
+                    r = self.gateway.request("POST", "/echo/lifecycle", data=body, timeout=10,
+                                             headers={"Content-Type": "application/octet-stream"})
+                    good = r.status_code == 200 and r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+                else:
+                    r = self.gateway.get("/echo/lifecycle", timeout=10)
+                    good = r.status_code == 200
+                with self.lock:
+                    if good:
+                        self.ok[method] += 1
+                    else:
+                        self.failures.append(f"{method} → {r.status_code} {r.text[:200]}")
+            except Exception as error:  # noqa: BLE001 - every failure is recorded and asserted
+                with self.lock:
+                    self.failures.append(f"{method} → {error!r}")
+
+    def wait_for(self, count: int, timeout: float = 20) -> None:
+        target = sum(self.ok.values()) + count
+        wait_until(lambda: sum(self.ok.values()) >= target, timeout, f"{count} more successful requests")
+
+
+def live_worker_pids(gw: Gateway) -> set[int]:
+    return {w["pid"] for w in gw.status()["workers"] if not w.get("retiring")}
+
+
+def run_under_load(gw: Gateway, action: Callable[[int], None], rounds: int) -> MixedClients:
+    with MixedClients(gw) as clients:
+        clients.wait_for(30)
+        for i in range(rounds):
+            action(i)
+            clients.wait_for(30)
+    return clients
+
+
+def test_reloads_under_mixed_load_lose_no_request(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=2, threads=4)
+    generation = gw.status()["generation"]
+
+    def reload(_: int) -> None:
+        result = gw.cli("reload")
+        assert result.returncode == 0, result.stderr
+
+    clients = run_under_load(gw, reload, rounds=5)
+    assert clients.failures == [], clients.failures[:5]
+    assert clients.ok["POST"] > 50 and clients.ok["GET"] > 50, clients.ok
+    wait_until(lambda: gw.status()["generation"] == generation + 5 and
+               all(w["generation"] == generation + 5 for w in gw.status()["workers"]), 30, "old generations gone")
+
+
+def test_scaling_under_mixed_load_loses_no_request(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=2, threads=4)
+
+    def scale(i: int) -> None:
+        target = 3 if i % 2 == 0 else 1
+        result = gw.cli("scale", str(target))
+        assert result.returncode == 0, result.stderr
+        assert f"scaled to {target} workers" in result.stdout
+        wait_until(lambda: len(live_worker_pids(gw)) == target, 10, f"{target} live workers")
+
+    clients = run_under_load(gw, scale, rounds=4)
+    assert clients.failures == [], clients.failures[:5]
+    assert clients.ok["POST"] > 40, clients.ok
+
+
+def test_scale_refuses_out_of_range_and_stopped_gateway(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=1, threads=2)
+    bad = gw.cli("scale", "0")
+    assert bad.returncode != 0
+    assert "1...256" in bad.stderr
+    gw.stop()
+    stopped = gw.cli("scale", "2")
+    assert stopped.returncode == 3
+    assert "not running" in stopped.stderr
