@@ -49,7 +49,7 @@ integration:
 
 ## bench: requests/s of the gateway vs nginx proxy_pass (scripts/bench.sh)
 bench: release
-	@scripts/bench.sh
+	@scripts/bench.sh $(BENCH_ARGS)
 
 ## check: validate the demo config
 check: build
