@@ -45,19 +45,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Static upstream: answers a small JSON body, like a fast microservice.
-cat > "$work/static/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $work/static/nginx.pid; error_log $work/static/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000;
-  client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
-  uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
-  server { listen 127.0.0.1:$static_port;
-    location /bench/transform { default_type application/json; alias $work/static/2k.json; }
-    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } }
-}
-CONF
 # A ~2 KB JSON document: the response body of the transform scenario and (as v1 request) its POST body.
 python3 - "$work" <<'PY'
 import json, sys
@@ -72,6 +59,19 @@ body = json.dumps(v1).replace('"', '\\"')
 open(f"{work}/post2k.lua", "w").write(
     'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = "' + body + '"\n')
 PY
+# Static upstream: answers a small JSON body, like a fast microservice.
+cat > "$work/static/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/static/nginx.pid; error_log $work/static/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
+  uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
+  server { listen 127.0.0.1:$static_port;
+    location /bench/transform { default_type application/json; return 200 '$(cat "$work/static/2k.json")'; }
+    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } }
+}
+CONF
 taskset -c $load_core nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
 
 if command -v redis-server >/dev/null; then

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import PortcullisCore
 import PortcullisPool
+import PortcullisRuntime
 
 struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the master, its workers and their pids.")
@@ -15,9 +16,18 @@ struct StatusCommand: ParsableCommand {
             if json { print("{\"running\":false}") } else { print("not running") }
             throw ExitCode(3)
         }
+        let table = try? SharedMemoryRateTable.open(path: SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
         if json {
             var object = state.objectValue ?? JSONObject()
             object["running"] = true
+            if let table {
+                let stats = table.stats
+                object["rate_limit_table"] = .object(JSONObject([
+                    ("slots", .int(Int64(table.slots))), ("insertions", .int(Int64(stats.insertions))),
+                    ("evictions", .int(Int64(stats.evictions))), ("store_failures", .int(Int64(stats.storeFailures))),
+                    ("degraded_decisions", .int(Int64(stats.degradedDecisions))),
+                ]))
+            }
             print(JSONCodec.serialize(.object(object)))
             return
         }
@@ -27,6 +37,11 @@ struct StatusCommand: ParsableCommand {
         for w in workers {
             let retiring = w["retiring"]?.boolValue == true ? " (retiring)" : ""
             print("  pid \(w["pid"]?.intValue ?? 0)  generation \(w["generation"]?.intValue ?? 0)  since \(w["started_at"]?.stringValue ?? "")\(retiring)")
+        }
+        if let table {
+            let stats = table.stats
+            print("rate-limit table: \(table.slots) slots, \(stats.insertions) insertions, \(stats.evictions) evictions, "
+                  + "\(stats.storeFailures) Redis failures, \(stats.degradedDecisions) degraded decisions")
         }
         if let reload = state["last_reload"] {
             print("last reload: \(reload["ok"]?.boolValue == true ? "ok" : "refused") at \(reload["at"]?.stringValue ?? "")")

@@ -527,3 +527,27 @@ def test_counters_survive_worker_kill_and_reload(make_gateway: Callable[..., Gat
     gw.wait_for_workers(lambda ws: len(ws) == gw.workers and all(w["generation"] > generation for w in ws),
                         timeout=15, what="the new generation of workers")
     assert remaining_after_one() == "6"
+
+
+def test_table_pressure_is_bounded_and_reported(make_gateway: Callable[..., Gateway]) -> None:
+    """A 64-slot table fed 400 distinct keys: eviction happens, `status` reports it, the table
+    file keeps its size, and a hot key stays limited while the churn goes on."""
+    route = limited_route("churn", limit("per-client", "fixed_window", 3, window_with_headroom(20)))
+    gw = make_gateway({"rate_limit": {"table_slots": 64}, "routes": [route]}, workers=2, threads=2)
+    table = gw.run_dir / "ratelimit.table"
+    size_before = table.stat().st_size if table.exists() else None
+    hot = fresh_key("hot")
+    hot_statuses = []
+    for i in range(400):
+        assert gw.get("/churn/x", headers={CLIENT_HEADER: fresh_key(f"cold{i}")}).status_code == 200
+        if i % 40 == 0:
+            hot_statuses.append(gw.get("/churn/x", headers={CLIENT_HEADER: hot}).status_code)
+    # Hot keys are refreshed on every hit, so eviction (soonest expiry first) spares them.
+    assert hot_statuses[:3] == [200, 200, 200] and set(hot_statuses[3:]) == {429}, hot_statuses
+    stats = gw.status()["rate_limit_table"]
+    assert stats["slots"] == 64
+    assert stats["evictions"] > 0 and stats["insertions"] >= 400, stats
+    if size_before is not None:
+        assert table.stat().st_size == size_before
+    human = gw.cli("status")
+    assert re.search(r"rate-limit table: 64 slots, \d+ insertions, [1-9]\d* evictions", human.stdout), human.stdout

@@ -24,7 +24,9 @@ public struct SharedMemoryRateTableError: Error, Sendable, CustomStringConvertib
 /// A key lives in one of the `probeLength` (8) slots after `hash % slots`. Insertion takes the
 /// first never-used slot, else the first expired one, else evicts the slot that expires
 /// soonest (its state is closest to fresh, so evicting it forgets the least; a hot key that is
-/// being limited has the latest expiry and is the last to go) and counts an eviction.
+/// being limited has the latest expiry and is the last to go), breaking ties (all keys of one
+/// fixed window expire together) by the smallest state — the key that used the least of its
+/// limit — and counts an eviction.
 /// Insertion switches the key word by CAS, then replaces the state it saw before by CAS with
 /// the new owner's fresh state. A state whose tag is not the key's own is also read as fresh
 /// (a request racing the insertion), so the new owner does not inherit the previous owner's
@@ -160,6 +162,7 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
     private func probe(_ hash: UInt64, now: Int64) -> Probe {
         var result = Probe()
         var victimExpiry = UInt64.max
+        var victimPayload = UInt64.max
         var expired: (slot: Int, key: UInt64)?
         var victim: (slot: Int, key: UInt64)?
         var slot = Int(hash % UInt64(slots))
@@ -174,9 +177,15 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
             let e = pc_atomic_load_u64(expiryWord(slot))
             if e <= UInt64(max(0, now)) {
                 if expired == nil { expired = (slot, k) }
-            } else if e < victimExpiry {
-                victimExpiry = e
-                victim = (slot, k)
+            } else {
+                // Soonest expiry first; among equals (every key of a fixed window ends with the
+                // window) the smallest state, i.e. the key that used the least of its limit.
+                let payload = pc_atomic_load_u64(stateWord(slot)) & RateLimitState.payloadMask
+                if e < victimExpiry || (e == victimExpiry && payload < victimPayload) {
+                    victimExpiry = e
+                    victimPayload = payload
+                    victim = (slot, k)
+                }
             }
             slot += 1
             if slot == slots { slot = 0 }
