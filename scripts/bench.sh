@@ -36,7 +36,7 @@ if [[ $cores -lt 2 ]]; then gw_core=0; fi
 work=$here/run/bench
 rm -rf "$work"; mkdir -p "$work"/{static,front}/{logs,temp}
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-static_port=$(port) gw_port=$(port) proxy_port=$(port) redis_port=$(port)
+static_port=$(port) echo_port=$(port) gw_port=$(port) proxy_port=$(port) redis_port=$(port)
 
 pids=()
 cleanup() {
@@ -74,12 +74,15 @@ http {
 CONF
 taskset -c $load_core nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
 
+# The echo upstream of the demo (Python): the issue-2 figure is /echo/ through both paths.
+taskset -c $load_core python3 scripts/echo_upstream.py --port "$echo_port" >/dev/null 2>&1 & pids+=($!)
+
 if command -v redis-server >/dev/null; then
     taskset -c $load_core redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)
 fi
 
 # Gateway configuration: one route per scenario, all to the same static upstream.
-sed -e "s#@STATIC@#http://127.0.0.1:$static_port#" -e "s#@WORK@#$work#g" -e "s#@REDIS_PORT@#$redis_port#" \
+sed -e "s#@STATIC@#http://127.0.0.1:$static_port#" -e "s#@ECHO@#http://127.0.0.1:$echo_port#" -e "s#@WORK@#$work#g" -e "s#@REDIS_PORT@#$redis_port#" \
     -e "s#@WORKERS@#$workers#" -e "s#@THREADS@#$threads#" scripts/bench-config.json > "$work/portcullis.json"
 cp -r config/demo-* "$work/" 2>/dev/null || true
 cp -r plugins "$work/plugins" 2>/dev/null || true
@@ -106,9 +109,11 @@ http {
   uwsgi_temp_path $work/front/temp/u; scgi_temp_path $work/front/temp/s;
   upstream portcullis { server unix:$work/portcullis.sock; $pool_keepalive keepalive_requests 100000; }
   upstream static { server 127.0.0.1:$static_port; keepalive 32; keepalive_requests 100000; }
+  upstream echo { server 127.0.0.1:$echo_port; keepalive 32; }
   server { listen 127.0.0.1:$gw_port; include $snippet; }
   server { listen 127.0.0.1:$proxy_port;
-    location / { proxy_pass http://static; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+    location / { proxy_pass http://static; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location /echo/ { proxy_pass http://echo; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
 for _ in $(seq 100); do [[ -S $work/portcullis.sock ]] && break; sleep 0.1; done
@@ -129,7 +134,7 @@ rps() {  # url [header... | @POST2K]
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # Scenarios: name | path | headers (separated by ;;)
-scenarios=("plain|/bench/plain|")
+scenarios=("plain|/bench/plain|" "echo (Python upstream)|/echo/bench|")
 if [[ -f scripts/bench-scenarios.sh ]]; then source scripts/bench-scenarios.sh; fi
 
 out=$work/results.md
@@ -142,10 +147,8 @@ for s in "${scenarios[@]}"; do
     [[ -n $only && $name != *"$only"* ]] && continue
     IFS=';' read -r -a hdrs <<<"${headers}"
     hdrs+=("")
-    # The baseline proxies the same request (method, body, path) to the same static upstream.
-    base=()
-    [[ " ${hdrs[*]} " == *" @POST2K "* ]] && base=("@POST2K")
-    base+=("")
+    # The baseline proxies the same request (method, headers, body, path) to the same upstream.
+    base=("${hdrs[@]}")
     p=() g=()
     for _ in $(seq "$rounds"); do
         p+=("$(rps "http://127.0.0.1:$proxy_port$path" "${base[@]}")")

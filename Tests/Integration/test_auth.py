@@ -717,3 +717,31 @@ def test_mtls_spoofed_headers_on_plain_http_are_401(mtls: MTLSGateway) -> None:
     # The same over TLS without a certificate, and with a verified certificate of nobody.
     assert_unauthorized(mtls.tls_get("/mtls/x", headers=headers), error=None)
     assert_unauthorized(mtls.tls_get("/mtls/x", cert="stranger", headers=headers))
+
+
+def test_keys_generate_entry_authenticates_after_reload(make_gateway: Callable[..., Gateway]) -> None:
+    """`portcullis keys generate` prints a key once and the config entry holding only its
+    digest; that entry, added to a consumer and reloaded, authenticates the key."""
+    gw = make_gateway()
+    out = subprocess.run([str(gw.binary), "keys", "generate", "--consumer", "ops", "--key-id", "ops-1"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    key = out.split("\n")[1].strip()
+    entry = json.loads(out[out.index("{"):])
+    assert len(key) >= 43 and key not in json.dumps(entry)
+    assert entry == {"id": "ops-1", "sha256": hashlib.sha256(key.encode()).hexdigest()}
+    hashed = subprocess.run([str(gw.binary), "keys", "hash"], input=key, capture_output=True, text=True,
+                            timeout=30, check=True).stdout.strip()
+    assert hashed == entry["sha256"]
+
+    config = json.loads(json.dumps(gw.config))
+    config["consumers"] = [{"id": "ops", "api_keys": [entry]}]
+    config["routes"].insert(0, {"name": "ops", "match": {"prefix": "/ops/"}, "upstream": "echo",
+                                "auth": {"methods": ["api_key"]}})
+    gw.set_config(config)
+    result = gw.cli("reload")
+    assert result.returncode == 0, result.stderr
+    ok = gw.get("/ops/x", headers={"X-API-Key": key})
+    assert ok.status_code == 200
+    assert ok.json()["headers"]["x-consumer-id"] == "ops"
+    assert ok.json()["headers"]["x-credential-id"] == "ops-1"
+    assert gw.get("/ops/x", headers={"X-API-Key": key[:-1] + ("A" if key[-1] != "A" else "B")}).status_code == 401
