@@ -70,7 +70,7 @@ public enum ConfigLoader {
     }
 
     static func resolve(_ path: String, _ base: String) -> String {
-        path.hasPrefix("/") ? path : base + "/" + path
+        ((path.hasPrefix("/") ? path : base + "/" + path) as NSString).standardizingPath
     }
 
     static func readServer(_ node: ConfigNode, baseDirectory: String) -> ServerSettings {
