@@ -44,9 +44,13 @@ __all__ = [
     "REPO_ROOT", "Gateway", "GatewayFactory", "EchoUpstream", "RedisServer", "ManagedProcess",
     "StartupError", "free_port", "wait_until", "deep_merge", "walking_skeleton_config",
     "pattern_bytes", "pattern_sha256", "peak_rss_bytes", "keep_temp_dirs",
+    "PROBLEM_JSON", "PROBLEM_BASE", "assert_problem", "echo_of",
 ]
 
 T = TypeVar("T")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://portcullis.dev/problems/"
 
 STARTUP_TIMEOUT = float(os.environ.get("PORTCULLIS_TEST_STARTUP_TIMEOUT", "30"))
 
@@ -56,6 +60,31 @@ class StartupError(RuntimeError):
 
 
 # -- small utilities ----------------------------------------------------------------------------
+
+
+def assert_problem(response: requests.Response, status: int, problem_type: str | None = None) -> dict[str, Any]:
+    """A gateway error: problem+json with the RFC 9457 members, the request id in the body and
+    in `X-Request-ID`, a Content-Length that matches, and (if given) the problem type."""
+    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
+    assert response.headers.get("Content-Type", "").split(";")[0].strip() == PROBLEM_JSON, response.headers
+    length = response.headers.get("Content-Length")
+    assert length is None or int(length) == len(response.content), (length, len(response.content))
+    body = response.json()
+    for member in ("type", "title", "status", "detail", "request_id"):
+        assert member in body, f"problem body lacks {member!r}: {body}"
+    assert body["status"] == status
+    assert body["request_id"] and response.headers.get("X-Request-ID") == body["request_id"], (response.headers, body)
+    if problem_type is not None:
+        assert body["type"] == PROBLEM_BASE + problem_type, body
+    return body
+
+
+def echo_of(response: requests.Response) -> dict[str, Any]:
+    """The echo upstream's JSON, after checking the request went through."""
+    assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}"
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    return response.json()
+
 
 
 def free_port() -> int:

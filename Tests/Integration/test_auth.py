@@ -35,9 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from harness import REPO_ROOT, Gateway, GatewayFactory, free_port, wait_until
+from harness import REPO_ROOT, Gateway, GatewayFactory, free_port, wait_until, assert_problem, echo_of, PROBLEM_JSON
 
-PROBLEM_JSON = "application/problem+json"
 
 # The demo credentials of the issue-3 contract (public demo values, config/DEMO-KEYS-README.md).
 DEMO_KEY = "demo-key-change-me"
@@ -127,21 +126,8 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def echo_of(response: requests.Response) -> dict[str, Any]:
-    """The echo upstream's JSON, after checking the request went through."""
-    assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}"
-    return response.json()
 
 
-def assert_problem(response: requests.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
-    assert response.headers.get("Content-Type", "").split(";")[0].strip() == PROBLEM_JSON, response.headers
-    body = response.json()
-    for member in ("type", "title", "status", "detail", "request_id"):
-        assert member in body, f"problem body lacks {member!r}: {body}"
-    assert body["status"] == status
-    assert body["request_id"] and response.headers.get("X-Request-ID") == body["request_id"], (response.headers, body)
-    return body
 
 
 def assert_unauthorized(response: requests.Response, error: str | None = "invalid_token") -> dict[str, Any]:

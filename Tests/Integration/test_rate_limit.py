@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 import requests
 
-from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, RedisServer, wait_until
+from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, RedisServer, wait_until, assert_problem
 
-PROBLEM_JSON = "application/problem+json"
 DEMO_API_KEY = "demo-key-change-me"
 CLIENT_HEADER = "X-Client-Key"
 MAX_WINDOW_SECONDS = 31 * 86400
@@ -68,16 +67,6 @@ def limited_route(name: str, *limits: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": name, "match": {"prefix": f"/{name}/"}, "upstream": "echo", "limits": list(limits)}
 
 
-def assert_problem(response: requests.Response, status: int, type_suffix: str) -> dict[str, Any]:
-    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
-    assert response.headers.get("Content-Type", "").split(";")[0].strip() == PROBLEM_JSON, response.headers
-    body = response.json()
-    for member in ("type", "title", "status", "detail", "request_id"):
-        assert member in body, f"problem body lacks {member!r}: {body}"
-    assert body["status"] == status
-    assert body["type"].endswith("/" + type_suffix), body
-    assert body["request_id"] and response.headers.get("X-Request-ID") == body["request_id"], (response.headers, body)
-    return body
 
 
 def retry_after(response: requests.Response) -> int:

@@ -26,10 +26,8 @@ from typing import Any
 import pytest
 import requests
 
-from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, free_port, wait_until
+from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, free_port, wait_until, assert_problem, PROBLEM_BASE, echo_of
 
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_BASE = "https://portcullis.dev/problems/"
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 DEMO_KEY = "demo-key-change-me"
@@ -207,10 +205,6 @@ def assert_length_matches(response: requests.Response) -> None:
     assert int(length) == len(response.content), (length, len(response.content))
 
 
-def echo_of(response: requests.Response) -> dict[str, Any]:
-    assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}"
-    assert response.headers["Content-Type"].startswith("application/json"), response.headers
-    return response.json()
 
 
 def forwarded_json(echo: dict[str, Any]) -> Any:
@@ -221,18 +215,6 @@ def forwarded_json(echo: dict[str, Any]) -> Any:
     return json.loads(echo["body"])
 
 
-def assert_problem(response: requests.Response, status: int, problem_type: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
-    assert response.headers.get("Content-Type", "").split(";")[0].strip() == PROBLEM_JSON, response.headers
-    assert_length_matches(response)
-    body = response.json()
-    for member in ("type", "title", "status", "detail", "request_id"):
-        assert member in body, f"problem body lacks {member!r}: {body}"
-    assert body["status"] == status
-    assert body["request_id"] == response.headers.get("X-Request-ID"), (body, response.headers)
-    if problem_type is not None:
-        assert body["type"] == PROBLEM_BASE + problem_type, body
-    return body
 
 
 # -- 1. the examples of plugins/ ------------------------------------------------------------------

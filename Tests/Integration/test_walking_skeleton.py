@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from harness import Gateway, GatewayFactory, pattern_sha256, peak_rss_bytes
+from harness import Gateway, GatewayFactory, pattern_sha256, peak_rss_bytes, assert_problem, echo_of
 
-PROBLEM_JSON = "application/problem+json"
 NGINX_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 MiB = 1024 * 1024
 
@@ -32,24 +31,8 @@ def gateway(gateway_factory: GatewayFactory) -> Iterator[Gateway]:
     gateway_factory.close([gw])
 
 
-def echo_of(response: requests.Response) -> dict[str, Any]:
-    """The echo upstream's JSON, after checking the request went through."""
-    assert response.status_code == 200, f"{response.status_code}: {response.text[:500]}"
-    assert response.headers["Content-Type"].startswith("application/json"), response.headers
-    return response.json()
 
 
-def assert_problem(response: requests.Response, status: int) -> dict[str, Any]:
-    """A gateway error: problem+json with the RFC 9457 members and the request id."""
-    assert response.status_code == status, f"expected {status}, got {response.status_code}: {response.text[:500]}"
-    assert response.headers.get("Content-Type", "").split(";")[0].strip() == PROBLEM_JSON, response.headers
-    body = response.json()
-    for member in ("type", "title", "status", "detail", "request_id"):
-        assert member in body, f"problem body lacks {member!r}: {body}"
-    assert body["status"] == status
-    assert body["request_id"], body
-    assert response.headers.get("X-Request-ID") == body["request_id"], (response.headers, body)
-    return body
 
 
 # -- routing --------------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ public struct ConnectionFacts: Sendable, Equatable {
 }
 
 extension StringProtocol {
-    func trimmingSpaces() -> SubSequence {
+    /// Without leading and trailing spaces and tabs (HTTP optional whitespace).
+    public func trimmingSpaces() -> SubSequence {
         var s = self[...]
         while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
         while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }

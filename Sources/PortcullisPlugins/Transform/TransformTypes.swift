@@ -103,12 +103,3 @@ public enum JSONMediaType {
         return essence == "application/json" || (subtype.hasSuffix("+json") && slash != essence.startIndex)
     }
 }
-
-extension StringProtocol {
-    func trimmingSpaces() -> SubSequence {
-        var s = self[...]
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return s
-    }
-}
