@@ -387,6 +387,8 @@ class Gateway:
         self.master = ManagedProcess(f"{name}-portcullis", self._serve_argv(), workdir)
         self.nginx = ManagedProcess(f"{name}-nginx", self._nginx_argv(), workdir)
         self.session = requests.Session()
+        # Environment of `portcullis serve` (None: the test's own), e.g. to set proxy variables.
+        self.master_env: dict[str, str] | None = None
         self._seen_worker_pids: set[int] = set()
 
     # -- configuration ---------------------------------------------------------------------
@@ -426,7 +428,7 @@ class Gateway:
 
     def start_master(self) -> None:
         """Starts ``portcullis serve`` and waits for its socket and all its workers."""
-        self.master = ManagedProcess(self.master.name, self._serve_argv(), self.workdir)
+        self.master = ManagedProcess(self.master.name, self._serve_argv(), self.workdir, env=self.master_env)
         self.master.start()
         wait_until(self._pool_ready, STARTUP_TIMEOUT, f"{self.workers} gateway workers on {self.socket_path}",
                    on_timeout=self.diagnostics)

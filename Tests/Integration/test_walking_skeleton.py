@@ -439,3 +439,24 @@ def test_reload_applies_a_valid_config(make_gateway: Callable[..., Gateway]) -> 
     assert gw.status()["generation"] > generation
     echo = echo_of(gw.get("/added/x"))
     assert echo["path"] == "/added/x"
+
+
+def test_upstream_calls_ignore_proxy_environment(make_gateway: Callable[..., Gateway]) -> None:
+    """libcurl would honour http_proxy/ALL_PROXY; the gateway tells it not to. A canary listener
+    posing as the proxy must see no connection while requests still reach the upstream."""
+    canary = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    canary.bind(("127.0.0.1", 0))
+    canary.listen(16)
+    canary.settimeout(0.2)
+    proxy = f"http://127.0.0.1:{canary.getsockname()[1]}"
+    try:
+        gw = make_gateway(start=False)
+        gw.master_env = {**os.environ, "http_proxy": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy,
+                         "HTTPS_PROXY": proxy, "ALL_PROXY": proxy, "all_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+        gw.start()
+        for _ in range(5):
+            assert echo_of(gw.get("/echo/through-no-proxy"))["path"] == "/echo/through-no-proxy"
+        with pytest.raises(socket.timeout):
+            canary.accept()
+    finally:
+        canary.close()
