@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,7 +45,7 @@ __all__ = [
     "REPO_ROOT", "Gateway", "GatewayFactory", "EchoUpstream", "RedisServer", "ManagedProcess",
     "StartupError", "free_port", "wait_until", "deep_merge", "walking_skeleton_config",
     "pattern_bytes", "pattern_sha256", "peak_rss_bytes", "keep_temp_dirs",
-    "PROBLEM_JSON", "PROBLEM_BASE", "assert_problem", "echo_of",
+    "PROBLEM_JSON", "PROBLEM_BASE", "assert_problem", "echo_of", "QuietHTTPServer",
 ]
 
 T = TypeVar("T")
@@ -60,6 +61,17 @@ class StartupError(RuntimeError):
 
 
 # -- small utilities ----------------------------------------------------------------------------
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A test's small HTTP server: a client that hangs up (the gateway on shutdown, a timeout)
+    is normal here, not a traceback on the test output."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
 
 
 def assert_problem(response: requests.Response, status: int, problem_type: str | None = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from harness import REPO_ROOT, Gateway, GatewayFactory, free_port, wait_until, assert_problem, echo_of, PROBLEM_JSON
+from harness import REPO_ROOT, Gateway, GatewayFactory, free_port, wait_until, assert_problem, echo_of, PROBLEM_JSON, QuietHTTPServer
 
 
 # The demo credentials of the issue-3 contract (public demo values, config/DEMO-KEYS-README.md).
@@ -475,7 +475,7 @@ class JWKSServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/.well-known/jwks.json"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()

@@ -19,14 +19,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, free_port, wait_until, assert_problem, PROBLEM_BASE, echo_of
+from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, free_port, wait_until, assert_problem, PROBLEM_BASE, echo_of, QuietHTTPServer
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
@@ -95,7 +95,7 @@ class CannedUpstream:
                 self.wfile.write(body)
                 self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
 
