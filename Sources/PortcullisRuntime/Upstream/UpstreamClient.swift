@@ -65,13 +65,24 @@ public struct UpstreamRequest {
 }
 
 /// A libcurl easy handle owned by one worker thread. Reusing it keeps upstream connections
-/// alive between requests; `curl_easy_reset` clears options but keeps the connection cache.
+/// alive between requests; options that never change are set once, the rest on every request.
 public final class UpstreamClient {
     private let handle: UnsafeMutableRawPointer
 
     public init() {
         curl_global_init(Int(CURL_GLOBAL_ALL))
         handle = UnsafeMutableRawPointer(curl_easy_init()!)
+        let h = handle
+        pc_curl_set_long(h, CURLOPT_NOSIGNAL, 1)
+        // Never route through a proxy from the environment (http_proxy, ALL_PROXY ...).
+        pc_curl_set_str(h, CURLOPT_PROXY, "")
+        pc_curl_set_str(h, CURLOPT_PROTOCOLS_STR, "http,https")
+        pc_curl_set_long(h, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1)
+        pc_curl_set_long(h, CURLOPT_TCP_NODELAY, 1)
+        pc_curl_set_long(h, CURLOPT_FOLLOWLOCATION, 0)
+        pc_curl_set_header_cb(h, headerCallback, nil)
+        pc_curl_set_write_cb(h, writeCallback, nil)
+        pc_curl_set_read_cb(h, readCallback, nil)
     }
 
     deinit { curl_easy_cleanup(handle) }
@@ -81,34 +92,32 @@ public final class UpstreamClient {
     public func perform(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
                         requestId: String) -> (UpstreamOutcome, CollectedResponse?) {
         let h = handle
-        curl_easy_reset(h)
         let transfer = Transfer(sink: sink, body: body, hooks: hooks, requestId: requestId)
         let ctx = Unmanaged.passUnretained(transfer).toOpaque()
 
+        // Only what varies per request is set here; `init` set the rest once. Every option a
+        // previous request may have changed is set again (method, body, timeouts, headers).
         pc_curl_set_str(h, CURLOPT_URL, request.url)
-        pc_curl_set_long(h, CURLOPT_NOSIGNAL, 1)
-        // Never route through a proxy from the environment (http_proxy, ALL_PROXY ...).
-        pc_curl_set_str(h, CURLOPT_PROXY, "")
-        pc_curl_set_str(h, CURLOPT_PROTOCOLS_STR, "http,https")
-        pc_curl_set_long(h, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1)
         pc_curl_set_long(h, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeoutMs)
         pc_curl_set_long(h, CURLOPT_TIMEOUT_MS, request.timeoutMs)
-        pc_curl_set_long(h, CURLOPT_TCP_NODELAY, 1)
-        pc_curl_set_header_cb(h, headerCallback, ctx)
-        pc_curl_set_write_cb(h, writeCallback, ctx)
+        pc_curl_set_ptr(h, CURLOPT_HEADERDATA, ctx)
+        pc_curl_set_ptr(h, CURLOPT_WRITEDATA, ctx)
+        pc_curl_set_ptr(h, CURLOPT_READDATA, ctx)
+        pc_curl_set_str(h, CURLOPT_CUSTOMREQUEST, nil)
+        pc_curl_set_long(h, CURLOPT_NOBODY, 0)
 
         let hasBody = (request.bodyLength ?? 0) > 0
         switch request.method {
         case "GET" where !hasBody:
             pc_curl_set_long(h, CURLOPT_HTTPGET, 1)
         case "HEAD":
+            pc_curl_set_long(h, CURLOPT_HTTPGET, 1)
             pc_curl_set_long(h, CURLOPT_NOBODY, 1)
         case "POST", "PUT", "PATCH":
             fallthrough
         case _ where hasBody:
             pc_curl_set_long(h, CURLOPT_POST, 1)
             pc_curl_set_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.bodyLength ?? 0))
-            pc_curl_set_read_cb(h, readCallback, ctx)
             if request.method != "POST" { pc_curl_set_str(h, CURLOPT_CUSTOMREQUEST, request.method) }
         default:
             pc_curl_set_long(h, CURLOPT_HTTPGET, 1)
@@ -126,7 +135,10 @@ public final class UpstreamClient {
         if !sawAccept { list = curl_slist_append(list, "Accept:") }
         list = curl_slist_append(list, "Expect:")
         pc_curl_set_slist(h, CURLOPT_HTTPHEADER, list)
-        defer { curl_slist_free_all(list) }
+        defer {
+            pc_curl_set_slist(h, CURLOPT_HTTPHEADER, nil)
+            curl_slist_free_all(list)
+        }
 
         let code = curl_easy_perform(h)
         let elapsedMs = pc_curl_total_time(h) * 1000
