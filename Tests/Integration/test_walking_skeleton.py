@@ -218,6 +218,17 @@ def test_hop_by_hop_request_headers_stripped(gateway: Gateway) -> None:
         assert name not in seen, f"upstream saw hop-by-hop {name}: {seen}"
 
 
+def test_hostile_upstream_header_names_are_dropped(gateway: Gateway) -> None:
+    """A response header whose name is not an RFC 9110 token (here one with a space, which
+    would let an upstream smuggle text into the FastCGI head) never reaches the client; the
+    rest of the response does."""
+    response = gateway.get("/echo/hostile?set_header=Bad%20Name:x&set_header=X-Fine:1")
+    assert response.status_code == 200
+    assert response.headers.get("X-Fine") == "1"
+    assert "Bad Name" not in response.headers and "Name" not in response.headers, response.headers
+    assert echo_of(response)["path"] == "/echo/hostile"
+
+
 def test_hop_by_hop_response_headers_stripped(gateway: Gateway) -> None:
     response = gateway.get("/echo/hop?hop=1&set_header=X-Visible:yes")
     assert response.status_code == 200
