@@ -30,6 +30,8 @@ public final class Master {
     private var recentCrashes = 0
     private let startedAt = Date()
     private var signalPipe: [Int32] = [-1, -1]
+    private var pluginFingerprint: PluginDirectoryFingerprint?
+    private var nextPluginCheck = ContinuousClock.now
 
     public init(configPath: String, config: GatewayConfig, workers: Int?, threads: Int?) {
         self.configPath = configPath
@@ -77,6 +79,7 @@ public final class Master {
                 continue
             }
             reconcile()
+            watchPlugins()
             writeState()
         }
         cleanup()
@@ -137,6 +140,18 @@ public final class Master {
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
         writeState()
+    }
+
+    /// With `plugins_watch`, a change to the plugins directory (a file added, removed, or
+    /// rewritten) triggers the same validated reload as SIGHUP, at most once a second.
+    private func watchPlugins() {
+        guard config.watchPlugins, let directory = config.pluginsDirectory, ContinuousClock.now >= nextPluginCheck else { return }
+        nextPluginCheck = ContinuousClock.now + .seconds(1)
+        let current = PluginDirectoryFingerprint.of(directory)
+        defer { pluginFingerprint = current }
+        guard let previous = pluginFingerprint, previous != current else { return }
+        EventLog.emit("plugins_changed", [("directory", .string(directory))])
+        reload()
     }
 
     private func reconcile() {

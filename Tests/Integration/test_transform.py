@@ -652,3 +652,26 @@ def test_dynamic_control_characters_in_a_header_are_500(unsafe_gateway: Gateway,
     assert entry["route"] == "unsafe"
     assert entry.get("upstream") is None, entry  # refused before proxying
     assert 'rule set "unsafe"' in entry.get("error", ""), entry
+
+
+def test_plugins_watch_reloads_on_file_change_and_refuses_broken_files(
+        make_gateway: Callable[..., Gateway], echo_upstream: EchoUpstream, canned: CannedUpstream) -> None:
+    """With `plugins_watch`, editing a rule file is enough: the master notices within about a
+    second and runs the same validated reload; a broken file is refused (recorded as the last
+    reload) and the running rules keep serving."""
+    config = with_route(transform_config(echo_upstream.url, canned.url), "tag", "/tag/", ["tag"])
+    config["plugins_watch"] = True
+    gw = transform_gateway(make_gateway, config, {"tag.json": tag_rule("v1")}, workers=2, threads=2)
+    generation = generation_of(gw)
+    assert echo_of(gw.get("/tag/x"))["headers"]["x-rules"] == "v1"
+
+    write_rule_file(gw, "tag.json", tag_rule("v2"))
+    wait_for_generation(gw, generation + 1)
+    assert echo_of(gw.get("/tag/x"))["headers"]["x-rules"] == "v2"
+
+    write_rule_file(gw, "tag.json", '{"name": "tag", "type": "transform", "phase": "request", "operations": [}')
+    wait_until(lambda: gw.status().get("last_reload", {}).get("ok") is False, 10, "the broken file refused")
+    errors = gw.status()["last_reload"]["errors"]
+    assert any(e.endswith("tag.json: /: invalid JSON at line 1, column 73: unexpected token near '}'") for e in errors), errors
+    assert generation_of(gw) == generation + 1
+    assert echo_of(gw.get("/tag/x"))["headers"]["x-rules"] == "v2"

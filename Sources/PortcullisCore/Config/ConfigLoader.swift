@@ -33,11 +33,15 @@ public enum ConfigLoader {
             root.fail("the configuration must be a JSON object")
             return GatewayConfig()
         }
-        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "transform", "$schema", "comment", "consumers", "auth", "rate_limit"])
+        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "plugins_watch", "transform", "$schema", "comment", "consumers", "auth", "rate_limit"])
         var config = GatewayConfig()
         config.server = readServer(root["server"], baseDirectory: baseDirectory)
         config.log = readLog(root["log"], baseDirectory: baseDirectory)
         if let dir = root["plugins_dir"].nonEmptyString() { config.pluginsDirectory = resolve(dir, baseDirectory) }
+        config.watchPlugins = root["plugins_watch"].bool() ?? false
+        if config.watchPlugins && config.pluginsDirectory == nil {
+            root["plugins_watch"].fail("needs \"plugins_dir\"")
+        }
         if root["transform"].object() != nil {
             root["transform"].rejectUnknownKeys(["max_body_bytes"])
             if let v = root["transform"]["max_body_bytes"].int(min: 1, max: 1 << 30) { config.transform.maxBodyBytes = v }

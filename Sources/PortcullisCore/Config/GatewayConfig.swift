@@ -9,6 +9,8 @@ public struct GatewayConfig: Sendable {
     public var routes: [RouteConfig]
     /// Directory of the JSON plugin rule files (resolved against the config file's directory).
     public var pluginsDirectory: String?
+    /// Reload by itself when a file in the plugins directory changes (`plugins_watch`).
+    public var watchPlugins = false
     /// Defaults for transformation plugins (`"transform"` section).
     public var transform = TransformSettings()
     /// Clients and their credentials (`consumers`).
