@@ -84,7 +84,7 @@ public enum ConfigLoader {
         guard node.isPresent else { return s }
         if node.object() == nil { return s }
         node.rejectUnknownKeys(["socket", "socket_mode", "socket_owner", "socket_group", "runtime_dir", "workers",
-                                "threads", "max_body_bytes", "shutdown_grace_seconds"])
+                                "threads", "max_body_bytes", "max_header_bytes", "shutdown_grace_seconds"])
         if let v = node["runtime_dir"].nonEmptyString() { s.runtimeDirectory = resolve(v, baseDirectory) }
         if let v = node["socket"].nonEmptyString() {
             s.socket = resolve(v, baseDirectory)
@@ -101,6 +101,7 @@ public enum ConfigLoader {
         if let v = node["workers"].int(min: 1, max: 256) { s.workers = Int(v) }
         if let v = node["threads"].int(min: 1, max: 1024) { s.threadsPerWorker = Int(v) }
         if let v = node["max_body_bytes"].int(min: 0, max: 1 << 40) { s.maxBodyBytes = v }
+        if let v = node["max_header_bytes"].int(min: 4096, max: 16 << 20) { s.maxHeaderBytes = Int(v) }
         if let v = node["shutdown_grace_seconds"].int(min: 0, max: 3600) { s.shutdownGraceSeconds = Int(v) }
         return s
     }

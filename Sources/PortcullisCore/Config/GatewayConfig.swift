@@ -51,6 +51,9 @@ public struct ServerSettings: Sendable, Equatable {
     public var threadsPerWorker = 8
     /// Largest request body a worker accepts (nginx's `client_max_body_size` should match).
     public var maxBodyBytes: Int64 = 64 * 1024 * 1024
+    /// Largest total size of the FastCGI params (request line facts and headers) a worker
+    /// accepts; nginx's `large_client_header_buffers` should stop larger ones first.
+    public var maxHeaderBytes = 256 * 1024
     /// Seconds a stopping worker waits for in-flight requests before exiting.
     public var shutdownGraceSeconds = 30
     public init() {}

@@ -56,6 +56,11 @@ public struct ProblemDetails: Sendable, Equatable {
                        detail: "request body exceeds \(limit) bytes")
     }
 
+    public static func headersTooLarge(limit: Int) -> ProblemDetails {
+        ProblemDetails(status: 431, type: "request-header-fields-too-large", title: "Request Header Fields Too Large",
+                       detail: "request headers exceed \(limit) bytes")
+    }
+
     public static func badRequest(_ detail: String) -> ProblemDetails {
         ProblemDetails(status: 400, type: "bad-request", title: "Bad Request", detail: detail)
     }
@@ -97,6 +102,7 @@ public enum HTTPStatus {
         case 415: return "Unsupported Media Type"
         case 422: return "Unprocessable Content"
         case 429: return "Too Many Requests"
+        case 431: return "Request Header Fields Too Large"
         case 500: return "Internal Server Error"
         case 501: return "Not Implemented"
         case 502: return "Bad Gateway"

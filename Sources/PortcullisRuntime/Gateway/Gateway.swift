@@ -64,6 +64,11 @@ public final class GatewayHandler: ExchangeHandler {
             gateway.accessLog.record(line: log.line)
         }
 
+        // libfcgi accepts params of any size; the worker bounds them itself.
+        if exchange.paramBytes > gateway.config.server.maxHeaderBytes {
+            exchange.sendProblem(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes), requestId: request.requestId)
+            return
+        }
         switch gateway.router.route(request) {
         case .notFound:
             exchange.sendProblem(.notFound(path: request.path), requestId: request.requestId)
