@@ -59,6 +59,7 @@ public final class Master {
 
         EventLog.emit("master_started", [("socket", .string(config.server.socket)), ("workers", .int(Int64(desiredWorkers))),
                                          ("config", .string(configPath))])
+        notePluginFiles(of: config)
         reconcile()
         writeState()
 
@@ -115,6 +116,9 @@ public final class Master {
     /// Validates the configuration file; if valid, starts a new generation of workers with it
     /// and retires the old one once the new workers are up. If invalid, nothing changes.
     private func reload() {
+        // Taken before loading, so a change made while loading is seen by the next check; a
+        // refused set is not retried until the files change again.
+        notePluginFiles(of: config)
         let newConfig: GatewayConfig
         do {
             newConfig = try GatewayLoader.load(configPath: configPath).config
@@ -128,6 +132,7 @@ public final class Master {
         if newConfig.server.socket != config.server.socket {
             EventLog.emit("reload_warning", [("detail", .string("socket path changes need a restart; keeping \(config.server.socket)"))])
         }
+        if newConfig.pluginsDirectory != config.pluginsDirectory { notePluginFiles(of: newConfig) }
         config = newConfig
         if workersOverride == nil { desiredWorkers = newConfig.server.workers }
         let old = workers.filter { $0.value.generation == generation }.map(\.key)
@@ -143,15 +148,19 @@ public final class Master {
     }
 
     /// With `plugins_watch`, a change to the plugins directory (a file added, removed, or
-    /// rewritten) triggers the same validated reload as SIGHUP, at most once a second.
+    /// rewritten) since the running configuration was loaded triggers the same validated reload
+    /// as SIGHUP; checked once a second.
     private func watchPlugins() {
         guard config.watchPlugins, let directory = config.pluginsDirectory, ContinuousClock.now >= nextPluginCheck else { return }
         nextPluginCheck = ContinuousClock.now + .seconds(1)
-        let current = PluginDirectoryFingerprint.of(directory)
-        defer { pluginFingerprint = current }
-        guard let previous = pluginFingerprint, previous != current else { return }
+        guard PluginDirectoryFingerprint.of(directory) != pluginFingerprint else { return }
         EventLog.emit("plugins_changed", [("directory", .string(directory))])
         reload()
+    }
+
+    /// The plugins directory as it is when a configuration is (re)loaded, for `watchPlugins`.
+    private func notePluginFiles(of config: GatewayConfig) {
+        pluginFingerprint = config.pluginsDirectory.map { PluginDirectoryFingerprint.of($0) }
     }
 
     private func reconcile() {
