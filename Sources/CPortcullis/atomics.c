@@ -8,8 +8,3 @@ int pc_atomic_cas_u64(volatile uint64_t *p, uint64_t expected, uint64_t desired)
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 uint64_t pc_atomic_add_u64(volatile uint64_t *p, uint64_t delta) { return __atomic_add_fetch(p, delta, __ATOMIC_ACQ_REL); }
-int64_t pc_atomic_load_i64(const volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-int pc_atomic_cas_i64(volatile int64_t *p, int64_t expected, int64_t desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
-int64_t pc_atomic_add_i64(volatile int64_t *p, int64_t delta) { return __atomic_add_fetch(p, delta, __ATOMIC_ACQ_REL); }

@@ -28,9 +28,3 @@ double pc_curl_total_time(CURL *h) {
     curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &t);
     return t;
 }
-char *pc_curl_primary_ip(CURL *h) {
-    char *ip = NULL;
-    curl_easy_getinfo(h, CURLINFO_PRIMARY_IP, &ip);
-    return ip;
-}
-size_t pc_curl_readfunc_abort(void) { return CURL_READFUNC_ABORT; }

@@ -33,7 +33,6 @@ int pc_install_signal_pipe(int write_fd, const int *signals, int count) {
 }
 
 void pc_ignore_signal(int signo) { signal(signo, SIG_IGN); }
-void pc_default_signal(int signo) { signal(signo, SIG_DFL); }
 
 pid_t pc_spawn(const char *path, char *const argv[], char *const envp[],
                const int *inherit_fds, const int *target_fds, int count) {
@@ -64,8 +63,6 @@ pid_t pc_spawn(const char *path, char *const argv[], char *const envp[],
     posix_spawnattr_destroy(&attr);
     return rc == 0 ? pid : -rc;
 }
-
-int pc_errno(void) { return errno; }
 
 int pc_set_cloexec(int fd, int on) {
     int flags = fcntl(fd, F_GETFD);

@@ -18,25 +18,18 @@ CURLcode pc_curl_set_header_cb(CURL *h, pc_curl_data_cb cb, void *userdata);
 CURLcode pc_curl_set_read_cb(CURL *h, pc_curl_data_cb cb, void *userdata);
 long pc_curl_response_code(CURL *h);
 double pc_curl_total_time(CURL *h);
-char *pc_curl_primary_ip(CURL *h);
-/* CURL_READFUNC_ABORT / CURL_WRITEFUNC_PAUSE are macros Swift cannot see as sizes. */
-size_t pc_curl_readfunc_abort(void);
 
 /* ---- shared memory: 64-bit atomics that stay correct across processes ---- */
 uint64_t pc_atomic_load_u64(const volatile uint64_t *p);
 void pc_atomic_store_u64(volatile uint64_t *p, uint64_t v);
 int pc_atomic_cas_u64(volatile uint64_t *p, uint64_t expected, uint64_t desired);
 uint64_t pc_atomic_add_u64(volatile uint64_t *p, uint64_t delta);
-int64_t pc_atomic_load_i64(const volatile int64_t *p);
-int pc_atomic_cas_i64(volatile int64_t *p, int64_t expected, int64_t desired);
-int64_t pc_atomic_add_i64(volatile int64_t *p, int64_t delta);
 
 /* ---- signals: the handler only writes one byte (async-signal-safe self-pipe) ---- */
 /* Installs handlers for the given signals; each delivery writes the signal number as one byte
    to write_fd. Returns 0 or -1 with errno. */
 int pc_install_signal_pipe(int write_fd, const int *signals, int count);
 void pc_ignore_signal(int signo);
-void pc_default_signal(int signo);
 
 /* ---- process spawning: posix_spawn with one inherited fd (no fork of a threaded Swift process) ---- */
 /* Spawns path with argv/envp, dup'ing each inherit_fds[i] to target_fds[i] in the child.
@@ -64,7 +57,6 @@ int pc_accept_waiter_create(int listen_fd, int wake_fd);
 int pc_accept_waiter_wait(int epoll_fd, int wake_fd);
 
 /* ---- misc ---- */
-int pc_errno(void);
 int pc_set_cloexec(int fd, int on);
 
 #endif

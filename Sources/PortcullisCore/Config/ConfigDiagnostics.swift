@@ -104,13 +104,6 @@ public struct ConfigNode {
         return i
     }
 
-    public func number(min: Double = -.infinity, max: Double = .infinity, required: Bool = false) -> Double? {
-        guard isPresent else { if required { fail("required field is missing") }; return nil }
-        guard let d = value?.doubleValue else { typeError("a number"); return nil }
-        guard d >= min && d <= max else { fail("must be between \(min) and \(max), found \(d)"); return nil }
-        return d
-    }
-
     public func array(required: Bool = false) -> [ConfigNode]? {
         guard isPresent else { if required { fail("required field is missing") }; return nil }
         guard let items = value?.arrayValue else { typeError("an array"); return nil }

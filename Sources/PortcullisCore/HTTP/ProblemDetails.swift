@@ -61,17 +61,10 @@ public struct ProblemDetails: Sendable, Equatable {
                        detail: "request headers exceed \(limit) bytes")
     }
 
-    public static func badRequest(_ detail: String) -> ProblemDetails {
-        ProblemDetails(status: 400, type: "bad-request", title: "Bad Request", detail: detail)
-    }
-
     public static func internalError(_ detail: String) -> ProblemDetails {
         ProblemDetails(status: 500, type: "internal-error", title: "Internal Server Error", detail: detail)
     }
 
-    public static func unavailable(_ detail: String) -> ProblemDetails {
-        ProblemDetails(status: 503, type: "service-unavailable", title: "Service Unavailable", detail: detail)
-    }
 }
 
 /// Reason phrases for the FastCGI `Status` line.
