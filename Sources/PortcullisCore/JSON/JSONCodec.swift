@@ -1,3 +1,4 @@
+import Foundation
 import CJansson
 
 /// Why a JSON text could not be parsed, with jansson's position.
@@ -55,10 +56,12 @@ public enum JSONCodec {
             return .array(items)
         case JSON_OBJECT:
             var object = JSONObject()
+            object.reserveCapacity(json_object_size(node))
             var iter = json_object_iter(node)
             while let it = iter {
-                let key = String(cString: json_object_iter_key(it))
-                object[key] = convert(json_object_iter_value(it)!)
+                // jansson's objects have unique keys (a later duplicate replaced the earlier one,
+                // or the parse was refused), so no lookup is needed here.
+                object.appendUnchecked(String(cString: json_object_iter_key(it)), convert(json_object_iter_value(it)!))
                 iter = json_object_iter_next(node, it)
             }
             return .object(object)
@@ -67,17 +70,61 @@ public enum JSONCodec {
         }
     }
 
-    /// Serialises `value` compactly (or indented), keys in document order.
+    /// Serialises `value` compactly (or, through jansson, indented for files people read),
+    /// keys in document order.
     public static func serialize(_ value: JSONValue, pretty: Bool = false) -> String {
+        guard pretty else { return String(decoding: serializeBytes(value), as: UTF8.self) }
         let node = build(value)
         defer { json_decref(node) }
-        let flags = (pretty ? 2 : JSON_COMPACT) | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER | (15 << 11)  // JSON_REAL_PRECISION(15)
+        let flags = 2 | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER | (15 << 11)  // JSON_INDENT(2), JSON_REAL_PRECISION(15)
         guard let out = json_dumps(node, Int(flags)) else { return "null" }
         defer { free(out) }
         return String(cString: out)
     }
 
-    public static func serializeBytes(_ value: JSONValue) -> [UInt8] { Array(serialize(value).utf8) }
+    /// Compact serialisation straight into bytes (no intermediate jansson tree): the path of
+    /// transformed bodies and problem documents.
+    public static func serializeBytes(_ value: JSONValue) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        write(value, into: &out)
+        return out
+    }
+
+    private static func write(_ value: JSONValue, into out: inout [UInt8]) {
+        switch value {
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let i): out.append(contentsOf: String(i).utf8)
+        case .double(let d): out.append(contentsOf: formatDouble(d).utf8)
+        case .string(let s): JSONLineWriter.appendQuoted(s, to: &out)
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                write(item, into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let object):
+            out.append(UInt8(ascii: "{"))
+            for (i, pair) in object.entries.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONLineWriter.appendQuoted(pair.key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                write(pair.value, into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    /// Like jansson (`%.15g`, always with a fraction or exponent); non-finite numbers, which
+    /// JSON cannot carry, become null.
+    static func formatDouble(_ d: Double) -> String {
+        guard d.isFinite else { return "null" }
+        var text = String(format: "%.15g", d)
+        if !text.contains(where: { $0 == "." || $0 == "e" || $0 == "n" || $0 == "i" }) { text += ".0" }
+        return text
+    }
 
     private static func build(_ value: JSONValue) -> UnsafeMutablePointer<json_t> {
         switch value {

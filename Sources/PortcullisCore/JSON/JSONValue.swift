@@ -44,35 +44,47 @@ public enum JSONValue: Sendable, Equatable {
     public subscript(key: String) -> JSONValue? { objectValue?[key] }
 }
 
-/// A JSON object with insertion-ordered keys and O(1) lookup.
+/// A JSON object with insertion-ordered keys. Stored as one array of pairs: request and
+/// response bodies hold many small objects, and one allocation per object (instead of a
+/// dictionary plus a key list) is what keeps body transforms cheap; lookups are linear, which
+/// for the few keys of a JSON object beats hashing.
 public struct JSONObject: Sendable, Equatable {
-    public private(set) var keys: [String] = []
-    private var storage: [String: JSONValue] = [:]
+    private var pairs: [(key: String, value: JSONValue)] = []
 
     public init() {}
     public init(_ pairs: [(String, JSONValue)]) {
+        self.pairs.reserveCapacity(pairs.count)
         for (k, v) in pairs { self[k] = v }
     }
 
-    public var count: Int { keys.count }
-    public var isEmpty: Bool { keys.isEmpty }
+    /// Appends without checking for an existing key: for decoders that already rejected or
+    /// resolved duplicates.
+    mutating func appendUnchecked(_ key: String, _ value: JSONValue) { pairs.append((key, value)) }
+
+    mutating func reserveCapacity(_ n: Int) { pairs.reserveCapacity(n) }
+
+    public var count: Int { pairs.count }
+    public var isEmpty: Bool { pairs.isEmpty }
+    public var keys: [String] { pairs.map(\.key) }
 
     public subscript(key: String) -> JSONValue? {
-        get { storage[key] }
+        get { pairs.first { $0.key == key }?.value }
         set {
-            if let newValue {
-                if storage.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
+            if let i = pairs.firstIndex(where: { $0.key == key }) {
+                if let newValue { pairs[i].value = newValue } else { pairs.remove(at: i) }
+            } else if let newValue {
+                pairs.append((key, newValue))
             }
         }
     }
 
     /// Key/value pairs in document order.
-    public var entries: [(key: String, value: JSONValue)] { keys.map { ($0, storage[$0]!) } }
+    public var entries: [(key: String, value: JSONValue)] { pairs }
 
+    /// Equal when both hold the same keys with equal values, whatever their order.
     public static func == (a: JSONObject, b: JSONObject) -> Bool {
-        a.storage == b.storage
+        guard a.pairs.count == b.pairs.count else { return false }
+        return a.pairs.allSatisfy { pair in b[pair.key] == pair.value }
     }
 }
 
