@@ -66,7 +66,7 @@ public enum PercentEncoding {
         var i = 0
         while i < bytes.count {
             let c = bytes[i]
-            if c == 0x25, i + 2 < bytes.count, let h = hex(bytes[i + 1]), let l = hex(bytes[i + 2]) {
+            if c == 0x25, i + 2 < bytes.count, let h = Hex.nibble(bytes[i + 1]), let l = Hex.nibble(bytes[i + 2]) {
                 out.append(h << 4 | l); i += 3
             } else {
                 out.append(plusAsSpace && c == 0x2B ? 0x20 : c); i += 1
@@ -89,14 +89,5 @@ public enum PercentEncoding {
             }
         }
         return String(decoding: out, as: UTF8.self)
-    }
-
-    private static func hex(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x41...0x46: return c - 0x41 + 10
-        case 0x61...0x66: return c - 0x61 + 10
-        default: return nil
-        }
     }
 }
