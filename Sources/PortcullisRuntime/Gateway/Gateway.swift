@@ -81,43 +81,48 @@ public final class GatewayHandler: ExchangeHandler {
                 exchange.sendProblem(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes), requestId: request.requestId)
                 return
             }
-            var identity: Identity?
-            if let policy = route.auth {
-                switch gateway.authenticator.authenticate(request, policy: policy, now: Int64(time(nil))) {
-                case .rejected(let problem):
-                    exchange.sendProblem(problem, requestId: request.requestId)
-                    return
-                case .authenticated(let who):
-                    identity = who
-                    log.consumer = who.consumerId
-                    log.credential = who.credentialId
-                case .anonymous:
-                    break
-                }
-            }
-            var limitHeaders = HTTPHeaders()
-            if !route.limits.isEmpty {
-                guard let limiter else {
-                    exchange.sendProblem(.internalError("rate limiting is unavailable"), requestId: request.requestId)
-                    return
-                }
-                let subject = RateLimitSubject(
-                    credentialId: identity?.credentialId, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
-                    clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
-                    claim: { identity?.claims[$0].flatMap(Self.claimText) })
-                let outcome = limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros())
-                log.limits = outcome.logSummary
-                if let problem = outcome.problem {
-                    exchange.sendProblem(problem, requestId: request.requestId)
-                    return
-                }
-                limitHeaders = outcome.headers
-            }
+            guard let admitted = admit(request, route: route, exchange: exchange, log: &log) else { return }
             let pass = RoutedRequest(request: request, route: route, match: match,
                                      upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                     identity: identity, responseHeaders: limitHeaders)
+                                     identity: admitted.identity, responseHeaders: admitted.limitHeaders)
             forward(pass, exchange: exchange, log: &log)
         }
+    }
+
+    /// Authentication, then the route's rate limits. Nil when the request was answered here
+    /// (401/403/429/503): it never reaches the upstream.
+    private func admit(_ request: GatewayRequest, route: RouteConfig, exchange: FastCGIExchange,
+                       log: inout AccessRecord) -> (identity: Identity?, limitHeaders: HTTPHeaders)? {
+        var identity: Identity?
+        if let policy = route.auth {
+            switch gateway.authenticator.authenticate(request, policy: policy, now: Int64(time(nil))) {
+            case .rejected(let problem):
+                exchange.sendProblem(problem, requestId: request.requestId)
+                return nil
+            case .authenticated(let who):
+                identity = who
+                log.consumer = who.consumerId
+                log.credential = who.credentialId
+            case .anonymous:
+                break
+            }
+        }
+        guard !route.limits.isEmpty else { return (identity, HTTPHeaders()) }
+        guard let limiter else {
+            exchange.sendProblem(.internalError("rate limiting is unavailable"), requestId: request.requestId)
+            return nil
+        }
+        let subject = RateLimitSubject(
+            credentialId: identity?.credentialId, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
+            clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
+            claim: { identity?.claims[$0].flatMap(Self.claimText) })
+        let outcome = limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros())
+        log.limits = outcome.logSummary
+        if let problem = outcome.problem {
+            exchange.sendProblem(problem, requestId: request.requestId)
+            return nil
+        }
+        return (identity, outcome.headers)
     }
 
     /// Applies request transforms, sends the request upstream and relays (or transforms) the
