@@ -133,6 +133,7 @@ public final class Master {
             EventLog.emit("reload_warning", [("detail", .string("socket path changes need a restart; keeping \(config.server.socket)"))])
         }
         if newConfig.pluginsDirectory != config.pluginsDirectory { notePluginFiles(of: newConfig) }
+        let previous = (config: config, desiredWorkers: desiredWorkers)
         config = newConfig
         if workersOverride == nil { desiredWorkers = newConfig.server.workers }
         let old = workers.filter { $0.value.generation == generation }.map(\.key)
@@ -141,6 +142,26 @@ public final class Master {
         // Give the new generation a moment to load before the old one stops accepting.
         let deadline = ContinuousClock.now + .milliseconds(300)
         while ContinuousClock.now < deadline { usleep(20_000); reap() }
+        let started = workers.values.filter { $0.generation == generation && !$0.retiring }.count
+        guard started == desiredWorkers else {
+            // Something the master cannot check for the workers failed (an access log they
+            // cannot open, the file changing between validation and their start): the old
+            // generation keeps serving and the new one is withdrawn.
+            for (pid, worker) in workers where worker.generation == generation {
+                workers[pid]?.retiring = true
+                kill(pid, SIGTERM)
+            }
+            generation -= 1
+            (config, desiredWorkers) = previous
+            recentCrashes = 0
+            respawnNotBefore = ContinuousClock.now
+            let reason = "the new workers exited while starting (see their worker_config_error / worker_start_failed events); the running workers keep serving"
+            lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
+                                     ("errors", .array([.string(reason)]))])
+            EventLog.emit("reload_failed", [("detail", .string(reason))])
+            writeState()
+            return
+        }
         for pid in old { workers[pid]?.retiring = true; kill(pid, SIGTERM) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])

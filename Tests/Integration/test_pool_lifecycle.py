@@ -8,6 +8,7 @@ which nginx never retries, must see zero failures too.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from typing import Callable
 
@@ -115,3 +116,23 @@ def test_scale_refuses_out_of_range_and_stopped_gateway(make_gateway: Callable[.
     stopped = gw.cli("scale", "2")
     assert stopped.returncode == 3
     assert "not running" in stopped.stderr
+
+
+def test_reload_whose_workers_cannot_start_keeps_the_running_generation(make_gateway: Callable[..., Gateway]) -> None:
+    """A config the master accepts but its workers cannot run (an access log in a directory that
+    does not exist) must not take the gateway down: the reload reports failure and the old
+    workers keep serving."""
+    gw = make_gateway(workers=2, threads=2)
+    before = gw.status()
+    config = json.loads(json.dumps(gw.config))
+    config["log"] = {"access_log": str(gw.workdir / "no-such-dir" / "access.log")}
+    gw.write_raw_config(json.dumps(config))  # bypasses the harness's own access-log path
+    result = gw.cli("reload")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "new workers exited while starting" in result.stderr
+    after = gw.status()
+    assert after["generation"] == before["generation"]
+    live = {w["pid"] for w in after["workers"] if not w.get("retiring")}
+    assert live == {w["pid"] for w in before["workers"]}
+    for _ in range(5):
+        assert gw.get("/echo/still-serving").status_code == 200
