@@ -14,8 +14,10 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws {
         let config: GatewayConfig
+        let bytes: [UInt8]
         do {
-            config = try GatewayLoader.load(configPath: options.config).config
+            bytes = try GatewayLoader.readConfig(options.config)
+            config = try GatewayLoader.load(configPath: options.config, bytes: bytes).config
         } catch {
             printError(error.description)
             throw ExitCode(1)
@@ -23,7 +25,7 @@ struct ServeCommand: ParsableCommand {
         if let workers, !(1...256).contains(workers) { throw ValidationError("--workers must be 1...256") }
         if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads must be 1...1024") }
         do {
-            let status = try Master(configPath: options.config, config: config, workers: workers, threads: threads).run()
+            let status = try Master(configPath: options.config, configBytes: bytes, config: config, workers: workers, threads: threads).run()
             throw ExitCode(status)
         } catch let error as RuntimeError {
             printError("portcullis: \(error.description)")

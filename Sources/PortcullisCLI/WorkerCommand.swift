@@ -7,11 +7,12 @@ struct WorkerCommand: ParsableCommand {
         commandName: "worker", abstract: "Internal: a worker process (spawned by the master).", shouldDisplay: false)
 
     @OptionGroup var options: ConfigOption
+    @Option(help: "The generation's validated copy of the config file.") var snapshot: String?
     @Option(help: "Inherited listening socket descriptor.") var fd: Int32 = 3
     @Option var threads: Int?
     @Option var generation: Int = 1
 
     func run() throws {
-        WorkerProcess.run(configPath: options.config, listenFD: fd, threads: threads, generation: generation)
+        WorkerProcess.run(configPath: options.config, snapshotPath: snapshot, listenFD: fd, threads: threads, generation: generation)
     }
 }

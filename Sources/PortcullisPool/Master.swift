@@ -30,10 +30,12 @@ public final class Master {
     private var recentCrashes = 0
     private let startedAt = Date()
     private var signalPipe: [Int32] = [-1, -1]
+    private let initialConfigBytes: [UInt8]
     private var pluginFingerprint: PluginDirectoryFingerprint?
     private var nextPluginCheck = ContinuousClock.now
 
-    public init(configPath: String, config: GatewayConfig, workers: Int?, threads: Int?) {
+    public init(configPath: String, configBytes: [UInt8], config: GatewayConfig, workers: Int?, threads: Int?) {
+        self.initialConfigBytes = configBytes
         self.configPath = configPath
         self.config = config
         self.workersOverride = workers
@@ -47,6 +49,7 @@ public final class Master {
         try prepareRuntimeDirectory()
         try openSocket()
         try createRateTable()
+        try writeSnapshot(initialConfigBytes, generation: generation)
         try writePidFile()
         pipe(&signalPipe)
         _ = pc_set_cloexec(signalPipe[0], 1)
@@ -120,8 +123,10 @@ public final class Master {
         // refused set is not retried until the files change again.
         notePluginFiles(of: config)
         let newConfig: GatewayConfig
+        let bytes: [UInt8]
         do {
-            newConfig = try GatewayLoader.load(configPath: configPath).config
+            bytes = try GatewayLoader.readConfig(configPath)
+            newConfig = try GatewayLoader.load(configPath: configPath, bytes: bytes).config
         } catch {
             lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
                                      ("errors", .array(error.issues.map { .string($0.description) }))])
@@ -138,6 +143,17 @@ public final class Master {
         if workersOverride == nil { desiredWorkers = newConfig.server.workers }
         let old = workers.filter { $0.value.generation == generation }.map(\.key)
         generation += 1
+        do {
+            try writeSnapshot(bytes, generation: generation)
+        } catch {
+            generation -= 1
+            (config, desiredWorkers) = previous
+            lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
+                                     ("errors", .array([.string("\(error)")]))])
+            EventLog.emit("reload_failed", [("detail", .string("\(error)"))])
+            writeState()
+            return
+        }
         for _ in 0..<desiredWorkers { spawnWorker() }
         // Give the new generation a moment to load before the old one stops accepting.
         let deadline = ContinuousClock.now + .milliseconds(300)
@@ -221,7 +237,8 @@ public final class Master {
 
     private func spawnWorker() {
         let exe = executablePath()
-        var args = [exe, "worker", "--config", configPath, "--fd", "3", "--generation", String(generation)]
+        var args = [exe, "worker", "--config", configPath, "--snapshot", snapshotPath(generation),
+                    "--fd", "3", "--generation", String(generation)]
         if let threadsOverride { args += ["--threads", String(threadsOverride)] }
         let pid = spawn(exe, args, fds: [(listenFD, 3)])
         guard pid > 0 else {
@@ -294,6 +311,15 @@ public final class Master {
         }
     }
 
+    /// Each generation's workers, respawned ones included, run the config bytes the master
+    /// validated for that generation, not whatever the file holds when they start.
+    private func snapshotPath(_ generation: Int) -> String { paths.directory + "/config.generation-\(generation).json" }
+
+    private func writeSnapshot(_ bytes: [UInt8], generation: Int) throws {
+        try Data(bytes).write(to: URL(fileURLWithPath: snapshotPath(generation)), options: .atomic)
+        if generation > 2 { unlink(snapshotPath(generation - 2)) }
+    }
+
     private func writePidFile() throws {
         try "\(getpid())\n".write(toFile: paths.pidFile, atomically: true, encoding: .utf8)
     }
@@ -325,5 +351,6 @@ public final class Master {
         unlink(paths.pidFile)
         unlink(paths.stateFile)
         unlink(SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
+        for g in max(1, generation - 2)...generation { unlink(snapshotPath(g)) }
     }
 }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import threading
 from typing import Callable
 
@@ -136,3 +138,19 @@ def test_reload_whose_workers_cannot_start_keeps_the_running_generation(make_gat
     assert live == {w["pid"] for w in before["workers"]}
     for _ in range(5):
         assert gw.get("/echo/still-serving").status_code == 200
+
+
+def test_respawned_worker_runs_its_generation_config_not_the_edited_file(make_gateway: Callable[..., Gateway]) -> None:
+    """The config file is edited (not reloaded) and a worker is killed: its replacement serves
+    the configuration its generation was validated with, like its siblings."""
+    gw = make_gateway(workers=1, threads=2)
+    config = json.loads(json.dumps(gw.config))
+    config["routes"] = [{"name": "fresh", "match": {"prefix": "/fresh/"}, "upstream": "echo"}]
+    gw.set_config(config)  # on disk only
+    (victim,) = live_worker_pids(gw)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: (live_worker_pids(gw) - {victim}) or None, 10, "a replacement worker")
+    assert gw.status()["generation"] == 1
+    for _ in range(4):
+        assert gw.get("/echo/old-config").status_code == 200
+        assert gw.get("/fresh/x").status_code == 404

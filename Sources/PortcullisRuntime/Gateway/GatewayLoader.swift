@@ -1,3 +1,4 @@
+import Foundation
 import PortcullisCore
 import PortcullisPlugins
 
@@ -14,7 +15,22 @@ public struct LoadedGateway: Sendable {
 public enum GatewayLoader {
     /// Loads the config file and the plugin rule files it names; throws every issue found.
     public static func load(configPath: String) throws(ConfigErrors) -> LoadedGateway {
-        let config = try ConfigLoader.load(path: configPath)
+        try load(configPath: configPath, bytes: readConfig(configPath))
+    }
+
+    /// The config file's bytes, read once, so that what was validated is exactly what a
+    /// generation's workers run.
+    public static func readConfig(_ path: String) throws(ConfigErrors) -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigErrors([ConfigIssue(file: path, pointer: "", message: "cannot read file")])
+        }
+        return Array(data)
+    }
+
+    /// Loads a config from `bytes` as if read from `configPath` (relative paths and error
+    /// messages refer to that file).
+    public static func load(configPath: String, bytes: [UInt8]) throws(ConfigErrors) -> LoadedGateway {
+        let config = try ConfigLoader.parse(bytes: bytes, file: configPath)
         var plugins = PluginSet.empty
         if let directory = config.pluginsDirectory {
             plugins = try PluginSet.load(directory: directory, defaultMaxBodyBytes: config.transform.maxBodyBytes)

@@ -8,7 +8,9 @@ public enum WorkerProcess {
     /// Exit status when the configuration cannot be loaded (sysexits' EX_CONFIG).
     public static let configErrorStatus: Int32 = 78
 
-    public static func run(configPath: String, listenFD: Int32, threads: Int?, generation: Int) -> Never {
+    /// `snapshotPath` holds the config bytes the master validated for this generation; they are
+    /// read as if they were `configPath` (relative paths, error messages).
+    public static func run(configPath: String, snapshotPath: String?, listenFD: Int32, threads: Int?, generation: Int) -> Never {
         // If the master dies (even by SIGKILL), do not linger holding the socket.
         if pc_set_parent_death_signal(SIGTERM) != 0 { exit(0) }
         pc_ignore_signal(SIGPIPE)
@@ -16,7 +18,8 @@ public enum WorkerProcess {
 
         let loaded: LoadedGateway
         do {
-            loaded = try GatewayLoader.load(configPath: configPath)
+            let bytes = try GatewayLoader.readConfig(snapshotPath ?? configPath)
+            loaded = try GatewayLoader.load(configPath: configPath, bytes: bytes)
         } catch {
             EventLog.emit("worker_config_error", [("error", .string(error.description))])
             exit(configErrorStatus)
