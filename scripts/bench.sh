@@ -158,6 +158,27 @@ for s in "${scenarios[@]}"; do
     ratio=$(python3 -c "print(f'{$gm/$pm:.2f}')")
     echo "| $name | $pm | $gm | $ratio |" | tee -a "$out"
 done
+# Worker CPU per request on the plain route: user and system time of every worker (from
+# /proc/PID/stat) across one more wrk run, divided by the requests it served.
+worker_cpu() {
+    local pids
+    pids=$(python3 -c 'import json,sys; print(" ".join(str(w["pid"]) for w in json.load(open(sys.argv[1]))["workers"]))' "$work/state.json")
+    local u=0 s=0 p
+    for p in $pids; do
+        read -r pu ps < <(awk '{print $14, $15}' "/proc/$p/stat")
+        u=$((u + pu)) s=$((s + ps))
+    done
+    echo "$u $s"
+}
+if [[ -z $only || plain == *"$only"* ]]; then
+    read -r u0 s0 < <(worker_cpu)
+    requests=$(taskset -c $load_core wrk -t1 -c"$conns" -d"$duration" "http://127.0.0.1:$gw_port/bench/plain" 2>&1 | awk '/requests in/ {print $1}')
+    read -r u1 s1 < <(worker_cpu)
+    python3 -c "
+tck = $(getconf CLK_TCK); n = $requests
+print(f'worker CPU per request (plain route, {n} requests): {($u1-$u0)/tck/n*1e6:.0f} µs user + {($s1-$s0)/tck/n*1e6:.0f} µs system')" | tee -a "$out"
+fi
+
 echo
 if [[ -z $only ]]; then
     echo "CPU per decision, measured in-process (no sockets):"
