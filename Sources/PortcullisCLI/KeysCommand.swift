@@ -29,6 +29,11 @@ public struct KeysCommand: ParsableCommand {
 
         public init() {}
 
+        public func validate() throws {
+            guard !consumer.isEmpty else { throw ValidationError("--consumer must not be empty") }
+            guard !keyId.isEmpty else { throw ValidationError("--key-id must not be empty") }
+        }
+
         public func run() throws {
             var entry = JSONObject([("id", .string(keyId))])
             let key = APIKeyMaterial.generate()
