@@ -56,6 +56,35 @@ int pc_accept_waiter_create(int listen_fd, int wake_fd);
    -1 on error other than EINTR. */
 int pc_accept_waiter_wait(int epoll_fd, int wake_fd);
 
+
+/* ---- event loop: flat epoll wrappers (epoll_event is packed), eventfd, accept ---- */
+int pc_epoll_create(void);
+/* op: EPOLL_CTL_ADD/MOD/DEL; token comes back from pc_epoll_wait. Returns 0 or -errno. */
+int pc_epoll_ctl(int ep, int op, int fd, uint32_t events, uint64_t token);
+/* Fills tokens/events; returns the count, 0 on EINTR, or -errno. */
+int pc_epoll_wait(int ep, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+int pc_eventfd(void);
+/* Accepts one connection (blocking fd, close-on-exec); -errno when none (EAGAIN) or on error. */
+int pc_accept(int listen_fd);
+
+/* ---- descriptor passing (SCM_RIGHTS) over a SOCK_SEQPACKET socketpair ---- */
+#define PC_MAX_PASSED_FDS 64
+int pc_socketpair(int fds[2]);
+/* Sends data with count descriptors; returns bytes sent or -errno. */
+int pc_send_fds(int sock, const int *fds, int count, const void *data, size_t len);
+/* Receives one message without blocking; *count descriptors land in fds. Returns bytes or -errno. */
+int pc_recv_fds(int sock, int *fds, int *count, void *data, size_t len);
+
+/* ---- libcurl multi interface ---- */
+typedef int (*pc_curl_socket_cb)(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
+typedef int (*pc_curl_timer_cb)(CURLM *multi, long timeout_ms, void *userp);
+CURLMcode pc_curl_multi_set_socket_cb(CURLM *m, pc_curl_socket_cb cb, void *userp);
+CURLMcode pc_curl_multi_set_timer_cb(CURLM *m, pc_curl_timer_cb cb, void *userp);
+CURLMcode pc_curl_multi_set_long(CURLM *m, CURLMoption opt, long value);
+void *pc_curl_private(CURL *h);
+/* 1 and the handle and result when msg reports a finished transfer. */
+int pc_curl_msg_done(CURLMsg *msg, CURL **easy, CURLcode *result);
+
 /* ---- misc ---- */
 int pc_set_cloexec(int fd, int on);
 
