@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include <curl/curl.h>
+#include <sys/epoll.h>
 
 /* ---- libcurl: typed wrappers for the variadic setopt/getinfo ---- */
 CURLcode pc_curl_set_long(CURL *h, CURLoption opt, long value);
