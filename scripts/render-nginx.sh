@@ -7,8 +7,8 @@
 #   PREFIX     nginx prefix directory: pid, logs/ and temp/ go there (created)
 #   LISTEN     what nginx listens on, e.g. 127.0.0.1:8080
 #   SOCKET     the gateway's FastCGI unix socket (server.socket of the gateway config)
-#   KEEPALIVE  idle FastCGI connections nginx keeps (default 4); must stay strictly below the
-#              pool's workers x threads (see nginx/portcullis.conf)
+#   KEEPALIVE  idle FastCGI connections nginx keeps (default 32; an idle one costs the pool a
+#              file descriptor, see nginx/portcullis.conf)
 #
 # Environment (optional):
 #   NGINX_TEMPLATE  template to render instead of nginx/example.conf, e.g. nginx/example-mtls.conf
@@ -22,7 +22,7 @@ if [[ $# -lt 4 || $# -gt 5 ]]; then
     exit 2
 fi
 
-out=$1 prefix=$2 listen=$3 socket=$4 keepalive=${5:-4}
+out=$1 prefix=$2 listen=$3 socket=$4 keepalive=${5:-32}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 template="${NGINX_TEMPLATE:-$here/../nginx/example.conf}"
 tls_listen=${TLS_LISTEN:-}

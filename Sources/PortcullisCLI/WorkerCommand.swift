@@ -9,10 +9,12 @@ struct WorkerCommand: ParsableCommand {
     @OptionGroup var options: ConfigOption
     @Option(help: "The generation's validated copy of the config file.") var snapshot: String?
     @Option(help: "Inherited listening socket descriptor.") var fd: Int32 = 3
+    @Option(help: "Inherited control channel to the master.") var control: Int32?
     @Option var threads: Int?
     @Option var generation: Int = 1
 
     func run() throws {
-        WorkerProcess.run(configPath: options.config, snapshotPath: snapshot, listenFD: fd, threads: threads, generation: generation)
+        WorkerProcess.run(configPath: options.config, snapshotPath: snapshot, listenFD: fd, controlFD: control,
+                          loops: threads, generation: generation)
     }
 }

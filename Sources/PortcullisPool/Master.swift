@@ -9,8 +9,12 @@ import PortcullisRuntime
 public final class Master {
     struct Worker {
         let pid: pid_t
-        let generation: Int
+        var generation: Int
         let startedAt: Date
+        /// The master's end of the worker's control channel.
+        let control: ControlChannel
+        /// The worker reported its loops accept requests.
+        var ready = false
         var retiring = false
     }
 
@@ -67,8 +71,7 @@ public final class Master {
         writeState()
 
         while true {
-            var pfd = pollfd(fd: signalPipe[0], events: Int16(POLLIN), revents: 0)
-            _ = poll(&pfd, 1, 250)
+            waitForEvents(timeoutMs: 250)
             var buffer = [UInt8](repeating: 0, count: 64)
             let n = read(signalPipe[0], &buffer, buffer.count)
             if n > 0 {
@@ -138,50 +141,83 @@ public final class Master {
             EventLog.emit("reload_warning", [("detail", .string("socket path changes need a restart; keeping \(config.server.socket)"))])
         }
         if newConfig.pluginsDirectory != config.pluginsDirectory { notePluginFiles(of: newConfig) }
-        let previous = (config: config, desiredWorkers: desiredWorkers)
+        let next = generation + 1
+        do {
+            try writeSnapshot(bytes, generation: next)
+        } catch {
+            refuseReload(["\(error)"], event: "reload_failed")
+            return
+        }
+        // Two phases, so every worker serves the same configuration: each live worker builds
+        // the new gateway beside the running one (opening logs, fetching JWKS keys) and says
+        // whether it could; only when all could does every worker switch. Workers keep their
+        // processes and their kept connections.
+        let live = workers.filter { !$0.value.retiring }.map(\.key)
+        for pid in live { workers[pid]?.control.send("prepare \(next) \(snapshotPath(next))") }
+        let outcome = awaitPrepared(live, generation: next, timeout: .seconds(reloadPrepareTimeoutSeconds))
+        guard outcome.failures.isEmpty else {
+            for pid in live { workers[pid]?.control.send("abort \(next)") }
+            unlink(snapshotPath(next))
+            refuseReload(["the workers could not load the new configuration; the running configuration keeps serving"] + outcome.failures,
+                         event: "reload_failed")
+            return
+        }
+        for pid in live {
+            workers[pid]?.control.send("commit \(next)")
+            workers[pid]?.generation = next
+        }
+        generation = next
         config = newConfig
         if workersOverride == nil { desiredWorkers = newConfig.server.workers }
-        let old = workers.filter { $0.value.generation == generation }.map(\.key)
-        generation += 1
-        do {
-            try writeSnapshot(bytes, generation: generation)
-        } catch {
-            generation -= 1
-            (config, desiredWorkers) = previous
-            lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
-                                     ("errors", .array([.string("\(error)")]))])
-            EventLog.emit("reload_failed", [("detail", .string("\(error)"))])
-            writeState()
-            return
-        }
-        for _ in 0..<desiredWorkers { spawnWorker() }
-        // Give the new generation a moment to load before the old one stops accepting.
-        let deadline = ContinuousClock.now + .milliseconds(300)
-        while ContinuousClock.now < deadline { usleep(20_000); reap() }
-        let started = workers.values.filter { $0.generation == generation && !$0.retiring }.count
-        guard started == desiredWorkers else {
-            // Something the master cannot check for the workers failed (an access log they
-            // cannot open, the file changing between validation and their start): the old
-            // generation keeps serving and the new one is withdrawn.
-            for (pid, worker) in workers where worker.generation == generation {
-                workers[pid]?.retiring = true
-                kill(pid, SIGTERM)
-            }
-            generation -= 1
-            (config, desiredWorkers) = previous
-            recentCrashes = 0
-            respawnNotBefore = ContinuousClock.now
-            let reason = "the new workers exited while starting (see their worker_config_error / worker_start_failed events); the running workers keep serving"
-            lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
-                                     ("errors", .array([.string(reason)]))])
-            EventLog.emit("reload_failed", [("detail", .string(reason))])
-            writeState()
-            return
-        }
-        for pid in old { workers[pid]?.retiring = true; kill(pid, SIGTERM) }
+        if generation > 2 { unlink(snapshotPath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
         writeState()
+    }
+
+    /// Longest a reload waits for the workers to build the new configuration (JWKS fetches
+    /// included).
+    private let reloadPrepareTimeoutSeconds = 30
+
+    private func refuseReload(_ errors: [String], event: String) {
+        lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
+                                 ("errors", .array(errors.map { .string($0) }))])
+        EventLog.emit(event, [("errors", .array(errors.map { .string($0) }))])
+        writeState()
+    }
+
+    /// Waits until each of `pids` answered `prepared`/`prepare_failed` for `generation` (or
+    /// exited: a respawn starts from the new snapshot anyway). Other control messages are
+    /// handled meanwhile, so hand-overs never wait on a reload.
+    private func awaitPrepared(_ pids: [pid_t], generation: Int, timeout: Duration) -> (prepared: Set<pid_t>, failures: [String]) {
+        var waiting = Set(pids)
+        var prepared = Set<pid_t>()
+        var failures: [String] = []
+        let deadline = ContinuousClock.now + timeout
+        while !waiting.isEmpty {
+            guard ContinuousClock.now < deadline else {
+                failures.append("workers \(waiting.sorted()) did not answer within \(timeout)")
+                break
+            }
+            waitForEvents(timeoutMs: 50) { pid, words in
+                guard words.count >= 2, Int(words[1]) == generation, waiting.contains(pid) else { return false }
+                switch words[0] {
+                case "prepared":
+                    waiting.remove(pid)
+                    prepared.insert(pid)
+                    return true
+                case "prepare_failed":
+                    waiting.remove(pid)
+                    failures.append("worker \(pid): " + (words.count > 2 ? words[2] : "failed"))
+                    return true
+                default:
+                    return false
+                }
+            }
+            reap()
+            waiting = waiting.filter { workers[$0] != nil }
+        }
+        return (prepared, failures)
     }
 
     /// With `plugins_watch`, a change to the plugins directory (a file added, removed, or
@@ -219,6 +255,11 @@ public final class Master {
             let pid = waitpid(-1, &status, WNOHANG)
             guard pid > 0 else { break }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
+            // Hand-overs the worker sent just before exiting are still in the channel.
+            while case .message(let words, let passed)? = worker.control.receive() {
+                if words.first == "handoff" { passConnections(passed, from: pid) } else { passed.forEach { close($0) } }
+            }
+            close(worker.control.fd)
             let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
             let signal = status & 0x7f
             let lived = Date().timeIntervalSince(worker.startedAt)
@@ -238,16 +279,67 @@ public final class Master {
     private func spawnWorker() {
         let exe = executablePath()
         var args = [exe, "worker", "--config", configPath, "--snapshot", snapshotPath(generation),
-                    "--fd", "3", "--generation", String(generation)]
+                    "--fd", "3", "--control", "4", "--generation", String(generation)]
         if let threadsOverride { args += ["--threads", String(threadsOverride)] }
-        let pid = spawn(exe, args, fds: [(listenFD, 3)])
+        let channel: (master: ControlChannel, worker: ControlChannel)
+        do {
+            channel = try ControlChannel.pair()
+        } catch {
+            EventLog.emit("spawn_failed", [("error", .string("\(error)"))])
+            respawnNotBefore = ContinuousClock.now + .seconds(1)
+            return
+        }
+        _ = fcntl(channel.master.fd, F_SETFL, fcntl(channel.master.fd, F_GETFL) | O_NONBLOCK)
+        let pid = spawn(exe, args, fds: [(listenFD, 3), (channel.worker.fd, 4)])
+        close(channel.worker.fd)
         guard pid > 0 else {
+            close(channel.master.fd)
             EventLog.emit("spawn_failed", [("error", .string(String(cString: strerror(-pid))))])
             respawnNotBefore = ContinuousClock.now + .seconds(1)
             return
         }
-        workers[pid] = Worker(pid: pid, generation: generation, startedAt: Date())
+        workers[pid] = Worker(pid: pid, generation: generation, startedAt: Date(), control: channel.master)
     }
+
+    // MARK: control channels
+
+    /// Waits up to `timeoutMs` for a signal or a worker message and handles the messages:
+    /// readiness, and idle connections a retiring worker hands over, passed on to a live worker.
+    /// `intercept` sees each message first (a reload waiting for answers).
+    private func waitForEvents(timeoutMs: Int32, intercept: ((pid_t, [String]) -> Bool)? = nil) {
+        let pids = Array(workers.keys)
+        var fds = [pollfd(fd: signalPipe[0], events: Int16(POLLIN), revents: 0)]
+        fds += pids.map { pollfd(fd: workers[$0]!.control.fd, events: Int16(POLLIN), revents: 0) }
+        _ = poll(&fds, nfds_t(fds.count), Int32(timeoutMs))
+        for (i, pid) in pids.enumerated() where fds[i + 1].revents != 0 {
+            while let worker = workers[pid], let received = worker.control.receive() {
+                guard case .message(let words, let passed) = received else { break }
+                if let intercept, intercept(pid, words) { continue }
+                switch words.first {
+                case "ready":
+                    workers[pid]?.ready = true
+                case "handoff":
+                    passConnections(passed, from: pid)
+                default:
+                    for fd in passed { close(fd) }
+                }
+            }
+        }
+    }
+
+    /// Gives kept FastCGI connections of a retiring worker to a live one, so a request nginx
+    /// writes on them is served; with no live worker (the pool is stopping) they are closed.
+    private func passConnections(_ fds: [Int32], from pid: pid_t) {
+        defer { for fd in fds { close(fd) } }
+        let candidates = workers.values.filter { $0.ready && !$0.retiring && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        guard !shuttingDown, !candidates.isEmpty else { return }
+        handoffCursor &+= 1
+        let target = candidates[handoffCursor % candidates.count]
+        if !target.control.send("adopt", fds: fds) {
+            EventLog.emit("handoff_failed", [("from_pid", .int(Int64(pid))), ("to_pid", .int(Int64(target.pid))), ("connections", .int(Int64(fds.count)))])
+        }
+    }
+    private var handoffCursor = 0
 
     private func spawn(_ path: String, _ args: [String], fds: [(Int32, Int32)]) -> pid_t {
         var cArgs = args.map { strdup($0) } + [nil]
@@ -327,7 +419,8 @@ public final class Master {
     private func writeState() {
         let list: [JSONValue] = workers.values.sorted { $0.startedAt < $1.startedAt }.map { w in
             .object(JSONObject([("pid", .int(Int64(w.pid))), ("generation", .int(Int64(w.generation))),
-                                ("started_at", .string(RFC3339.format(w.startedAt, milliseconds: true))), ("retiring", .bool(w.retiring))]))
+                                ("started_at", .string(RFC3339.format(w.startedAt, milliseconds: true))), ("ready", .bool(w.ready)),
+                                ("retiring", .bool(w.retiring))]))
         }
         var state = JSONObject([
             ("master_pid", .int(Int64(getpid()))), ("generation", .int(Int64(generation))),

@@ -378,15 +378,13 @@ class Gateway:
     def __init__(self, binary: Path, workdir: Path, config: Mapping[str, Any], workers: int = 2,
                  threads: int = 4, keepalive: int | None = None, name: str = "gateway",
                  config_path: Path | None = None):
-        if workers * threads < 2:
-            raise ValueError("fastcgi_keep_conn needs a pool of at least 2 threads")
         self.binary = binary
         self.workdir = workdir
         self.name = name
         self.workers = workers
         self.threads = threads
-        # The keep-conn rule (nginx/portcullis.conf): idle kept connections < pool threads.
-        self.keepalive = keepalive if keepalive is not None else min(4, workers * threads - 1)
+        # Idle kept FastCGI connections nginx may hold (nginx/portcullis.conf: any number).
+        self.keepalive = keepalive if keepalive is not None else 32
         self.run_dir = workdir / "run"
         self.socket_path = self.run_dir / "pc.sock"
         self.access_log_path = workdir / "access.log"

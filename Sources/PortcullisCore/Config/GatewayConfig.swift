@@ -48,7 +48,8 @@ public struct ServerSettings: Sendable, Equatable {
     /// Directory for the pid file, state file and shared memory segment name.
     public var runtimeDirectory = "run"
     public var workers = 2
-    public var threadsPerWorker = 8
+    /// Event-loop threads per worker; each serves any number of requests at once.
+    public var threadsPerWorker = 1
     /// Largest request body a worker accepts (nginx's `client_max_body_size` should match).
     public var maxBodyBytes: Int64 = 64 * 1024 * 1024
     /// Largest total size of the FastCGI params (request line facts and headers) a worker

@@ -1,121 +1,224 @@
 import CFastCGI
 import CPortcullis
 import Foundation
+import PortcullisCore
 import Synchronization
 
-/// Handles one request on a worker thread. Each thread owns one handler instance, so per-thread
-/// resources (the upstream connection cache) need no locking.
-public protocol ExchangeHandler: AnyObject {
-    func handle(_ exchange: FastCGIExchange, params: [FastCGIParam])
-}
-
-/// Runs `threads` threads, each owning one `FCGX_Request` on the inherited listening socket.
+/// A worker's request engine: `loops` threads, each running one event loop over its kept
+/// FastCGI connections and its upstream connections. The listening socket sits in every loop
+/// with `EPOLLEXCLUSIVE`, so a new connection wakes one idle loop of the whole pool.
 ///
-/// No accept mutex: with `fastcgi_keep_conn` a thread keeps reading its connection between
-/// requests, and a mutex held across `FCGX_Accept_r` would starve the pool (ARCHITECTURE.md).
+/// The configuration is swapped inside the running loops: `publish` hands a new gateway to
+/// every loop; each takes it for the next request it starts, requests in flight finish on the
+/// one they began with.
 ///
-/// A thread never blocks where shutdown cannot reach it: it waits in `poll` on either its kept
-/// connection or the (non-blocking) listening socket, together with a shutdown pipe, and calls
-/// `FCGX_Accept_r` only once there is something to read or accept. A thread blocked in `accept`
-/// would take a fresh connection from nginx after the worker decided to exit, and the exit would
-/// reset it; nginx retries a request only when it failed on a *cached* connection, so that
-/// request would be a 502. Kept connections are closed by the thread that owns them, so no
-/// thread ever touches another thread's descriptor (whose number may have been reused).
-public final class FastCGIServer: @unchecked Sendable {
-    private let listenFD: Int32
-    private let threadCount: Int
-    private let makeHandler: @Sendable () -> ExchangeHandler
-    /// Requests currently being handled.
+/// Retiring (scale down, stop) never drops a request nginx has written: a loop stops accepting,
+/// serves what it already accepted, and hands its idle kept connections to `handOff` (the
+/// master passes them to a surviving worker) instead of closing them.
+public final class WorkerServer: @unchecked Sendable {
+    let listenFD: Int32
+    private let loopCount: Int
+    private let published: Mutex<Gateway>
+    let publishedVersion = Atomic<Int>(0)
+    let handOff: @Sendable ([Int32]) -> Void
+    private var workers: [LoopWorker] = []
+    private let nextAdopter = Atomic<Int>(0)
+    /// Requests currently being served, all loops.
     public let inFlight = Atomic<Int>(0)
-    /// Threads still in their serve loop; the worker exits when none is left.
-    public let runningThreads = Atomic<Int>(0)
-    private let stopping = Atomic<Bool>(false)
-    /// Written once by `beginShutdown` and never drained: wakes every thread waiting in `poll`.
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
+    /// Loops still running; the worker exits when none is left.
+    public let runningLoops = Atomic<Int>(0)
+    /// Kept FastCGI connections, all loops.
+    public let connections = Atomic<Int>(0)
 
-    public init(listenFD: Int32, threads: Int, makeHandler: @escaping @Sendable () -> ExchangeHandler) {
+    public init(listenFD: Int32, loops: Int, gateway: Gateway, handOff: @escaping @Sendable ([Int32]) -> Void) {
         self.listenFD = listenFD
-        self.threadCount = threads
-        self.makeHandler = makeHandler
-        var wake: [Int32] = [-1, -1]
-        if pipe(&wake) != 0 { fatalError("pipe: \(String(cString: strerror(errno)))") }
-        (wakeRead, wakeWrite) = (wake[0], wake[1])
-        // One open file description shared by every worker of every generation; all of them
-        // poll before accepting, so losing the race for a connection is EAGAIN, not a block.
+        self.loopCount = max(1, loops)
+        self.published = Mutex(gateway)
+        self.handOff = handOff
+        // One open file description shared by every worker: losing the race for a connection
+        // is EAGAIN, never a block.
         _ = fcntl(listenFD, F_SETFL, fcntl(listenFD, F_GETFL) | O_NONBLOCK)
         FCGX_Init()
     }
 
-    /// Starts the threads and returns.
+    /// The gateway new requests use.
+    var currentGateway: Gateway { published.withLock { $0 } }
+
+    /// Starts the loop threads and returns once every loop accepts.
     public func start() {
-        runningThreads.store(threadCount, ordering: .sequentiallyConsistent)
-        for _ in 0..<threadCount {
-            let thread = Thread { [self] in self.serve() }
+        let ready = DispatchSemaphore(value: 0)
+        runningLoops.store(loopCount, ordering: .sequentiallyConsistent)
+        for index in 0..<loopCount {
+            let thread = Thread { [self] in
+                let worker = LoopWorker(index: index, server: self)
+                Self.register(worker, in: self)
+                ready.signal()
+                worker.run()
+                runningLoops.subtract(1, ordering: .sequentiallyConsistent)
+            }
             thread.stackSize = 1 << 20
+            thread.name = "loop-\(index)"
             thread.start()
         }
+        for _ in 0..<loopCount { ready.wait() }
     }
 
-    /// Stops taking new requests. Requests being handled finish (their connection is then
-    /// closed); idle threads close their kept connections and leave, and nginx retries a request
-    /// that meets such a closed cached connection.
-    public func beginShutdown() {
-        stopping.store(true, ordering: .sequentiallyConsistent)
-        var byte: UInt8 = 1
-        _ = write(wakeWrite, &byte, 1)
+    private let workersLock = NSLock()
+    private static func register(_ worker: LoopWorker, in server: WorkerServer) {
+        server.workersLock.withLock { server.workers.append(worker) }
+    }
+    private var allWorkers: [LoopWorker] { workersLock.withLock { workers } }
+
+    /// Serves the next requests with `gateway` (config reload inside the running worker).
+    public func publish(_ gateway: Gateway) {
+        published.withLock { $0 = gateway }
+        publishedVersion.add(1, ordering: .sequentiallyConsistent)
     }
 
-    private func serve() {
-        let request = UnsafeMutablePointer<FCGX_Request>.allocate(capacity: 1)
-        FCGX_InitRequest(request, listenFD, 0)
-        let handler = makeHandler()
-        // One epoll set per thread, the listening socket in it with EPOLLEXCLUSIVE: a new
-        // connection wakes one idle thread of the whole pool, not all of them.
-        let acceptWaiter = pc_accept_waiter_create(listenFD, wakeRead)
-        if acceptWaiter < 0 { fatalError("epoll: \(String(cString: strerror(-acceptWaiter)))") }
-        defer {
-            close(acceptWaiter)
-            runningThreads.subtract(1, ordering: .sequentiallyConsistent)
+    /// Takes over kept connections another worker handed over; spread over the loops.
+    public func adopt(_ fds: [Int32]) {
+        let workers = allWorkers
+        guard !workers.isEmpty else {
+            for fd in fds { close(fd) }
+            return
         }
-        while true {
-            let kept = request.pointee.ipcFd
-            let ready = kept >= 0 ? waitReadable(kept) : (!stopping.load(ordering: .relaxed) && pc_accept_waiter_wait(acceptWaiter, wakeRead) == 1)
-            guard ready, !stopping.load(ordering: .relaxed) || kept >= 0 else { break }
-            // When the kept connection turns out closed, FCGX_Accept_r would go on to accept a
-            // new one, blocking in `accept`: without a listening socket it returns instead, and
-            // the next turn polls the listening socket.
-            request.pointee.listen_sock = kept >= 0 ? -1 : listenFD
-            // Failure: EAGAIN (another thread took the connection) or a kept connection closed.
-            guard FCGX_Accept_r(request) == 0 else { continue }
-            inFlight.add(1, ordering: .sequentiallyConsistent)
-            let exchange = FastCGIExchange(request: request)
-            let params = exchange.params()
-            handler.handle(exchange, params: params)
-            if stopping.load(ordering: .relaxed) {
-                // Close rather than keep the connection: this worker is going away.
-                request.pointee.keepConnection = 0
-            }
-            FCGX_Finish_r(request)
-            inFlight.subtract(1, ordering: .sequentiallyConsistent)
-        }
-        if request.pointee.ipcFd >= 0 {
-            close(request.pointee.ipcFd)
-            request.pointee.ipcFd = -1
+        for fd in fds {
+            let worker = workers[nextAdopter.add(1, ordering: .relaxed).newValue % workers.count]
+            worker.loop.post { worker.adopt(fd) }
         }
     }
 
-    /// Waits until the kept connection `fd` is readable or closed (true), or shutdown began (false).
-    private func waitReadable(_ fd: Int32) -> Bool {
-        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
-        while !stopping.load(ordering: .relaxed) {
-            let n = poll(&fds, 2, -1)
-            if n < 0 && errno != EINTR { fatalError("poll: \(String(cString: strerror(errno)))") }
-            if n <= 0 { continue }
-            if fds[1].revents != 0 { return false }
-            if fds[0].revents != 0 { return true }
+    /// Stops accepting; each loop ends once its requests are done (or `graceSeconds` passed),
+    /// handing its idle connections to `handOff`.
+    public func beginShutdown(graceSeconds: Int) {
+        for worker in allWorkers {
+            worker.loop.post { worker.retire(graceSeconds: graceSeconds) }
         }
-        return false
+    }
+}
+
+/// The listening socket's readiness in one loop.
+private final class Listener: LoopHandler {
+    unowned let owner: LoopWorker
+    init(owner: LoopWorker) { self.owner = owner }
+    func ready(_ events: UInt32) { owner.acceptPending(limit: 64) }
+}
+
+/// Everything one loop thread owns: its loop, its connections, its upstream client and the
+/// per-loop view of the gateway (rate limiter, target rotation).
+/// Touched only on its loop's thread; other threads reach it through `loop.post`.
+final class LoopWorker: @unchecked Sendable {
+    let loop: EventLoop
+    unowned let server: WorkerServer
+    let upstream: UpstreamClient
+    private var connections: [ObjectIdentifier: FastCGIConnection] = [:]
+    private var listener: Listener!
+    private(set) var retiring = false
+    private var busy = 0
+    private var context: LoopContext
+    private var contextVersion: Int
+    private var graceTimer: LoopTimer?
+
+    init(index: Int, server: WorkerServer) {
+        loop = EventLoop(index: index)
+        self.server = server
+        upstream = UpstreamClient(loop: loop)
+        contextVersion = server.publishedVersion.load(ordering: .sequentiallyConsistent)
+        context = LoopContext(gateway: server.currentGateway, loop: loop)
+        listener = Listener(owner: self)
+        do {
+            try loop.register(server.listenFD, events: EventLoop.readable | EventLoop.exclusive, handler: listener)
+        } catch {
+            fatalError("cannot watch the FastCGI socket: \(error)")
+        }
+        loop.afterBatch.append { [unowned self] in self.context.gateway.accessLog.handOff(loop: self.loop.index) }
+    }
+
+    func run() {
+        loop.run()
+        // The loop ended: hand the log lines over before the thread goes.
+        context.gateway.accessLog.handOff(loop: loop.index)
+    }
+
+    /// The gateway view for a request starting now (a published reload is taken here).
+    var currentContext: LoopContext {
+        let version = server.publishedVersion.load(ordering: .relaxed)
+        if version != contextVersion {
+            let previous = context.gateway.accessLog
+            context = LoopContext(gateway: server.currentGateway, loop: loop)
+            contextVersion = version
+            // Lines already queued under the old gateway still reach its log.
+            previous.handOff(loop: loop.index)
+            loop.afterBatch = [{ [unowned self] in self.context.gateway.accessLog.handOff(loop: self.loop.index) }]
+        }
+        return context
+    }
+
+    func acceptPending(limit: Int) {
+        for _ in 0..<limit {
+            let fd = pc_accept(server.listenFD)
+            guard fd >= 0 else { return }
+            adopt(fd)
+        }
+    }
+
+    func adopt(_ fd: Int32) {
+        let connection = FastCGIConnection(fd: fd, owner: self)
+        do {
+            try loop.register(fd, events: EventLoop.readable, handler: connection)
+        } catch {
+            close(fd)
+            return
+        }
+        connections[ObjectIdentifier(connection)] = connection
+        server.connections.add(1, ordering: .relaxed)
+    }
+
+    func forget(_ connection: FastCGIConnection) {
+        loop.deregister(connection.fd)
+        guard connections.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
+        server.connections.subtract(1, ordering: .relaxed)
+    }
+
+    /// A request arrived on `connection`.
+    func serve(_ connection: FastCGIConnection) {
+        busy += 1
+        server.inFlight.add(1, ordering: .relaxed)
+        RequestTask(context: currentContext, connection: connection, worker: self).start()
+    }
+
+    /// The request on `connection` has been answered.
+    func requestEnded(_ connection: FastCGIConnection, unreadBody: Int64) {
+        connection.finish(unreadBody: unreadBody)
+        busy -= 1
+        server.inFlight.subtract(1, ordering: .relaxed)
+        if retiring { finishRetiring(force: false) }
+    }
+
+    func retire(graceSeconds: Int) {
+        guard !retiring else { return }
+        retiring = true
+        loop.deregister(server.listenFD)
+        // A connection the kernel already signalled to this loop is served, not stranded.
+        acceptPending(limit: Int.max)
+        let timer = LoopTimer { [unowned self] in self.finishRetiring(force: true) }
+        graceTimer = timer
+        loop.schedule(timer, afterNanos: UInt64(max(graceSeconds, 0)) * 1_000_000_000)
+        finishRetiring(force: false)
+    }
+
+    /// Once no request runs (or the grace period is over), hands the idle kept connections
+    /// over and ends the loop.
+    private func finishRetiring(force: Bool) {
+        guard busy == 0 || force else { return }
+        var idle: [Int32] = []
+        for connection in connections.values where !connection.busy {
+            idle.append(connection.detach())
+        }
+        connections.removeAll()
+        server.connections.subtract(idle.count, ordering: .relaxed)
+        if !idle.isEmpty { server.handOff(idle) }
+        if let graceTimer { loop.cancel(graceTimer) }
+        loop.stop()
     }
 }

@@ -3,18 +3,24 @@ import Foundation
 import PortcullisCore
 
 /// A worker process: serves FastCGI requests on the listening socket inherited from the master
-/// until SIGTERM, then finishes its in-flight requests and exits.
+/// with `loops` event-loop threads, swaps configurations inside the running loops when the
+/// master reloads, and on SIGTERM finishes its requests and hands its idle kept connections
+/// back to the master before it exits.
 public enum WorkerProcess {
     /// Exit status when the configuration cannot be loaded (sysexits' EX_CONFIG).
     public static let configErrorStatus: Int32 = 78
 
     /// `snapshotPath` holds the config bytes the master validated for this generation; they are
-    /// read as if they were `configPath` (relative paths, error messages).
-    public static func run(configPath: String, snapshotPath: String?, listenFD: Int32, threads: Int?, generation: Int) -> Never {
+    /// read as if they were `configPath` (relative paths, error messages). `controlFD` is the
+    /// worker's end of the master's control channel (none when run by hand).
+    public static func run(configPath: String, snapshotPath: String?, listenFD: Int32, controlFD: Int32?,
+                           loops: Int?, generation: Int) -> Never {
         // If the master dies (even by SIGKILL), do not linger holding the socket.
         if pc_set_parent_death_signal(SIGTERM) != 0 { exit(0) }
         pc_ignore_signal(SIGPIPE)
         pc_ignore_signal(SIGINT)  // Ctrl-C reaches the whole group; the master coordinates.
+        let control = controlFD.map(ControlChannel.init(fd:))
+        if let controlFD { _ = fcntl(controlFD, F_SETFL, fcntl(controlFD, F_GETFL) | O_NONBLOCK) }
 
         let loaded: LoadedGateway
         do {
@@ -24,29 +30,22 @@ public enum WorkerProcess {
             EventLog.emit("worker_config_error", [("error", .string(error.description))])
             exit(configErrorStatus)
         }
-        let config = loaded.config
-        let accessLog: AccessLog
+        let loopCount = loops ?? loaded.config.server.threadsPerWorker
+        let gateway: Gateway
         do {
-            accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes)
+            gateway = try Gateway.build(loaded, loops: loopCount, previous: nil)
         } catch {
             EventLog.emit("worker_start_failed", [("error", .string("\(error)"))])
             exit(1)
         }
-        // JWKS URLs are fetched once before serving, then refreshed in the background.
-        let (jwksSources, _) = JWKSFetcher.startAll(for: config.auth) { message in
-            EventLog.emit("jwks", [("detail", .string(message))])
+        let server = WorkerServer(listenFD: listenFD, loops: loopCount, gateway: gateway) { fds in
+            // Idle kept connections of a retiring loop: a surviving worker takes them over.
+            if let control, control.send("handoff", fds: fds) {
+                for fd in fds { close(fd) }
+            } else {
+                for fd in fds { close(fd) }
+            }
         }
-        let rateTable: SharedMemoryRateTable?
-        do {
-            rateTable = try SharedMemoryRateTable.open(path: SharedMemoryRateTable.defaultPath(runtimeDirectory: config.server.runtimeDirectory))
-        } catch {
-            // Without the table, limited routes answer 500 rather than run unlimited.
-            EventLog.emit("rate_table_unavailable", [("error", .string("\(error)"))])
-            rateTable = nil
-        }
-        let gateway = Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, rateTable: rateTable)
-        let threadCount = threads ?? config.server.threadsPerWorker
-        let server = FastCGIServer(listenFD: listenFD, threads: threadCount) { GatewayHandler(gateway: gateway) }
 
         var pipeFDs: [Int32] = [0, 0]
         pipe(&pipeFDs)
@@ -54,18 +53,94 @@ public enum WorkerProcess {
         pc_install_signal_pipe(pipeFDs[1], signals, Int32(signals.count))
 
         server.start()
-        EventLog.emit("worker_started", [("generation", .int(Int64(generation))), ("threads", .int(Int64(threadCount)))])
+        EventLog.emit("worker_started", [("generation", .int(Int64(generation))), ("loops", .int(Int64(loopCount)))])
+        control?.send("ready \(generation)")
 
-        var byte: UInt8 = 0
-        while read(pipeFDs[0], &byte, 1) != 1 {}
-        server.beginShutdown()
-        let deadline = ContinuousClock.now + .seconds(config.server.shutdownGraceSeconds)
-        // Every thread, not only those inside a request: one may have just accepted a connection.
-        while server.runningThreads.load(ordering: .sequentiallyConsistent) > 0 && ContinuousClock.now < deadline {
-            usleep(10_000)
+        var state = ReloadState(current: gateway, generation: generation)
+        var fds = [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: controlFD ?? -1, events: Int16(POLLIN), revents: 0)]
+        serving: while true {
+            _ = poll(&fds, 2, 500)
+            state.closeRetiredLogs()
+            if fds[0].revents != 0 {
+                var byte: UInt8 = 0
+                if read(pipeFDs[0], &byte, 1) == 1 { break serving }
+            }
+            guard let control, fds[1].revents != 0 else { continue }
+            while let received = control.receive() {
+                switch received {
+                case .closed:
+                    break serving  // the master is gone
+                case .message(let words, let passed):
+                    handle(words, passed: passed, server: server, control: control, configPath: configPath, loops: loopCount, state: &state)
+                }
+            }
         }
-        accessLog.flush()
-        EventLog.emit("worker_stopped", [("generation", .int(Int64(generation)))])
+        let grace = state.current.config.server.shutdownGraceSeconds
+        server.beginShutdown(graceSeconds: grace)
+        let deadline = ContinuousClock.now + .seconds(grace + 1)
+        while server.runningLoops.load(ordering: .sequentiallyConsistent) > 0 && ContinuousClock.now < deadline {
+            usleep(5_000)
+        }
+        state.current.accessLog.flush()
+        EventLog.emit("worker_stopped", [("generation", .int(Int64(state.generation)))])
         exit(0)
+    }
+
+    /// What a worker keeps between the phases of a reload.
+    struct ReloadState {
+        var current: Gateway
+        var generation: Int
+        var prepared: (generation: Int, gateway: Gateway)?
+        /// Logs a reload replaced, closed once requests that began before it have ended.
+        var retiredLogs: [(AccessLog, ContinuousClock.Instant)] = []
+
+        mutating func closeRetiredLogs() {
+            let now = ContinuousClock.now
+            retiredLogs.removeAll { log, at in
+                guard at <= now else { return false }
+                log.close()
+                return true
+            }
+        }
+    }
+
+    private static func handle(_ words: [String], passed: [Int32], server: WorkerServer, control: ControlChannel,
+                               configPath: String, loops: Int, state: inout ReloadState) {
+        switch words.first {
+        case "adopt":
+            server.adopt(passed)
+        case "prepare" where words.count == 3:
+            let generation = Int(words[1]) ?? 0
+            do {
+                let loaded = try GatewayLoader.load(configPath: configPath, bytes: GatewayLoader.readConfig(words[2]))
+                let gateway = try Gateway.build(loaded, loops: loops, previous: state.current)
+                if let stale = state.prepared?.gateway { stale.discard(keeping: state.current) }
+                state.prepared = (generation, gateway)
+                control.send("prepared \(generation)")
+            } catch let error as ConfigErrors {
+                control.send("prepare_failed \(generation) \(error.issues.map(\.description).joined(separator: "; "))")
+            } catch {
+                control.send("prepare_failed \(generation) \(error)")
+            }
+        case "commit" where words.count >= 2:
+            guard let prepared = state.prepared, prepared.generation == Int(words[1]) else { return }
+            server.publish(prepared.gateway)
+            let old = state.current
+            state.current = prepared.gateway
+            state.generation = prepared.generation
+            state.prepared = nil
+            old.stopBackgroundWork()
+            if old.accessLog !== prepared.gateway.accessLog {
+                let grace = old.config.server.shutdownGraceSeconds
+                state.retiredLogs.append((old.accessLog, ContinuousClock.now + .seconds(max(1, grace))))
+            }
+            EventLog.emit("worker_reloaded", [("generation", .int(Int64(prepared.generation)))])
+        case "abort":
+            if let stale = state.prepared?.gateway { stale.discard(keeping: state.current) }
+            state.prepared = nil
+        default:
+            for fd in passed { close(fd) }
+        }
     }
 }

@@ -2,22 +2,42 @@ import Foundation
 import PortcullisCore
 import Synchronization
 
-/// One JSON line per request, appended to an in-memory buffer by request threads and written
-/// out by a background thread, so a slow disk or pipe never blocks the request path. When the
-/// buffer is full, lines are dropped and counted (the count is logged once space returns).
+/// One JSON line per request. Each event loop appends to its own buffer without any lock and,
+/// once per loop iteration, moves what it gathered into its own hand-off slot (a lock only
+/// that loop and the writer ever take); a background thread writes the slots out, so a slow
+/// disk or pipe never blocks a loop and no lock is shared between loops. When a loop's share
+/// of the buffer is full, lines are dropped and counted (the count is logged once space
+/// returns). Lines never interleave: each is appended whole and written in pieces cut at line
+/// ends of at most PIPE_BUF bytes.
 public final class AccessLog: @unchecked Sendable {
-    private struct State {
-        var pending: [UInt8] = []
+    private struct Pending {
+        var bytes: [UInt8] = []
         var dropped = 0
     }
 
-    private let fd: Int32
-    private let capacity: Int
-    private let state = Mutex(State())
-    private let wake = NSCondition()
+    /// One loop's buffers: `local` is touched only by the loop's thread, `shared` by the loop
+    /// (hand-off) and the writer (drain).
+    private final class Slot: @unchecked Sendable {
+        var local: [UInt8] = []
+        var localDropped = 0
+        let shared = Mutex(Pending())
+    }
 
-    /// Opens `path` for appending ("-" is standard output) and starts the writer thread.
-    public init(path: String, bufferBytes: Int) throws {
+    public let path: String
+    public let bufferBytes: Int
+    private let fd: Int32
+    private let slots: [Slot]
+    private let slotCapacity: Int
+    /// Slots beyond the loops: lines recorded by other threads (tools, tests) go through here.
+    private let otherThreads = Mutex(Pending())
+    private let wake = NSCondition()
+    private let stopped = Atomic<Bool>(false)
+    /// Lines dropped since the log was opened (for status and metrics).
+    public let droppedTotal = Atomic<Int>(0)
+
+    /// Opens `path` for appending ("-" is standard output) and starts the writer thread;
+    /// `loops` hand-off slots share `bufferBytes`.
+    public init(path: String, bufferBytes: Int, loops: Int = 1) throws {
         if path == "-" {
             fd = 1
         } else {
@@ -25,45 +45,96 @@ public final class AccessLog: @unchecked Sendable {
             guard opened >= 0 else { throw RuntimeError("cannot open access log \(path): \(String(cString: strerror(errno)))") }
             fd = opened
         }
-        capacity = bufferBytes
+        self.path = path
+        self.bufferBytes = bufferBytes
+        slots = (0..<max(1, loops)).map { _ in Slot() }
+        slotCapacity = max(4096, bufferBytes / max(1, loops))
         let thread = Thread { [self] in self.writerLoop() }
         thread.start()
     }
 
-    /// Queues one newline-terminated JSON line.
-    public func record(line: [UInt8]) {
-        let pending = state.withLock { s -> Int in
-            if s.pending.count + line.count > capacity {
-                s.dropped += 1
-                return 0
-            }
-            s.pending.append(contentsOf: line)
-            return s.pending.count
+    /// Queues one newline-terminated JSON line from loop `loop` (its own thread only).
+    public func record(line: [UInt8], loop: Int) {
+        guard loop < slots.count else { return record(line: line) }
+        let slot = slots[loop]
+        if slot.local.count + line.count > slotCapacity {
+            slot.localDropped += 1
+            return
         }
-        if pending > 64 * 1024 { wake.signal() }
+        slot.local.append(contentsOf: line)
     }
 
-    /// Writes whatever is pending now (used before a worker exits).
+    /// Queues one line from a thread that is not a loop.
+    public func record(line: [UInt8]) {
+        otherThreads.withLock { p in
+            if p.bytes.count + line.count > slotCapacity { p.dropped += 1 } else { p.bytes.append(contentsOf: line) }
+        }
+    }
+
+    /// Moves loop `loop`'s gathered lines to its hand-off slot (once per loop iteration).
+    public func handOff(loop: Int) {
+        guard loop < slots.count else { return }
+        let slot = slots[loop]
+        guard !slot.local.isEmpty || slot.localDropped > 0 else { return }
+        let total = slot.shared.withLock { p -> Int in
+            if p.bytes.count + slot.local.count > slotCapacity {
+                p.dropped += slot.localDropped + slot.local.reduce(0) { $1 == 0x0A ? $0 + 1 : $0 }
+            } else if p.bytes.isEmpty {
+                swap(&p.bytes, &slot.local)
+                p.dropped += slot.localDropped
+            } else {
+                p.bytes.append(contentsOf: slot.local)
+                p.dropped += slot.localDropped
+            }
+            return p.bytes.count
+        }
+        slot.local.removeAll(keepingCapacity: true)
+        slot.localDropped = 0
+        if total > 64 * 1024 { wake.signal() }
+    }
+
+    /// Writes whatever has been handed off now (used before a worker exits).
     public func flush() {
-        let (bytes, dropped) = state.withLock { s -> ([UInt8], Int) in
-            let out = (s.pending, s.dropped)
-            s.pending.removeAll(keepingCapacity: true)
-            s.dropped = 0
+        var dropped = 0
+        for slot in slots {
+            let (bytes, d) = slot.shared.withLock { p -> ([UInt8], Int) in
+                let out = (p.bytes, p.dropped)
+                p.bytes = []
+                p.dropped = 0
+                return out
+            }
+            dropped += d
+            writeLines(bytes)
+        }
+        let (bytes, d) = otherThreads.withLock { p -> ([UInt8], Int) in
+            let out = (p.bytes, p.dropped)
+            p.bytes = []
+            p.dropped = 0
             return out
         }
+        writeLines(bytes)
+        dropped += d
         if dropped > 0 {
+            droppedTotal.add(dropped, ordering: .relaxed)
             writeLines(Array("{\"event\":\"access_log_dropped\",\"lines\":\(dropped)}\n".utf8))
         }
-        writeLines(bytes)
+    }
+
+    /// Flushes, stops the writer and closes the file (a reload that opened another log).
+    public func close() {
+        guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        wake.signal()
     }
 
     private func writerLoop() {
-        while true {
+        while !stopped.load(ordering: .relaxed) {
             wake.lock()
             _ = wake.wait(until: Date().addingTimeInterval(0.1))
             wake.unlock()
             flush()
         }
+        flush()
+        if fd > 2 { Foundation.close(fd) }
     }
 
     /// Writes in pieces of at most PIPE_BUF bytes cut at line ends, so lines from several

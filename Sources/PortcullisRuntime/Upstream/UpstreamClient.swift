@@ -64,15 +64,37 @@ public struct UpstreamRequest {
     }
 }
 
-/// A libcurl easy handle owned by one worker thread. Reusing it keeps upstream connections
-/// alive between requests; options that never change are set once, the rest on every request.
+/// The upstream HTTP client of one event loop: libcurl's multi interface driven by the loop
+/// (`CURLMOPT_SOCKETFUNCTION` / `TIMERFUNCTION`), so many exchanges are in flight at once and
+/// none blocks the loop. Connections are reused across requests of the loop (the multi
+/// handle's connection cache); easy handles are pooled with their constant options set once.
 public final class UpstreamClient {
-    private let handle: UnsafeMutableRawPointer
+    private let loop: EventLoop
+    private let multi: UnsafeMutableRawPointer
+    private var idleHandles: [UnsafeMutableRawPointer] = []
+    private var sockets: [Int32: CurlSocketWatch] = [:]
+    private lazy var timer = LoopTimer { [unowned self] in self.socketAction(fd: curlSocketTimeout, events: 0) }
+    /// Exchanges in flight on this loop.
+    public private(set) var inFlight = 0
 
-    public init() {
+    public init(loop: EventLoop) {
         curl_global_init(Int(CURL_GLOBAL_ALL))
-        handle = UnsafeMutableRawPointer(curl_easy_init()!)
-        let h = handle
+        self.loop = loop
+        multi = curl_multi_init()!
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        pc_curl_multi_set_socket_cb(multi, curlSocketCallback, me)
+        pc_curl_multi_set_timer_cb(multi, curlTimerCallback, me)
+    }
+
+    deinit {
+        loop.cancel(timer)
+        for handle in idleHandles { curl_easy_cleanup(handle) }
+        curl_multi_cleanup(multi)
+    }
+
+    private func makeHandle() -> UnsafeMutableRawPointer {
+        if let h = idleHandles.popLast() { return h }
+        let h = UnsafeMutableRawPointer(curl_easy_init()!)
         pc_curl_set_long(h, CURLOPT_NOSIGNAL, 1)
         // Never route through a proxy from the environment (http_proxy, ALL_PROXY ...).
         pc_curl_set_str(h, CURLOPT_PROXY, "")
@@ -83,26 +105,27 @@ public final class UpstreamClient {
         pc_curl_set_header_cb(h, headerCallback, nil)
         pc_curl_set_write_cb(h, writeCallback, nil)
         pc_curl_set_read_cb(h, readCallback, nil)
+        return h
     }
 
-    deinit { curl_easy_cleanup(handle) }
+    /// Starts `request`, reading its body from `body` and relaying the answer to `sink`
+    /// (or collecting it when the hooks ask). `completion` runs on the loop when the exchange
+    /// ends, never before `start` returns.
+    public func start(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
+                      requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+        let h = makeHandle()
+        let transfer = Transfer(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url, completion: completion)
+        let ctx = Unmanaged.passRetained(transfer).toOpaque()
 
-    /// Sends `request`, reading its body from `body` and relaying the answer to `sink`
-    /// (or collecting it into the returned context when `mode` is `.collect`).
-    public func perform(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
-                        requestId: String) -> (UpstreamOutcome, CollectedResponse?) {
-        let h = handle
-        let transfer = Transfer(sink: sink, body: body, hooks: hooks, requestId: requestId)
-        let ctx = Unmanaged.passUnretained(transfer).toOpaque()
-
-        // Only what varies per request is set here; `init` set the rest once. Every option a
-        // previous request may have changed is set again (method, body, timeouts, headers).
+        // Every option a previous request may have changed is set again (method, body,
+        // timeouts, headers).
         pc_curl_set_str(h, CURLOPT_URL, request.url)
         pc_curl_set_long(h, CURLOPT_CONNECTTIMEOUT_MS, request.connectTimeoutMs)
         pc_curl_set_long(h, CURLOPT_TIMEOUT_MS, request.timeoutMs)
         pc_curl_set_ptr(h, CURLOPT_HEADERDATA, ctx)
         pc_curl_set_ptr(h, CURLOPT_WRITEDATA, ctx)
         pc_curl_set_ptr(h, CURLOPT_READDATA, ctx)
+        pc_curl_set_ptr(h, CURLOPT_PRIVATE, ctx)
         pc_curl_set_str(h, CURLOPT_CUSTOMREQUEST, nil)
         pc_curl_set_long(h, CURLOPT_NOBODY, 0)
 
@@ -135,40 +158,94 @@ public final class UpstreamClient {
         if !sawAccept { list = curl_slist_append(list, "Accept:") }
         list = curl_slist_append(list, "Expect:")
         pc_curl_set_slist(h, CURLOPT_HTTPHEADER, list)
-        defer {
-            pc_curl_set_slist(h, CURLOPT_HTTPHEADER, nil)
-            curl_slist_free_all(list)
-        }
+        transfer.headerList = list
 
-        let code = curl_easy_perform(h)
-        let elapsedMs = pc_curl_total_time(h) * 1000
-        var outcome = UpstreamOutcome(status: transfer.status, failure: nil, target: request.url, elapsedMs: elapsedMs)
-        if code != CURLE_OK {
-            if transfer.overflowed {
-                return (outcome, CollectedResponse(status: transfer.status, headers: transfer.headers, body: [], overflowed: true))
-            }
-            if transfer.answeredProblem {
-                outcome.failure = .refused
-            } else if transfer.clientGone {
-                outcome.failure = .clientGone
-            } else {
-                let message = String(cString: curl_easy_strerror(code))
-                switch code {
-                case CURLE_OPERATION_TIMEDOUT: outcome.failure = .timedOut(message)
-                default: outcome.failure = .unavailable(message)
-                }
-            }
-            return (outcome, nil)
-        }
-        if transfer.collecting {
-            return (outcome, CollectedResponse(status: transfer.status, headers: transfer.headers, body: transfer.collected,
-                                               overflowed: false))
-        }
-        // A response with no body (204, HEAD, empty 200) never reached the write callback.
-        transfer.sendHeadIfNeeded()
-        if transfer.answeredProblem { outcome.failure = .refused }
-        return (outcome, nil)
+        inFlight += 1
+        curl_multi_add_handle(multi, h)
+        // Start at once (connect or send on a kept connection) rather than one loop turn later.
+        socketAction(fd: curlSocketTimeout, events: 0)
     }
+
+    fileprivate func socketAction(fd: Int32, events: Int32) {
+        var running: Int32 = 0
+        curl_multi_socket_action(multi, fd, events, &running)
+        var queued: Int32 = 0
+        while let message = curl_multi_info_read(multi, &queued) {
+            var easy: UnsafeMutableRawPointer?
+            var code = CURLE_OK
+            guard pc_curl_msg_done(message, &easy, &code) == 1, let easy else { continue }
+            finish(easy, code: code)
+        }
+    }
+
+    private func finish(_ h: UnsafeMutableRawPointer, code: CURLcode) {
+        let transfer = Unmanaged<Transfer>.fromOpaque(pc_curl_private(h)!).takeRetainedValue()
+        let elapsedMs = pc_curl_total_time(h) * 1000
+        curl_multi_remove_handle(multi, h)
+        pc_curl_set_slist(h, CURLOPT_HTTPHEADER, nil)
+        curl_slist_free_all(transfer.headerList)
+        transfer.headerList = nil
+        idleHandles.append(h)
+        inFlight -= 1
+        let (outcome, collected) = transfer.result(code: code, elapsedMs: elapsedMs)
+        transfer.completion(outcome, collected)
+    }
+
+    fileprivate func watch(_ fd: Int32, what: Int32) {
+        if what == CURL_POLL_REMOVE {
+            if sockets.removeValue(forKey: fd) != nil { loop.deregister(fd) }
+            return
+        }
+        var events: UInt32 = 0
+        if what == CURL_POLL_IN || what == CURL_POLL_INOUT { events |= EventLoop.readable }
+        if what == CURL_POLL_OUT || what == CURL_POLL_INOUT { events |= EventLoop.writable }
+        if sockets[fd] != nil, loop.isRegistered(fd) {
+            loop.modify(fd, events: events)
+        } else {
+            let watch = CurlSocketWatch(fd: fd, client: self)
+            sockets[fd] = watch
+            do {
+                try loop.register(fd, events: events, handler: watch)
+            } catch {
+                sockets[fd] = nil
+            }
+        }
+    }
+
+    fileprivate func setTimer(_ timeoutMs: Int) {
+        if timeoutMs < 0 {
+            loop.cancel(timer)
+        } else {
+            loop.schedule(timer, afterNanos: UInt64(timeoutMs) * 1_000_000)
+        }
+    }
+}
+
+/// Readiness of one socket libcurl asked the loop to watch.
+private final class CurlSocketWatch: LoopHandler {
+    let fd: Int32
+    unowned let client: UpstreamClient
+    init(fd: Int32, client: UpstreamClient) {
+        self.fd = fd
+        self.client = client
+    }
+    func ready(_ events: UInt32) {
+        var mask: Int32 = 0
+        if events & (EventLoop.readable | EventLoop.hangup) != 0 { mask |= CURL_CSELECT_IN }
+        if events & EventLoop.writable != 0 { mask |= CURL_CSELECT_OUT }
+        if events & EventLoop.hangup != 0 { mask |= CURL_CSELECT_ERR }
+        client.socketAction(fd: fd, events: mask)
+    }
+}
+
+private let curlSocketCallback: pc_curl_socket_cb = { _, fd, what, userp, _ in
+    Unmanaged<UpstreamClient>.fromOpaque(userp!).takeUnretainedValue().watch(fd, what: what)
+    return 0
+}
+
+private let curlTimerCallback: pc_curl_timer_cb = { _, timeoutMs, userp in
+    Unmanaged<UpstreamClient>.fromOpaque(userp!).takeUnretainedValue().setTimer(timeoutMs)
+    return 0
 }
 
 /// A response collected whole for transformation.
@@ -186,6 +263,9 @@ private final class Transfer {
     let body: BodySource?
     let hooks: ResponseHooks
     let requestId: String
+    let url: String
+    let completion: (UpstreamOutcome, CollectedResponse?) -> Void
+    var headerList: UnsafeMutablePointer<curl_slist>?
     var status = 0
     var headers = HTTPHeaders()
     var clientGone = false
@@ -196,11 +276,40 @@ private final class Transfer {
     var collected: [UInt8] = []
     var overflowed = false
 
-    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String) {
+    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String,
+         completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
         self.sink = sink
         self.body = body
         self.hooks = hooks
         self.requestId = requestId
+        self.url = url
+        self.completion = completion
+    }
+
+    /// What the finished exchange amounts to.
+    func result(code: CURLcode, elapsedMs: Double) -> (UpstreamOutcome, CollectedResponse?) {
+        var outcome = UpstreamOutcome(status: status, failure: nil, target: url, elapsedMs: elapsedMs)
+        if code != CURLE_OK {
+            if overflowed {
+                return (outcome, CollectedResponse(status: status, headers: headers, body: [], overflowed: true))
+            }
+            if answeredProblem {
+                outcome.failure = .refused
+            } else if clientGone {
+                outcome.failure = .clientGone
+            } else {
+                let message = String(cString: curl_easy_strerror(code))
+                outcome.failure = code == CURLE_OPERATION_TIMEDOUT ? .timedOut(message) : .unavailable(message)
+            }
+            return (outcome, nil)
+        }
+        if collecting {
+            return (outcome, CollectedResponse(status: status, headers: headers, body: collected, overflowed: false))
+        }
+        // A response with no body (204, HEAD, empty 200) never reached the write callback.
+        sendHeadIfNeeded()
+        if answeredProblem { outcome.failure = .refused }
+        return (outcome, nil)
     }
 
     /// One raw header line from libcurl, parsed on bytes (no Character handling on the hot path).
@@ -286,3 +395,6 @@ private let readCallback: pc_curl_data_cb = { ptr, size, count, userdata in
     guard let body = transfer.body, let ptr else { return 0 }
     return body.read(into: UnsafeMutableRawBufferPointer(start: ptr, count: size * count))
 }
+
+/// libcurl's CURL_SOCKET_TIMEOUT (a macro Swift does not import): "no socket, a timeout fired".
+private let curlSocketTimeout: Int32 = -1

@@ -1,0 +1,88 @@
+import CFastCGI
+import CPortcullis
+import Foundation
+
+/// One FastCGI connection from nginx, owned by one event loop and kept alive between requests
+/// (`fastcgi_keep_conn on`). libfcgi parses and writes the records: `FCGX_Accept_r` runs only
+/// when the loop reports the connection readable (nginx writes a request's BEGIN_REQUEST,
+/// PARAMS and STDIN together, so the read does not wait), `FCGX_Finish_r` ends the answer.
+/// An idle connection costs its descriptor and this object, nothing else.
+final class FastCGIConnection: LoopHandler {
+    let fd: Int32
+    let request: UnsafeMutablePointer<FCGX_Request>
+    unowned let owner: LoopWorker
+    /// A request is being served: readiness now means an abort or a close by nginx, handled
+    /// once the request ends.
+    private(set) var busy = false
+    /// Whether the loop watches the descriptor (it stops while busy if nginx closes).
+    private var watched = true
+    /// Longest request body left unread that is drained to keep the connection; above it the
+    /// connection is closed instead.
+    static let drainLimit = 1 << 20
+
+    init(fd: Int32, owner: LoopWorker) {
+        self.fd = fd
+        self.owner = owner
+        request = .allocate(capacity: 1)
+        FCGX_InitRequest(request, -1, 0)
+        // Before the first FCGX_Accept_r: it starts with FCGX_Finish_r, which would close a
+        // descriptor whose keepConnection is 0. From then on nginx's FCGI_KEEP_CONN decides.
+        request.pointee.ipcFd = fd
+        request.pointee.keepConnection = 1
+    }
+
+    deinit { request.deallocate() }
+
+    func ready(_ events: UInt32) {
+        if busy {
+            // nginx closed or aborted mid-request; level-triggered readiness would spin.
+            owner.loop.deregister(fd)
+            watched = false
+            return
+        }
+        guard FCGX_Accept_r(request) == 0 else {
+            // nginx closed the connection (or sent garbage): libfcgi has closed the descriptor.
+            request.pointee.ipcFd = -1
+            owner.forget(self)
+            return
+        }
+        busy = true
+        owner.serve(self)
+    }
+
+    /// Ends the current request: drains what nginx sent and nobody read, writes END_REQUEST, and
+    /// keeps the connection if nginx asked to.
+    func finish(unreadBody: Int64) {
+        if unreadBody > Int64(Self.drainLimit) {
+            request.pointee.keepConnection = 0
+        } else if request.pointee.in != nil {
+            var scratch = [CChar](repeating: 0, count: 16 * 1024)
+            while FCGX_GetStr(&scratch, Int32(scratch.count), request.pointee.in) > 0 {}
+        }
+        FCGX_Finish_r(request)
+        busy = false
+        if request.pointee.ipcFd < 0 || owner.retiring && !watched {
+            owner.forget(self)
+            return
+        }
+        if !watched {
+            // nginx hung up while the request ran: the next read sees it and the loop drops us.
+            try? owner.loop.register(fd, events: EventLoop.readable, handler: self)
+            watched = true
+        }
+    }
+
+    /// Releases the connection without closing its descriptor (handed to another worker).
+    func detach() -> Int32 {
+        if watched { owner.loop.deregister(fd) }
+        watched = false
+        request.pointee.ipcFd = -1
+        return fd
+    }
+
+    /// Closes an idle connection (shutdown without a survivor to hand it to).
+    func closeIdle() {
+        let fd = detach()
+        close(fd)
+    }
+}

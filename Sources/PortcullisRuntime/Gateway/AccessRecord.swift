@@ -1,0 +1,57 @@
+import Foundation
+import PortcullisCore
+
+/// The fields of one access-log line.
+struct AccessRecord {
+    var requestId: String
+    var method: String
+    var path: String
+    var client: String
+    var route: String?
+    var status = 0
+    var upstream: String?
+    var upstreamStatus: Int?
+    var durationMs = 0.0
+    var upstreamMs: Double?
+    var bytesSent = 0
+    var error: String?
+    var consumer: String?
+    var credential: String?
+    var limits: String?
+
+    init(request: GatewayRequest) {
+        requestId = request.requestId
+        method = request.method
+        path = request.path
+        client = request.facts.clientAddress
+    }
+
+    /// The JSON line, fields in documented order; optional fields only when set.
+    var line: [UInt8] {
+        var w = JSONLineWriter()
+        w.field("time", RFC3339.format(Date(), milliseconds: true))
+        w.field("request_id", requestId)
+        w.field("route", route)
+        w.field("method", method)
+        w.field("path", path)
+        w.field("client", client)
+        w.field("status", status)
+        w.field("upstream", upstream)
+        w.field("upstream_status", upstreamStatus.flatMap { $0 > 0 ? $0 : nil })
+        w.field("duration_ms", milliseconds: durationMs)
+        w.field("upstream_ms", milliseconds: upstreamMs)
+        w.field("bytes_sent", bytesSent)
+        if let consumer { w.field("consumer", consumer) }
+        if let credential { w.field("credential", credential) }
+        if let limits { w.field("limits", limits) }
+        if let error { w.field("error", error) }
+        return w.finish()
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        let (s, atto) = components
+        return Double(s) * 1000 + Double(atto) / 1e15
+    }
+}

@@ -1,0 +1,273 @@
+import Foundation
+import PortcullisCore
+import PortcullisPlugins
+
+/// One request on an event loop, as a chain of steps that each either answer or hand over to
+/// the next: decode → route → authenticate → limit (may wait for Redis) → transform → upstream
+/// (waits for the answer) → transform → answer. Every wait is a completion the loop calls
+/// later; nothing here blocks except reading a request body nginx has already buffered.
+/// The access-log line is written once, when the request ends.
+final class RequestTask {
+    private let context: LoopContext
+    private let connection: FastCGIConnection
+    private unowned let worker: LoopWorker
+    private let exchange: FastCGIExchange
+    private let started: UInt64
+    private var gateway: Gateway { context.gateway }
+    private var log: AccessRecord
+    private var request: GatewayRequest
+    /// Body bytes read from nginx so far (the rest is drained when the request ends).
+    private var bodyRead: Int64 = 0
+    private var ended = false
+
+    init(context: LoopContext, connection: FastCGIConnection, worker: LoopWorker) {
+        self.context = context
+        self.connection = connection
+        self.worker = worker
+        started = EventLoop.monotonicNanos()
+        exchange = FastCGIExchange(request: connection.request)
+        let params = exchange.params()
+        request = RequestDecoder.decode(params)
+        exchange.requestId = request.requestId
+        log = AccessRecord(request: request)
+    }
+
+    func start() {
+        // libfcgi accepts params of any size; the worker bounds them itself.
+        if exchange.paramBytes > gateway.config.server.maxHeaderBytes {
+            return answer(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes))
+        }
+        switch gateway.router.route(request) {
+        case .notFound:
+            answer(.notFound(path: request.path))
+        case .methodNotAllowed(let allowed):
+            answer(.methodNotAllowed(request.method, allowed: allowed))
+        case .matched(let match):
+            let route = gateway.config.routes[match.routeIndex]
+            log.route = route.name
+            if let length = request.contentLength, length > gateway.config.server.maxBodyBytes {
+                return answer(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes))
+            }
+            authenticate(route: route, match: match)
+        }
+    }
+
+    /// Answers a gateway error and ends the request.
+    private func answer(_ problem: ProblemDetails) {
+        exchange.sendProblem(problem, requestId: request.requestId)
+        end()
+    }
+
+    private func end() {
+        guard !ended else { return }
+        ended = true
+        log.status = exchange.status
+        log.bytesSent = exchange.bytesSent
+        log.durationMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
+        gateway.accessLog.record(line: log.line, loop: worker.loop.index)
+        worker.requestEnded(connection, unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
+    }
+
+    // MARK: admission
+
+    private func authenticate(route: RouteConfig, match: RouteMatchResult) {
+        var identity: Identity?
+        if let policy = route.auth {
+            switch gateway.authenticator.authenticate(request, policy: policy, now: Int64(time(nil))) {
+            case .rejected(let problem):
+                return answer(problem)
+            case .authenticated(let who):
+                identity = who
+                log.consumer = who.consumerId
+                log.credential = who.credentialId
+            case .anonymous:
+                break
+            }
+        }
+        guard !route.limits.isEmpty else {
+            return forward(RoutedRequest(request: request, route: route, match: match,
+                                         upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
+                                         identity: identity, responseHeaders: HTTPHeaders()))
+        }
+        guard let limiter = context.limiter else {
+            return answer(.internalError("rate limiting is unavailable"))
+        }
+        let request = self.request
+        let subject = RateLimitSubject(
+            credentialId: identity?.credentialId, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
+            clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
+            claim: { identity?.claims[$0].flatMap(Self.claimText) })
+        limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
+            log.limits = outcome.logSummary
+            if let problem = outcome.problem { return answer(problem) }
+            forward(RoutedRequest(request: request, route: route, match: match,
+                                  upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
+                                  identity: identity, responseHeaders: outcome.headers))
+        }
+    }
+
+    /// A claim as a rate-limit key value: strings as they are, other scalars as JSON text.
+    static func claimText(_ value: JSONValue) -> String? {
+        switch value {
+        case .string(let s): return s
+        case .null, .array, .object: return nil
+        default: return JSONCodec.serialize(value)
+        }
+    }
+
+    // MARK: upstream
+
+    /// Applies request transforms and sends the request upstream.
+    private func forward(_ pass: RoutedRequest) {
+        let request = pass.request
+        let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
+        var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
+        Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
+        var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: headers)
+        var body: BodySource = exchange
+        var bodyLength = request.contentLength
+        let templates = pass.chain.isEmpty ? nil : templateContext(pass)
+
+        if let templates, !pass.chain.request.isEmpty {
+            if pass.chain.needsRequestBody(outgoing, context: templates) {
+                // The rule set with the smallest limit (the first of equals), as the chain reports it.
+                let limiting = pass.chain.request.filter(\.touchesBody).min { $0.maxBodyBytes < $1.maxBodyBytes }
+                let limit = limiting?.maxBodyBytes ?? gateway.config.server.maxBodyBytes
+                if let length = request.contentLength, length > limit {
+                    log.error = "request body above \(limit) bytes"
+                    return answer(.transformBodyTooLarge(phase: .request, limit: limit, ruleSet: limiting?.name ?? ""))
+                }
+                outgoing.body = BufferedBody.readAll(from: exchange, expected: Int(request.contentLength ?? 0))
+                bodyRead = Int64(outgoing.body?.count ?? 0)
+            }
+            do {
+                try pass.chain.applyRequest(to: &outgoing, context: templates)
+            } catch {
+                log.error = error.description
+                return answer(error.problem)
+            }
+            if let bytes = outgoing.body {
+                body = BufferedBody(bytes)
+                bodyLength = Int64(bytes.count)
+            }
+        }
+        if body === exchange { bodyRead = request.contentLength ?? 0 }
+
+        let target = context.nextTarget(routeIndex: pass.match.routeIndex)
+        var url = target + PercentEncoding.encode(outgoing.path, allowed: .path)
+        if !outgoing.rawQuery.isEmpty { url += "?" + outgoing.rawQuery }
+        let upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
+                                              connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
+        log.upstream = target
+        worker.upstream.start(upstreamRequest, body: body, sink: exchange, hooks: responseHooks(pass, context: templates),
+                              requestId: request.requestId) { [self] outcome, collected in
+            upstreamEnded(pass, templates: templates, outcome: outcome, collected: collected)
+        }
+    }
+
+    private func upstreamEnded(_ pass: RoutedRequest, templates: TemplateContext?, outcome: UpstreamOutcome, collected: CollectedResponse?) {
+        log.upstreamStatus = outcome.status
+        log.upstreamMs = outcome.elapsedMs
+        switch outcome.failure {
+        case nil:
+            if let collected, let templates {
+                sendTransformed(collected, pass: pass, context: templates)
+            }
+        case .clientGone?, .refused?:
+            break
+        case .unavailable(let why)?:
+            log.error = why
+            if !exchange.headSent {
+                exchange.sendProblem(.badGateway("upstream \"\(pass.upstream.name)\" is unavailable: \(why)"), requestId: request.requestId)
+            }
+        case .timedOut(let why)?:
+            log.error = why
+            if !exchange.headSent {
+                exchange.sendProblem(.gatewayTimeout("upstream \"\(pass.upstream.name)\" did not answer within \(pass.upstream.timeoutMs) ms"),
+                                     requestId: request.requestId)
+            }
+        }
+        end()
+    }
+
+    private func responseHooks(_ pass: RoutedRequest, context: TemplateContext?) -> ResponseHooks {
+        let added = pass.responseHeaders
+        guard let context, !pass.chain.response.isEmpty else {
+            if added.count == 0 { return .streaming }
+            return ResponseHooks(head: { _, headers in
+                for (name, value) in added { headers.set(name, value) }
+                return nil
+            })
+        }
+        let chain = pass.chain
+        let limit = Int(chain.responseBodyLimit ?? Int64(gateway.config.transform.maxBodyBytes))
+        return ResponseHooks(
+            mode: { status, headers in chain.needsResponseBody(status: status, headers: headers, context: context) ? .collect(limit: limit) : .stream },
+            head: { status, headers in
+                for (name, value) in added { headers.set(name, value) }
+                var noBody: [UInt8]?
+                do {
+                    try chain.applyResponse(status: &status, headers: &headers, body: &noBody, context: context)
+                    return nil
+                } catch let error as TransformError {
+                    return error.problem
+                } catch {
+                    return .internalError("response transform failed")
+                }
+            })
+    }
+
+    private func sendTransformed(_ collected: CollectedResponse, pass: RoutedRequest, context: TemplateContext) {
+        let chain = pass.chain
+        if collected.overflowed {
+            let limit = chain.responseBodyLimit ?? gateway.config.transform.maxBodyBytes
+            let ruleSet = chain.response.first(where: \.touchesBody)?.name ?? ""
+            log.error = "response body above \(limit) bytes"
+            exchange.sendProblem(.transformBodyTooLarge(phase: .response, limit: limit, ruleSet: ruleSet), requestId: context.requestId)
+            return
+        }
+        var status = collected.status
+        var headers = HeaderHygiene.downstreamResponseHeaders(collected.headers)
+        for (name, value) in pass.responseHeaders { headers.set(name, value) }
+        var body: [UInt8]? = collected.body
+        do {
+            try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
+        } catch {
+            log.error = error.description
+            exchange.sendProblem(error.problem, requestId: context.requestId)
+            return
+        }
+        let bytes = body ?? []
+        headers.set("Content-Length", String(bytes.count))
+        exchange.sendHead(status: status, headers: headers)
+        exchange.sendBody(bytes)
+    }
+
+    private func templateContext(_ pass: RoutedRequest) -> TemplateContext {
+        TemplateContext(consumerId: pass.identity?.consumerId, consumerGroups: pass.identity?.groups ?? [],
+                        claims: pass.identity?.claims, pathParams: pass.match.params, requestHeaders: pass.request.headers,
+                        queryItems: pass.request.queryItems, method: pass.request.method, path: pass.request.path,
+                        requestId: pass.request.requestId, route: pass.route.name, now: Date())
+    }
+
+    /// The raw query, without parameters that carry credentials.
+    private func upstreamQuery(_ request: GatewayRequest) -> String {
+        guard !gateway.credentialQueryParameters.isEmpty, !request.rawQuery.isEmpty else { return request.rawQuery }
+        return request.rawQuery.split(separator: "&", omittingEmptySubsequences: true).filter { pair in
+            let name = pair.split(separator: "=", maxSplits: 1).first.map { PercentEncoding.decode($0, plusAsSpace: true) } ?? ""
+            return !gateway.credentialQueryParameters.contains(name)
+        }.joined(separator: "&")
+    }
+}
+
+/// A request after routing (and authentication): everything the rest of the pipeline needs.
+struct RoutedRequest {
+    let request: GatewayRequest
+    let route: RouteConfig
+    let match: RouteMatchResult
+    let upstream: UpstreamConfig
+    let chain: TransformChain
+    let identity: Identity?
+    /// Headers the gateway adds to the response (RateLimit-*).
+    let responseHeaders: HTTPHeaders
+}
