@@ -120,10 +120,11 @@ def test_scale_refuses_out_of_range_and_stopped_gateway(make_gateway: Callable[.
     assert "not running" in stopped.stderr
 
 
-def test_reload_whose_workers_cannot_start_keeps_the_running_generation(make_gateway: Callable[..., Gateway]) -> None:
+def test_reload_whose_workers_cannot_load_it_keeps_the_running_generation(make_gateway: Callable[..., Gateway]) -> None:
     """A config the master accepts but its workers cannot run (an access log in a directory that
-    does not exist) must not take the gateway down: the reload reports failure and the old
-    workers keep serving."""
+    does not exist) must not take the gateway down: every worker prepares the new configuration
+    beside the running one, one failure aborts the switch everywhere, the reload reports the
+    workers' reason and the same workers keep serving the old configuration."""
     gw = make_gateway(workers=2, threads=2)
     before = gw.status()
     config = json.loads(json.dumps(gw.config))
@@ -131,7 +132,8 @@ def test_reload_whose_workers_cannot_start_keeps_the_running_generation(make_gat
     gw.write_raw_config(json.dumps(config))  # bypasses the harness's own access-log path
     result = gw.cli("reload")
     assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "new workers exited while starting" in result.stderr
+    assert "the workers could not load the new configuration" in result.stderr
+    assert "cannot open access log" in result.stderr and "no-such-dir" in result.stderr
     after = gw.status()
     assert after["generation"] == before["generation"]
     live = {w["pid"] for w in after["workers"] if not w.get("retiring")}

@@ -61,6 +61,13 @@ public struct ProblemDetails: Sendable, Equatable {
                        detail: "request headers exceed \(limit) bytes")
     }
 
+    /// A FastCGI request without the facts nginx always sends (it was cut short, or did not
+    /// come from the shipped snippet).
+    public static func incompleteRequest(missing: String) -> ProblemDetails {
+        ProblemDetails(status: 400, type: "incomplete-request", title: "Bad Request",
+                       detail: "the FastCGI request lacks \(missing)")
+    }
+
     public static func internalError(_ detail: String) -> ProblemDetails {
         ProblemDetails(status: 500, type: "internal-error", title: "Internal Server Error", detail: detail)
     }

@@ -29,9 +29,26 @@ final class FastCGIConnection: LoopHandler {
         // descriptor whose keepConnection is 0. From then on nginx's FCGI_KEEP_CONN decides.
         request.pointee.ipcFd = fd
         request.pointee.keepConnection = 1
+        // libfcgi's default close lingers: it shuts down writing and waits up to 2 s for the
+        // peer to close. A "detached" request closes at once, which the loop needs; nginx has
+        // read END_REQUEST by then, so no answer is cut short.
+        request.pointee.detached = 1
     }
 
     deinit { request.deallocate() }
+
+    /// libfcgi reads and writes with blocking calls. nginx writes a whole request at once and
+    /// reads answers promptly (`fastcgi_buffering on`), so these calls return at once; the
+    /// timeouts bound what anything else on the socket (a stuck or hostile local client that
+    /// sends half a request) can make the loop wait: the call fails and the connection closes.
+    static func boundBlockingIO(_ fd: Int32) {
+        var receive = timeval(tv_sec: Self.receiveTimeoutSeconds, tv_usec: 0)
+        var send = timeval(tv_sec: Self.sendTimeoutSeconds, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &receive, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send, socklen_t(MemoryLayout<timeval>.size))
+    }
+    static let receiveTimeoutSeconds = 2
+    static let sendTimeoutSeconds = 10
 
     func ready(_ events: UInt32) {
         if busy {

@@ -163,6 +163,7 @@ final class LoopWorker: @unchecked Sendable {
     }
 
     func adopt(_ fd: Int32) {
+        FastCGIConnection.boundBlockingIO(fd)
         let connection = FastCGIConnection(fd: fd, owner: self)
         do {
             try loop.register(fd, events: EventLoop.readable, handler: connection)

@@ -19,6 +19,8 @@ final class RequestTask {
     /// Body bytes read from nginx so far (the rest is drained when the request ends).
     private var bodyRead: Int64 = 0
     private var ended = false
+    /// nginx always sends REQUEST_METHOD; without it the params were cut short.
+    private let complete: Bool
 
     init(context: LoopContext, connection: FastCGIConnection, worker: LoopWorker) {
         self.context = context
@@ -27,12 +29,14 @@ final class RequestTask {
         started = EventLoop.monotonicNanos()
         exchange = FastCGIExchange(request: connection.request)
         let params = exchange.params()
+        complete = params.contains { $0.name == "REQUEST_METHOD" }
         request = RequestDecoder.decode(params)
         exchange.requestId = request.requestId
         log = AccessRecord(request: request)
     }
 
     func start() {
+        guard complete else { return answer(.incompleteRequest(missing: "REQUEST_METHOD")) }
         // libfcgi accepts params of any size; the worker bounds them itself.
         if exchange.paramBytes > gateway.config.server.maxHeaderBytes {
             return answer(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes))
