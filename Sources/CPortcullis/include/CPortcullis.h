@@ -89,4 +89,8 @@ int pc_curl_msg_done(CURLMsg *msg, CURL **easy, CURLcode *result);
 /* ---- misc ---- */
 int pc_set_cloexec(int fd, int on);
 
+/* ---- hiredis async: the context, its event hooks and redisAsyncCommandArgv, for the rate-limit
+   store on the event loop (the CHiredis module exposes only the blocking API) ---- */
+#include <hiredis/async.h>
+
 #endif

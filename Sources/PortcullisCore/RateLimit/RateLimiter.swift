@@ -66,6 +66,56 @@ public struct RateLimitOutcome: Sendable, Equatable {
     public static let unlimited = RateLimitOutcome(verdict: .allowed, results: [], unavailableRetrySeconds: 0)
 }
 
+/// One request's pass over the limits of its route, as a resumable state machine: the limiter
+/// advances it until a limit needs the remote store, hands out that question as a
+/// ``Step/remote(key:params:)`` and is resumed with the answer. No I/O of its own, so the
+/// decision logic is tested without sockets; ``RateLimiter/evaluate(_:subject:now:cost:completion:)``
+/// drives it.
+public struct RateLimitEvaluation {
+    /// What the evaluation needs next.
+    public enum Step {
+        /// Ask the remote store to acquire the evaluation's cost on `key`, then
+        /// ``RateLimiter/resume(_:with:)`` with its answer.
+        case remote(key: RateLimitKey, params: RateLimitParams)
+        /// Every limit is decided (or one rejected).
+        case done(RateLimitOutcome)
+    }
+
+    /// An admitted limit, refunded if a later one rejects.
+    struct Commitment {
+        var remote: Bool
+        var key: RateLimitKey
+        var params: RateLimitParams
+    }
+
+    /// The limit waiting for the remote store's answer.
+    struct Question {
+        var spec: RateLimitSpec
+        var params: RateLimitParams
+        var key: RateLimitKey
+    }
+
+    public let limits: [RateLimitSpec]
+    public let subject: RateLimitSubject
+    /// Wall-clock microseconds of the request: every limit, and any fallback decided after a
+    /// remote failure, is decided at this time.
+    public let now: Int64
+    public let cost: Int64
+    /// The next limit to decide.
+    var next = 0
+    var results: [RateLimitResult] = []
+    var committed: [Commitment] = []
+    var question: Question?
+
+    public init(limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64, cost: Int64 = 1) {
+        self.limits = limits
+        self.subject = subject
+        self.now = now
+        self.cost = cost
+        results.reserveCapacity(limits.count)
+    }
+}
+
 /// The per-request entry point: evaluates every limit of a route against its store, applies the
 /// failure policies and keeps multi-limit semantics.
 ///
@@ -74,14 +124,17 @@ public struct RateLimitOutcome: Sendable, Equatable {
 /// So a rejected request consumes nothing (every limit must pass), with one atomic step per
 /// limit and store — a "check all, then commit all" would need a transaction spanning slots
 /// and stores, and would still have to undo when a commit loses a race. The cost is that for a
-/// few microseconds a rejected request's earlier consumption is visible to concurrent
-/// requests, which can only make them stricter, never looser.
+/// few microseconds (a Redis round trip for a remote limit) a rejected request's earlier
+/// consumption is visible to concurrent requests, which can only make them stricter, never
+/// looser.
 ///
-/// One limiter per worker thread: it holds that thread's Redis connection (through the store)
-/// and the Redis health state; the local table is shared.
+/// One limiter per event-loop thread: it holds that loop's remote store (one Redis connection,
+/// many requests in flight on it) and the Redis health state that every request of the loop
+/// shares; the local table is shared by all. Used only on its loop's thread.
 public final class RateLimiter {
     let local: RateLimitStore
-    let remote: RateLimitStore?
+    /// The store of `store: redis` limits (nil: they are decided locally, undivided).
+    public let remote: RemoteRateLimitStore?
     let instances: Int
     let retryMicros: Int64
     let observer: RateLimitObserver
@@ -90,7 +143,9 @@ public final class RateLimiter {
     /// Whether the last Redis call failed (so recovery is logged once).
     public private(set) var degraded = false
 
-    public init(local: RateLimitStore, remote: RateLimitStore?, settings: RateLimitSettings,
+    /// `remote` answers `store: redis` limits; `settings` gives the Redis retry interval and
+    /// the instance count the `local` failure policy divides by.
+    public init(local: RateLimitStore, remote: RemoteRateLimitStore?, settings: RateLimitSettings,
                 observer: RateLimitObserver = RateLimitObserver()) {
         self.local = local
         self.remote = remote
@@ -99,63 +154,145 @@ public final class RateLimiter {
         self.observer = observer
     }
 
-    /// Decides one request against `limits` (the route's). `now` is wall-clock microseconds
-    /// (``RateLimitClock/nowMicros()``).
+    /// Decides one request against `limits` (the route's) and hands the outcome to
+    /// `completion`. `now` is wall-clock microseconds (``RateLimitClock/nowMicros()``).
+    ///
+    /// `completion` runs exactly once: before this returns when no limit has to wait for Redis
+    /// (all local, Redis in its retry interval, or the connection refused at once); otherwise
+    /// later, on the loop thread, when Redis answers or its timeout fails the call and the
+    /// limit's failure policy decides. Requests do not wait for each other: many may be in
+    /// flight at once, each completing when its own answers are in.
+    public func evaluate(_ limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64, cost: Int64 = 1,
+                         completion: @escaping (RateLimitOutcome) -> Void) {
+        guard !limits.isEmpty else { return completion(.unlimited) }
+        var evaluation = RateLimitEvaluation(limits: limits, subject: subject, now: now, cost: cost)
+        let step = advance(&evaluation)
+        drive(evaluation, step, completion)
+    }
+
+    /// Decides one request and returns its outcome, for a caller off any event loop whose stores
+    /// answer before returning: no remote store (`portcullis microbench`), or a Redis store
+    /// that waits for its answers (`RedisRateLimitStore(settings:)`). Traps when an answer
+    /// would come later: on an event loop, use ``evaluate(_:subject:now:cost:completion:)``.
     public func evaluate(_ limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64, cost: Int64 = 1) -> RateLimitOutcome {
-        guard !limits.isEmpty else { return .unlimited }
-        var results: [RateLimitResult] = []
-        results.reserveCapacity(limits.count)
-        var committed: [(store: RateLimitStore, key: RateLimitKey, params: RateLimitParams)] = []
-        for spec in limits {
-            let params = spec.params(forGroups: subject.consumerGroups)
-            let step = decide(spec, params: params, subject: subject, now: now, cost: cost)
-            results.append(step.result)
-            let rejected = step.result.path == .failClosed || step.result.decision?.allowed == false
-            if rejected {
-                for c in committed { try? c.store.refund(c.key, params: c.params, now: now, cost: cost) }
-                let verdict: RateLimitOutcome.Verdict = step.result.path == .failClosed ? .storeUnavailable : .limited
-                return RateLimitOutcome(verdict: verdict, results: results,
-                                        unavailableRetrySeconds: RateLimitState.ceilSeconds(retryMicros))
-            }
-            if let store = step.store { committed.append((store, step.key, step.result.params)) }
-        }
-        return RateLimitOutcome(verdict: .allowed, results: results, unavailableRetrySeconds: 0)
+        var outcome: RateLimitOutcome?
+        evaluate(limits, subject: subject, now: now, cost: cost) { outcome = $0 }
+        guard let outcome else { preconditionFailure("a remote store answered later; use the completion form on its event loop") }
+        return outcome
     }
 
-    private struct Step {
+    private func drive(_ evaluation: RateLimitEvaluation, _ step: RateLimitEvaluation.Step,
+                       _ completion: @escaping (RateLimitOutcome) -> Void) {
+        switch step {
+        case .done(let outcome):
+            completion(outcome)
+        case .remote(let key, let params):
+            // `advance` asks only when there is a remote store.
+            remote!.acquire(key, params: params, now: evaluation.now, cost: evaluation.cost) { [self] answer in
+                var evaluation = evaluation
+                let step = resume(&evaluation, with: answer)
+                drive(evaluation, step, completion)
+            }
+        }
+    }
+
+    /// Decides limits in route order until one needs the remote store or all are decided.
+    public func advance(_ e: inout RateLimitEvaluation) -> RateLimitEvaluation.Step {
+        precondition(e.question == nil, "the evaluation waits for a remote answer")
+        while e.next < e.limits.count {
+            let spec = e.limits[e.next]
+            let params = spec.params(forGroups: e.subject.consumerGroups)
+            let key = RateLimitKey.make(limitName: spec.name, params: params, parts: spec.key, subject: e.subject)
+            let decided: Decided
+            if spec.store == .local || remote == nil {
+                decided = decideLocally(spec.name, key: key, params: params, path: .primary, now: e.now, cost: e.cost)
+            } else if remoteIsDue(e.now) {
+                e.question = RateLimitEvaluation.Question(spec: spec, params: params, key: key)
+                return .remote(key: key, params: params)
+            } else {
+                decided = applyPolicy(spec, params: params, subject: e.subject, now: e.now, cost: e.cost)
+            }
+            if let outcome = record(decided, in: &e) { return .done(outcome) }
+        }
+        return .done(RateLimitOutcome(verdict: .allowed, results: e.results, unavailableRetrySeconds: 0))
+    }
+
+    /// Continues an evaluation with the remote store's answer to its last ``RateLimitEvaluation/Step/remote(key:params:)``:
+    /// a decision, or an error that puts Redis in its retry interval and lets the limit's
+    /// failure policy decide.
+    public func resume(_ e: inout RateLimitEvaluation, with answer: Result<RateLimitDecision, RateLimitStoreError>) -> RateLimitEvaluation.Step {
+        guard let q = e.question else { preconditionFailure("the evaluation asked no question") }
+        e.question = nil
+        let decided: Decided
+        switch answer {
+        case .success(let d):
+            if degraded {
+                degraded = false
+                observer.log("rate limit: redis answers again; distributed counting resumed")
+            }
+            remoteRetryAt = 0
+            decided = Decided(result: RateLimitResult(name: q.spec.name, decision: d, path: .primary, params: q.params),
+                              commitment: .init(remote: true, key: q.key, params: q.params))
+        case .failure(let error):
+            remoteFailed(error, now: e.now)
+            decided = applyPolicy(q.spec, params: q.params, subject: e.subject, now: e.now, cost: e.cost)
+        }
+        if let outcome = record(decided, in: &e) { return .done(outcome) }
+        return advance(&e)
+    }
+
+    /// Whether a request at `now` may call Redis (healthy, or its retry interval is over).
+    private func remoteIsDue(_ now: Int64) -> Bool { remoteRetryAt == 0 || now >= remoteRetryAt }
+
+    /// Counts every failed call; opens the retry interval and logs once per outage. With many
+    /// requests in flight, one timeout or lost connection fails them all at once: only the
+    /// first, sent while Redis was still due, starts the interval; the others (sent before it
+    /// began) belong to the same outage.
+    private func remoteFailed(_ error: RateLimitStoreError, now: Int64) {
+        observer.storeFailure()
+        degraded = true
+        guard remoteIsDue(now) else { return }
+        remoteRetryAt = now + retryMicros
+        observer.log("rate limit: redis unavailable (\(error.message)); limits degraded to their on_store_failure policy, retry in \(retryMicros / 1_000) ms")
+    }
+
+    private struct Decided {
         var result: RateLimitResult
-        var store: RateLimitStore?
-        var key: RateLimitKey
+        /// Set when a counter was consumed.
+        var commitment: RateLimitEvaluation.Commitment?
     }
 
-    private func decide(_ spec: RateLimitSpec, params: RateLimitParams, subject: RateLimitSubject, now: Int64, cost: Int64) -> Step {
-        let key = RateLimitKey.make(limitName: spec.name, params: params, parts: spec.key, subject: subject)
-        if spec.store == .local || remote == nil {
-            return decideLocally(spec.name, key: key, params: params, path: .primary, now: now, cost: cost)
+    /// Appends one limit's result; on a rejection refunds the earlier limits and returns the
+    /// outcome.
+    private func record(_ decided: Decided, in e: inout RateLimitEvaluation) -> RateLimitOutcome? {
+        e.results.append(decided.result)
+        e.next += 1
+        let path = decided.result.path
+        guard path == .failClosed || decided.result.decision?.allowed == false else {
+            if let c = decided.commitment { e.committed.append(c) }
+            return nil
         }
-        if let remote, remoteRetryAt == 0 || now >= remoteRetryAt {
-            do {
-                let d = try remote.acquire(key, params: params, now: now, cost: cost)
-                if degraded {
-                    degraded = false
-                    observer.log("rate limit: redis answers again; distributed counting resumed")
-                }
-                remoteRetryAt = 0
-                return Step(result: RateLimitResult(name: spec.name, decision: d, path: .primary, params: params),
-                            store: remote, key: key)
-            } catch {
-                observer.storeFailure()
-                remoteRetryAt = now + retryMicros
-                observer.log("rate limit: redis unavailable (\(error.message)); limits degraded to their on_store_failure policy, retry in \(retryMicros / 1_000) ms")
-                degraded = true
+        for c in e.committed {
+            if !c.remote {
+                try? local.refund(c.key, params: c.params, now: e.now, cost: e.cost)
+            } else if remoteIsDue(e.now) {
+                // Not during the retry interval: Redis is not called then, refunds included.
+                remote?.refund(c.key, params: c.params, now: e.now, cost: e.cost)
             }
         }
+        return RateLimitOutcome(verdict: path == .failClosed ? .storeUnavailable : .limited, results: e.results,
+                                unavailableRetrySeconds: RateLimitState.ceilSeconds(retryMicros))
+    }
+
+    /// The limit's `on_store_failure` policy, while Redis is unavailable.
+    private func applyPolicy(_ spec: RateLimitSpec, params: RateLimitParams, subject: RateLimitSubject,
+                             now: Int64, cost: Int64) -> Decided {
         observer.degradedDecision()
         switch spec.onStoreFailure {
         case .open:
-            return Step(result: RateLimitResult(name: spec.name, decision: nil, path: .failOpen, params: params), store: nil, key: key)
+            return Decided(result: RateLimitResult(name: spec.name, decision: nil, path: .failOpen, params: params))
         case .closed:
-            return Step(result: RateLimitResult(name: spec.name, decision: nil, path: .failClosed, params: params), store: nil, key: key)
+            return Decided(result: RateLimitResult(name: spec.name, decision: nil, path: .failClosed, params: params))
         case .local:
             let divided = params.divided(by: instances)
             let localKey = RateLimitKey.make(limitName: spec.name, params: divided, parts: spec.key, subject: subject)
@@ -164,15 +301,16 @@ public final class RateLimiter {
     }
 
     private func decideLocally(_ name: String, key: RateLimitKey, params: RateLimitParams, path: RateLimitPath,
-                               now: Int64, cost: Int64) -> Step {
+                               now: Int64, cost: Int64) -> Decided {
         do {
             let d = try local.acquire(key, params: params, now: now, cost: cost)
-            return Step(result: RateLimitResult(name: name, decision: d, path: path, params: params), store: local, key: key)
+            return Decided(result: RateLimitResult(name: name, decision: d, path: path, params: params),
+                           commitment: .init(remote: false, key: key, params: params))
         } catch {
             // The shared-memory table cannot fail; a custom local store that does is not a
             // reason to refuse traffic.
             observer.log("rate limit: local store failed (\(error.message)); admitting")
-            return Step(result: RateLimitResult(name: name, decision: nil, path: .failOpen, params: params), store: nil, key: key)
+            return Decided(result: RateLimitResult(name: name, decision: nil, path: .failOpen, params: params))
         }
     }
 }

@@ -2,27 +2,55 @@
 import Glibc
 #endif
 import CHiredis
+import CPortcullis
 import PortcullisCore
 
 /// Rate-limit counters in Redis, shared by every gateway instance: one `EVALSHA` of
-/// ``RedisRateLimitScript`` per decision (the script is loaded with `SCRIPT LOAD` on first use
-/// and again when Redis answers `NOSCRIPT`, e.g. after a restart), keys
-/// `<namespace>:rl:<hash>` with a TTL.
+/// ``RedisRateLimitScript`` per decision, keys `<namespace>:rl:<hash>` with a TTL.
 ///
-/// One object per worker thread: it owns one blocking hiredis connection with the configured
-/// connect and command timeout (tens of milliseconds), so a slow or dead Redis costs a request
-/// at most that long, and the limiter's failure policy takes over. A failed connection is
-/// dropped and reopened on the next call.
-public final class RedisRateLimitStore: RateLimitStore {
+/// Asynchronous on one event loop: one hiredis async connection per loop, attached to it, with
+/// any number of requests in flight (Redis answers in order). Nothing waits: a command is
+/// queued, written when the loop's current batch ends, and its callback runs when the answer
+/// is read. hiredis 0.14 has no timeouts, so the store keeps its own: when the oldest
+/// unanswered command is `timeout_ms` old (the connect included), Redis is taken for hung or
+/// unreachable, every pending command fails at once and the connection is dropped; the next
+/// command connects again (the limiter sends none during its `retry_ms` interval).
+///
+/// Every new connection starts with `SCRIPT LOAD`, pipelined ahead of the requests, so the
+/// script exists for them even on a restarted Redis. Until the first load has answered with
+/// the script's SHA1, requests carry the script itself (`EVAL`); a `NOSCRIPT` answer
+/// (`SCRIPT FLUSH` mid-connection) is repaired by loading again and retrying the request once.
+public final class RedisRateLimitStore: RemoteRateLimitStore {
     public let settings: RedisSettings
-    private var context: UnsafeMutablePointer<redisContext>?
-    private var scriptSHA: String?
+    /// The loop that runs the connection; the store is used only on its thread.
+    public let loop: EventLoop
+    /// Whether every call waits for its answer on the store's own loop (``init(settings:)``).
+    let blocking: Bool
+    let timeoutNanos: UInt64
+    private var connection: RedisConnection?
+    /// From the first `SCRIPT LOAD` answer; the SHA1 of the script, the same on every Redis.
+    fileprivate(set) var scriptSHA: String?
 
-    public init(settings: RedisSettings) {
+    /// A store whose connection runs on `loop` (the worker thread's).
+    public init(settings: RedisSettings, loop: EventLoop) {
         self.settings = settings
+        self.loop = loop
+        self.blocking = false
+        self.timeoutNanos = UInt64(max(1, settings.timeoutMs)) * 1_000_000
     }
 
-    deinit { disconnect() }
+    /// A store for a thread without an event loop (tools): every call waits for its answer,
+    /// blocking the thread for up to `timeout_ms`, on a private loop. On an event loop this
+    /// would block the loop: use ``init(settings:loop:)``.
+    @available(*, deprecated, message: "blocks the calling thread for up to timeout_ms on each call; on an event loop use init(settings:loop:)")
+    public init(settings: RedisSettings) {
+        self.settings = settings
+        self.loop = EventLoop(index: 0)
+        self.blocking = true
+        self.timeoutNanos = UInt64(max(1, settings.timeoutMs)) * 1_000_000
+    }
+
+    deinit { connection?.fail("the store was released") }
 
     /// The Redis key of a counter.
     public func redisKey(_ key: RateLimitKey) -> String {
@@ -30,46 +58,39 @@ public final class RedisRateLimitStore: RateLimitStore {
         return settings.namespace + ":rl:" + String(repeating: "0", count: 16 - hex.count) + hex
     }
 
-    public func acquire(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) throws(RateLimitStoreError) -> RateLimitDecision {
-        let r = try run("a", key, params, now, cost)
-        return RateLimitDecision(allowed: r[0] == 1, limit: params.quota, remaining: r[1], resetAfterMicros: r[2], retryAfterMicros: r[3])
-    }
-
-    public func refund(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) throws(RateLimitStoreError) {
-        _ = try run("r", key, params, now, cost)
-    }
-
-    /// Drops the connection (the next call reconnects).
-    public func disconnect() {
-        if let context { redisFree(context) }
-        context = nil
-    }
-
-    private func run(_ op: String, _ key: RateLimitKey, _ p: RateLimitParams, _ now: Int64, _ cost: Int64) throws(RateLimitStoreError) -> [Int64] {
-        let sha = try loadedScript()
-        let tail = [redisKey(key), op, RedisRateLimitScript.algorithmCode(p.algorithm), String(now), String(p.limit),
-                    String(p.windowMicros), String(p.burst), String(cost)]
-        var reply = try command(["EVALSHA", sha, "1"] + tail)
-        if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
-            scriptSHA = nil
-            reply = try command(["EVALSHA", try loadedScript(), "1"] + tail)
-        }
-        switch reply {
-        case .array(let values) where values.count == 4: return values
-        case .error(let message): throw RateLimitStoreError("redis: \(message)")
-        default: throw RateLimitStoreError("redis: unexpected reply to EVALSHA")
+    public func acquire(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64,
+                        completion: @escaping (Result<RateLimitDecision, RateLimitStoreError>) -> Void) {
+        run("a", key, params, now, cost) { answer in
+            completion(answer.map { r in
+                RateLimitDecision(allowed: r[0] == 1, limit: params.quota, remaining: r[1], resetAfterMicros: r[2], retryAfterMicros: r[3])
+            })
         }
     }
 
-    private func loadedScript() throws(RateLimitStoreError) -> String {
-        if let scriptSHA { return scriptSHA }
-        switch try command(["SCRIPT", "LOAD", RedisRateLimitScript.source]) {
-        case .string(let sha):
-            scriptSHA = sha
-            return sha
-        case .error(let message): throw RateLimitStoreError("redis: SCRIPT LOAD: \(message)")
-        default: throw RateLimitStoreError("redis: unexpected reply to SCRIPT LOAD")
-        }
+    public func refund(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) {
+        run("r", key, params, now, cost, completion: nil)
+    }
+
+    /// Commands sent and not answered yet.
+    public var inFlight: Int { connection?.pending.count ?? 0 }
+
+    /// Drops the connection, failing every command in flight; the next command reconnects.
+    public func disconnect() { connection?.fail("disconnected") }
+
+    // MARK: commands
+
+    /// One script call: the arguments after the script, and who waits for its answer.
+    struct ScriptCall {
+        var tail: [String]
+        var retried: Bool
+        var completion: ((Result<[Int64], RateLimitStoreError>) -> Void)?
+    }
+
+    /// What a command in flight is, so its answer goes to the right place.
+    enum Command {
+        case load
+        case script(ScriptCall)
+        case raw((Result<Reply, RateLimitStoreError>) -> Void)
     }
 
     enum Reply: Equatable {
@@ -80,51 +101,279 @@ public final class RedisRateLimitStore: RateLimitStore {
         case other
     }
 
-    private func connected() throws(RateLimitStoreError) -> UnsafeMutablePointer<redisContext> {
-        if let context { return context }
-        let tv = timeval(tv_sec: settings.timeoutMs / 1_000, tv_usec: (settings.timeoutMs % 1_000) * 1_000)
-        guard let c = redisConnectWithTimeout(settings.host, Int32(settings.port), tv) else {
-            throw RateLimitStoreError("redis: cannot allocate a connection")
+    private func run(_ op: String, _ key: RateLimitKey, _ p: RateLimitParams, _ now: Int64, _ cost: Int64,
+                     completion: ((Result<[Int64], RateLimitStoreError>) -> Void)?) {
+        let tail = [redisKey(key), op, RedisRateLimitScript.algorithmCode(p.algorithm), String(now), String(p.limit),
+                    String(p.windowMicros), String(p.burst), String(cost)]
+        guard blocking else {
+            let call = ScriptCall(tail: tail, retried: false, completion: completion)
+            return sendScript(call, deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
         }
-        if c.pointee.err != 0 {
-            let message = Self.errorText(c)
-            redisFree(c)
-            throw RateLimitStoreError("redis: connect to \(settings.host):\(settings.port): \(message)")
-        }
-        guard redisSetTimeout(c, tv) == REDIS_OK else {
-            redisFree(c)
-            throw RateLimitStoreError("redis: cannot set the command timeout")
-        }
-        context = c
-        return c
+        var answer: Result<[Int64], RateLimitStoreError>?
+        sendScript(ScriptCall(tail: tail, retried: false) { answer = $0 }, deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
+        // The deadline timer bounds this wait.
+        while answer == nil { loop.runOnce(maxWaitMs: -1) }
+        completion?(answer!)
     }
 
-    private static func errorText(_ c: UnsafeMutablePointer<redisContext>) -> String {
-        withUnsafePointer(to: &c.pointee.errstr) {
-            String(cString: UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self))
+    /// Any command, answered through `completion` (tests and diagnostics: `PTTL`, `SCRIPT FLUSH`).
+    func command(_ args: [String], completion: @escaping (Result<Reply, RateLimitStoreError>) -> Void) {
+        let c: RedisConnection
+        switch connected() {
+        case .success(let open): c = open
+        case .failure(let error): return completion(.failure(error))
+        }
+        if let error = c.send(args, .raw(completion), deadline: EventLoop.monotonicNanos() &+ timeoutNanos) {
+            completion(.failure(error))
         }
     }
 
-    /// One command through `redisCommandArgv` (Swift cannot call the variadic `redisCommand`).
-    func command(_ args: [String]) throws(RateLimitStoreError) -> Reply {
-        let c = try connected()
-        var pointers: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
-        defer { for p in pointers { free(p) } }
-        var lengths: [Int] = args.map { $0.utf8.count }
-        let raw = pointers.withUnsafeMutableBufferPointer { ptrs in
-            lengths.withUnsafeMutableBufferPointer { lens in
-                ptrs.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: args.count) { argv in
-                    redisCommandArgv(c, Int32(args.count), argv, lens.baseAddress)
+    private func sendScript(_ call: ScriptCall, deadline: UInt64) {
+        let c: RedisConnection
+        switch connected() {
+        case .success(let open): c = open
+        case .failure(let error):
+            call.completion?(.failure(error))
+            return
+        }
+        let args = scriptSHA.map { ["EVALSHA", $0, "1"] } ?? ["EVAL", RedisRateLimitScript.source, "1"]
+        if let error = c.send(args + call.tail, .script(call), deadline: deadline) {
+            call.completion?(.failure(error))
+        }
+    }
+
+    /// The open connection, or a new one (its `SCRIPT LOAD` already queued).
+    private func connected() -> Result<RedisConnection, RateLimitStoreError> {
+        if let connection { return .success(connection) }
+        guard let ac = redisAsyncConnect(settings.host, Int32(settings.port)) else {
+            return .failure(RateLimitStoreError("redis: cannot allocate a connection"))
+        }
+        if ac.pointee.err != 0 {
+            let message = ac.pointee.errstr.map { String(cString: $0) } ?? "error \(ac.pointee.err)"
+            redisAsyncFree(ac)
+            return .failure(RateLimitStoreError("redis: connect to \(settings.host):\(settings.port): \(message)"))
+        }
+        let c = RedisConnection(store: self, context: ac)
+        connection = c
+        // Pipelined ahead of every request of this connection: nothing waits for it.
+        _ = c.send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
+        return .success(c)
+    }
+
+    /// Called once per connection, when it is closing.
+    fileprivate func ended(_ c: RedisConnection) {
+        if connection === c { connection = nil }
+    }
+
+    /// Routes one answer (or the failure that replaces it) to whoever waits for it.
+    fileprivate func answered(_ command: Command, _ answer: Result<Reply, RateLimitStoreError>, deadline: UInt64) {
+        switch command {
+        case .load:
+            if case .success(.string(let sha)) = answer { scriptSHA = sha }
+        case .raw(let completion):
+            completion(answer)
+        case .script(var call):
+            switch answer {
+            case .success(.array(let values)) where values.count == 4:
+                call.completion?(.success(values))
+            case .success(.error(let message)) where message.hasPrefix("NOSCRIPT") && !call.retried:
+                // The script was flushed: load it again ahead of the retry, which keeps the
+                // request's deadline (no request waits longer than the timeout).
+                call.retried = true
+                if case .success(let c) = connected() {
+                    _ = c.send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: deadline)
                 }
+                sendScript(call, deadline: deadline)
+            case .success(.error(let message)):
+                call.completion?(.failure(RateLimitStoreError("redis: \(message)")))
+            case .success:
+                call.completion?(.failure(RateLimitStoreError("redis: unexpected reply to EVALSHA")))
+            case .failure(let error):
+                call.completion?(.failure(error))
             }
         }
-        guard let raw else {
-            let message = Self.errorText(c)
-            disconnect()  // a timed-out or broken connection cannot be reused
-            throw RateLimitStoreError(message.isEmpty ? "redis: connection lost" : "redis: \(message)")
+    }
+}
+
+/// One hiredis async connection attached to an event loop: hiredis's event hooks become epoll
+/// interest, readiness becomes `redisAsyncHandleRead/Write`, and a loop timer enforces the
+/// timeout hiredis 0.14 lacks. Lives from `redisAsyncConnect` until hiredis frees the context
+/// (an error, end of stream, or ``fail(_:)``), then is dropped; the store opens a new one.
+final class RedisConnection: LoopHandler {
+    private weak var store: RedisRateLimitStore?
+    private let loop: EventLoop
+    /// nil once hiredis has freed it (its `cleanup` hook ran).
+    private var context: UnsafeMutablePointer<redisAsyncContext>?
+    private let fd: Int32
+    /// Commands in the order they were sent, which is the order Redis answers them.
+    private(set) var pending = Fifo<(command: RedisRateLimitStore.Command, deadline: UInt64)>()
+    /// Why this side gave the connection up; the pending commands fail with it.
+    private var failure: String?
+    /// Set when epoll refused the socket (inside a hook, where the context cannot be freed).
+    private var brokenReason: String?
+    private var reading = false
+    private var writing = false
+    /// The epoll interest registered (nil: not registered).
+    private var interest: UInt32?
+    /// Writes queued commands once per loop iteration instead of waiting for EPOLLOUT.
+    private var flushTimer: LoopTimer!
+    private var flushing = false
+    private var deadlineTimer: LoopTimer!
+    /// When `deadlineTimer` fires; never later than the earliest pending deadline.
+    private var armedFor: UInt64 = 0
+
+    init(store: RedisRateLimitStore, context: UnsafeMutablePointer<redisAsyncContext>) {
+        self.store = store
+        self.loop = store.loop
+        self.context = context
+        self.fd = context.pointee.c.fd
+        flushTimer = LoopTimer { [weak self] in self?.flush() }
+        deadlineTimer = LoopTimer { [weak self] in self?.checkDeadlines() }
+        // The hooks get this object back as their `privdata`; hiredis calls them only while
+        // the context lives, and the context never outlives this object (see `fail`).
+        context.pointee.ev.data = Unmanaged.passUnretained(self).toOpaque()
+        context.pointee.ev.addRead = { RedisConnection.from($0).setRead(true) }
+        context.pointee.ev.delRead = { RedisConnection.from($0).setRead(false) }
+        context.pointee.ev.addWrite = { RedisConnection.from($0).addWrite() }
+        context.pointee.ev.delWrite = { RedisConnection.from($0).setWrite(false) }
+        context.pointee.ev.cleanup = { RedisConnection.from($0).cleanup() }
+    }
+
+    private static func from(_ data: UnsafeMutableRawPointer?) -> RedisConnection {
+        Unmanaged<RedisConnection>.fromOpaque(data!).takeUnretainedValue()
+    }
+
+    /// Queues one command; nil when queued, else why not.
+    func send(_ args: [String], _ command: RedisRateLimitStore.Command, deadline: UInt64) -> RateLimitStoreError? {
+        guard let ac = context, failure == nil else { return RateLimitStoreError("redis: \(failure ?? "connection lost")") }
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        let rc = withArgv(args) { argc, argv, lengths in
+            redisAsyncCommandArgv(ac, { ac, reply, me in RedisConnection.from(me).answer(ac, reply) }, me, argc, argv, lengths)
         }
-        defer { freeReplyObject(raw) }
-        let reply = raw.assumingMemoryBound(to: redisReply.self).pointee
+        guard rc == REDIS_OK else { return RateLimitStoreError("redis: connection lost") }
+        pending.push((command, deadline))
+        if !deadlineTimer.isScheduled || deadline < armedFor { arm(deadline) }
+        return nil
+    }
+
+    /// hiredis's callback: the next answer in order, or nil when the context is being freed.
+    private func answer(_ ac: UnsafeMutablePointer<redisAsyncContext>?, _ reply: UnsafeMutableRawPointer?) {
+        guard let (command, deadline) = pending.pop() else { return }
+        let result: Result<RedisRateLimitStore.Reply, RateLimitStoreError>
+        if let reply {
+            result = .success(Self.parse(reply.assumingMemoryBound(to: redisReply.self).pointee))
+        } else {
+            let text = failure ?? ac?.pointee.errstr.map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 } ?? "connection lost"
+            result = .failure(RateLimitStoreError("redis: \(text)"))
+        }
+        if pending.isEmpty { loop.cancel(deadlineTimer) }
+        if let store {
+            store.answered(command, result, deadline: deadline)
+        } else if case .script(let call) = command {
+            // Only while the store is being released; its requests still get an answer.
+            call.completion?(.failure(RateLimitStoreError("redis: the store was released")))
+        }
+    }
+
+    /// Gives the connection up: every pending command fails with `reason`, in order, and the
+    /// socket is closed. Not from inside a hiredis hook (hiredis defers it inside a callback).
+    func fail(_ reason: String) {
+        guard let ac = context, failure == nil else { return }
+        failure = reason
+        store?.ended(self)
+        redisAsyncFree(ac)
+    }
+
+    // MARK: loop
+
+    func ready(_ events: UInt32) {
+        if let ac = context, events & (EventLoop.readable | EventLoop.hangup) != 0 { redisAsyncHandleRead(ac) }
+        if let ac = context, writing, events & (EventLoop.writable | EventLoop.hangup) != 0 { redisAsyncHandleWrite(ac) }
+    }
+
+    private func flush() {
+        guard let ac = context else { return }
+        flushing = true
+        redisAsyncHandleWrite(ac)
+        flushing = false
+    }
+
+    private func arm(_ deadline: UInt64) {
+        armedFor = deadline
+        loop.schedule(deadlineTimer, afterNanos: deadline > loop.now ? deadline - loop.now : 0)
+    }
+
+    /// Runs at (or after) the earliest deadline it was armed for; answers that came in since
+    /// are not looked at one by one (no timer work per answer), only the oldest pending is.
+    private func checkDeadlines() {
+        if let brokenReason { return fail(brokenReason) }
+        var earliest = UInt64.max
+        pending.forEach { earliest = min(earliest, $0.deadline) }
+        guard earliest != .max else { return }
+        if earliest <= EventLoop.monotonicNanos() {
+            fail("no answer within \(store?.settings.timeoutMs ?? 0) ms")
+        } else {
+            arm(earliest)
+        }
+    }
+
+    // MARK: hiredis hooks
+
+    private func setRead(_ on: Bool) {
+        reading = on
+        updateInterest()
+    }
+
+    private func addWrite() {
+        if let ac = context, ac.pointee.c.flags & REDIS_CONNECTED != 0, !flushing {
+            // Connected: write at the end of this loop iteration, with everything else queued
+            // by then, in one write and without an epoll change.
+            if !flushTimer.isScheduled { loop.schedule(flushTimer, afterNanos: 0) }
+        } else {
+            // Connecting (EPOLLOUT reports the outcome), or the socket buffer is full.
+            setWrite(true)
+        }
+    }
+
+    private func setWrite(_ on: Bool) {
+        writing = on
+        updateInterest()
+    }
+
+    private func updateInterest() {
+        let wanted = (reading ? EventLoop.readable : 0) | (writing ? EventLoop.writable : 0)
+        if interest == wanted { return }
+        if interest == nil {
+            do {
+                try loop.register(fd, events: wanted, handler: self)
+                interest = wanted
+            } catch {
+                // Inside a hook the context cannot be freed: the deadline timer gives it up.
+                brokenReason = "\(error)"
+                arm(0)
+            }
+        } else {
+            loop.modify(fd, events: wanted)
+            interest = wanted
+        }
+    }
+
+    /// hiredis is about to free the context and close the socket (called once or twice).
+    private func cleanup() {
+        guard context != nil else { return }
+        // Deregistering and `ended` may drop the last references to this object.
+        withExtendedLifetime(self) {
+            context = nil
+            if interest != nil { loop.deregister(fd) }
+            interest = nil
+            loop.cancel(flushTimer)
+            store?.ended(self)
+        }
+    }
+
+    // MARK: replies
+
+    private static func parse(_ reply: redisReply) -> RedisRateLimitStore.Reply {
         switch reply.type {
         case REDIS_REPLY_STRING, REDIS_REPLY_STATUS:
             return .string(String(cString: reply.str))
@@ -134,6 +383,7 @@ public final class RedisRateLimitStore: RateLimitStore {
             return .error(String(cString: reply.str))
         case REDIS_REPLY_ARRAY:
             var values: [Int64] = []
+            values.reserveCapacity(reply.elements)
             for i in 0..<reply.elements {
                 guard let e = reply.element[i]?.pointee, e.type == REDIS_REPLY_INTEGER else { return .other }
                 values.append(Int64(e.integer))
@@ -142,5 +392,57 @@ public final class RedisRateLimitStore: RateLimitStore {
         default:
             return .other
         }
+    }
+
+    /// `args` as hiredis's argv/argvlen, from one buffer (hiredis copies them into its output).
+    private func withArgv<R>(_ args: [String], _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
+        var bytes: [UInt8] = []
+        var offsets: [Int] = []
+        var lengths: [Int] = []
+        offsets.reserveCapacity(args.count)
+        lengths.reserveCapacity(args.count)
+        for a in args {
+            offsets.append(bytes.count)
+            bytes.append(contentsOf: a.utf8)
+            lengths.append(bytes.count - offsets[offsets.count - 1])
+        }
+        bytes.append(0)
+        return bytes.withUnsafeBufferPointer { b in
+            let base = UnsafeRawPointer(b.baseAddress!)
+            var argv = offsets.map { Optional(base.advanced(by: $0).assumingMemoryBound(to: CChar.self)) }
+            return argv.withUnsafeMutableBufferPointer { av in
+                lengths.withUnsafeBufferPointer { body(Int32(args.count), av.baseAddress!, $0.baseAddress!) }
+            }
+        }
+    }
+}
+
+/// First in, first out, without moving the elements on every pop.
+struct Fifo<Element> {
+    private var items: [Element?] = []
+    private var head = 0
+
+    var count: Int { items.count - head }
+    var isEmpty: Bool { head == items.count }
+
+    mutating func push(_ element: Element) { items.append(element) }
+
+    mutating func pop() -> Element? {
+        guard head < items.count else { return nil }
+        let element = items[head]
+        items[head] = nil
+        head += 1
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 64, head * 2 >= items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return element
+    }
+
+    func forEach(_ body: (Element) -> Void) {
+        for i in head..<items.count { body(items[i]!) }
     }
 }

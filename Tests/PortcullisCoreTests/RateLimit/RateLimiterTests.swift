@@ -1,19 +1,20 @@
 import XCTest
 @testable import PortcullisCore
 
-/// A remote store that can be switched off, counting in memory while up.
-final class SwitchableStore: RateLimitStore {
+/// A remote store that can be switched off, counting in memory while up and answering at once.
+final class SwitchableStore: RemoteRateLimitStore {
     let inner = InMemoryRateLimitStore()
     var up = true
     var calls = 0
-    func acquire(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) throws(RateLimitStoreError) -> RateLimitDecision {
+    func acquire(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64,
+                 completion: @escaping (Result<RateLimitDecision, RateLimitStoreError>) -> Void) {
         calls += 1
-        guard up else { throw RateLimitStoreError("connection refused") }
-        return try inner.acquire(key, params: params, now: now, cost: cost)
+        guard up else { return completion(.failure(RateLimitStoreError("connection refused"))) }
+        completion(Result { () throws(RateLimitStoreError) in try inner.acquire(key, params: params, now: now, cost: cost) })
     }
-    func refund(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) throws(RateLimitStoreError) {
-        guard up else { throw RateLimitStoreError("connection refused") }
-        try inner.refund(key, params: params, now: now, cost: cost)
+    func refund(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) {
+        guard up else { return }
+        try? inner.refund(key, params: params, now: now, cost: cost)
     }
 }
 

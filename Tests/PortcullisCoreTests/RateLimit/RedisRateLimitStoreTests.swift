@@ -78,6 +78,45 @@ final class RedisServerProcess {
     }
 }
 
+/// Runs `loop` until `done()` or `seconds` pass; false on the latter.
+@discardableResult
+func runLoop(_ loop: EventLoop, seconds: Double = 5, until done: () -> Bool) -> Bool {
+    let end = Date().addingTimeInterval(seconds)
+    while !done() {
+        if Date() > end { return false }
+        loop.runOnce(maxWaitMs: 10)
+    }
+    return true
+}
+
+/// The async Redis store seen as a synchronous ``RateLimitStore``, for the shared contract: each
+/// call runs the store's loop until its answer is in.
+final class LoopDrivenRedisStore: RateLimitStore {
+    let loop = EventLoop(index: 0)
+    let store: RedisRateLimitStore
+
+    init(settings: RedisSettings) { store = RedisRateLimitStore(settings: settings, loop: loop) }
+
+    func acquire(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) throws(RateLimitStoreError) -> RateLimitDecision {
+        var answer: Result<RateLimitDecision, RateLimitStoreError>?
+        store.acquire(key, params: params, now: now, cost: cost) { answer = $0 }
+        guard runLoop(loop, until: { answer != nil }) else { throw RateLimitStoreError("no completion") }
+        return try answer!.get()
+    }
+
+    func refund(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) throws(RateLimitStoreError) {
+        store.refund(key, params: params, now: now, cost: cost)
+        guard runLoop(loop, until: { store.inFlight == 0 }) else { throw RateLimitStoreError("refund not answered") }
+    }
+
+    func command(_ args: [String]) throws(RateLimitStoreError) -> RedisRateLimitStore.Reply {
+        var answer: Result<RedisRateLimitStore.Reply, RateLimitStoreError>?
+        store.command(args) { answer = $0 }
+        guard runLoop(loop, until: { answer != nil }) else { throw RateLimitStoreError("no completion") }
+        return try answer!.get()
+    }
+}
+
 final class RedisRateLimitStoreTests: XCTestCase {
     nonisolated(unsafe) static var server: RedisServerProcess?
     let t0: Int64 = 1_700_000_000_000_000
@@ -85,6 +124,11 @@ final class RedisRateLimitStoreTests: XCTestCase {
     override class func tearDown() {
         server?.stop()
         server = nil
+    }
+
+    override func tearDown() {
+        // A test that stopped Redis must not leave it stopped for the next one.
+        Self.server?.signal(SIGCONT)
     }
 
     func settings() throws -> RedisSettings {
@@ -98,60 +142,160 @@ final class RedisRateLimitStoreTests: XCTestCase {
 
     func contract() throws -> RateLimitStoreContract {
         let s = try settings()
-        return RateLimitStoreContract(makeStore: { RedisRateLimitStore(settings: s) })
+        return RateLimitStoreContract(makeStore: { LoopDrivenRedisStore(settings: s) })
+    }
+
+    func params(_ algorithm: RateLimitAlgorithm = .fixedWindow, limit: Int64) -> RateLimitParams {
+        RateLimitParams(algorithm: algorithm, limit: limit, windowMicros: 60_000_000)
     }
 
     func testMatchesThePureAlgorithms() throws { try contract().matchesThePureAlgorithms() }
     func testAdmitsExactlyTheLimitPerWindow() throws { try contract().admitsExactlyTheLimitPerWindow() }
     func testRefundAndIndependentKeys() throws { try contract().refundGivesBackAndKeysAreIndependent() }
 
-    func testConnectionsPerThreadAdmitExactlyTheLimit() throws {
+    func testLoopsOnSeveralThreadsAdmitExactlyTheLimit() throws {
         let c = try contract()
         try c.concurrentRequestsAdmitExactlyTheLimit(.fixedWindow, threads: 4, perThread: 100, limit: 150)
         try c.concurrentRequestsAdmitExactlyTheLimit(.tokenBucket, threads: 4, perThread: 100, limit: 150)
     }
 
+    /// Many requests in flight on one connection: all sent before any answer, answered in
+    /// order, exactly the limit admitted.
+    func testManyRequestsInFlightOnOneConnection() throws {
+        let loop = EventLoop(index: 0)
+        let store = RedisRateLimitStore(settings: try settings(), loop: loop)
+        let key = RateLimitKey(text: "inflight-\(UUID().uuidString)")
+        var answers: [Int: RateLimitDecision] = [:]
+        var order: [Int] = []
+        for i in 0..<300 {
+            store.acquire(key, params: params(limit: 150), now: t0, cost: 1) { answer in
+                order.append(i)
+                answers[i] = try? answer.get()
+            }
+        }
+        XCTAssertEqual(store.inFlight, 301, "the 300 requests and the connection's SCRIPT LOAD")
+        XCTAssertTrue(runLoop(loop) { order.count == 300 })
+        XCTAssertEqual(order, Array(0..<300), "completions in the order the requests were sent")
+        XCTAssertEqual(answers.count, 300, "no request failed")
+        XCTAssertEqual(answers.values.filter(\.allowed).count, 150)
+        XCTAssertEqual((0..<150).map { answers[$0]?.remaining }, (0..<150).map { Int64(149 - $0) })
+    }
+
     func testKeysAreNamespacedAndExpire() throws {
-        let store = RedisRateLimitStore(settings: try settings())
+        let redis = LoopDrivenRedisStore(settings: try settings())
         let key = RateLimitKey(text: "ttl-\(UUID().uuidString)")
         let p = RateLimitParams(algorithm: .fixedWindow, limit: 5, windowMicros: 10_000_000)
-        _ = try store.acquire(key, params: p, now: t0 + 4_000_000, cost: 1)
-        let name = store.redisKey(key)
+        _ = try redis.acquire(key, params: p, now: t0 + 4_000_000, cost: 1)
+        let name = redis.store.redisKey(key)
         XCTAssertTrue(name.hasPrefix("pc-test:rl:"))
         XCTAssertEqual(name.count, "pc-test:rl:".count + 16)
-        guard case .integer(let ttl) = try store.command(["PTTL", name]) else { return XCTFail("no TTL") }
+        guard case .integer(let ttl) = try redis.command(["PTTL", name]) else { return XCTFail("no TTL") }
         // 6 s left in the window plus the 1 s margin.
         XCTAssertEqual(ttl, 7_000, accuracy: 100)
     }
 
     func testNoscriptIsReloadedAfterAFlush() throws {
-        let store = RedisRateLimitStore(settings: try settings())
+        let redis = LoopDrivenRedisStore(settings: try settings())
         let p = RateLimitParams(algorithm: .tokenBucket, limit: 5, windowMicros: 1_000_000)
         let key = RateLimitKey(text: "noscript-\(UUID().uuidString)")
-        XCTAssertEqual(try store.acquire(key, params: p, now: t0, cost: 1).remaining, 4)
-        XCTAssertEqual(try store.command(["SCRIPT", "FLUSH"]), .string("OK"))
-        XCTAssertEqual(try store.acquire(key, params: p, now: t0, cost: 1).remaining, 3)
+        XCTAssertEqual(try redis.acquire(key, params: p, now: t0, cost: 1).remaining, 4)
+        XCTAssertNotNil(redis.store.scriptSHA, "EVALSHA from now on")
+        XCTAssertEqual(try redis.command(["SCRIPT", "FLUSH"]), .string("OK"))
+        XCTAssertEqual(try redis.acquire(key, params: p, now: t0, cost: 1).remaining, 3)
     }
 
-    func testAStoppedRedisTimesOutQuickly() throws {
-        let s = try settings()
-        let store = RedisRateLimitStore(settings: s)
-        let p = RateLimitParams(algorithm: .fixedWindow, limit: 5, windowMicros: 1_000_000)
+    /// Redis hung (SIGSTOP): every request in flight fails when the oldest is `timeout_ms` old,
+    /// the connection is dropped, and the next call connects again.
+    func testAStoppedRedisFailsEveryRequestInFlightWithinTheTimeout() throws {
+        let redis = LoopDrivenRedisStore(settings: try settings())
+        let p = params(limit: 10)
         let key = RateLimitKey(text: "stop-\(UUID().uuidString)")
-        _ = try store.acquire(key, params: p, now: t0, cost: 1)
+        _ = try redis.acquire(key, params: p, now: t0, cost: 1)
         Self.server!.signal(SIGSTOP)
-        defer { Self.server!.signal(SIGCONT) }
         let start = Date()
-        XCTAssertThrowsError(try store.acquire(key, params: p, now: t0, cost: 1))
-        XCTAssertLessThan(Date().timeIntervalSince(start), 0.5, "a hung Redis costs the timeout, not more")
+        var failures: [(RateLimitStoreError, Date)] = []
+        for _ in 0..<3 {
+            redis.store.acquire(key, params: p, now: t0, cost: 1) { answer in
+                if case .failure(let e) = answer { failures.append((e, Date())) }
+            }
+        }
+        XCTAssertTrue(runLoop(redis.loop, seconds: 2) { failures.count == 3 })
+        XCTAssertEqual(failures.map(\.0.message), Array(repeating: "redis: no answer within 50 ms", count: 3))
+        for (_, at) in failures {
+            XCTAssertLessThan(at.timeIntervalSince(start), 0.2, "a hung Redis costs the timeout, not more")
+        }
+        XCTAssertEqual(redis.store.inFlight, 0)
         Self.server!.signal(SIGCONT)
-        // The broken connection was dropped; the next call reconnects. The command that timed out
-        // had been sent, so Redis ran it when it resumed: it counts (errs on the strict side).
-        XCTAssertEqual(try store.acquire(key, params: p, now: t0, cost: 1).remaining, 2)
+        // The commands that timed out had been sent, so Redis ran them when it resumed: they
+        // count (errs on the strict side). 1 + 3 + this one.
+        XCTAssertEqual(try redis.acquire(key, params: p, now: t0, cost: 1).remaining, 5)
     }
 
-    /// Redis killed mid-run: every policy behaves as documented and nothing waits past the
-    /// timeout; Redis restarted: distributed counting resumes after the retry interval.
+    /// Redis killed while requests wait for it: they fail as soon as the connection breaks,
+    /// well before the timeout.
+    func testRedisKilledMidFlightFailsThePendingRequestsAtOnce() throws {
+        var s = try settings()
+        s.timeoutMs = 5_000
+        let redis = LoopDrivenRedisStore(settings: s)
+        let p = params(limit: 10)
+        let key = RateLimitKey(text: "kill-\(UUID().uuidString)")
+        _ = try redis.acquire(key, params: p, now: t0, cost: 1)
+        Self.server!.signal(SIGSTOP)  // so that the requests are written and wait for answers
+        var failures: [RateLimitStoreError] = []
+        for _ in 0..<5 {
+            redis.store.acquire(key, params: p, now: t0, cost: 1) { answer in
+                if case .failure(let e) = answer { failures.append(e) }
+            }
+        }
+        for _ in 0..<3 { redis.loop.runOnce(maxWaitMs: 10) }
+        XCTAssertEqual(redis.store.inFlight, 5)
+        let start = Date()
+        Self.server!.stop()
+        defer { XCTAssertNoThrow(try Self.server!.start()) }
+        XCTAssertTrue(runLoop(redis.loop, seconds: 2) { failures.count == 5 })
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1, "not the 5 s timeout")
+        XCTAssertFalse(failures.contains { $0.message.contains("no answer within") })
+        // Nothing listens now: the next call fails on connect.
+        XCTAssertThrowsError(try redis.acquire(key, params: p, now: t0, cost: 1)) { error in
+            XCTAssertTrue("\(error)".contains("redis:"), "\(error)")
+        }
+    }
+
+    /// A connect that never completes (a listener whose accept queue is full drops the SYN) is
+    /// bounded by the same timeout.
+    func testAConnectThatHangsFailsWithinTheTimeout() throws {
+        var s = try settings()
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) == 0 && getsockname(listener, $0, &len) == 0 }
+        }
+        XCTAssertTrue(bound)
+        XCTAssertEqual(listen(listener, 0), 0)
+        var fillers: [Int32] = []
+        defer { fillers.forEach { close($0) } }
+        for _ in 0..<3 {  // fill the accept queue, never accepted
+            let c = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(c, $0, len) } }
+            fillers.append(c)
+        }
+        usleep(20_000)
+        s.port = Int(UInt16(bigEndian: addr.sin_port))
+        s.timeoutMs = 100
+        let redis = LoopDrivenRedisStore(settings: s)
+        let start = Date()
+        XCTAssertThrowsError(try redis.acquire(RateLimitKey(text: "hang"), params: params(limit: 1), now: t0, cost: 1)) { error in
+            XCTAssertEqual("\(error)", "redis: no answer within 100 ms")
+        }
+        XCTAssertEqual(Date().timeIntervalSince(start), 0.1, accuracy: 0.08)
+    }
+
+    /// Redis hung, then killed, then restarted, through the limiter on a loop: each policy answers
+    /// within the timeout, nothing waits longer, and counting resumes after the retry interval.
     func testFailurePoliciesWhileRedisIsDownAndRecovery() throws {
         var redis = try settings()
         redis.instances = 2
@@ -160,7 +304,8 @@ final class RedisRateLimitStoreTests: XCTestCase {
         settings.redis = redis
         let table = try SharedMemoryRateTable.create(path: temporaryPath("failover-\(UUID().uuidString).table"), slots: 1024)
         let lines = RecordingObserver()
-        let limiter = RateLimiter(local: table, remote: RedisRateLimitStore(settings: redis), settings: settings,
+        let loop = EventLoop(index: 0)
+        let limiter = RateLimiter(local: table, remote: RedisRateLimitStore(settings: redis, loop: loop), settings: settings,
                                   observer: table.observer(log: lines.observer.log))
         let run = UUID().uuidString
         func spec(_ name: String, _ policy: RateLimitFailurePolicy) -> [RateLimitSpec] {
@@ -168,37 +313,50 @@ final class RedisRateLimitStoreTests: XCTestCase {
                            key: [.ip], store: .redis, onStoreFailure: policy)]
         }
         let subject = RateLimitSubject(credentialId: nil, consumerId: nil, consumerGroups: [], clientIP: "198.51.100.7", routeName: "r")
+        func evaluate(_ limits: [RateLimitSpec], now: Int64) -> RateLimitOutcome? {
+            var outcome: RateLimitOutcome?
+            limiter.evaluate(limits, subject: subject, now: now) { outcome = $0 }
+            runLoop(loop) { outcome != nil }
+            return outcome
+        }
         var now = t0
         for policy in [RateLimitFailurePolicy.open, .closed, .local] {
-            let o = limiter.evaluate(spec("\(policy)", policy), subject: subject, now: now)
-            XCTAssertEqual(o.results[0].path, .primary)
-            XCTAssertEqual(o.results[0].decision?.remaining, 3)
+            let o = evaluate(spec("\(policy)", policy), now: now)
+            XCTAssertEqual(o?.results[0].path, .primary)
+            XCTAssertEqual(o?.results[0].decision?.remaining, 3)
         }
 
-        Self.server!.stop()
+        // Hung: requests of every policy in flight at once, all answered by their policy.
+        Self.server!.signal(SIGSTOP)
         now += 1
+        var outcomes: [String: [RateLimitOutcome]] = [:]
         let start = Date()
-        let open = limiter.evaluate(spec("open", .open), subject: subject, now: now)
-        XCTAssertEqual(open.verdict, .allowed)
-        XCTAssertEqual(open.results[0].path, .failOpen)
-        let closed = limiter.evaluate(spec("closed", .closed), subject: subject, now: now)
-        XCTAssertEqual(closed.verdict, .storeUnavailable)
-        XCTAssertEqual(closed.problem?.status, 503)
-        let local = (0..<4).map { _ in limiter.evaluate(spec("local", .local), subject: subject, now: now) }
-        XCTAssertEqual(local.map(\.allowed), [true, true, false, false], "4 / 2 instances = 2 locally")
-        XCTAssertEqual(local.map { $0.results[0].path }, Array(repeating: .fallbackLocal, count: 4))
-        XCTAssertLessThan(Date().timeIntervalSince(start), 0.5)
-        XCTAssertEqual(table.stats.storeFailures, 1)
-        XCTAssertEqual(table.stats.degradedDecisions, 6)
-        XCTAssertTrue(lines.lines.contains { $0.contains("redis unavailable") })
+        for (name, policy) in [("open", RateLimitFailurePolicy.open), ("closed", .closed), ("local", .local), ("local", .local)] {
+            limiter.evaluate(spec(name, policy), subject: subject, now: now) { outcomes[name, default: []].append($0) }
+        }
+        XCTAssertTrue(outcomes.isEmpty, "they wait for Redis")
+        runLoop(loop) { outcomes.values.map(\.count).reduce(0, +) == 4 }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 0.2, "within the 50 ms timeout, not more")
+        XCTAssertEqual(outcomes["open"]?.map(\.verdict), [.allowed])
+        XCTAssertEqual(outcomes["open"]?.first?.results[0].path, .failOpen)
+        XCTAssertEqual(outcomes["closed"]?.first?.verdict, .storeUnavailable)
+        XCTAssertEqual(outcomes["closed"]?.first?.problem?.status, 503)
+        XCTAssertEqual(outcomes["local"]?.map(\.allowed), [true, true])
+        // In the retry interval nothing waits: 4 / 2 instances = 2 locally, already used.
+        XCTAssertEqual(evaluate(spec("local", .local), now: now)?.logSummary, "local-\(run):denied@local:0")
+        XCTAssertEqual(table.stats.storeFailures, 4)
+        XCTAssertEqual(table.stats.degradedDecisions, 5)
+        XCTAssertEqual(lines.lines.filter { $0.contains("redis unavailable") }.count, 1)
 
-        // Redis back (empty: no persistence). After the retry interval, counting resumes there.
+        // Killed and restarted (empty: no persistence). After the retry interval, counting
+        // resumes there.
+        Self.server!.stop()
         try Self.server!.start()
         now += 1_000_000
         var resumed: RateLimitOutcome?
         for _ in 0..<3 {  // the first call may still meet the connection that broke
-            let o = limiter.evaluate(spec("local", .local), subject: subject, now: now)
-            if o.results[0].path == .primary { resumed = o; break }
+            let o = evaluate(spec("local", .local), now: now)
+            if o?.results[0].path == .primary { resumed = o; break }
             now += 1_000_000
         }
         XCTAssertEqual(resumed?.results[0].decision?.remaining, 3)
