@@ -170,10 +170,9 @@ public final class RateLimiter {
         drive(evaluation, step, completion)
     }
 
-    /// Decides one request and returns its outcome, for a caller off any event loop whose stores
-    /// answer before returning: no remote store (`portcullis microbench`), or a Redis store
-    /// that waits for its answers (`RedisRateLimitStore(settings:)`). Traps when an answer
-    /// would come later: on an event loop, use ``evaluate(_:subject:now:cost:completion:)``.
+    /// Decides one request and returns its outcome, for a caller whose stores answer before
+    /// returning (no remote store: `portcullis microbench`, tests). Traps when an answer would
+    /// come later: on an event loop, use ``evaluate(_:subject:now:cost:completion:)``.
     public func evaluate(_ limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64, cost: Int64 = 1) -> RateLimitOutcome {
         var outcome: RateLimitOutcome?
         evaluate(limits, subject: subject, now: now, cost: cost) { outcome = $0 }

@@ -11,7 +11,7 @@ final class LoopContext {
     init(gateway: Gateway, loop: EventLoop) {
         self.gateway = gateway
         if let table = gateway.rateTable {
-            limiter = RateLimiter(local: table, remote: gateway.config.rateLimit.redis.map { RedisRateLimitStore(settings: $0) },
+            limiter = RateLimiter(local: table, remote: gateway.config.rateLimit.redis.map { RedisRateLimitStore(settings: $0, loop: loop) },
                                   settings: gateway.config.rateLimit,
                                   observer: table.observer(log: { EventLog.emit("rate_limit", [("detail", .string($0))]) }))
         } else {

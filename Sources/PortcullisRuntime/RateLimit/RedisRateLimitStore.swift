@@ -24,8 +24,6 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
     public let settings: RedisSettings
     /// The loop that runs the connection; the store is used only on its thread.
     public let loop: EventLoop
-    /// Whether every call waits for its answer on the store's own loop (``init(settings:)``).
-    let blocking: Bool
     let timeoutNanos: UInt64
     private var connection: RedisConnection?
     /// From the first `SCRIPT LOAD` answer; the SHA1 of the script, the same on every Redis.
@@ -35,18 +33,6 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
     public init(settings: RedisSettings, loop: EventLoop) {
         self.settings = settings
         self.loop = loop
-        self.blocking = false
-        self.timeoutNanos = UInt64(max(1, settings.timeoutMs)) * 1_000_000
-    }
-
-    /// A store for a thread without an event loop (tools): every call waits for its answer,
-    /// blocking the thread for up to `timeout_ms`, on a private loop. On an event loop this
-    /// would block the loop: use ``init(settings:loop:)``.
-    @available(*, deprecated, message: "blocks the calling thread for up to timeout_ms on each call; on an event loop use init(settings:loop:)")
-    public init(settings: RedisSettings) {
-        self.settings = settings
-        self.loop = EventLoop(index: 0)
-        self.blocking = true
         self.timeoutNanos = UInt64(max(1, settings.timeoutMs)) * 1_000_000
     }
 
@@ -105,15 +91,7 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
                      completion: ((Result<[Int64], RateLimitStoreError>) -> Void)?) {
         let tail = [redisKey(key), op, RedisRateLimitScript.algorithmCode(p.algorithm), String(now), String(p.limit),
                     String(p.windowMicros), String(p.burst), String(cost)]
-        guard blocking else {
-            let call = ScriptCall(tail: tail, retried: false, completion: completion)
-            return sendScript(call, deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
-        }
-        var answer: Result<[Int64], RateLimitStoreError>?
-        sendScript(ScriptCall(tail: tail, retried: false) { answer = $0 }, deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
-        // The deadline timer bounds this wait.
-        while answer == nil { loop.runOnce(maxWaitMs: -1) }
-        completion?(answer!)
+        sendScript(ScriptCall(tail: tail, retried: false, completion: completion), deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
     }
 
     /// Any command, answered through `completion` (tests and diagnostics: `PTTL`, `SCRIPT FLUSH`).
