@@ -185,7 +185,10 @@ final class LoopWorker: @unchecked Sendable {
     func serve(_ connection: FastCGIConnection) {
         busy += 1
         server.inFlight.add(1, ordering: .relaxed)
-        RequestTask(context: currentContext, connection: connection, worker: self).start()
+        let exchange = FastCGIExchange(request: connection.request)
+        let params = exchange.params()
+        RequestTask(context: currentContext, params: params, paramBytes: exchange.paramBytes, exchange: exchange,
+                    environment: ConnectionEnvironment(worker: self, connection: connection)).start()
     }
 
     /// The request on `connection` has been answered.
@@ -222,4 +225,21 @@ final class LoopWorker: @unchecked Sendable {
         if let graceTimer { loop.cancel(graceTimer) }
         loop.stop()
     }
+}
+
+/// A request's environment in production: its loop's upstream client, and its FastCGI
+/// connection to finish when the answer is complete.
+private final class ConnectionEnvironment: RequestEnvironment {
+    unowned let worker: LoopWorker
+    let connection: FastCGIConnection
+    init(worker: LoopWorker, connection: FastCGIConnection) {
+        self.worker = worker
+        self.connection = connection
+    }
+    var loopIndex: Int { worker.loop.index }
+    func startUpstream(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
+                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+        worker.upstream.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
+    }
+    func requestEnded(unreadBody: Int64) { worker.requestEnded(connection, unreadBody: unreadBody) }
 }

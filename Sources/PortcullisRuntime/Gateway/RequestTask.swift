@@ -2,6 +2,26 @@ import Foundation
 import PortcullisCore
 import PortcullisPlugins
 
+/// A request's exchange with nginx: its answer goes out through it, its body comes in
+/// through it (FastCGI in production, memory in tests).
+protocol GatewayExchange: ResponseSink, BodySource {
+    /// The correlation id, added to every response head; set once decided.
+    var requestId: String { get set }
+}
+
+extension FastCGIExchange: GatewayExchange {}
+
+/// What a request needs from the loop it runs on.
+protocol RequestEnvironment: AnyObject {
+    /// The loop's index (its access-log slot).
+    var loopIndex: Int { get }
+    /// Sends a request upstream; `completion` runs on the loop when the exchange ends.
+    func startUpstream(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
+                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void)
+    /// The answer is complete; `unreadBody` bytes of the request body were never read.
+    func requestEnded(unreadBody: Int64)
+}
+
 /// One request on an event loop, as a chain of steps that each either answer or hand over to
 /// the next: decode → route → authenticate → limit (may wait for Redis) → transform → upstream
 /// (waits for the answer) → transform → answer. Every wait is a completion the loop calls
@@ -9,9 +29,8 @@ import PortcullisPlugins
 /// The access-log line is written once, when the request ends.
 final class RequestTask {
     private let context: LoopContext
-    private let connection: FastCGIConnection
-    private unowned let worker: LoopWorker
-    private let exchange: FastCGIExchange
+    private let environment: RequestEnvironment
+    private let exchange: GatewayExchange
     private let started: UInt64
     private var gateway: Gateway { context.gateway }
     private var log: AccessRecord
@@ -21,15 +40,18 @@ final class RequestTask {
     private var ended = false
     /// nginx always sends REQUEST_METHOD; without it the params were cut short.
     private let complete: Bool
+    private let paramBytes: Int
 
-    init(context: LoopContext, connection: FastCGIConnection, worker: LoopWorker) {
+    /// `params` and `exchange` are the request as it arrived; `environment` is the loop's
+    /// (its upstream client, its log slot, what happens when the request ends).
+    init(context: LoopContext, params: [FastCGIParam], paramBytes: Int, exchange: GatewayExchange,
+         environment: RequestEnvironment) {
         self.context = context
-        self.connection = connection
-        self.worker = worker
+        self.environment = environment
+        self.exchange = exchange
         started = EventLoop.monotonicNanos()
-        exchange = FastCGIExchange(request: connection.request)
-        let params = exchange.params()
         complete = params.contains { $0.name == "REQUEST_METHOD" }
+        self.paramBytes = paramBytes
         request = RequestDecoder.decode(params)
         exchange.requestId = request.requestId
         log = AccessRecord(request: request)
@@ -38,7 +60,7 @@ final class RequestTask {
     func start() {
         guard complete else { return answer(.incompleteRequest(missing: "REQUEST_METHOD")) }
         // libfcgi accepts params of any size; the worker bounds them itself.
-        if exchange.paramBytes > gateway.config.server.maxHeaderBytes {
+        if paramBytes > gateway.config.server.maxHeaderBytes {
             return answer(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes))
         }
         switch gateway.router.route(request) {
@@ -68,8 +90,8 @@ final class RequestTask {
         log.status = exchange.status
         log.bytesSent = exchange.bytesSent
         log.durationMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
-        gateway.accessLog.record(line: log.line, loop: worker.loop.index)
-        worker.requestEnded(connection, unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
+        gateway.accessLog.record(line: log.line, loop: environment.loopIndex)
+        environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
     }
 
     // MARK: admission
@@ -155,7 +177,7 @@ final class RequestTask {
                 bodyLength = Int64(bytes.count)
             }
         }
-        if body === exchange { bodyRead = request.contentLength ?? 0 }
+        if body === exchange as BodySource { bodyRead = request.contentLength ?? 0 }
 
         let target = context.nextTarget(routeIndex: pass.match.routeIndex)
         var url = target + PercentEncoding.encode(outgoing.path, allowed: .path)
@@ -163,7 +185,7 @@ final class RequestTask {
         let upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
         log.upstream = target
-        worker.upstream.start(upstreamRequest, body: body, sink: exchange, hooks: responseHooks(pass, context: templates),
+        environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: responseHooks(pass, context: templates),
                               requestId: request.requestId) { [self] outcome, collected in
             upstreamEnded(pass, templates: templates, outcome: outcome, collected: collected)
         }

@@ -1,0 +1,176 @@
+import Foundation
+import XCTest
+@testable import PortcullisCore
+@testable import PortcullisRuntime
+
+/// The request pipeline as a chain of steps, driven without sockets: params in, a recording
+/// exchange and a scripted upstream, the loop's role played by the test.
+final class RequestTaskTests: XCTestCase {
+    /// Records what the pipeline answers.
+    final class RecordingExchange: GatewayExchange {
+        var requestId = ""
+        var isOpen = true
+        var headSent = false
+        var bytesSent = 0
+        var status = 0
+        var headers = HTTPHeaders()
+        var body: [UInt8] = []
+        let requestBody: [UInt8]
+        var bodyOffset = 0
+        init(body: [UInt8] = []) { requestBody = body }
+        func sendHead(status: Int, headers: HTTPHeaders) {
+            guard !headSent else { return }
+            headSent = true
+            self.status = status
+            self.headers = headers
+        }
+        func sendBody(_ bytes: UnsafeRawBufferPointer) {
+            body += bytes
+            bytesSent += bytes.count
+        }
+        func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+            let n = min(buffer.count, requestBody.count - bodyOffset)
+            guard n > 0 else { return 0 }
+            requestBody.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + bodyOffset, byteCount: n) }
+            bodyOffset += n
+            return n
+        }
+    }
+
+    /// Plays the loop: holds upstream exchanges until the test answers them.
+    final class ScriptedEnvironment: RequestEnvironment {
+        var loopIndex = 0
+        var sent: [(request: UpstreamRequest, sink: ResponseSink, hooks: ResponseHooks,
+                    completion: (UpstreamOutcome, CollectedResponse?) -> Void)] = []
+        var ended: [Int64] = []
+        func startUpstream(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
+                           requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+            sent.append((request, sink, hooks, completion))
+        }
+        func requestEnded(unreadBody: Int64) { ended.append(unreadBody) }
+
+        /// Answers the oldest exchange as a streaming upstream would.
+        func answer(status: Int, headers: HTTPHeaders, body: String) {
+            let exchange = sent.removeFirst()
+            var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
+            var code = status
+            if let problem = exchange.hooks.head?(&code, &outgoing) {
+                exchange.sink.sendProblem(problem, requestId: "")
+            } else {
+                exchange.sink.sendHead(status: code, headers: outgoing)
+                exchange.sink.sendBody(Array(body.utf8))
+            }
+            exchange.completion(UpstreamOutcome(status: status, failure: nil, target: exchange.request.url, elapsedMs: 1), nil)
+        }
+    }
+
+    private var directory: URL!
+    private var context: LoopContext!
+    private let loop = EventLoop(index: 0)
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("rt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        _ = try SharedMemoryRateTable.create(path: SharedMemoryRateTable.defaultPath(runtimeDirectory: directory.path), slots: 1024)
+        let config = """
+        {"server": {"runtime_dir": "\(directory.path)"}, "log": {"access_log": "\(directory.path)/access.log"},
+         "upstreams": {"svc": {"targets": ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]}},
+         "consumers": [{"id": "demo", "api_keys": [{"id": "k1", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}],
+         "routes": [
+           {"name": "open", "match": {"prefix": "/open/"}, "upstream": "svc"},
+           {"name": "keyed", "match": {"prefix": "/keyed/"}, "upstream": "svc", "auth": {"methods": ["api_key"]},
+            "limits": [{"name": "two", "algorithm": "fixed_window", "limit": 2, "window_seconds": 60, "key": ["consumer"]}]}
+         ]}
+        """
+        let loaded = try GatewayLoader.load(configPath: directory.path + "/portcullis.json", bytes: Array(config.utf8))
+        context = LoopContext(gateway: try Gateway.build(loaded, loops: 1, previous: nil), loop: loop)
+    }
+
+    override func tearDownWithError() throws {
+        context.gateway.accessLog.close()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    private func params(_ method: String, _ uri: String, headers: [String: String] = [:]) -> [FastCGIParam] {
+        var list = [FastCGIParam(name: "REQUEST_METHOD", value: method), FastCGIParam(name: "REQUEST_URI", value: uri),
+                    FastCGIParam(name: "DOCUMENT_URI", value: String(uri.split(separator: "?")[0])),
+                    FastCGIParam(name: "QUERY_STRING", value: uri.split(separator: "?").dropFirst().first.map(String.init) ?? ""),
+                    FastCGIParam(name: "REMOTE_ADDR", value: "192.0.2.7"), FastCGIParam(name: "PORTCULLIS_REQUEST_ID", value: "rid-1")]
+        for (name, value) in headers { list.append(FastCGIParam(name: name, value: value)) }
+        return list
+    }
+
+    private func run(_ params: [FastCGIParam], exchange: RecordingExchange, environment: ScriptedEnvironment) {
+        RequestTask(context: context, params: params, paramBytes: 200, exchange: exchange, environment: environment).start()
+    }
+
+    func testRoutedRequestWaitsForTheUpstreamThenEnds() throws {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("GET", "/open/a?x=1", headers: ["HTTP_ACCEPT": "text/plain"]), exchange: exchange, environment: environment)
+        XCTAssertEqual(environment.sent.count, 1, "the request goes upstream")
+        XCTAssertEqual(environment.ended, [], "and is not over before the upstream answers")
+        let upstream = environment.sent[0].request
+        XCTAssertEqual(upstream.url, "http://10.0.0.1:8080/open/a?x=1")
+        XCTAssertEqual(upstream.headers["X-Request-ID"], "rid-1")
+        XCTAssertEqual(upstream.headers["X-Forwarded-For"], "192.0.2.7")
+        environment.answer(status: 201, headers: HTTPHeaders([("Content-Type", "text/plain"), ("Connection", "x-hop"), ("X-Hop", "1")]),
+                           body: "made")
+        XCTAssertEqual(exchange.status, 201)
+        XCTAssertEqual(String(decoding: exchange.body, as: UTF8.self), "made")
+        XCTAssertNil(exchange.headers["X-Hop"], "hop-by-hop headers named by Connection never reach the client")
+        XCTAssertEqual(environment.ended, [0])
+    }
+
+    func testTargetsRotatePerLoop() {
+        let environment = ScriptedEnvironment()
+        for _ in 0..<3 { run(params("GET", "/open/r"), exchange: RecordingExchange(), environment: environment) }
+        XCTAssertEqual(environment.sent.map(\.request.url),
+                       ["http://10.0.0.1:8080/open/r", "http://10.0.0.2:8080/open/r", "http://10.0.0.1:8080/open/r"])
+    }
+
+    func testUnknownRouteIsAnsweredWithoutUpstream() throws {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("GET", "/nowhere"), exchange: exchange, environment: environment)
+        XCTAssertEqual(exchange.status, 404)
+        XCTAssertEqual(exchange.headers["Content-Type"], ProblemDetails.contentType)
+        let body = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(exchange.body)) as? [String: Any])
+        XCTAssertEqual(body["request_id"] as? String, "rid-1")
+        XCTAssertTrue(environment.sent.isEmpty)
+        XCTAssertEqual(environment.ended.count, 1)
+    }
+
+    func testMissingCredentialNeverReachesTheUpstream() {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("GET", "/keyed/x"), exchange: exchange, environment: environment)
+        XCTAssertEqual(exchange.status, 401)
+        XCTAssertTrue(environment.sent.isEmpty)
+    }
+
+    func testLimitRejectsTheThirdRequestOfAConsumer() {
+        let environment = ScriptedEnvironment()
+        var statuses: [Int] = []
+        for _ in 0..<3 {
+            let exchange = RecordingExchange()
+            run(params("GET", "/keyed/x", headers: ["HTTP_X_API_KEY": "demo-key-change-me"]), exchange: exchange, environment: environment)
+            if exchange.headSent { statuses.append(exchange.status) }
+        }
+        XCTAssertEqual(environment.sent.count, 2, "two admitted requests went upstream")
+        XCTAssertEqual(statuses, [429])
+        environment.answer(status: 200, headers: HTTPHeaders(), body: "")
+        XCTAssertEqual(environment.ended.count, 2, "the rejected request and the first answered one ended")
+    }
+
+    func testCutShortRequestIsRefused() {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run([FastCGIParam(name: "REQUEST_URI", value: "/open/a")], exchange: exchange, environment: environment)
+        XCTAssertEqual(exchange.status, 400)
+        XCTAssertTrue(environment.sent.isEmpty)
+    }
+
+    func testUnreadBodyIsReportedWhenAnsweredEarly() {
+        let exchange = RecordingExchange(body: Array(repeating: 0x61, count: 10)), environment = ScriptedEnvironment()
+        run(params("POST", "/keyed/x", headers: ["CONTENT_LENGTH": "10"]), exchange: exchange, environment: environment)
+        XCTAssertEqual(exchange.status, 401)
+        XCTAssertEqual(environment.ended, [10], "the connection drains (or closes on) what nobody read")
+    }
+}
