@@ -33,10 +33,10 @@ struct StatusCommand: ParsableCommand {
         }
         let workers = state["workers"]?.arrayValue ?? []
         print("master \(pid), generation \(state["generation"]?.intValue ?? 0), socket \(state["socket"]?.stringValue ?? "?")")
-        print("workers: \(workers.count) running, \(state["desired_workers"]?.intValue ?? 0) desired, \(state["threads"]?.intValue ?? 0) threads each")
+        print("workers: \(workers.count) running, \(state["desired_workers"]?.intValue ?? 0) desired, \(state["threads"]?.intValue ?? 0) event-loop threads each")
         for w in workers {
-            let retiring = w["retiring"]?.boolValue == true ? " (retiring)" : ""
-            print("  pid \(w["pid"]?.intValue ?? 0)  generation \(w["generation"]?.intValue ?? 0)  since \(w["started_at"]?.stringValue ?? "")\(retiring)")
+            let phase = w["retiring"]?.boolValue == true ? " (retiring)" : w["ready"]?.boolValue == true ? "" : " (starting)"
+            print("  pid \(w["pid"]?.intValue ?? 0)  generation \(w["generation"]?.intValue ?? 0)  since \(w["started_at"]?.stringValue ?? "")\(phase)")
         }
         if let table {
             let stats = table.stats

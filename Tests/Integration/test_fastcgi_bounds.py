@@ -1,4 +1,4 @@
-"""The worker's own bounds on what arrives over FastCGI (ARCHITECTURE.md: libfcgi accepts params
+"""The worker's own bounds on what arrives over FastCGI (docs/architecture.md: libfcgi accepts params
 of any size), tested by speaking FastCGI to the pool's socket directly, as a hostile or broken
 client of the socket would, without nginx in between."""
 
