@@ -47,8 +47,11 @@ integration:
 	PORTCULLIS_BIN=$${PORTCULLIS_BIN:-$(DEBUG_BIN)} timeout --signal=INT --kill-after=60 $(INTEGRATION_TIMEOUT) \
 		$(PYTHON) -m pytest -q -p no:cacheprovider $(TESTS) $(PYTEST_ARGS)
 
-## bench: requests/s of the gateway vs nginx proxy_pass (scripts/bench.sh)
-bench: release
+## bench: the gateway vs nginx proxy_pass, the C ceiling and HAProxy (scripts/bench.sh, docs/benchmarks.md);
+##        installs the bench-only packages too (BENCH=1). PORTCULLIS_BIN=path measures another build.
+bench:
+	@BENCH=1 PYTHON=$(PYTHON) scripts/install-deps.sh
+	@if [[ -z "$${PORTCULLIS_BIN:-}" ]]; then $(SWIFT) build -c release; fi
 	@scripts/bench.sh $(BENCH_ARGS)
 
 ## check: validate the demo config

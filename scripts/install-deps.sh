@@ -2,6 +2,7 @@
 # Installs the system packages and Python test modules Portcullis needs, when missing.
 # As root: apt-get (Debian/Ubuntu) and, for a Python that is not the system one, pip.
 # Otherwise: prints what to install and fails. A fast no-op when everything is present.
+# BENCH=1 (make bench) adds what only the benchmark needs; `make test` and CI never install it.
 set -euo pipefail
 
 apt_packages=(
@@ -10,12 +11,19 @@ apt_packages=(
     python3 python3-pytest python3-requests python3-cryptography
 )
 python_modules=(pytest requests cryptography)
+# scripts/bench.sh only: the C ceiling is compiled with gcc against libfcgi; haproxy is the peer
+# gateway; h2load (nghttp2-client) is the rate-limited load generator; gnuplot draws the chart.
+bench_apt_packages=(gcc libc6-dev libfcgi-dev haproxy nghttp2-client gnuplot-nox)
+if [[ ${BENCH:-0} == 1 ]]; then
+    apt_packages+=("${bench_apt_packages[@]}")
+fi
 python=${PYTHON:-python3}
 
 # True when the package (or, for nginx, any nginx flavour) is installed.
 installed() {
     case $1 in
         nginx-light) command -v nginx >/dev/null 2>&1 && return 0 ;;
+        gnuplot-nox) command -v gnuplot >/dev/null 2>&1 && return 0 ;;
     esac
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
 }
