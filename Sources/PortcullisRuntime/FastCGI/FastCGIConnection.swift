@@ -72,9 +72,10 @@ final class FastCGIConnection: LoopHandler {
     func finish(unreadBody: Int64) {
         if unreadBody > Int64(Self.drainLimit) {
             request.pointee.keepConnection = 0
-        } else if request.pointee.in != nil {
-            var scratch = [CChar](repeating: 0, count: 16 * 1024)
-            while FCGX_GetStr(&scratch, Int32(scratch.count), request.pointee.in) > 0 {}
+        } else if let input = request.pointee.in, FCGX_HasSeenEOF(input) == 0 {
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: 16 * 1024) { scratch in
+                while FCGX_GetStr(scratch.baseAddress, Int32(scratch.count), input) > 0 {}
+            }
         }
         FCGX_Finish_r(request)
         busy = false

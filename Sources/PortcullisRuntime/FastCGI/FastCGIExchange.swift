@@ -90,16 +90,24 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         guard !headSent else { return }
         headSent = true
         self.status = status
-        var head = "Status: \(status) \(HTTPStatus.reason(status))\r\n"
+        // Bytes straight into one buffer sized for a typical head: no String growth per field.
+        var head: [UInt8] = []
+        head.reserveCapacity(512)
+        head.append(contentsOf: "Status: ".utf8)
+        head.append(contentsOf: String(status).utf8)
+        head.append(0x20)
+        head.append(contentsOf: HTTPStatus.reason(status).utf8)
+        head.append(contentsOf: "\r\n".utf8)
         for (name, value) in headers where HeaderHygiene.isSafeHeaderValue(value) && HeaderHygiene.isToken(name) {
-            head += name
-            head += ": "
-            head += value
-            head += "\r\n"
+            head.append(contentsOf: name.utf8)
+            head.append(contentsOf: ": ".utf8)
+            head.append(contentsOf: value.utf8)
+            head.append(contentsOf: "\r\n".utf8)
         }
-        head += "X-Request-ID: \(requestId)\r\n\r\n"
-        var bytes = head
-        bytes.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+        head.append(contentsOf: "X-Request-ID: ".utf8)
+        head.append(contentsOf: requestId.utf8)
+        head.append(contentsOf: "\r\n\r\n".utf8)
+        head.withUnsafeBytes { write($0) }
     }
 
     public func sendBody(_ bytes: UnsafeRawBufferPointer) {
