@@ -93,7 +93,7 @@ stop() {
         wait "$p" 2>/dev/null || true
     done
 }
-cleanup() { stop "${stack_pids[@]}" "${pids[@]}"; }
+cleanup() { stop_stack; stop "${pids[@]}"; }
 trap cleanup EXIT
 
 # The design's ceiling: the C event-loop proxy, compiled from the repository.
@@ -192,7 +192,10 @@ CONF
     stack_dir=$dir
 }
 stop_stack() {
+    local workers p
+    workers=$(worker_pids 2>/dev/null || true)
     stop "${stack_pids[@]}"
+    for p in $workers; do kill -9 "$p" 2>/dev/null || true; done  # if the master had to be killed
     stack_pids=()
 }
 
