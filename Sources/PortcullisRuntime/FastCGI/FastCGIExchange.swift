@@ -59,25 +59,17 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         self.request = request
     }
 
-    /// Total bytes of the params, counted by `params()`.
-    public private(set) var paramBytes = 0
+    /// The params as libfcgi holds them (`NAME=VALUE` C strings), read in place.
+    public var paramEntries: ParamEntries { ParamEntries(envp: request.pointee.envp) }
 
-    /// Every FastCGI param as name/value pairs (split on the first `=` byte).
-    public func params() -> [FastCGIParam] {
-        var out: [FastCGIParam] = []
-        out.reserveCapacity(48)
-        paramBytes = 0
-        guard var envp = request.pointee.envp else { return out }
-        while let entry = envp.pointee {
-            let bytes = UnsafeRawBufferPointer(start: entry, count: strlen(entry)).bindMemory(to: UInt8.self)
-            paramBytes += bytes.count
-            if let eq = bytes.firstIndex(of: UInt8(ascii: "=")) {
-                out.append(FastCGIParam(name: String(decoding: UnsafeBufferPointer(rebasing: bytes[..<eq]), as: UTF8.self),
-                                        value: String(decoding: UnsafeBufferPointer(rebasing: bytes[(eq + 1)...]), as: UTF8.self)))
-            }
-            envp += 1
+    /// The entries of a FastCGI environment, without copying them.
+    public struct ParamEntries: Sequence, IteratorProtocol {
+        var envp: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
+        public mutating func next() -> UnsafeBufferPointer<UInt8>? {
+            guard let current = envp, let entry = current.pointee else { return nil }
+            envp = current + 1
+            return UnsafeBufferPointer(start: UnsafeRawPointer(entry).assumingMemoryBound(to: UInt8.self), count: strlen(entry))
         }
-        return out
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {

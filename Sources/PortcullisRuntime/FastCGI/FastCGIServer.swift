@@ -110,7 +110,7 @@ private final class Listener: LoopHandler {
 final class LoopWorker: @unchecked Sendable {
     let loop: EventLoop
     unowned let server: WorkerServer
-    let upstream: UpstreamClient
+    let upstream: Upstreams
     private var connections: [ObjectIdentifier: FastCGIConnection] = [:]
     private var listener: Listener!
     private(set) var retiring = false
@@ -122,7 +122,7 @@ final class LoopWorker: @unchecked Sendable {
     init(index: Int, server: WorkerServer) {
         loop = EventLoop(index: index)
         self.server = server
-        upstream = UpstreamClient(loop: loop)
+        upstream = Upstreams(loop: loop)
         contextVersion = server.publishedVersion.load(ordering: .sequentiallyConsistent)
         context = LoopContext(gateway: server.currentGateway, loop: loop)
         listener = Listener(owner: self)
@@ -186,8 +186,7 @@ final class LoopWorker: @unchecked Sendable {
         busy += 1
         server.inFlight.add(1, ordering: .relaxed)
         let exchange = FastCGIExchange(request: connection.request)
-        let params = exchange.params()
-        RequestTask(context: currentContext, params: params, paramBytes: exchange.paramBytes, exchange: exchange,
+        RequestTask(context: currentContext, decoded: RequestDecoder.decode(entries: exchange.paramEntries), exchange: exchange,
                     environment: ConnectionEnvironment(worker: self, connection: connection)).start()
     }
 

@@ -1,49 +1,61 @@
 import PortcullisCore
 
-/// Turns FastCGI params into a `GatewayRequest`. Client headers arrive only as `HTTP_*`
-/// params, so they can never pose as the `PORTCULLIS_*` facts nginx sets itself.
+/// Turns FastCGI params into a `GatewayRequest`, in one pass over the bytes nginx sent. Client
+/// headers arrive only as `HTTP_*` params, so they can never pose as the `PORTCULLIS_*` facts
+/// nginx sets itself. Strings are made only for what the request keeps; names are matched as
+/// bytes.
 public enum RequestDecoder {
     public struct Decoded {
         public var request: GatewayRequest
-        /// Request id nginx generated (`$request_id`), used when the client's is unacceptable.
-        public var nginxRequestId: String
+        /// nginx always sends REQUEST_METHOD; without it the params were cut short.
+        public var hasMethod: Bool
+        /// Total bytes of the params (bounded by `server.max_header_bytes`).
+        public var paramBytes: Int
     }
 
-    public static func decode(_ params: [FastCGIParam]) -> GatewayRequest {
-        var method = "GET", documentURI = "", requestURI = "", query = "", host = "", hostHeader = ""
-        var remote = "", scheme = "", nginxId = "", contentLength: Int64?
+    /// Decodes `NAME=VALUE` entries, as libfcgi hands them over.
+    public static func decode<Entries: Sequence>(entries: Entries) -> Decoded where Entries.Element == UnsafeBufferPointer<UInt8> {
+        var method: String?, documentURI = "", requestURI = "", query = "", host = "", hostHeader = ""
+        var remote = "", scheme = "", requestScheme = "", nginxId = "", contentLength: Int64?
         var headers = HTTPHeaders()
         var certVerify: String?, certSubject: String?, certPEM: String?
-        for param in params {
-            let name = param.name, value = param.value
-            if name.utf8.starts(with: "HTTP_".utf8) {
+        var paramBytes = 0
+        for entry in entries {
+            paramBytes += entry.count
+            guard let eq = entry.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            let name = UnsafeBufferPointer(rebasing: entry[..<eq])
+            let valueBytes = UnsafeBufferPointer(rebasing: entry[(eq + 1)...])
+            func value() -> String { String(decoding: valueBytes, as: UTF8.self) }
+            if name.starts(with: "HTTP_".utf8) {
                 // nginx passes these twice; CONTENT_TYPE/CONTENT_LENGTH are the authoritative copies.
-                if name == "HTTP_CONTENT_TYPE" || name == "HTTP_CONTENT_LENGTH" { continue }
-                let headerName = headerName(fromParam: name)
-                if name == "HTTP_HOST" { hostHeader = value }
-                headers.add(headerName, value)
+                if equals(name, "HTTP_CONTENT_TYPE") || equals(name, "HTTP_CONTENT_LENGTH") { continue }
+                let text = value()
+                if equals(name, "HTTP_HOST") { hostHeader = text }
+                headers.add(headerName(fromParam: name), text)
                 continue
             }
-            switch name {
-            case "REQUEST_METHOD": method = value
-            case "DOCUMENT_URI": documentURI = value
-            case "REQUEST_URI": requestURI = value
-            case "QUERY_STRING": query = value
-            case "CONTENT_TYPE": if !value.isEmpty { headers.add("Content-Type", value) }
-            case "CONTENT_LENGTH": contentLength = Int64(value)
-            case "REMOTE_ADDR": remote = value
-            case "PORTCULLIS_SCHEME": scheme = value
-            case "REQUEST_SCHEME": if scheme.isEmpty { scheme = value }
-            case "PORTCULLIS_HOST": host = value
-            case "PORTCULLIS_REQUEST_ID": nginxId = value
-            case "PORTCULLIS_SSL_CLIENT_VERIFY": certVerify = value
-            case "PORTCULLIS_SSL_CLIENT_S_DN": certSubject = value
-            // nginx's $ssl_client_fingerprint is SHA-1; consumers are matched by the SHA-256 of the
-            // certificate nginx verified ($ssl_client_escaped_cert, URL-encoded PEM).
-            case "PORTCULLIS_SSL_CLIENT_CERT": certPEM = PercentEncoding.decode(value)
+            switch name.count {
+            case 11 where equals(name, "REMOTE_ADDR"): remote = value()
+            case 11 where equals(name, "REQUEST_URI"): requestURI = value()
+            case 12 where equals(name, "DOCUMENT_URI"): documentURI = value()
+            case 12 where equals(name, "QUERY_STRING"): query = value()
+            case 12 where equals(name, "CONTENT_TYPE"): if !valueBytes.isEmpty { headers.add("Content-Type", value()) }
+            case 14 where equals(name, "REQUEST_METHOD"): method = value()
+            case 14 where equals(name, "CONTENT_LENGTH"): contentLength = Int64(value())
+            case 14 where equals(name, "REQUEST_SCHEME"): requestScheme = value()
+            case 15 where equals(name, "PORTCULLIS_HOST"): host = value()
+            case 17 where equals(name, "PORTCULLIS_SCHEME"): scheme = value()
+            case 21 where equals(name, "PORTCULLIS_REQUEST_ID"): nginxId = value()
+            case 26 where equals(name, "PORTCULLIS_SSL_CLIENT_S_DN"): certSubject = value()
+            case 26 where equals(name, "PORTCULLIS_SSL_CLIENT_CERT"):
+                // nginx's $ssl_client_fingerprint is SHA-1; consumers are matched by the SHA-256
+                // of the certificate nginx verified ($ssl_client_escaped_cert, URL-encoded PEM).
+                certPEM = PercentEncoding.decode(value())
+            case 28 where equals(name, "PORTCULLIS_SSL_CLIENT_VERIFY"): certVerify = value()
             default: break
             }
         }
+        if scheme.isEmpty { scheme = requestScheme }
         if documentURI.isEmpty {
             documentURI = PercentEncoding.decode(requestURI.split(separator: "?", maxSplits: 1).first ?? "/")
         }
@@ -51,7 +63,7 @@ public enum RequestDecoder {
         if nginxId.isEmpty { nginxId = randomRequestId() }
         let requestId = RequestID.choose(clientSupplied: headers["X-Request-ID"], nginxGenerated: nginxId)
         var request = GatewayRequest(
-            method: method, path: documentURI.isEmpty ? "/" : documentURI, rawQuery: query, host: host.asciiLowercased,
+            method: method ?? "GET", path: documentURI.isEmpty ? "/" : documentURI, rawQuery: query, host: host.asciiLowercased,
             headers: headers,
             facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: hostHeader),
             requestId: requestId, contentLength: contentLength)
@@ -59,24 +71,47 @@ public enum RequestDecoder {
             let fingerprint = certPEM.flatMap { $0.isEmpty ? nil : CertificateFingerprint.sha256Hex(pem: $0) }
             request.clientCertificate = ClientCertificateFacts(verify: certVerify, fingerprint: fingerprint, subjectDN: certSubject)
         }
-        return request
+        return Decoded(request: request, hasMethod: method != nil, paramBytes: paramBytes)
+    }
+
+    /// Decodes params given as name/value pairs (tests, tools).
+    public static func decode(_ params: [FastCGIParam]) -> Decoded {
+        let entries = params.map { Array("\($0.name)=\($0.value)".utf8) }
+        var buffers: [UnsafeBufferPointer<UInt8>] = []
+        return withBuffers(entries[...], into: &buffers) { decode(entries: $0) }
+    }
+
+    private static func withBuffers<R>(_ rest: ArraySlice<[UInt8]>, into buffers: inout [UnsafeBufferPointer<UInt8>],
+                                       _ body: ([UnsafeBufferPointer<UInt8>]) -> R) -> R {
+        guard let first = rest.first else { return body(buffers) }
+        return first.withUnsafeBufferPointer { pointer in
+            buffers.append(pointer)
+            return withBuffers(rest.dropFirst(), into: &buffers, body)
+        }
+    }
+
+    @inline(__always)
+    static func equals(_ bytes: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
+        bytes.count == literal.utf8CodeUnitCount
+            && memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
     }
 
     /// `HTTP_X_REQUEST_ID` → `X-Request-Id` (ASCII bytes; params are ASCII names).
-    static func headerName(fromParam param: String) -> String {
-        var bytes = Array(param.utf8.dropFirst(5))
-        var upper = true
-        for i in bytes.indices {
-            let c = bytes[i]
-            if c == UInt8(ascii: "_") {
-                bytes[i] = UInt8(ascii: "-")
-                upper = true
-                continue
+    static func headerName(fromParam param: UnsafeBufferPointer<UInt8>) -> String {
+        let source = UnsafeBufferPointer(rebasing: param[5...])
+        return String(unsafeUninitializedCapacity: source.count) { out in
+            var upper = true
+            for (i, c) in source.enumerated() {
+                if c == UInt8(ascii: "_") {
+                    out[i] = UInt8(ascii: "-")
+                    upper = true
+                    continue
+                }
+                if upper, c >= 0x61, c <= 0x7A { out[i] = c - 32 } else if !upper, c >= 0x41, c <= 0x5A { out[i] = c + 32 } else { out[i] = c }
+                upper = false
             }
-            if upper, c >= 0x61, c <= 0x7A { bytes[i] = c - 32 } else if !upper, c >= 0x41, c <= 0x5A { bytes[i] = c + 32 }
-            upper = false
+            return source.count
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func randomRequestId() -> String {
@@ -85,3 +120,7 @@ public enum RequestDecoder {
         return String(a, radix: 16) + String(b, radix: 16)
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -42,17 +42,16 @@ final class RequestTask {
     private let complete: Bool
     private let paramBytes: Int
 
-    /// `params` and `exchange` are the request as it arrived; `environment` is the loop's
+    /// `decoded` and `exchange` are the request as it arrived; `environment` is the loop's
     /// (its upstream client, its log slot, what happens when the request ends).
-    init(context: LoopContext, params: [FastCGIParam], paramBytes: Int, exchange: GatewayExchange,
-         environment: RequestEnvironment) {
+    init(context: LoopContext, decoded: RequestDecoder.Decoded, exchange: GatewayExchange, environment: RequestEnvironment) {
         self.context = context
         self.environment = environment
         self.exchange = exchange
         started = EventLoop.monotonicNanos()
-        complete = params.contains { $0.name == "REQUEST_METHOD" }
-        self.paramBytes = paramBytes
-        request = RequestDecoder.decode(params)
+        complete = decoded.hasMethod
+        paramBytes = decoded.paramBytes
+        request = decoded.request
         exchange.requestId = request.requestId
         log = AccessRecord(request: request)
     }

@@ -101,7 +101,7 @@ final class RequestTaskTests: XCTestCase {
     }
 
     private func run(_ params: [FastCGIParam], exchange: RecordingExchange, environment: ScriptedEnvironment) {
-        RequestTask(context: context, params: params, paramBytes: 200, exchange: exchange, environment: environment).start()
+        RequestTask(context: context, decoded: RequestDecoder.decode(params), exchange: exchange, environment: environment).start()
     }
 
     func testRoutedRequestWaitsForTheUpstreamThenEnds() throws {
@@ -172,5 +172,30 @@ final class RequestTaskTests: XCTestCase {
         run(params("POST", "/keyed/x", headers: ["CONTENT_LENGTH": "10"]), exchange: exchange, environment: environment)
         XCTAssertEqual(exchange.status, 401)
         XCTAssertEqual(environment.ended, [10], "the connection drains (or closes on) what nobody read")
+    }
+
+    func testDecoderMatchesNamesAsBytesAndKeepsFactsApart() {
+        let decoded = RequestDecoder.decode([
+            FastCGIParam(name: "REQUEST_METHOD", value: "PATCH"), FastCGIParam(name: "DOCUMENT_URI", value: "/a b"),
+            FastCGIParam(name: "HTTP_X_API_KEY", value: "k"), FastCGIParam(name: "HTTP_PORTCULLIS_HOST", value: "evil"),
+            FastCGIParam(name: "PORTCULLIS_HOST", value: "API.Example"), FastCGIParam(name: "HTTP_CONTENT_LENGTH", value: "9"),
+            FastCGIParam(name: "CONTENT_LENGTH", value: "3"), FastCGIParam(name: "CONTENT_TYPE", value: "text/plain"),
+            FastCGIParam(name: "REQUEST_SCHEME", value: "http"), FastCGIParam(name: "PORTCULLIS_SCHEME", value: "https"),
+        ])
+        XCTAssertTrue(decoded.hasMethod)
+        XCTAssertEqual(decoded.request.method, "PATCH")
+        XCTAssertEqual(decoded.request.path, "/a b")
+        XCTAssertEqual(decoded.request.host, "api.example", "the host nginx routed on, lower-cased")
+        XCTAssertEqual(decoded.request.headers["X-Api-Key"], "k")
+        XCTAssertEqual(decoded.request.headers["Portcullis-Host"], "evil", "a client header stays a header")
+        XCTAssertEqual(decoded.request.contentLength, 3, "CONTENT_LENGTH, not the client's header copy")
+        XCTAssertEqual(decoded.request.headers.values("Content-Length"), [])
+        XCTAssertEqual(decoded.request.headers["Content-Type"], "text/plain")
+        XCTAssertEqual(decoded.request.facts.scheme, "https")
+        XCTAssertEqual(decoded.paramBytes, ["REQUEST_METHOD=PATCH", "DOCUMENT_URI=/a b", "HTTP_X_API_KEY=k", "HTTP_PORTCULLIS_HOST=evil",
+                                            "PORTCULLIS_HOST=API.Example", "HTTP_CONTENT_LENGTH=9", "CONTENT_LENGTH=3",
+                                            "CONTENT_TYPE=text/plain", "REQUEST_SCHEME=http", "PORTCULLIS_SCHEME=https"]
+                                            .reduce(0) { $0 + $1.utf8.count })
+        XCTAssertFalse(RequestDecoder.decode([FastCGIParam(name: "REQUEST_URI", value: "/")]).hasMethod)
     }
 }
