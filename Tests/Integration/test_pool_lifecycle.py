@@ -1,8 +1,9 @@
 """Issue 2, worker pool: reloads and scaling under load lose no request, whatever the method.
 
-With one FastCGI connection per request (the shipped `fastcgi_keep_conn off`), a retiring
-worker stops accepting before it exits and serves every connection it accepted, so POSTs,
-which nginx never retries, must see zero failures too.
+nginx keeps its FastCGI connections (the shipped `fastcgi_keep_conn on`): a reload swaps the
+configuration inside the running workers, and a retiring worker serves what it accepted and
+hands its idle kept connections to a surviving one, so POSTs, which nginx never retries, must
+see zero failures too.
 """
 
 from __future__ import annotations

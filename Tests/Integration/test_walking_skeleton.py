@@ -315,9 +315,9 @@ def test_killed_worker_is_respawned(make_gateway: Callable[..., Gateway]) -> Non
 
 
 def test_concurrency_at_four_times_the_pool_threads(make_gateway: Callable[..., Gateway]) -> None:
-    """2 workers x 2 threads, nginx keeping 3 idle connections (the tightest the keep-conn rule
-    allows), 16 concurrent clients: no starvation, no 5xx, nothing slower than 1 s. Two bursts
-    with a pause between, so the second one starts with idle kept-alive connections pinned."""
+    """2 workers x 2 loop threads, nginx keeping 3 idle connections, 16 concurrent clients: no
+    starvation, no 5xx, nothing slower than 1 s. Two bursts with a pause between, so the second
+    one starts with idle kept-alive connections (which must pin nothing)."""
     gw = make_gateway(workers=2, threads=2, keepalive=3)
     clients = 4 * gw.workers * gw.threads
     per_client = 20
