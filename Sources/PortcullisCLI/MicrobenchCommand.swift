@@ -17,6 +17,7 @@ struct MicrobenchCommand: ParsableCommand {
     @Option(help: "A ~2 KB JSON request body (file) for the transform measurement.") var body: String
     @Option(help: "A ~2 KB JSON response body (file).") var responseBody: String
     @Option(help: "Iterations per measurement.") var iterations: Int = 20_000
+    @Option(help: "Only the measurements whose name contains this text (for profiling one of them).") var only: String?
 
     func run() throws {
         let loaded = try GatewayLoader.load(configPath: options.config)
@@ -28,6 +29,7 @@ struct MicrobenchCommand: ParsableCommand {
         }
         var rows: [(String, Double)] = []
         func measure(_ name: String, iterations n: Int? = nil, _ body: () -> Void) {
+            if let only, !name.contains(only) { return }
             let count = n ?? iterations
             for _ in 0..<min(count, 200) { body() }  // warm caches
             let start = ContinuousClock.now

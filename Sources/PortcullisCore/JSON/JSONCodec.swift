@@ -9,11 +9,25 @@ public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertibl
     public var description: String { "invalid JSON at line \(line), column \(column): \(message)" }
 }
 
-/// Parses and serialises JSON through jansson (the project's one JSON library).
+/// Parses and serialises JSON. jansson (the project's one JSON library) is the reference for
+/// what parses and the source of every error position; `JSONFastParser` reads the documents it
+/// is sure about straight into Swift values first, which is most of a body transform's cost
+/// saved (docs/dependencies.md).
 public enum JSONCodec {
     /// Parses `bytes`. `rejectDuplicateKeys` is used for security-sensitive documents (JWT
     /// headers and claims), where two values for one key must not be silently merged.
     public static func parse(_ bytes: some Collection<UInt8>, rejectDuplicateKeys: Bool = true) throws(JSONParseError) -> JSONValue {
+        let fast: JSONValue?? = bytes.withContiguousStorageIfAvailable {
+            JSONFastParser.parse($0, rejectDuplicateKeys: rejectDuplicateKeys)
+        }
+        if let value = fast ?? Array(bytes).withUnsafeBufferPointer({ JSONFastParser.parse($0, rejectDuplicateKeys: rejectDuplicateKeys) }) {
+            return value
+        }
+        return try parseWithJansson(bytes, rejectDuplicateKeys: rejectDuplicateKeys)
+    }
+
+    /// jansson's verdict: the value, or the error with its position.
+    static func parseWithJansson(_ bytes: some Collection<UInt8>, rejectDuplicateKeys: Bool) throws(JSONParseError) -> JSONValue {
         var error = json_error_t()
         let flags = (rejectDuplicateKeys ? JSON_REJECT_DUPLICATES : 0) | JSON_DECODE_ANY | JSON_ALLOW_NUL
         let root: UnsafeMutablePointer<json_t>? = bytes.withContiguousStorageIfAvailable { buf in
@@ -83,10 +97,11 @@ public enum JSONCodec {
     }
 
     /// Compact serialisation straight into bytes (no intermediate jansson tree): the path of
-    /// transformed bodies and problem documents.
-    public static func serializeBytes(_ value: JSONValue) -> [UInt8] {
+    /// transformed bodies and problem documents. `capacity` is a size hint (e.g. the size of the
+    /// body the value was parsed from) so the output grows without copies.
+    public static func serializeBytes(_ value: JSONValue, capacity: Int = 256) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(256)
+        out.reserveCapacity(capacity)
         write(value, into: &out)
         return out
     }
@@ -95,35 +110,69 @@ public enum JSONCodec {
         switch value {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
-        case .int(let i): out.append(contentsOf: String(i).utf8)
-        case .double(let d): out.append(contentsOf: formatDouble(d).utf8)
+        case .int(let i): appendInteger(i, to: &out)
+        case .double(let d): appendDouble(d, to: &out)
         case .string(let s): JSONLineWriter.appendQuoted(s, to: &out)
         case .array(let items):
             out.append(UInt8(ascii: "["))
-            for (i, item) in items.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
+            var first = true
+            for item in items {
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
                 write(item, into: &out)
             }
             out.append(UInt8(ascii: "]"))
         case .object(let object):
             out.append(UInt8(ascii: "{"))
-            for (i, pair) in object.entries.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONLineWriter.appendQuoted(pair.key, to: &out)
+            var first = true
+            object.forEachPair { key, value in
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                JSONLineWriter.appendQuoted(key, to: &out)
                 out.append(UInt8(ascii: ":"))
-                write(pair.value, into: &out)
+                write(value, into: &out)
             }
             out.append(UInt8(ascii: "}"))
         }
     }
 
+    /// Decimal digits without going through a String.
+    static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        // The magnitude as UInt64, so Int64.min has one too.
+        var magnitude = value.magnitude
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var start = 20
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start..<20]))
+        }
+    }
+
     /// Like jansson (`%.15g`, always with a fraction or exponent); non-finite numbers, which
     /// JSON cannot carry, become null.
-    static func formatDouble(_ d: Double) -> String {
-        guard d.isFinite else { return "null" }
-        var text = String(format: "%.15g", d)
-        if !text.contains(where: { $0 == "." || $0 == "e" || $0 == "n" || $0 == "i" }) { text += ".0" }
-        return text
+    static func appendDouble(_ d: Double, to out: inout [UInt8]) {
+        guard d.isFinite else { out.append(contentsOf: "null".utf8); return }
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
+            let length = Int(vsnprintfDouble(buffer.baseAddress!, 32, d))
+            var needsFraction = true
+            for i in 0..<length {
+                var c = UInt8(bitPattern: buffer[i])
+                // A locale's decimal comma is still a point in JSON (what jansson does too).
+                if c == UInt8(ascii: ",") { c = UInt8(ascii: ".") }
+                if c == UInt8(ascii: ".") || c == UInt8(ascii: "e") { needsFraction = false }
+                out.append(c)
+            }
+            if needsFraction { out.append(contentsOf: ".0".utf8) }
+        }
+    }
+
+    /// `snprintf(buffer, size, "%.15g", d)`; Swift cannot call C's variadic functions directly.
+    private static func vsnprintfDouble(_ buffer: UnsafeMutablePointer<CChar>, _ size: Int, _ d: Double) -> Int32 {
+        withVaList([d]) { vsnprintf(buffer, size, "%.15g", $0) }
     }
 
     private static func build(_ value: JSONValue) -> UnsafeMutablePointer<json_t> {

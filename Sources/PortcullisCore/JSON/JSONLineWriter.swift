@@ -50,10 +50,29 @@ public struct JSONLineWriter {
 
     private mutating func appendString(_ s: String) { Self.appendQuoted(s, to: &bytes) }
 
-    /// RFC 8259 string escaping: quotes, backslash and control characters.
+    /// RFC 8259 string escaping: quotes, backslash and control characters (and DEL).
     static func appendQuoted(_ s: String, to bytes: inout [UInt8]) {
+        var s = s  // withUTF8 is free for native strings and gives the bytes without per-character iteration
+        s.withUTF8 { appendQuoted($0, to: &bytes) }
+    }
+
+    /// Copies runs that need no escaping in one go: byte-at-a-time appends were most of the
+    /// cost of serialising a transformed body.
+    static func appendQuoted(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
         bytes.append(UInt8(ascii: "\""))
-        for c in s.utf8 {
+        var runStart = 0
+        var i = 0
+        while i < utf8.count {
+            if utf8.count - i >= 8 {
+                let mask = JSONByteScan.escapes(JSONByteScan.load(utf8.baseAddress! + i))
+                if mask == 0 { i += 8; continue }
+                i += JSONByteScan.firstFlagged(mask)
+            }
+            let c = utf8[i]
+            i += 1
+            guard JSONByteScan.needsEscaping(c) else { continue }
+            if runStart < i - 1 { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<(i - 1)])) }
+            runStart = i
             switch c {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
                 bytes.append(0x5C)
@@ -67,17 +86,16 @@ public struct JSONLineWriter {
             case 0x09:
                 bytes.append(0x5C)
                 bytes.append(UInt8(ascii: "t"))
-            case 0..<0x20, 0x7F:
+            default:
                 bytes.append(0x5C)
                 bytes.append(UInt8(ascii: "u"))
                 bytes.append(0x30)
                 bytes.append(0x30)
                 bytes.append(hexDigit(c >> 4))
                 bytes.append(hexDigit(c & 15))
-            default:
-                bytes.append(c)
             }
         }
+        if runStart < utf8.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart...])) }
         bytes.append(UInt8(ascii: "\""))
     }
 

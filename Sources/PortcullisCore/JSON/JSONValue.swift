@@ -57,6 +57,10 @@ public struct JSONObject: Sendable, Equatable {
         for (k, v) in pairs { self[k] = v }
     }
 
+    /// Takes pairs without checking for duplicate keys: for decoders that already rejected or
+    /// resolved them.
+    init(uncheckedPairs pairs: [(key: String, value: JSONValue)]) { self.pairs = pairs }
+
     /// Appends without checking for an existing key: for decoders that already rejected or
     /// resolved duplicates.
     mutating func appendUnchecked(_ key: String, _ value: JSONValue) { pairs.append((key, value)) }
@@ -78,8 +82,29 @@ public struct JSONObject: Sendable, Equatable {
         }
     }
 
+    /// Removes the member `key`; its value, or nil when there was none.
+    @discardableResult
+    public mutating func removeValue(forKey key: String) -> JSONValue? {
+        guard let i = pairs.firstIndex(where: { $0.key == key }) else { return nil }
+        return pairs.remove(at: i).value
+    }
+
+    /// Lets `body` edit the value of member `key` where it is stored, so a nested value is
+    /// not copied to be changed; false when there is no such member.
+    @discardableResult
+    public mutating func modifyValue(forKey key: String, _ body: (inout JSONValue) throws -> Void) rethrows -> Bool {
+        guard let i = pairs.firstIndex(where: { $0.key == key }) else { return false }
+        try body(&pairs[i].value)
+        return true
+    }
+
     /// Key/value pairs in document order.
     public var entries: [(key: String, value: JSONValue)] { pairs }
+
+    /// Calls `body` with each pair in document order, without handing out the pair array.
+    func forEachPair(_ body: (String, JSONValue) throws -> Void) rethrows {
+        for i in pairs.indices { try body(pairs[i].key, pairs[i].value) }
+    }
 
     /// Equal when both hold the same keys with equal values, whatever their order.
     public static func == (a: JSONObject, b: JSONObject) -> Bool {

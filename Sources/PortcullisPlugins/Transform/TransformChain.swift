@@ -334,7 +334,8 @@ struct BodyState {
     /// Serialises a changed document and enforces the output limit.
     mutating func finish() throws(TransformError) -> BodyOutcome {
         guard changed else { return .untouched }
-        let out = JSONCodec.serializeBytes(document)
+        // Sized like the body it came from: most transforms change a body's size only a little.
+        let out = JSONCodec.serializeBytes(document, capacity: (bytes?.count ?? 0) + 256)
         if Int64(out.count) > maxBytes {
             throw TransformError(problem: .transformBodyTooLarge(phase: phase, limit: maxBytes, ruleSet: limitingSet), ruleSet: limitingSet)
         }

@@ -97,26 +97,18 @@ public struct FieldTree: Sendable, Equatable {
     func drop(_ value: inout JSONValue) {
         switch value {
         case .object(var object):
-            value = .null
+            value = .null  // `object` is now the only reference: the edits below do not copy it
             for (key, tree) in children {
-                guard var child = object[key] else { continue }
                 if tree.isLeaf {
-                    object[key] = nil
+                    object.removeValue(forKey: key)
                 } else {
-                    object[key] = .null
-                    tree.drop(&child)
-                    object[key] = child
+                    object.modifyValue(forKey: key) { tree.drop(&$0) }
                 }
             }
             value = .object(object)
         case .array(var items):
             value = .null
-            for i in items.indices {
-                var child = items[i]
-                items[i] = .null
-                drop(&child)
-                items[i] = child
-            }
+            for i in items.indices { drop(&items[i]) }
             value = .array(items)
         default:
             break

@@ -96,10 +96,42 @@ extension ProblemDetails {
 /// Media types whose bodies JSON operations may touch: `application/json` and `*/*+json`.
 public enum JSONMediaType {
     public static func matches(_ contentType: String?) -> Bool {
-        guard let contentType else { return false }
+        guard var contentType else { return false }
+        // Every request and response asks, so ASCII (all real media types) is read as bytes;
+        // other text keeps the Character semantics of `matchesCharacters`.
+        if let ascii = contentType.withUTF8({ matchesASCII($0) }) { return ascii }
+        return matchesCharacters(contentType)
+    }
+
+    static func matchesCharacters(_ contentType: String) -> Bool {
         let essence = contentType.split(separator: ";", maxSplits: 1).first.map { $0.trimmingSpaces().lowercased() } ?? ""
         guard let slash = essence.firstIndex(of: "/") else { return false }
         let subtype = essence[essence.index(after: slash)...]
         return essence == "application/json" || (subtype.hasSuffix("+json") && slash != essence.startIndex)
+    }
+
+    /// `matchesCharacters` for ASCII text, without allocating; nil when the text is not ASCII.
+    static func matchesASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool? {
+        guard !bytes.contains(where: { $0 >= 0x80 }) else { return nil }
+        // Like `split(separator: ";")`, which omits empty pieces: leading ";"s are skipped.
+        var start = bytes.firstIndex { $0 != UInt8(ascii: ";") } ?? bytes.count
+        var end = bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
+        func isSpace(_ c: UInt8) -> Bool { c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
+        while start < end, isSpace(bytes[start]) { start += 1 }
+        while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+        let essence = UnsafeBufferPointer(rebasing: bytes[start..<end])
+        guard let slash = essence.firstIndex(of: UInt8(ascii: "/")) else { return false }
+        func equalsLowercased(_ text: UnsafeBufferPointer<UInt8>, _ expected: StaticString) -> Bool {
+            guard text.count == expected.utf8CodeUnitCount else { return false }
+            let expectedBytes = UnsafeBufferPointer(start: expected.utf8Start, count: expected.utf8CodeUnitCount)
+            return zip(text, expectedBytes).allSatisfy { pair in
+                let c = pair.0
+                return (c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") ? c | 0x20 : c) == pair.1
+            }
+        }
+        if equalsLowercased(essence, "application/json") { return true }
+        let suffix = "+json".utf8.count
+        return slash != 0 && essence.count - (slash + 1) >= suffix
+            && equalsLowercased(UnsafeBufferPointer(rebasing: essence[(essence.count - suffix)...]), "+json")
     }
 }

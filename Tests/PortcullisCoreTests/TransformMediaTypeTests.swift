@@ -1,0 +1,28 @@
+import XCTest
+@testable import PortcullisPlugins
+
+/// The byte-level media type check must answer like the Character-level one it short-cuts.
+final class TransformMediaTypeTests: XCTestCase {
+    func testMediaTypes() {
+        let yes = ["application/json", "APPLICATION/JSON", "application/json; charset=utf-8", " application/json ;x",
+                   "\tapplication/json\t", "application/problem+json", "application/vnd.api+JSON", ";application/json",
+                   ";;application/json;", "a/+json", "x/y+json; q=1"]
+        let no = [nil, "", ";", "text/plain", "application/jsonx", "application/json5", "+json", "/+json", "application",
+                  "application/ json", "json", "text/json+xml", "application/x-json", " ; application/json",
+                  "application/j\u{00E9}son", "application/x\u{0600}+json", "application/json;\u{301}"]
+        for type in yes { XCTAssertTrue(JSONMediaType.matches(type), type) }
+        for type in no { XCTAssertFalse(JSONMediaType.matches(type), type ?? "nil") }
+    }
+
+    func testASCIIPathAgreesWithCharacterPath() {
+        let pieces = ["application", "/", "json", "+json", ";", " ", "\t", "x", "JSON", "A", "charset=utf-8", "/json", "+"]
+        var rng = SplitMix(seed: 3)
+        for _ in 0..<5000 {
+            var text = ""
+            for _ in 0..<(rng.next() % 6) { text += pieces[Int(rng.next() % UInt64(pieces.count))] }
+            var copy = text
+            let ascii = copy.withUTF8 { JSONMediaType.matchesASCII($0) }
+            XCTAssertEqual(ascii, JSONMediaType.matchesCharacters(text), text.debugDescription)
+        }
+    }
+}
