@@ -17,6 +17,7 @@ let package = Package(
         .systemLibrary(name: "CJansson", pkgConfig: "jansson", providers: [.apt(["libjansson-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
         // What Swift cannot call directly: curl's variadic setopt/getinfo, shm atomics, signals.
         .target(name: "CPortcullis", dependencies: ["CCurl", "CHiredis"]),
         // Pure decisions, no I/O.
@@ -33,7 +34,7 @@ let package = Package(
         // I/O adapters: FastCGI loop, upstream client, stores, logs.
         .target(
             name: "PortcullisRuntime",
-            dependencies: ["PortcullisCore", "PortcullisPlugins", "CFastCGI", "CCurl", "CHiredis", "CPortcullis"]
+            dependencies: ["PortcullisCore", "PortcullisPlugins", "CFastCGI", "CCurl", "CHiredis", "CHTTPParser", "CPortcullis"]
         ),
         // The master: sockets, shared memory, spawning and supervising workers.
         .target(name: "PortcullisPool", dependencies: ["PortcullisCore", "PortcullisRuntime", "CPortcullis"]),

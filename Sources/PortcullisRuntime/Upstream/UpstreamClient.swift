@@ -2,68 +2,6 @@ import CCurl
 import CPortcullis
 import PortcullisCore
 
-/// What happened to one upstream exchange.
-public struct UpstreamOutcome: Sendable {
-    public enum Failure: Sendable, Equatable {
-        /// Refused, unreachable, reset, or an invalid answer: 502.
-        case unavailable(String)
-        /// Connect or total timeout: 504.
-        case timedOut(String)
-        /// The client went away while the body was being relayed.
-        case clientGone
-        /// A response hook answered a problem instead of the upstream's response.
-        case refused
-    }
-    public var status: Int
-    public var failure: Failure?
-    public var target: String
-    public var elapsedMs: Double
-}
-
-/// How the upstream's response reaches the client: streamed as it arrives, or collected whole
-/// (up to a limit) so a response transform can rewrite it.
-public enum ResponseMode {
-    case stream
-    case collect(limit: Int)
-}
-
-/// Decisions taken when the upstream's status and headers are known.
-public struct ResponseHooks {
-    /// Stream or collect this response.
-    public var mode: (_ status: Int, _ headers: HTTPHeaders) -> ResponseMode
-    /// Rewrites a streamed response's status and headers before they are sent; a returned
-    /// problem is answered instead and the upstream body discarded.
-    public var head: ((_ status: inout Int, _ headers: inout HTTPHeaders) -> ProblemDetails?)?
-
-    public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },
-                head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil) {
-        self.mode = mode
-        self.head = head
-    }
-
-    public static var streaming: ResponseHooks { ResponseHooks() }
-}
-
-/// One request to send upstream.
-public struct UpstreamRequest {
-    public var method: String
-    public var url: String
-    public var headers: HTTPHeaders
-    /// Body length announced by nginx; nil or 0 means no body.
-    public var bodyLength: Int64?
-    public var connectTimeoutMs: Int
-    public var timeoutMs: Int
-
-    public init(method: String, url: String, headers: HTTPHeaders, bodyLength: Int64?, connectTimeoutMs: Int, timeoutMs: Int) {
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.bodyLength = bodyLength
-        self.connectTimeoutMs = connectTimeoutMs
-        self.timeoutMs = timeoutMs
-    }
-}
-
 /// The upstream HTTP client of one event loop: libcurl's multi interface driven by the loop
 /// (`CURLMOPT_SOCKETFUNCTION` / `TIMERFUNCTION`), so many exchanges are in flight at once and
 /// none blocks the loop. Connections are reused across requests of the loop (the multi
@@ -114,7 +52,8 @@ public final class UpstreamClient {
     public func start(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
         let h = makeHandle()
-        let transfer = Transfer(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url, completion: completion)
+        let transfer = CurlTransfer(ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
+                                                  completion: completion))
         let ctx = Unmanaged.passRetained(transfer).toOpaque()
 
         // Every option a previous request may have changed is set again (method, body,
@@ -179,7 +118,7 @@ public final class UpstreamClient {
     }
 
     private func finish(_ h: UnsafeMutableRawPointer, code: CURLcode) {
-        let transfer = Unmanaged<Transfer>.fromOpaque(pc_curl_private(h)!).takeRetainedValue()
+        let transfer = Unmanaged<CurlTransfer>.fromOpaque(pc_curl_private(h)!).takeRetainedValue()
         let elapsedMs = pc_curl_total_time(h) * 1000
         curl_multi_remove_handle(multi, h)
         pc_curl_set_slist(h, CURLOPT_HTTPHEADER, nil)
@@ -187,8 +126,13 @@ public final class UpstreamClient {
         transfer.headerList = nil
         idleHandles.append(h)
         inFlight -= 1
-        let (outcome, collected) = transfer.result(code: code, elapsedMs: elapsedMs)
-        transfer.completion(outcome, collected)
+        var failure: UpstreamOutcome.Failure?
+        if code != CURLE_OK {
+            let message = String(cString: curl_easy_strerror(code))
+            failure = code == CURLE_OPERATION_TIMEDOUT ? .timedOut(message) : .unavailable(message)
+        }
+        let (outcome, collected) = transfer.relay.result(failure: failure, elapsedMs: elapsedMs)
+        transfer.relay.completion(outcome, collected)
     }
 
     fileprivate func watch(_ fd: Int32, what: Int32) {
@@ -248,151 +192,29 @@ private let curlTimerCallback: pc_curl_timer_cb = { _, timeoutMs, userp in
     return 0
 }
 
-/// A response collected whole for transformation.
-public struct CollectedResponse {
-    public var status: Int
-    public var headers: HTTPHeaders
-    public var body: [UInt8]
-    /// True when the body exceeded the collection limit; `body` then holds only its start.
-    public var overflowed: Bool
-}
-
-/// State shared with the C callbacks of one transfer.
-private final class Transfer {
-    let sink: ResponseSink
-    let body: BodySource?
-    let hooks: ResponseHooks
-    let requestId: String
-    let url: String
-    let completion: (UpstreamOutcome, CollectedResponse?) -> Void
+/// What the C callbacks of one transfer reach: the shared response relay and curl's header list.
+private final class CurlTransfer {
+    let relay: ResponseRelay
     var headerList: UnsafeMutablePointer<curl_slist>?
-    var status = 0
-    var headers = HTTPHeaders()
-    var clientGone = false
-    /// A head hook refused the response and a problem was sent instead.
-    var answeredProblem = false
-    var collecting = false
-    var collectLimit = 0
-    var collected: [UInt8] = []
-    var overflowed = false
-
-    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String,
-         completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
-        self.sink = sink
-        self.body = body
-        self.hooks = hooks
-        self.requestId = requestId
-        self.url = url
-        self.completion = completion
-    }
-
-    /// What the finished exchange amounts to.
-    func result(code: CURLcode, elapsedMs: Double) -> (UpstreamOutcome, CollectedResponse?) {
-        var outcome = UpstreamOutcome(status: status, failure: nil, target: url, elapsedMs: elapsedMs)
-        if code != CURLE_OK {
-            if overflowed {
-                return (outcome, CollectedResponse(status: status, headers: headers, body: [], overflowed: true))
-            }
-            if answeredProblem {
-                outcome.failure = .refused
-            } else if clientGone {
-                outcome.failure = .clientGone
-            } else {
-                let message = String(cString: curl_easy_strerror(code))
-                outcome.failure = code == CURLE_OPERATION_TIMEDOUT ? .timedOut(message) : .unavailable(message)
-            }
-            return (outcome, nil)
-        }
-        if collecting {
-            return (outcome, CollectedResponse(status: status, headers: headers, body: collected, overflowed: false))
-        }
-        // A response with no body (204, HEAD, empty 200) never reached the write callback.
-        sendHeadIfNeeded()
-        if answeredProblem { outcome.failure = .refused }
-        return (outcome, nil)
-    }
-
-    /// One raw header line from libcurl, parsed on bytes (no Character handling on the hot path).
-    func headerLine(_ raw: UnsafeRawBufferPointer) {
-        var line = raw.bindMemory(to: UInt8.self)[...]
-        while let last = line.last, last == 0x0D || last == 0x0A { line = line.dropLast() }
-        if line.isEmpty {
-            if status >= 200, case .collect(let limit) = hooks.mode(status, headers) {
-                collecting = true
-                collectLimit = limit
-            }
-        } else if line.starts(with: "HTTP/".utf8) {
-            // A new status line: a previous 1xx block is discarded.
-            status = 502
-            if let space = line.firstIndex(of: 0x20) {
-                var code = 0, digits = 0
-                for c in line[(space + 1)...] {
-                    guard c >= 0x30 && c <= 0x39, digits < 3 else { break }
-                    code = code * 10 + Int(c - 0x30)
-                    digits += 1
-                }
-                if digits == 3 { status = code }
-            }
-            headers = HTTPHeaders()
-        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
-            var value = line[(colon + 1)...]
-            while let f = value.first, f == 0x20 || f == 0x09 { value = value.dropFirst() }
-            while let l = value.last, l == 0x20 || l == 0x09 { value = value.dropLast() }
-            headers.add(String(decoding: UnsafeBufferPointer(rebasing: line[..<colon]), as: UTF8.self),
-                        String(decoding: UnsafeBufferPointer(rebasing: value), as: UTF8.self))
-        }
-    }
-
-    /// Sends the (hooked) head once; false when a problem was answered instead.
-    @discardableResult
-    func sendHeadIfNeeded() -> Bool {
-        if answeredProblem { return false }
-        guard !sink.headSent else { return true }
-        var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
-        var code = status
-        if let hook = hooks.head, let problem = hook(&code, &outgoing) {
-            sink.sendProblem(problem, requestId: requestId)
-            answeredProblem = true
-            return false
-        }
-        sink.sendHead(status: code, headers: outgoing)
-        return true
-    }
-
-    /// Returns false to abort the transfer.
-    func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if collecting {
-            if collected.count + bytes.count > collectLimit {
-                overflowed = true
-                return false
-            }
-            collected.append(contentsOf: bytes)
-            return true
-        }
-        guard sendHeadIfNeeded() else { return false }
-        sink.sendBody(bytes)
-        if !sink.isOpen { clientGone = true; return false }
-        return true
-    }
+    init(_ relay: ResponseRelay) { self.relay = relay }
 }
-
 
 private let headerCallback: pc_curl_data_cb = { ptr, size, count, userdata in
     let n = size * count
-    let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
-    transfer.headerLine(UnsafeRawBufferPointer(start: ptr, count: n))
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata!).takeUnretainedValue()
+    transfer.relay.headerLine(UnsafeRawBufferPointer(start: ptr, count: n))
     return n
 }
 
 private let writeCallback: pc_curl_data_cb = { ptr, size, count, userdata in
     let n = size * count
-    let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
-    return transfer.bodyChunk(UnsafeRawBufferPointer(start: ptr, count: n)) ? n : 0
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata!).takeUnretainedValue()
+    return transfer.relay.bodyChunk(UnsafeRawBufferPointer(start: ptr, count: n)) ? n : 0
 }
 
 private let readCallback: pc_curl_data_cb = { ptr, size, count, userdata in
-    let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
-    guard let body = transfer.body, let ptr else { return 0 }
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata!).takeUnretainedValue()
+    guard let body = transfer.relay.body, let ptr else { return 0 }
     return body.read(into: UnsafeMutableRawBufferPointer(start: ptr, count: size * count))
 }
 

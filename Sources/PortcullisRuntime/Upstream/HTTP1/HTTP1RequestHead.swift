@@ -1,0 +1,47 @@
+import PortcullisCore
+
+/// The request head the lean client writes: byte for byte what libcurl sends for the same
+/// `UpstreamRequest` in `UpstreamClient` (upstreams and tests see no difference), built
+/// directly into the output buffer.
+enum HTTP1RequestHead {
+    /// True when the request carries a body: curl's POST mode (a body, or POST/PUT/PATCH
+    /// even when empty), never for HEAD.
+    static func hasBody(_ request: UpstreamRequest) -> Bool {
+        guard request.method != "HEAD" else { return false }
+        if (request.bodyLength ?? 0) > 0 { return true }
+        return request.method == "POST" || request.method == "PUT" || request.method == "PATCH"
+    }
+
+    /// Appends the head for `request` to `out`: request line, `Host`, the request's headers
+    /// in order (minus Host and Content-Length, which are the client's; an empty value is
+    /// dropped as curl drops it), then for a body `Content-Length` and curl's default
+    /// `Content-Type` when the request has none.
+    static func write(_ request: UpstreamRequest, target: Substring, hostHeader: String, into out: inout [UInt8]) {
+        out.append(contentsOf: request.method.utf8)
+        out.append(0x20)
+        if !target.hasPrefix("/") { out.append(UInt8(ascii: "/")) }
+        out.append(contentsOf: target.utf8)
+        out.append(contentsOf: " HTTP/1.1\r\nHost: ".utf8)
+        out.append(contentsOf: hostHeader.utf8)
+        out.append(contentsOf: crlf)
+        var sawContentType = false
+        for (name, value) in request.headers {
+            if name.caseInsensitiveEquals("host") || name.caseInsensitiveEquals("content-length") { continue }
+            guard value.utf8.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { continue }
+            if name.caseInsensitiveEquals("content-type") { sawContentType = true }
+            out.append(contentsOf: name.utf8)
+            out.append(contentsOf: ": ".utf8)
+            out.append(contentsOf: value.utf8)
+            out.append(contentsOf: crlf)
+        }
+        if hasBody(request) {
+            out.append(contentsOf: "Content-Length: ".utf8)
+            out.append(contentsOf: String(request.bodyLength ?? 0).utf8)
+            out.append(contentsOf: crlf)
+            if !sawContentType { out.append(contentsOf: "Content-Type: application/x-www-form-urlencoded\r\n".utf8) }
+        }
+        out.append(contentsOf: crlf)
+    }
+
+    private static let crlf: [UInt8] = [0x0D, 0x0A]
+}

@@ -1,0 +1,136 @@
+import PortcullisCore
+
+/// The response side of one upstream exchange, shared by both clients: takes the upstream's
+/// status and headers (as curl's raw header lines or as parsed fields), applies the hooks
+/// (stream or collect, head rewrite) and `HeaderHygiene` once, relays or collects the body,
+/// and turns the end of the exchange into an `UpstreamOutcome`. The single place of response
+/// hygiene whichever client carried the bytes.
+final class ResponseRelay {
+    let sink: ResponseSink
+    let body: BodySource?
+    let hooks: ResponseHooks
+    let requestId: String
+    let url: String
+    let completion: (UpstreamOutcome, CollectedResponse?) -> Void
+    private(set) var status = 0
+    private(set) var headers = HTTPHeaders()
+    private(set) var clientGone = false
+    /// A head hook refused the response and a problem was sent instead.
+    private(set) var answeredProblem = false
+    private var collecting = false
+    private var collectLimit = 0
+    private var collected: [UInt8] = []
+    private(set) var overflowed = false
+
+    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String,
+         completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+        self.sink = sink
+        self.body = body
+        self.hooks = hooks
+        self.requestId = requestId
+        self.url = url
+        self.completion = completion
+    }
+
+    /// What the finished exchange amounts to. `failure` is the transport's verdict (nil: the
+    /// response arrived whole); an abort the relay itself caused (collect overflow, client
+    /// gone, refused head) takes precedence over it.
+    func result(failure: UpstreamOutcome.Failure?, elapsedMs: Double) -> (UpstreamOutcome, CollectedResponse?) {
+        var outcome = UpstreamOutcome(status: status, failure: nil, target: url, elapsedMs: elapsedMs)
+        if let failure {
+            if overflowed {
+                return (outcome, CollectedResponse(status: status, headers: headers, body: [], overflowed: true))
+            }
+            if answeredProblem {
+                outcome.failure = .refused
+            } else if clientGone {
+                outcome.failure = .clientGone
+            } else {
+                outcome.failure = failure
+            }
+            return (outcome, nil)
+        }
+        if collecting {
+            return (outcome, CollectedResponse(status: status, headers: headers, body: collected, overflowed: false))
+        }
+        // A response with no body (204, HEAD, empty 200) never reached `bodyChunk`.
+        sendHeadIfNeeded()
+        if answeredProblem { outcome.failure = .refused }
+        return (outcome, nil)
+    }
+
+    /// The final (non-1xx) response's status and headers, as a parser produced them.
+    func head(status: Int, headers: HTTPHeaders) {
+        self.status = status
+        self.headers = headers
+        headComplete()
+    }
+
+    /// One raw header line from libcurl, parsed on bytes (no Character handling on the hot path).
+    func headerLine(_ raw: UnsafeRawBufferPointer) {
+        var line = raw.bindMemory(to: UInt8.self)[...]
+        while let last = line.last, last == 0x0D || last == 0x0A { line = line.dropLast() }
+        if line.isEmpty {
+            if status >= 200 { headComplete() }
+        } else if line.starts(with: "HTTP/".utf8) {
+            // A new status line: a previous 1xx block is discarded.
+            status = 502
+            if let space = line.firstIndex(of: 0x20) {
+                var code = 0, digits = 0
+                for c in line[(space + 1)...] {
+                    guard c >= 0x30 && c <= 0x39, digits < 3 else { break }
+                    code = code * 10 + Int(c - 0x30)
+                    digits += 1
+                }
+                if digits == 3 { status = code }
+            }
+            headers = HTTPHeaders()
+        } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            var value = line[(colon + 1)...]
+            while let f = value.first, f == 0x20 || f == 0x09 { value = value.dropFirst() }
+            while let l = value.last, l == 0x20 || l == 0x09 { value = value.dropLast() }
+            headers.add(String(decoding: UnsafeBufferPointer(rebasing: line[..<colon]), as: UTF8.self),
+                        String(decoding: UnsafeBufferPointer(rebasing: value), as: UTF8.self))
+        }
+    }
+
+    /// The head is known: stream or collect.
+    private func headComplete() {
+        if case .collect(let limit) = hooks.mode(status, headers) {
+            collecting = true
+            collectLimit = limit
+        }
+    }
+
+    /// Sends the (hooked) head once; false when a problem was answered instead.
+    @discardableResult
+    func sendHeadIfNeeded() -> Bool {
+        if answeredProblem { return false }
+        guard !sink.headSent else { return true }
+        var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
+        var code = status
+        if let hook = hooks.head, let problem = hook(&code, &outgoing) {
+            sink.sendProblem(problem, requestId: requestId)
+            answeredProblem = true
+            return false
+        }
+        sink.sendHead(status: code, headers: outgoing)
+        return true
+    }
+
+    /// Returns false to abort the transfer.
+    func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if collecting {
+            if collected.count + bytes.count > collectLimit {
+                overflowed = true
+                return false
+            }
+            collected.append(contentsOf: bytes)
+            return true
+        }
+        guard sendHeadIfNeeded() else { return false }
+        sink.sendBody(bytes)
+        if !sink.isOpen { clientGone = true; return false }
+        return true
+    }
+}

@@ -1,0 +1,75 @@
+import PortcullisCore
+
+// The contract both upstream clients implement (libcurl for https and host names, the lean
+// HTTP/1.1 client for plain-HTTP IP targets); `Upstreams` picks one per target.
+
+/// What happened to one upstream exchange.
+public struct UpstreamOutcome: Sendable {
+    public enum Failure: Sendable, Equatable {
+        /// Refused, unreachable, reset, or an invalid answer: 502.
+        case unavailable(String)
+        /// Connect or total timeout: 504.
+        case timedOut(String)
+        /// The client went away while the body was being relayed.
+        case clientGone
+        /// A response hook answered a problem instead of the upstream's response.
+        case refused
+    }
+    public var status: Int
+    public var failure: Failure?
+    public var target: String
+    public var elapsedMs: Double
+}
+
+/// How the upstream's response reaches the client: streamed as it arrives, or collected whole
+/// (up to a limit) so a response transform can rewrite it.
+public enum ResponseMode {
+    case stream
+    case collect(limit: Int)
+}
+
+/// Decisions taken when the upstream's status and headers are known.
+public struct ResponseHooks {
+    /// Stream or collect this response.
+    public var mode: (_ status: Int, _ headers: HTTPHeaders) -> ResponseMode
+    /// Rewrites a streamed response's status and headers before they are sent; a returned
+    /// problem is answered instead and the upstream body discarded.
+    public var head: ((_ status: inout Int, _ headers: inout HTTPHeaders) -> ProblemDetails?)?
+
+    public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },
+                head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil) {
+        self.mode = mode
+        self.head = head
+    }
+
+    public static var streaming: ResponseHooks { ResponseHooks() }
+}
+
+/// One request to send upstream.
+public struct UpstreamRequest {
+    public var method: String
+    public var url: String
+    public var headers: HTTPHeaders
+    /// Body length announced by nginx; nil or 0 means no body.
+    public var bodyLength: Int64?
+    public var connectTimeoutMs: Int
+    public var timeoutMs: Int
+
+    public init(method: String, url: String, headers: HTTPHeaders, bodyLength: Int64?, connectTimeoutMs: Int, timeoutMs: Int) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.bodyLength = bodyLength
+        self.connectTimeoutMs = connectTimeoutMs
+        self.timeoutMs = timeoutMs
+    }
+}
+
+/// A response collected whole for transformation.
+public struct CollectedResponse {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+    /// True when the body exceeded the collection limit; `body` then holds only its start.
+    public var overflowed: Bool
+}
