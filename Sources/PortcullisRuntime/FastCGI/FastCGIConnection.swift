@@ -70,11 +70,12 @@ final class FastCGIConnection: LoopHandler {
     /// Ends the current request: drains what nginx sent and nobody read, writes END_REQUEST, and
     /// keeps the connection if nginx asked to.
     func finish(unreadBody: Int64) {
-        if unreadBody > Int64(Self.drainLimit) {
-            request.pointee.keepConnection = 0
-        } else if let input = request.pointee.in, FCGX_HasSeenEOF(input) == 0 {
-            withUnsafeTemporaryAllocation(of: CChar.self, capacity: 16 * 1024) { scratch in
-                while FCGX_GetStr(scratch.baseAddress, Int32(scratch.count), input) > 0 {}
+        // libfcgi's stream, not the pipeline's accounting, says whether body bytes are left: an
+        // upstream that failed mid-body leaves the rest unread too, and stale STDIN records
+        // would be read as the next request.
+        if let input = request.pointee.in, FCGX_HasSeenEOF(input) == 0 {
+            if unreadBody > Int64(Self.drainLimit) || !Self.drain(input, budget: Self.drainLimit) {
+                request.pointee.keepConnection = 0
             }
         }
         FCGX_Finish_r(request)
@@ -87,6 +88,19 @@ final class FastCGIConnection: LoopHandler {
             // nginx hung up while the request ran: the next read sees it and the loop drops us.
             try? owner.loop.register(fd, events: EventLoop.readable, handler: self)
             watched = true
+        }
+    }
+
+    /// Reads and discards the rest of a request body; false when more than `budget` bytes are left.
+    private static func drain(_ input: UnsafeMutablePointer<FCGX_Stream>, budget: Int) -> Bool {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 16 * 1024) { scratch in
+            var total = 0
+            while true {
+                let n = FCGX_GetStr(scratch.baseAddress, Int32(scratch.count), input)
+                if n <= 0 { return true }
+                total += Int(n)
+                if total > budget { return false }
+            }
         }
     }
 
