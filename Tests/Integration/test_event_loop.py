@@ -11,6 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import pytest
+
 from harness import Gateway, wait_until
 from test_pool_lifecycle import MixedClients, live_worker_pids
 
@@ -98,3 +100,19 @@ def test_half_a_request_on_the_socket_holds_nothing_for_long(make_gateway: Calla
         stuck.close()
     for i in range(10):
         assert gw.get(f"/echo/after/{i}", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["/dead/upload", "/slow/upload?delay_ms=3000"])
+def test_a_body_the_upstream_never_took_does_not_poison_the_kept_connection(make_gateway: Callable[..., Gateway],
+                                                                             route: str) -> None:
+    """One worker, one loop, nginx keeping one connection: a POST whose upstream is refused (or
+    times out) leaves its body unread by the pipeline. The worker drains it, so the next
+    requests on the same kept connection are read as requests, not as stale body bytes."""
+    gw = make_gateway(workers=1, threads=1, keepalive=1)
+    body = b"x" * 300_000
+    response = gw.request("POST", route, data=body, timeout=10, headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code in (502, 504), response.text[:300]
+    for i in range(5):
+        started = time.monotonic()
+        assert gw.get(f"/echo/after-unread-body/{i}", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1.0, "the next request must not wait on a confused connection"

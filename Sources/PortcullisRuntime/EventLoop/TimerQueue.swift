@@ -12,40 +12,55 @@ public final class LoopTimer {
 
 /// A binary min-heap of timers by deadline (monotonic nanoseconds). Pure: the loop owns the
 /// clock and asks for what is due.
+///
+/// Entries hold their timer strongly, so a stale entry (of a timer since rescheduled or
+/// cancelled, maybe released by its owner) is always safe to look at. Stale entries are
+/// dropped when they surface, and the heap is rebuilt from the live ones when they outnumber
+/// them, so a timer rescheduled on every request does not grow the heap.
 public struct TimerQueue {
     private struct Entry {
         let deadline: UInt64
         let version: UInt64
-        unowned(unsafe) let timer: LoopTimer
+        let timer: LoopTimer
+        var isLive: Bool { version == timer.version && timer.isScheduled }
     }
     private var heap: [Entry] = []
-    /// Keeps scheduled timers alive while only the heap refers to them.
-    private var live: [ObjectIdentifier: LoopTimer] = [:]
+    private var liveCount = 0
 
     public init() {}
 
-    public var isEmpty: Bool { live.isEmpty }
+    public var isEmpty: Bool { liveCount == 0 }
+
+    /// Entries in the heap, stale ones included (for tests).
+    var storedEntries: Int { heap.count }
 
     /// (Re)schedules `timer` for `deadline`.
     public mutating func schedule(_ timer: LoopTimer, at deadline: UInt64) {
+        if !timer.isScheduled { liveCount += 1 }
         timer.version &+= 1
         timer.deadline = deadline
         timer.isScheduled = true
-        live[ObjectIdentifier(timer)] = timer
         push(Entry(deadline: deadline, version: timer.version, timer: timer))
+        if heap.count > 64 && heap.count > 2 * liveCount { compact() }
     }
 
     public mutating func cancel(_ timer: LoopTimer) {
         guard timer.isScheduled else { return }
         timer.version &+= 1
         timer.isScheduled = false
-        live[ObjectIdentifier(timer)] = nil
+        liveCount -= 1
+    }
+
+    /// Keeps only live entries and restores the heap order.
+    private mutating func compact() {
+        heap.removeAll { !$0.isLive }
+        heap.sort { $0.deadline < $1.deadline }  // a sorted array is a valid min-heap
     }
 
     /// The earliest live deadline, dropping stale entries on the way.
     public mutating func nextDeadline() -> UInt64? {
         while let top = heap.first {
-            if top.version == top.timer.version && top.timer.isScheduled { return top.deadline }
+            if top.isLive { return top.deadline }
             pop()
         }
         return nil
@@ -59,7 +74,7 @@ public struct TimerQueue {
             pop()
             timer.isScheduled = false
             timer.version &+= 1
-            live[ObjectIdentifier(timer)] = nil
+            liveCount -= 1
             due.append(timer)
         }
         return due

@@ -28,6 +28,22 @@ final class EventLoopTests: XCTestCase {
         XCTAssertNil(queue.nextDeadline())
     }
 
+    func testCancelledTimersMayBeReleasedAndReschedulingDoesNotGrowTheHeap() {
+        var queue = TimerQueue()
+        do {
+            let gone = LoopTimer {}
+            queue.schedule(gone, at: 5)
+            queue.cancel(gone)
+        }  // released by its owner while its entry is still in the heap
+        XCTAssertNil(queue.nextDeadline())
+        let busy = LoopTimer {}
+        for i in 0..<100_000 { queue.schedule(busy, at: UInt64(30_000 + i)) }
+        XCTAssertLessThanOrEqual(queue.storedEntries, 130, "stale entries are compacted away")
+        XCTAssertEqual(queue.nextDeadline(), 129_999)
+        XCTAssertEqual(queue.popDue(now: 200_000).count, 1)
+        XCTAssertTrue(queue.isEmpty)
+    }
+
     func testReadinessReachesTheHandlerUntilDeregistered() throws {
         let loop = EventLoop(index: 0)
         var fds: [Int32] = [0, 0]
