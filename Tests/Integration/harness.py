@@ -639,7 +639,13 @@ class GatewayFactory:
         return gateway
 
     def close(self, gateways: Iterable[Gateway] | None = None) -> None:
+        """Stops the gateways; fails if a worker of one of them crashed meanwhile (a crash is
+        a defect even when nginx's retry hid it from the test's requests)."""
+        crashed = []
         for gateway in list(gateways if gateways is not None else self.gateways):
             gateway.stop()
             if gateway in self.gateways:
                 self.gateways.remove(gateway)
+            if "Program crashed" in _tail(gateway.master.stderr_path, 100_000):
+                crashed.append(gateway.diagnostics(80))
+        assert not crashed, "a gateway process crashed:\n" + "\n".join(crashed)
