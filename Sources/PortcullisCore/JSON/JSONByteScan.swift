@@ -29,6 +29,14 @@ enum JSONByteScan {
         UInt64(littleEndian: UnsafeRawPointer(pointer).loadUnaligned(as: UInt64.self))
     }
 
+    /// The last `count` (< 8) bytes at `pointer` as a word padded with a byte that is never
+    /// special, so short strings are checked in one step too.
+    @inline(__always) static func loadTail(_ pointer: UnsafePointer<UInt8>, count: Int) -> UInt64 {
+        var word: UInt64 = 0x6161_6161_6161_6161  // "aaaaaaaa"
+        withUnsafeMutableBytes(of: &word) { $0.baseAddress!.copyMemory(from: pointer, byteCount: count) }
+        return UInt64(littleEndian: word)
+    }
+
     /// The offset (0–7) of the first flagged byte of a non-zero mask.
     @inline(__always) static func firstFlagged(_ mask: UInt64) -> Int { mask.trailingZeroBitCount >> 3 }
 

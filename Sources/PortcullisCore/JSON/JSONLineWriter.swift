@@ -63,11 +63,11 @@ public struct JSONLineWriter {
         var runStart = 0
         var i = 0
         while i < utf8.count {
-            if utf8.count - i >= 8 {
-                let mask = JSONByteScan.escapes(JSONByteScan.load(utf8.baseAddress! + i))
-                if mask == 0 { i += 8; continue }
-                i += JSONByteScan.firstFlagged(mask)
-            }
+            let remaining = utf8.count - i
+            let word = remaining >= 8 ? JSONByteScan.load(utf8.baseAddress! + i) : JSONByteScan.loadTail(utf8.baseAddress! + i, count: remaining)
+            let mask = JSONByteScan.escapes(word)
+            if mask == 0 { i += min(8, remaining); continue }
+            i += JSONByteScan.firstFlagged(mask)
             let c = utf8[i]
             i += 1
             guard JSONByteScan.needsEscaping(c) else { continue }

@@ -88,7 +88,9 @@ enum PointerWrite {
 }
 
 /// Pointer evaluation and edits on `JSONValue`. Mutations take the child out of its parent
-/// before editing it so Swift's copy-on-write does not copy the subtree.
+/// before editing it so Swift's copy-on-write does not copy the subtree. They match containers
+/// with `if case`, not `switch`: a `switch` keeps a second reference to the payload until it
+/// ends, so the container was copied on its first edit anyway.
 extension JSONValue {
     /// The value at `pointer`, or nil when the path does not exist.
     func value(at pointer: JSONPointer) -> JSONValue? {
@@ -130,8 +132,7 @@ extension JSONValue {
         }
         let token = pointer.tokens[depth]
         let isLast = depth == pointer.tokens.count - 1
-        switch self {
-        case .object(var object):
+        if case .object(var object) = self {
             self = .null
             defer { self = .object(object) }
             if isLast {
@@ -145,7 +146,7 @@ extension JSONValue {
             object[token] = .null
             defer { object[token] = child }
             return try child.write(newValue, pointer: pointer, depth: depth + 1, mode: mode)
-        case .array(var items):
+        } else if case .array(var items) = self {
             let index: Int
             if token == "-" {
                 index = items.count
@@ -172,7 +173,7 @@ extension JSONValue {
             items[index] = .null
             defer { items[index] = child }
             return try child.write(newValue, pointer: pointer, depth: depth + 1, mode: mode)
-        default:
+        } else {
             throw .mismatch(pointer, depth: depth, found: self, expected: "an object or array")
         }
     }
@@ -187,14 +188,13 @@ extension JSONValue {
         }
         var removed = JSONValue.null
         try modifyParent(of: pointer, depth: 0) { (parent: inout JSONValue, token: String) throws(PointerMiss) in
-            switch parent {
-            case .object(var object):
+            if case .object(var object) = parent {
                 guard let old = object[token] else { throw .notFound(pointer, depth: pointer.tokens.count) }
                 parent = .null
                 object[token] = nil
                 parent = .object(object)
                 removed = old
-            case .array(var items):
+            } else if case .array(var items) = parent {
                 guard let i = JSONValue.arrayIndex(token) else {
                     throw .badIndex(pointer, depth: pointer.tokens.count, token: token)
                 }
@@ -202,7 +202,7 @@ extension JSONValue {
                 parent = .null
                 removed = items.remove(at: i)
                 parent = .array(items)
-            default:
+            } else {
                 throw .mismatch(pointer, depth: pointer.tokens.count - 1, found: parent, expected: "an object or array")
             }
         }
@@ -235,8 +235,7 @@ extension JSONValue {
             try edit(&self, token)
             return
         }
-        switch self {
-        case .object(var object):
+        if case .object(var object) = self {
             guard var child = object[token] else { throw .notFound(pointer, depth: depth + 1) }
             self = .null
             object[token] = .null
@@ -245,7 +244,7 @@ extension JSONValue {
                 self = .object(object)
             }
             try child.modifyParent(of: pointer, depth: depth + 1, edit)
-        case .array(var items):
+        } else if case .array(var items) = self {
             guard let i = JSONValue.arrayIndex(token) else { throw .badIndex(pointer, depth: depth + 1, token: token) }
             guard i < items.count else { throw .notFound(pointer, depth: depth + 1) }
             var child = items[i]
@@ -256,7 +255,7 @@ extension JSONValue {
                 self = .array(items)
             }
             try child.modifyParent(of: pointer, depth: depth + 1, edit)
-        default:
+        } else {
             throw .mismatch(pointer, depth: depth, found: self, expected: "an object or array")
         }
     }

@@ -100,7 +100,7 @@ public struct TransformChain: Sendable {
             }
         }
         if let query { request.rawQuery = QueryString.serialize(query) }
-        if request.headers.contains("content-type") { request.contentType = request.headers["content-type"] }
+        if let contentType = request.headers["content-type"] { request.contentType = contentType }
         let outcome = try body.finish()
         if case .replaced(let count) = outcome {
             request.body = body.bytes

@@ -95,9 +95,11 @@ public struct FieldTree: Sendable, Equatable {
     }
 
     func drop(_ value: inout JSONValue) {
-        switch value {
-        case .object(var object):
-            value = .null  // `object` is now the only reference: the edits below do not copy it
+        // `if case` then `value = .null` leaves the container uniquely referenced, so it is
+        // edited in place; a `switch` on `value` keeps a second reference to the payload until
+        // it ends, and every first edit below then copied a whole object or array.
+        if case .object(var object) = value {
+            value = .null
             for (key, tree) in children {
                 if tree.isLeaf {
                     object.removeValue(forKey: key)
@@ -106,12 +108,10 @@ public struct FieldTree: Sendable, Equatable {
                 }
             }
             value = .object(object)
-        case .array(var items):
+        } else if case .array(var items) = value {
             value = .null
             for i in items.indices { drop(&items[i]) }
             value = .array(items)
-        default:
-            break
         }
     }
 }
