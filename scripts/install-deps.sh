@@ -6,7 +6,7 @@
 set -euo pipefail
 
 apt_packages=(
-    libfcgi-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev
+    libfcgi-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev libhttp-parser-dev
     nginx-light redis-server wrk pkg-config openssl
     python3 python3-pytest python3-requests python3-cryptography
 )

@@ -59,14 +59,14 @@ final class HTTP1Endpoint {
         if inet_pton(AF_INET, literal, &sin.sin_addr) == 1 {
             sin.sin_family = sa_family_t(AF_INET)
             sin.sin_port = in_port_t(UInt16(port).bigEndian)
-            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: withUnsafeBytes(of: sin) { UnsafeRawBufferPointer($0) }) }
+            withUnsafeBytes(of: sin) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
             addressLength = socklen_t(MemoryLayout<sockaddr_in>.size)
         } else {
             var sin6 = sockaddr_in6()
             guard inet_pton(AF_INET6, literal, &sin6.sin6_addr) == 1 else { return nil }
             sin6.sin6_family = sa_family_t(AF_INET6)
             sin6.sin6_port = in_port_t(UInt16(port).bigEndian)
-            withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: withUnsafeBytes(of: sin6) { UnsafeRawBufferPointer($0) }) }
+            withUnsafeBytes(of: sin6) { source in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: source) } }
             addressLength = socklen_t(MemoryLayout<sockaddr_in6>.size)
         }
         address = storage
