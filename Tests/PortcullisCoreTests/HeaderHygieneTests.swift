@@ -63,4 +63,24 @@ final class HeaderHygieneTests: XCTestCase {
         XCTAssertEqual(request.queryValue("flag"), "")
         XCTAssertEqual(PercentEncoding.encode("/a b/ü?#", allowed: .path), "/a%20b/%C3%BC%3F%23")
     }
+
+    func testConnectionTokensAreMatchedAsASetAnyCase() {
+        var fields: [(String, String)] = (0..<900).map { ("X-H\($0)", "v") }
+        let tokens = (0..<7000).map { "x-h\($0 * 2)" } + ["close", "Keep-Alive"]
+        fields.append(("Connection", tokens.joined(separator: ", ")))
+        fields.append(("Keep-Alive", "timeout=5"))
+        var headers = HTTPHeaders(fields)
+        HeaderHygiene.stripHopByHop(&headers)
+        XCTAssertEqual(headers.count, 450, "every even X-H named by Connection goes, the odd ones stay")
+        XCTAssertNil(headers["X-H0"])
+        XCTAssertEqual(headers["X-H1"], "v")
+        XCTAssertNil(headers["Connection"])
+        XCTAssertNil(headers["keep-alive"])
+    }
+
+    func testNothingHopByHopLeavesHeadersUntouched() {
+        var headers = HTTPHeaders([("Content-Type", "text/plain"), ("X-Close", "1")])
+        HeaderHygiene.stripHopByHop(&headers)
+        XCTAssertEqual(headers, HTTPHeaders([("Content-Type", "text/plain"), ("X-Close", "1")]))
+    }
 }

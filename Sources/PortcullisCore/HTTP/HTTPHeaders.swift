@@ -44,10 +44,10 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
     public mutating func removeAll(where predicate: (String) -> Bool) { fields.removeAll { predicate($0.name) } }
 }
 
-extension String {
+extension StringProtocol {
     /// ASCII case-insensitive comparison (header names are ASCII tokens).
     @inlinable
-    public func caseInsensitiveEquals(_ other: String) -> Bool {
+    public func caseInsensitiveEquals(_ other: some StringProtocol) -> Bool {
         let a = utf8, b = other.utf8
         guard a.count == b.count else { return false }
         for (x, y) in zip(a, b) where x != y {
@@ -57,7 +57,9 @@ extension String {
         }
         return true
     }
+}
 
+extension String {
     /// ASCII lower-casing, cheaper than `lowercased()` for header names.
     public var asciiLowercased: String {
         if !utf8.contains(where: { $0 >= 65 && $0 <= 90 }) { return self }

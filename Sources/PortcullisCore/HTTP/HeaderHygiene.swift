@@ -13,21 +13,37 @@ public enum HeaderHygiene {
     ]
 
     /// Removes hop-by-hop fields, including every field named in `Connection`. Compares
-    /// case-insensitively in place: no lower-cased copies on the hot path.
+    /// case-insensitively in place: no lower-cased copies on the hot path, and nothing at all
+    /// is allocated when the only `Connection` tokens are hop-by-hop names themselves
+    /// (`keep-alive`, `close`), as in nearly every message. Linear in headers plus tokens.
     public static func stripHopByHop(_ headers: inout HTTPHeaders) {
-        var named: [String] = []
-        for value in headers.values("connection") {
-            for token in value.split(separator: ",") {
-                let t = String(token.trimmingSpaces())
-                if !t.isEmpty { named.append(t) }
+        guard headers.fields.contains(where: { isHopByHop($0.name) }) else { return }
+        var named: Set<String> = []
+        for field in headers.fields where field.name.caseInsensitiveEquals("connection") {
+            for token in field.value.utf8.split(separator: UInt8(ascii: ",")) {
+                let name = Substring(token).trimmingSpaces()
+                if name.isEmpty || isHopByHop(name) || name.caseInsensitiveEquals("close") { continue }
+                named.insert(String(name).asciiLowercased)
             }
         }
-        headers.removeAll { name in
-            hopByHopList.contains { $0.caseInsensitiveEquals(name) } || named.contains { $0.caseInsensitiveEquals(name) }
+        headers.removeAll { name in isHopByHop(name) || (!named.isEmpty && named.contains(name.asciiLowercased)) }
+    }
+
+    /// Whether `name` is one of ``hopByHop`` (any case), decided by length first.
+    @inlinable
+    static func isHopByHop(_ name: some StringProtocol) -> Bool {
+        switch name.utf8.count {
+        case 2: return name.caseInsensitiveEquals("te")
+        case 7: return name.caseInsensitiveEquals("trailer") || name.caseInsensitiveEquals("upgrade")
+        case 10: return name.caseInsensitiveEquals("connection") || name.caseInsensitiveEquals("keep-alive")
+        case 16: return name.caseInsensitiveEquals("proxy-connection")
+        case 17: return name.caseInsensitiveEquals("transfer-encoding")
+        case 18: return name.caseInsensitiveEquals("proxy-authenticate")
+        case 19: return name.caseInsensitiveEquals("proxy-authorization")
+        default: return false
         }
     }
 
-    private static let hopByHopList = Array(hopByHop)
     private static let gatewayOwnedList = Array(gatewayOwned)
 
     /// The request headers to forward upstream: hop-by-hop and gateway-owned fields removed,

@@ -36,15 +36,21 @@ public final class HTTP1Client {
     /// True when this client carries requests to `url` (else they need curl).
     public func handles(_ url: String) -> Bool { route(url) != nil }
 
+    private var lastRoute: (authority: String, endpoint: HTTP1Endpoint)?
+
     private func route(_ url: String) -> (HTTP1Endpoint, Substring)? {
         guard let parsed = HTTP1URL(url) else { return nil }
+        // The last target asked for, without hashing: a route's requests repeat it.
+        if let last = lastRoute, last.authority == parsed.authority { return (last.endpoint, parsed.target) }
         let key = String(parsed.authority)
         if let known = endpoints[key] {
+            if let known { lastRoute = (key, known) }
             guard let known else { return nil }
             return (known, parsed.target)
         }
         let endpoint = HTTP1Endpoint(authority: parsed.authority)
         endpoints[key] = .some(endpoint)
+        if let endpoint { lastRoute = (key, endpoint) }
         return endpoint.map { ($0, parsed.target) }
     }
 
