@@ -50,9 +50,4 @@ enum JSONByteScan {
     @inline(__always) static func escapes(_ word: UInt64) -> UInt64 {
         anyEqual(word, UInt8(ascii: "\"")) | anyEqual(word, UInt8(ascii: "\\")) | anyControl(word) | anyEqual(word, 0x7F)
     }
-
-    /// The byte-sized counterpart of `escapes`.
-    @inline(__always) static func needsEscaping(_ byte: UInt8) -> Bool {
-        byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte == 0x7F
-    }
 }

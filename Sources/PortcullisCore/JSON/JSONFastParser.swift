@@ -4,8 +4,8 @@ import Foundation
 ///
 /// It accepts a subset of what jansson accepts with the flags `JSONCodec.parse` uses
 /// (`JSON_DECODE_ANY | JSON_ALLOW_NUL`, optionally `JSON_REJECT_DUPLICATES`) and builds the
-/// value jansson's tree would convert to: integers as `Int64` (`-0` is `0`), other numbers
-/// through `strtod`, duplicate keys at the first one's position with the last one's value, at
+/// value jansson's tree would convert to: integers as `Int64` (`-0` is `0`), other numbers as
+/// the double `strtod` gives, duplicate keys at the first one's position with the last one's value, at
 /// most 2048 nested values. On anything else (a syntax error, an integer or real out of range,
 /// a NUL in a key, a locale that `strtod` disagrees with) it gives up, and `JSONCodec` asks
 /// jansson, whose verdict and error position stay the reference. A case this reader does not

@@ -67,10 +67,9 @@ public struct JSONLineWriter {
             let word = remaining >= 8 ? JSONByteScan.load(utf8.baseAddress! + i) : JSONByteScan.loadTail(utf8.baseAddress! + i, count: remaining)
             let mask = JSONByteScan.escapes(word)
             if mask == 0 { i += min(8, remaining); continue }
-            i += JSONByteScan.firstFlagged(mask)
+            i += JSONByteScan.firstFlagged(mask)  // exact: this byte needs escaping
             let c = utf8[i]
             i += 1
-            guard JSONByteScan.needsEscaping(c) else { continue }
             if runStart < i - 1 { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<(i - 1)])) }
             runStart = i
             switch c {
