@@ -77,17 +77,30 @@ public enum PercentEncoding {
 
     /// Encodes every byte outside the unreserved set (and, for paths, `/` and sub-delims).
     public static func encode(_ s: String, allowed: Allowed) -> String {
+        let table = allowed == .path ? pathBytes : componentBytes
+        // Most paths need no escaping: then the string is returned as it is, nothing built.
+        guard s.utf8.contains(where: { !table[Int($0)] }) else { return s }
         var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count)
+        out.reserveCapacity(s.utf8.count + 16)
         let digits = Array("0123456789ABCDEF".utf8)
         for c in s.utf8 {
-            let unreserved = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
-                || c == 0x2D || c == 0x2E || c == 0x5F || c == 0x7E
-            let pathExtra = allowed == .path && "/:@!$&'()*+,;=".utf8.contains(c)
-            if unreserved || pathExtra { out.append(c) } else {
+            if table[Int(c)] { out.append(c) } else {
                 out.append(0x25); out.append(digits[Int(c >> 4)]); out.append(digits[Int(c & 15)])
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Bytes left as they are: RFC 3986 unreserved, plus sub-delims, `:`, `@` and `/` in a path.
+    private static let componentBytes: [Bool] = allowedTable(extra: "")
+    private static let pathBytes: [Bool] = allowedTable(extra: "/:@!$&'()*+,;=")
+
+    private static func allowedTable(extra: String) -> [Bool] {
+        var table = [Bool](repeating: false, count: 256)
+        for c in UInt8(ascii: "0")...UInt8(ascii: "9") { table[Int(c)] = true }
+        for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { table[Int(c)] = true }
+        for c in UInt8(ascii: "a")...UInt8(ascii: "z") { table[Int(c)] = true }
+        for c in ("-._~" + extra).utf8 { table[Int(c)] = true }
+        return table
     }
 }

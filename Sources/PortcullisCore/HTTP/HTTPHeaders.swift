@@ -45,15 +45,34 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
 }
 
 extension StringProtocol {
-    /// ASCII case-insensitive comparison (header names are ASCII tokens).
+    /// ASCII case-insensitive comparison (header names are ASCII tokens). Native strings are
+    /// compared on their contiguous bytes; the iterator path is only a fallback.
     @inlinable
     public func caseInsensitiveEquals(_ other: some StringProtocol) -> Bool {
         let a = utf8, b = other.utf8
         guard a.count == b.count else { return false }
+        if let result = a.withContiguousStorageIfAvailable({ x in
+            b.withContiguousStorageIfAvailable { y in ASCIICase.equal(x, y) }
+        }), let known = result {
+            return known
+        }
         for (x, y) in zip(a, b) where x != y {
-            let lx = (x >= 65 && x <= 90) ? x + 32 : x
-            let ly = (y >= 65 && y <= 90) ? y + 32 : y
-            if lx != ly { return false }
+            if ASCIICase.lower(x) != ASCIICase.lower(y) { return false }
+        }
+        return true
+    }
+}
+
+/// ASCII case folding on bytes.
+public enum ASCIICase {
+    @inlinable
+    public static func lower(_ c: UInt8) -> UInt8 { (c >= 65 && c <= 90) ? c + 32 : c }
+
+    @inlinable
+    public static func equal(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard x.count == y.count else { return false }
+        for i in 0..<x.count where x[i] != y[i] {
+            if lower(x[i]) != lower(y[i]) { return false }
         }
         return true
     }

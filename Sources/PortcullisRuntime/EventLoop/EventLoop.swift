@@ -134,29 +134,44 @@ public final class EventLoop: @unchecked Sendable {
             let waitMs = deadline <= current ? 0 : Int((deadline - current + 999_999) / 1_000_000)
             timeout = timeout < 0 ? waitMs : min(timeout, waitMs)
         }
+        dispatch(waitMs: timeout)
+        if !timers.isEmpty {
+            var current = Self.monotonicNanos()
+            if current &- now > Self.lateBatchNanos, let deadline = timers.nextDeadline(), deadline <= current {
+                // This batch ran long (a slow handler): what became ready meanwhile is handled
+                // before any deadline is judged, or a timeout would fire for an answer that is
+                // already waiting in its socket.
+                dispatch(waitMs: 0)
+                current = Self.monotonicNanos()
+            }
+            for timer in timers.popDue(now: current) { timer.action() }
+        }
+        for hook in afterBatch { hook() }
+    }
+
+    /// A batch longer than this is checked for readiness again before timers fire.
+    static let lateBatchNanos: UInt64 = 1_000_000
+
+    /// Waits up to `waitMs` for events and hands them to their handlers.
+    private func dispatch(waitMs: Int) {
         let n = tokens.withUnsafeMutableBufferPointer { t in
             events.withUnsafeMutableBufferPointer { e in
-                pc_epoll_wait(epfd, t.baseAddress, e.baseAddress, 256, Int32(timeout))
+                pc_epoll_wait(epfd, t.baseAddress, e.baseAddress, 256, Int32(waitMs))
             }
         }
         now = Self.monotonicNanos()
-        if n > 0 {
-            for i in 0..<Int(n) {
-                let token = tokens[i]
-                if token == 0 {
-                    drainPosted()
-                    continue
-                }
-                let fd = Int(UInt32(truncatingIfNeeded: token))
-                let number = UInt32(truncatingIfNeeded: token >> 32)
-                guard fd < handlers.count, registrations[fd] == number, let handler = handlers[fd] else { continue }
-                handler.ready(events[i])
+        guard n > 0 else { return }
+        for i in 0..<Int(n) {
+            let token = tokens[i]
+            if token == 0 {
+                drainPosted()
+                continue
             }
+            let fd = Int(UInt32(truncatingIfNeeded: token))
+            let number = UInt32(truncatingIfNeeded: token >> 32)
+            guard fd < handlers.count, registrations[fd] == number, let handler = handlers[fd] else { continue }
+            handler.ready(events[i])
         }
-        if !timers.isEmpty {
-            for timer in timers.popDue(now: Self.monotonicNanos()) { timer.action() }
-        }
-        for hook in afterBatch { hook() }
     }
 
     private func drainPosted() {
