@@ -16,19 +16,7 @@ final class HTTP1ClientTests: XCTestCase {
         var accepts: Int { accepted.load(ordering: .sequentiallyConsistent) }
 
         init() throws {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            self.fd = fd
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafeMutablePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-            }
-            port = UInt16(bigEndian: address.sin_port)
-            guard bound, listen(fd, 64) == 0 else { throw RuntimeError("cannot listen") }
+            (fd, port) = try LoopbackSocket.bind(listen: 64)
             Thread.detachNewThread { [self] in acceptLoop() }
         }
 
@@ -110,25 +98,6 @@ final class HTTP1ClientTests: XCTestCase {
         }
     }
 
-    final class MemorySink: ResponseSink {
-        var isOpen = true
-        var headSent = false
-        var bytesSent = 0
-        var status = 0
-        var headers = HTTPHeaders()
-        var body: [UInt8] = []
-        var text: String { String(decoding: body, as: UTF8.self) }
-        func sendHead(status: Int, headers: HTTPHeaders) {
-            headSent = true
-            self.status = status
-            self.headers = headers
-        }
-        func sendBody(_ bytes: UnsafeRawBufferPointer) {
-            body.append(contentsOf: bytes)
-            bytesSent += bytes.count
-        }
-    }
-
     final class Bytes: BodySource {
         private var bytes: [UInt8]
         init(_ bytes: [UInt8]) { self.bytes = bytes }
@@ -158,14 +127,14 @@ final class HTTP1ClientTests: XCTestCase {
     struct Result {
         var outcome: UpstreamOutcome
         var collected: CollectedResponse?
-        var sink: MemorySink
+        var sink: RecordingSink
     }
 
     /// Runs one exchange on the loop to its end.
     func exchange(_ path: String, method: String = "GET", port: UInt16? = nil, body: [UInt8]? = nil,
                   headers: HTTPHeaders = HTTPHeaders([("X-A", "b")]), hooks: ResponseHooks = .streaming,
                   timeoutMs: Int = 2_000) -> Result {
-        let sink = MemorySink()
+        let sink = RecordingSink()
         var result: (UpstreamOutcome, CollectedResponse?)?
         let request = UpstreamRequest(method: method, url: "http://127.0.0.1:\(port ?? server.port)\(path)", headers: headers,
                                       bodyLength: body.map { Int64($0.count) }, connectTimeoutMs: 1_000, timeoutMs: timeoutMs)

@@ -7,27 +7,11 @@ import XCTest
 /// exchange and a scripted upstream, the loop's role played by the test.
 final class RequestTaskTests: XCTestCase {
     /// Records what the pipeline answers.
-    final class RecordingExchange: GatewayExchange {
+    final class RecordingExchange: RecordingSink, GatewayExchange {
         var requestId = ""
-        var isOpen = true
-        var headSent = false
-        var bytesSent = 0
-        var status = 0
-        var headers = HTTPHeaders()
-        var body: [UInt8] = []
         let requestBody: [UInt8]
         var bodyOffset = 0
         init(body: [UInt8] = []) { requestBody = body }
-        func sendHead(status: Int, headers: HTTPHeaders) {
-            guard !headSent else { return }
-            headSent = true
-            self.status = status
-            self.headers = headers
-        }
-        func sendBody(_ bytes: UnsafeRawBufferPointer) {
-            body += bytes
-            bytesSent += bytes.count
-        }
         func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
             let n = min(buffer.count, requestBody.count - bodyOffset)
             guard n > 0 else { return 0 }
