@@ -27,20 +27,18 @@ fi
 echo "==> portcullis check --config $config"
 "$bin" check --config "$config"
 
-# The socket path and the pool size, as the gateway will resolve them (relative to the config).
-read -r socket pool_threads < <(python3 - "$config" <<'PY'
+# The socket path, as the gateway will resolve it (relative to the config).
+socket=$(python3 - "$config" <<'PY'
 import json, os, sys
 path = sys.argv[1]
 with open(path) as f:
     server = json.load(f).get("server", {})
 base = os.path.dirname(os.path.abspath(path))
-socket = os.path.normpath(os.path.join(base, server.get("socket", "run/portcullis.sock")))
-print(socket, server.get("workers", 2) * server.get("threads", 8))
+print(os.path.normpath(os.path.join(base, server.get("socket", "run/portcullis.sock"))))
 PY
 )
-# Idle kept-alive FastCGI connections must stay below the pool's threads (nginx/portcullis.conf).
-keepalive=$(( pool_threads > 4 ? 4 : pool_threads - 1 ))
-(( keepalive >= 1 )) || { echo "run-demo: the pool needs at least 2 threads for fastcgi_keep_conn" >&2; exit 1; }
+# Idle kept FastCGI connections cost the pool a descriptor each (nginx/portcullis.conf).
+keepalive=32
 
 pids=()
 stopping=0
