@@ -12,8 +12,9 @@ apt_packages=(
 )
 python_modules=(pytest requests cryptography)
 # scripts/bench.sh only: the C ceiling is compiled with gcc against libfcgi; haproxy is the peer
-# gateway; h2load (nghttp2-client) is the rate-limited load generator; gnuplot draws the chart.
-bench_apt_packages=(gcc libc6-dev libfcgi-dev haproxy nghttp2-client gnuplot-nox)
+# gateway; h2load (nghttp2-client) is the rate-limited load generator; gnuplot draws the chart;
+# valgrind counts instructions per request (scripts/bench/instructions.sh).
+bench_apt_packages=(gcc libc6-dev libfcgi-dev haproxy nghttp2-client gnuplot-nox valgrind)
 if [[ ${BENCH:-0} == 1 ]]; then
     apt_packages+=("${bench_apt_packages[@]}")
 fi

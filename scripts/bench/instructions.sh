@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Instructions per request of one worker, counted by valgrind's callgrind: a figure that does
+# not depend on machine noise, for deciding an optimisation on a shared machine.
+#
+#   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me']
+#   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
+#
+# A static nginx upstream, the gateway (1 worker x 1 loop, its master and worker under callgrind)
+# and a front nginx with the shipped snippet (keep-conn on). After a 10 s warm-up the worker's
+# counters are zeroed, wrk sends requests for --seconds, the counters are dumped, and the total
+# is divided by the requests the access log recorded. With --header, the route requires an API
+# key (the demo key). Prints the figure and writes the top functions (inclusive) to
+# run/instructions/top.txt.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$here"
+
+seconds=5 header=""
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --seconds) seconds=$2; shift 2 ;;
+        --header) header=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+for tool in valgrind callgrind_control callgrind_annotate wrk nginx; do
+    command -v "$tool" >/dev/null || { echo "instructions: $tool is missing (apt-get install valgrind wrk nginx-light)" >&2; exit 1; }
+done
+bin=${PORTCULLIS_BIN:-$here/.build/release/portcullis}
+[[ -x $bin ]] || { echo "instructions: $bin is missing: swift build -c release" >&2; exit 1; }
+
+work=$here/run/instructions
+rm -rf "$work"; mkdir -p "$work"/{static,front}/{logs,temp} "$work/run"
+# valgrind 3.19 cannot read the DWARF of Swift release binaries; symbols are enough here.
+strip --strip-debug -o "$work/portcullis" "$bin"
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+static_port=$(port) gw_port=$(port)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cat > "$work/static/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/static/nginx.pid; error_log $work/static/logs/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
+  uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
+  server { listen 127.0.0.1:$static_port;
+    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } } }
+CONF
+nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
+
+auth=""
+[[ -n $header ]] && auth=', "auth": {"methods": ["api_key"]}'
+cat > "$work/portcullis.json" <<CONF
+{"server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
+ "log": {"access_log": "$work/access.log"},
+ "upstreams": {"static": {"targets": ["http://127.0.0.1:$static_port"]}},
+ "consumers": [{"id": "demo", "api_keys": [{"id": "demo-key", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}],
+ "routes": [{"name": "plain", "match": {"prefix": "/bench/plain"}, "upstream": "static"$auth}]}
+CONF
+valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$work/callgrind.%p" \
+    "$work/portcullis" serve --config "$work/portcullis.json" 2> "$work/portcullis.err" & pids+=($!)
+scripts/render-nginx.sh "$work/front/nginx.conf" "$work/front" "127.0.0.1:$gw_port" "$work/pc.sock" 32 >/dev/null
+for _ in $(seq 1 120); do [[ -S $work/pc.sock && -s $work/run/state.json ]] && break; sleep 0.5; done
+nginx -p "$work/front" -c "$work/front/nginx.conf" -e stderr 2> "$work/front.err" & pids+=($!)
+sleep 1
+
+url=http://127.0.0.1:$gw_port/bench/plain
+wrk_args=(-t1 -c8)
+[[ -n $header ]] && wrk_args+=(-H "$header")
+wrk "${wrk_args[@]}" -d10s "$url" >/dev/null
+worker=$(python3 -c "import json; print(json.load(open('$work/run/state.json'))['workers'][0]['pid'])")
+callgrind_control -z "$worker" >/dev/null 2>&1
+: > "$work/access.log"
+wrk "${wrk_args[@]}" -d"${seconds}s" "$url" | grep -E "requests in|Non-2xx" || true
+sleep 2
+callgrind_control -d "$worker" >/dev/null 2>&1
+sleep 1
+requests=$(wc -l < "$work/access.log")
+dumps=("$work"/callgrind."$worker".*)
+dump=${dumps[0]}
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+callgrind_annotate --inclusive=yes "$dump" 2>/dev/null > "$work/top.txt" || true
+echo "requests logged: $requests"
+echo "instructions per request: $((total / requests))"
+echo "top functions (inclusive): $work/top.txt"
