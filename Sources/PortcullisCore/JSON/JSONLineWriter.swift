@@ -9,6 +9,13 @@ public struct JSONLineWriter {
         bytes.append(UInt8(ascii: "{"))
     }
 
+    /// A writer that appends its line to `buffer` (taken over: pass it with `consume`-like
+    /// moves, then take `finish()`'s result back), so lines go straight into a log buffer.
+    public init(appendingTo buffer: [UInt8]) {
+        bytes = buffer
+        bytes.append(UInt8(ascii: "{"))
+    }
+
     public mutating func field(_ key: String, _ value: String?) {
         appendKey(key)
         if let value { appendString(value) } else { bytes.append(contentsOf: "null".utf8) }

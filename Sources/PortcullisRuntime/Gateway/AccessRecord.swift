@@ -26,9 +26,11 @@ struct AccessRecord {
         client = request.facts.clientAddress
     }
 
-    /// The JSON line, fields in documented order; optional fields only when set.
-    var line: [UInt8] {
-        var w = JSONLineWriter()
+    /// Appends the JSON line (fields in documented order; optional fields only when set) to
+    /// `buffer`, a loop's log buffer, without building it apart first.
+    func append(to buffer: inout [UInt8]) {
+        var w = JSONLineWriter(appendingTo: buffer)
+        buffer = []
         w.field("time", RFC3339.format(Date(), milliseconds: true))
         w.field("request_id", requestId)
         w.field("route", route)
@@ -45,7 +47,7 @@ struct AccessRecord {
         if let credential { w.field("credential", credential) }
         if let limits { w.field("limits", limits) }
         if let error { w.field("error", error) }
-        return w.finish()
+        buffer = w.finish()
     }
 }
 

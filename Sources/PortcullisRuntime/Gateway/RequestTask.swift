@@ -89,7 +89,8 @@ final class RequestTask {
         log.status = exchange.status
         log.bytesSent = exchange.bytesSent
         log.durationMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
-        gateway.accessLog.record(line: log.line, loop: environment.loopIndex)
+        let record = log
+        gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
         environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
     }
 

@@ -53,15 +53,21 @@ public final class AccessLog: @unchecked Sendable {
         thread.start()
     }
 
-    /// Queues one newline-terminated JSON line from loop `loop` (its own thread only).
-    public func record(line: [UInt8], loop: Int) {
-        guard loop < slots.count else { return record(line: line) }
-        let slot = slots[loop]
-        if slot.local.count + line.count > slotCapacity {
-            slot.localDropped += 1
-            return
+    /// Lets `write` append one newline-terminated line straight into loop `loop`'s buffer (its
+    /// own thread only); a line that does not fit is taken back out and counted as dropped.
+    public func record(loop: Int, _ write: (inout [UInt8]) -> Void) {
+        guard loop < slots.count else {
+            var line: [UInt8] = []
+            write(&line)
+            return record(line: line)
         }
-        slot.local.append(contentsOf: line)
+        let slot = slots[loop]
+        let before = slot.local.count
+        write(&slot.local)
+        if slot.local.count > slotCapacity {
+            slot.local.removeSubrange(before...)
+            slot.localDropped += 1
+        }
     }
 
     /// Queues one line from a thread that is not a loop.
