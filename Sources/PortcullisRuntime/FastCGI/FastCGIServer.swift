@@ -187,7 +187,7 @@ final class LoopWorker: @unchecked Sendable {
         server.inFlight.add(1, ordering: .relaxed)
         let exchange = FastCGIExchange(request: connection.request)
         RequestTask(context: currentContext, decoded: RequestDecoder.decode(entries: exchange.paramEntries), exchange: exchange,
-                    environment: ConnectionEnvironment(worker: self, connection: connection)).start()
+                    environment: connection).start()
     }
 
     /// The request on `connection` has been answered.
@@ -226,19 +226,13 @@ final class LoopWorker: @unchecked Sendable {
     }
 }
 
-/// A request's environment in production: its loop's upstream client, and its FastCGI
-/// connection to finish when the answer is complete.
-private final class ConnectionEnvironment: RequestEnvironment {
-    unowned let worker: LoopWorker
-    let connection: FastCGIConnection
-    init(worker: LoopWorker, connection: FastCGIConnection) {
-        self.worker = worker
-        self.connection = connection
-    }
-    var loopIndex: Int { worker.loop.index }
+/// A request's environment in production is its connection: the loop's upstream client, and
+/// the FastCGI connection to finish when the answer is complete (no extra object per request).
+extension FastCGIConnection: RequestEnvironment {
+    var loopIndex: Int { owner.loop.index }
     func startUpstream(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
                        requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
-        worker.upstream.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
+        owner.upstream.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
     }
-    func requestEnded(unreadBody: Int64) { worker.requestEnded(connection, unreadBody: unreadBody) }
+    func requestEnded(unreadBody: Int64) { owner.requestEnded(self, unreadBody: unreadBody) }
 }
