@@ -23,12 +23,8 @@ public final class WorkerServer: @unchecked Sendable {
     let handOff: @Sendable ([Int32]) -> Void
     private var workers: [LoopWorker] = []
     private let nextAdopter = Atomic<Int>(0)
-    /// Requests currently being served, all loops.
-    public let inFlight = Atomic<Int>(0)
     /// Loops still running; the worker exits when none is left.
     public let runningLoops = Atomic<Int>(0)
-    /// Kept FastCGI connections, all loops.
-    public let connections = Atomic<Int>(0)
 
     public init(listenFD: Int32, loops: Int, gateway: Gateway, handOff: @escaping @Sendable ([Int32]) -> Void) {
         self.listenFD = listenFD
@@ -172,19 +168,16 @@ final class LoopWorker: @unchecked Sendable {
             return
         }
         connections[ObjectIdentifier(connection)] = connection
-        server.connections.add(1, ordering: .relaxed)
     }
 
     func forget(_ connection: FastCGIConnection) {
         loop.deregister(connection.fd)
-        guard connections.removeValue(forKey: ObjectIdentifier(connection)) != nil else { return }
-        server.connections.subtract(1, ordering: .relaxed)
+        connections.removeValue(forKey: ObjectIdentifier(connection))
     }
 
     /// A request arrived on `connection`.
     func serve(_ connection: FastCGIConnection) {
         busy += 1
-        server.inFlight.add(1, ordering: .relaxed)
         let exchange = FastCGIExchange(request: connection.request)
         RequestTask(context: currentContext, decoded: RequestDecoder.decode(entries: exchange.paramEntries), exchange: exchange,
                     environment: connection).start()
@@ -194,7 +187,6 @@ final class LoopWorker: @unchecked Sendable {
     func requestEnded(_ connection: FastCGIConnection, unreadBody: Int64) {
         connection.finish(unreadBody: unreadBody)
         busy -= 1
-        server.inFlight.subtract(1, ordering: .relaxed)
         if retiring { finishRetiring(force: false) }
     }
 
@@ -219,7 +211,6 @@ final class LoopWorker: @unchecked Sendable {
             idle.append(connection.detach())
         }
         connections.removeAll()
-        server.connections.subtract(idle.count, ordering: .relaxed)
         if !idle.isEmpty { server.handOff(idle) }
         if let graceTimer { loop.cancel(graceTimer) }
         loop.stop()

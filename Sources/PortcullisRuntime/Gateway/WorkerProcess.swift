@@ -40,11 +40,9 @@ public enum WorkerProcess {
         }
         let server = WorkerServer(listenFD: listenFD, loops: loopCount, gateway: gateway) { fds in
             // Idle kept connections of a retiring loop: a surviving worker takes them over.
-            if let control, control.send("handoff", fds: fds) {
-                for fd in fds { close(fd) }
-            } else {
-                for fd in fds { close(fd) }
-            }
+            // Once sent, the kernel holds them for the master; unsent (no master), they close.
+            control?.send("handoff", fds: fds)
+            for fd in fds { close(fd) }
         }
 
         var pipeFDs: [Int32] = [0, 0]

@@ -32,8 +32,6 @@ public final class AccessLog: @unchecked Sendable {
     private let otherThreads = Mutex(Pending())
     private let wake = NSCondition()
     private let stopped = Atomic<Bool>(false)
-    /// Lines dropped since the log was opened (for status and metrics).
-    public let droppedTotal = Atomic<Int>(0)
 
     /// Opens `path` for appending ("-" is standard output) and starts the writer thread;
     /// `loops` hand-off slots share `bufferBytes`.
@@ -121,7 +119,6 @@ public final class AccessLog: @unchecked Sendable {
         writeLines(bytes)
         dropped += d
         if dropped > 0 {
-            droppedTotal.add(dropped, ordering: .relaxed)
             writeLines(Array("{\"event\":\"access_log_dropped\",\"lines\":\(dropped)}\n".utf8))
         }
     }

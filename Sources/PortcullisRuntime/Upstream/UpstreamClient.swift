@@ -12,8 +12,6 @@ public final class UpstreamClient {
     private var idleHandles: [UnsafeMutableRawPointer] = []
     private var sockets: [Int32: CurlSocketWatch] = [:]
     private lazy var timer = LoopTimer { [unowned self] in self.socketAction(fd: curlSocketTimeout, events: 0) }
-    /// Exchanges in flight on this loop.
-    public private(set) var inFlight = 0
 
     public init(loop: EventLoop) {
         curl_global_init(Int(CURL_GLOBAL_ALL))
@@ -99,7 +97,6 @@ public final class UpstreamClient {
         pc_curl_set_slist(h, CURLOPT_HTTPHEADER, list)
         transfer.headerList = list
 
-        inFlight += 1
         curl_multi_add_handle(multi, h)
         // Start at once (connect or send on a kept connection) rather than one loop turn later.
         socketAction(fd: curlSocketTimeout, events: 0)
@@ -125,7 +122,6 @@ public final class UpstreamClient {
         curl_slist_free_all(transfer.headerList)
         transfer.headerList = nil
         idleHandles.append(h)
-        inFlight -= 1
         var failure: UpstreamOutcome.Failure?
         if code != CURLE_OK {
             let message = String(cString: curl_easy_strerror(code))

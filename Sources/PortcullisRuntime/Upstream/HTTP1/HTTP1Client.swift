@@ -19,8 +19,6 @@ public final class HTTP1Client {
     private var deferred: [() -> Void] = []
     private lazy var deferTimer = LoopTimer { [unowned self] in self.runDeferred() }
     private var starting = false
-    /// Exchanges in flight on this loop.
-    public private(set) var inFlight = 0
     /// Connections opened so far (kept connections are reused instead).
     public private(set) var connectionsOpened = 0
 
@@ -62,7 +60,6 @@ public final class HTTP1Client {
         starting = true
         defer { starting = false }
         let relay = ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url, completion: completion)
-        inFlight += 1
         guard let (endpoint, target) = route(request.url) else {
             return later { self.finish(relay, started: EventLoop.monotonicNanos(), failure: .unavailable("not a plain-HTTP address: \(request.url)")) }
         }
@@ -148,7 +145,6 @@ public final class HTTP1Client {
     }
 
     private func finish(_ relay: ResponseRelay, started: UInt64, failure: UpstreamOutcome.Failure?) {
-        inFlight -= 1
         let elapsedMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
         let (outcome, collected) = relay.result(failure: failure, elapsedMs: elapsedMs)
         relay.completion(outcome, collected)
