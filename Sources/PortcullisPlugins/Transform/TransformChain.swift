@@ -86,9 +86,11 @@ public struct TransformChain: Sendable {
                     query = items
                 case .pathTemplate(let template):
                     request.path = try checkedPath(template.render(context), set)
-                case .pathRegex(let regex, let replacement):
+                case .pathRegex(let regex, let replacement, let passOnNoMatch):
                     if let rewritten = regex.replaceFirst(in: request.path, with: replacement, context: context) {
                         request.path = try checkedPath(rewritten, set)
+                    } else if !passOnNoMatch {
+                        throw TransformError(problem: .rewriteNoMatch(ruleSet: set.name), ruleSet: set.name)
                     }
                 case .methodSet(let method):
                     request.method = method

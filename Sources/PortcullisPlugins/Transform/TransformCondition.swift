@@ -37,7 +37,9 @@ public struct TransformCondition: Sendable, Equatable {
 
     /// Decides whether the rule set applies. `status` is nil in the request phase.
     public func matches(method: String, headers messageHeaders: HTTPHeaders, status: Int?, context: TemplateContext) -> Bool {
-        if let methods, !methods.contains(method) { return false }
+        // HEAD is GET without the body: a rule for GET applies to HEAD too, so both answer the
+        // same head (Content-Length included).
+        if let methods, !methods.contains(method), !(method == "HEAD" && methods.contains("GET")) { return false }
         for (name, rule) in headers {
             let value = messageHeaders[name]
             switch rule {

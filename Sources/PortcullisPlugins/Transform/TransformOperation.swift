@@ -23,8 +23,9 @@ public enum TransformOperation: Sendable {
 
     /// Replaces the whole path with a rendered template.
     case pathTemplate(Template)
-    /// Replaces the first match of `regex` in the path with `replacement`; no match, no change.
-    case pathRegex(CompiledRegex, replacement: [RewritePart])
+    /// Replaces the first match of `regex` in the path with `replacement`. No match is an
+    /// error (404) unless `passOnNoMatch`, when the path is left as it is.
+    case pathRegex(CompiledRegex, replacement: [RewritePart], passOnNoMatch: Bool)
     case methodSet(String)
 
     /// When the status is in `from`: set the status to `to` and/or replace the body.
@@ -124,7 +125,9 @@ public struct CompiledRegex: @unchecked Sendable {
 
     init(pattern: String) throws {
         self.pattern = pattern
-        self.regex = try NSRegularExpression(pattern: pattern)
+        // `.` matches every character, line separators included: a path is one line however
+        // it is encoded, and `^/v1/(.*)$` must not fail on U+2028, U+2029, U+0085 or CR/LF.
+        self.regex = try NSRegularExpression(pattern: pattern, options: [.dotMatchesLineSeparators])
     }
 
     var captureGroupCount: Int { regex.numberOfCaptureGroups }

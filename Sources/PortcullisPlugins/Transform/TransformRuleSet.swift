@@ -127,7 +127,7 @@ enum TransformSchema {
         "header.remove": ["name"], "header.rename": ["from", "to"],
         "query.add": ["name", "value"], "query.set": ["name", "value"], "query.append": ["name", "value"],
         "query.remove": ["name"], "query.rename": ["from", "to"],
-        "path.rewrite": ["template", "regex", "replacement"], "method.set": ["value"],
+        "path.rewrite": ["template", "regex", "replacement", "on_no_match"], "method.set": ["value"],
         "status.map": ["from", "to", "body", "content_type"],
         "body.set": ["path", "value", "strict"], "body.add": ["path", "value", "strict"],
         "body.remove": ["path", "strict"], "body.rename": ["path", "to", "strict"],
@@ -247,6 +247,14 @@ enum TransformSchema {
         case (false, true):
             guard let pattern = node["regex"].nonEmptyString(required: true) else { return nil }
             guard node["replacement"].isPresent else { node["replacement"].fail("required field is missing"); return nil }
+            // A rewrite that silently forwards the unrewritten path fails open (the upstream
+            // serves a path the rule meant to hide), so passing through must be asked for.
+            var passOnNoMatch = false
+            switch node["on_no_match"].string() {
+            case nil, "error"?: break
+            case "pass"?: passOnNoMatch = true
+            case let other?: node["on_no_match"].fail("must be \"error\" or \"pass\", found \"\(other)\""); return nil
+            }
             let regex: CompiledRegex
             do { regex = try CompiledRegex(pattern: pattern) } catch {
                 node["regex"].fail("invalid regular expression \"\(pattern)\"")
@@ -255,7 +263,7 @@ enum TransformSchema {
             guard let t = template(node["replacement"], phase: phase) else { return nil }
             if !HeaderHygiene.isSafeHeaderValue(t.literalText) { node["replacement"].fail("contains a control character"); return nil }
             switch RewritePart.compile(t, groups: regex.captureGroupCount) {
-            case .success(let parts): return .pathRegex(regex, replacement: parts)
+            case .success(let parts): return .pathRegex(regex, replacement: parts, passOnNoMatch: passOnNoMatch)
             case .failure(let e): node["replacement"].fail(e.message); return nil
             }
         case (true, true):

@@ -87,6 +87,13 @@ extension ProblemDetails {
         }
     }
 
+    /// A `path.rewrite` regex that does not match the path (and the rule does not say
+    /// `"on_no_match": "pass"`): the public path has no upstream path, so 404.
+    public static func rewriteNoMatch(ruleSet: String) -> ProblemDetails {
+        ProblemDetails(status: 404, type: "rewrite-no-match", title: "Not Found",
+                       detail: "the path does not match the path.rewrite of rule set \"\(ruleSet)\"")
+    }
+
     /// A rendered value that cannot be sent (control characters in a header, a bad path): 500.
     public static func transformUnsafeValue(_ detail: String) -> ProblemDetails {
         ProblemDetails(status: 500, type: "transform-unsafe-value", title: "Internal Server Error", detail: detail)

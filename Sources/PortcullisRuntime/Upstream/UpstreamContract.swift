@@ -54,6 +54,9 @@ public struct UpstreamRequest {
     public var bodyLength: Int64?
     public var connectTimeoutMs: Int
     public var timeoutMs: Int
+    /// Whether the response's `X-Accel-Buffering` is passed to nginx (the upstream's
+    /// `x_accel_buffering`).
+    public var allowAccelBuffering = true
 
     public init(method: String, url: String, headers: HTTPHeaders, bodyLength: Int64?, connectTimeoutMs: Int, timeoutMs: Int) {
         self.method = method
