@@ -146,6 +146,44 @@ def test_wrong_password_is_a_store_failure(make_gateway: Callable[..., Gateway],
     assert_no_secret(gw, wrong)
 
 
+def test_reload_reads_the_password_file_again(make_gateway: Callable[..., Gateway],
+                                              make_redis: Callable[..., RedisServer]) -> None:
+    """A wrong password fixed in the file takes effect with `portcullis reload` (new connections
+    authenticate with it); a reload whose password file is gone is refused with the reason and
+    the running generation keeps counting in Redis."""
+    redis = make_redis(extra_args=acl_args("pc-reload"), auth=ADMIN)
+    window = window_with_headroom(30)
+    gw = make_gateway({"rate_limit": {"redis": {"host": "127.0.0.1", "port": redis.port, "namespace": "pc-reload",
+                                                "username": USER, "password_file": "redis.pass", "retry_ms": 60000}},
+                       "routes": [limited_route("rl", limit("rl", "fixed_window", 3, window, store="redis",
+                                                            on_store_failure="closed"))]},
+                      workers=2, threads=1, start=False)
+    password_file = gw.config_path.parent / "redis.pass"
+    password_file.write_text("not-" + PASSWORD)
+    gw.start()
+    assert_problem(gw.get("/rl/x", headers={CLIENT_HEADER: fresh_key("before")}, timeout=10), 503,
+                   "rate-limit-store-unavailable")
+
+    password_file.write_text(PASSWORD + "\n")
+    generation = gw.status()["generation"]
+    result = gw.cli("reload")
+    assert result.returncode == 0, result.stdout + result.stderr
+    gw.wait_for_workers(lambda ws: len(ws) == gw.workers and all(w["generation"] > generation for w in ws),
+                        timeout=15, what="the new generation of workers")
+    statuses, ids = send(gw, "/rl/x", fresh_key("after"), 4)
+    assert statuses == [200, 200, 200, 429], statuses
+    assert all(not d.endswith(":closed") for d in decided_by(gw, ids))
+
+    password_file.unlink()
+    result = gw.cli("reload")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"/rate_limit/redis/password_file: cannot read {password_file}" in result.stderr, result.stderr
+    statuses, _ = send(gw, "/rl/x", fresh_key("kept"), 4)
+    assert statuses == [200, 200, 200, 429], "the running generation keeps its connections and password"
+    assert redis_int(redis, "KEYS", "pc-reload:rl:*") == 2
+    assert_no_secret(gw, PASSWORD)
+
+
 # -- 2. unix socket --------------------------------------------------------------------------------
 
 
