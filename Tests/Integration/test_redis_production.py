@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import signal
 import socketserver
 import subprocess
 import threading
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from harness import Gateway, ManagedProcess, RedisServer, assert_problem, free_port, wait_until
@@ -352,10 +353,12 @@ class Sentinel:
         self.process.stop()
 
 
+@pytest.mark.parametrize("how", ["sentinel-failover", "master-killed"])
 def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make_redis: Callable[..., RedisServer],
-                                      test_root: Path) -> None:
-    """A master, its replica and a real sentinel; `SENTINEL FAILOVER` under load: every request
-    is answered within its policy (`local`: 200/429, `closed`: 200/429/503), none hangs, a key at
+                                      how: str) -> None:
+    """A master, its replica and a real sentinel; a failover under load (`SENTINEL FAILOVER`, or
+    the master killed and the sentinel promoting the replica on its own): every request is
+    answered within its policy (`local`: 200/429, `closed`: 200/429/503), none hangs, a key at
     its limit stays limited (the replica had its counter), no worker is lost, and afterwards the
     limits are counted again in Redis, on the new master."""
     master = make_redis()
@@ -402,12 +405,18 @@ def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make
                    (("local", "/local/load", None), ("closed", "/closed/load", None), ("hot", "/local/hot", hot))]
         for client in clients:
             client.start()
-        time.sleep(0.5)
         # The sentinel learns of the replica from the master's INFO; until then it has none to promote.
-        wait_until(lambda: redis_cli(sentinel.port, "SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
-                   "the sentinel to accept the failover")
-        wait_until(lambda: sentinel.master_port() == replica.port or None, 20, "the sentinel to name the replica")
-        wait_until(lambda: "slave" in redis_cli(master.port, "ROLE") or None, 20, "the old master to become a replica")
+        wait_until(lambda: len(redis_cli(sentinel.port, "SENTINEL", "REPLICAS", "mymaster")) > 0 or None, 20,
+                   "the sentinel to know the replica")
+        time.sleep(0.5)
+        if how == "sentinel-failover":
+            wait_until(lambda: redis_cli(sentinel.port, "SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
+                       "the sentinel to accept the failover")
+        else:
+            master.process.send(signal.SIGKILL)
+        wait_until(lambda: sentinel.master_port() == replica.port or None, 30, "the sentinel to name the replica")
+        if how == "sentinel-failover":
+            wait_until(lambda: "slave" in redis_cli(master.port, "ROLE") or None, 20, "the old master to become a replica")
         time.sleep(1.0)
         stop.set()
         for client in clients:
