@@ -10,13 +10,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness import EchoUpstream, Gateway, GatewayFactory, assert_problem, echo_of
+from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, assert_problem, echo_of
+
+# Second-round examples shipped in plugins/, loaded from the repository as they are.
+SHIPPED_EXAMPLES = ["maintenance-page.json", "beta-channel.json"]
 
 DEMO_KEY = "round2-key"
 DEMO_KEY_SHA256 = hashlib.sha256(DEMO_KEY.encode()).hexdigest()
@@ -65,6 +69,49 @@ RULES: dict[str, Any] = {
         rule("stamp", "response", [{"op": "header.set", "name": "X-Transformed", "value": "yes"}]),
         rule("request-body", "request", [{"op": "body.set", "path": "/seen", "value": True}]),
     ],
+    # Item 3: what Kong and APISIX users reach for next.
+    "round2-ops.json": [
+        rule("replace", "request", [
+            {"op": "header.replace", "name": "X-Tenant", "value": "tenant-{{header.X-Tenant}}"},
+            {"op": "header.replace", "name": "X-Absent", "value": "never"},
+            {"op": "query.replace", "name": "page", "value": "1"},
+            {"op": "query.replace", "name": "absent", "value": "never"},
+            {"op": "body.replace", "path": "/n", "value": "{{query.n | number}}"},
+            {"op": "body.replace", "path": "/missing", "value": "never"},
+            {"op": "body.append", "path": "/tags", "value": "{{consumer.id}}"},
+        ]),
+        rule("host", "request", [{"op": "host.set", "value": "api.internal.example"}]),
+        rule("who", "request", [
+            {"op": "header.set", "name": "X-Who", "value": "{{client_ip}}|{{host}}|{{scheme}}|{{cookie.sid}}|\\{{literal}}"},
+            {"op": "header.set", "name": "X-Epoch", "value": "{{time.unix}}"},
+        ]),
+        rule("local-only", "request", [{"op": "header.set", "name": "X-Local", "value": "yes"}],
+             condition={"client_ip": ["127.0.0.0/8", "::1"]}),
+        rule("not-local", "request", [{"op": "header.set", "name": "X-Remote", "value": "yes"}],
+             condition={"client_ip": {"not": ["127.0.0.0/8", "::1"]}}),
+        rule("curl-or-beta", "request", [{"op": "header.set", "name": "X-Hit", "value": "yes"}],
+             condition={"any": [{"headers": {"User-Agent": {"regex": "^curl/"}}}, {"cookies": {"beta": "1"}}],
+                        "not": {"query": {"skip": True}}, "path": {"regex": "^/conditions/"},
+                        "consumer": {"not": "blocked"}}),
+        rule("cookies", "request", [
+            {"op": "cookie.remove", "name": "tracking"},
+            {"op": "cookie.set", "name": "tenant", "value": "{{query.tenant}}"},
+        ]),
+        rule("set-cookies", "response", [
+            {"op": "cookie.remove", "name": "internal"},
+            {"op": "cookie.set", "name": "sid", "value": "{{request_id}}", "attributes": "Path=/; HttpOnly"},
+        ]),
+        rule("maintenance", "response", [
+            {"op": "status.map", "from": "5xx", "to": 503},
+            {"op": "header.set", "name": "Retry-After", "value": "30"},
+            {"op": "body.template", "template": "Down for maintenance (request {{request_id}}).\n",
+             "content_type": "text/plain; charset=utf-8"},
+        ], condition={"status": "5xx"}),
+        rule("to-form", "request", [
+            {"op": "body.template", "template": "user={{consumer.id}}&source=gateway",
+             "content_type": "application/x-www-form-urlencoded"},
+        ]),
+    ],
 }
 
 
@@ -95,14 +142,27 @@ def round2_config(echo_url: str, dead_url: str) -> dict[str, Any]:
             route("stamped", ["stamp"], auth={"methods": ["api_key"]}),
             route("stamped-dead", ["stamp"], upstream="dead"),
             route("request-body", ["request-body"]),
+            route("replace", ["replace"], auth={"methods": ["api_key"], "anonymous": True}),
+            route("host", ["host"]),
+            route("who", ["who"]),
+            route("local", ["local-only", "not-local"]),
+            route("conditions", ["curl-or-beta"]),
+            route("cookies", ["cookies", "set-cookies"]),
+            route("maintenance", ["maintenance"]),
+            route("to-form", ["to-form"], auth={"methods": ["api_key"]}),
+            route("example-maintenance", ["maintenance-page"]),
+            route("example-beta", ["beta-channel"]),
         ],
     }
 
 
 def write_rules(directory: Path, rules: dict[str, Any]) -> None:
+    """``rules`` and the shipped second-round examples, into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, content in rules.items():
         (directory / name).write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
+    for name in SHIPPED_EXAMPLES:
+        (directory / name).write_bytes((REPO_ROOT / "plugins" / name).read_bytes())
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +313,97 @@ def test_content_encoded_request_body_passes_untouched(gateway: Gateway) -> None
     assert echo["body_sha256"] == hashlib.sha256(payload).hexdigest()
     plain = echo_of(gateway.request("POST", "/request-body/x", json={"a": 1}))
     assert forwarded_json(plain) == {"a": 1, "seen": True}
+
+
+# -- item 3: replace, host, conditions, templates, cookies, whole-body replacement ----------------
+
+
+def test_replace_changes_only_what_is_there(gateway: Gateway) -> None:
+    echo = echo_of(gateway.request("POST", "/replace/x?page=7&page=8&n=5", headers={"X-Tenant": "acme", "X-API-Key": DEMO_KEY},
+                                   json={"n": "1", "tags": "first"}))
+    assert echo["headers"]["x-tenant"] == "tenant-acme"
+    assert "x-absent" not in echo["headers"]
+    assert echo["query_params"] == {"page": ["1"], "n": ["5"]}
+    assert forwarded_json(echo) == {"n": 5, "tags": ["first", "ann"]}
+    untouched = echo_of(gateway.request("POST", "/replace/x", json={"tags": ["a"]}))
+    assert "x-tenant" not in untouched["headers"] and untouched["query"] == ""
+    assert forwarded_json(untouched) == {"tags": ["a", None]}, "anonymous: a typed missing value is null"
+
+
+def test_host_set_rewrites_the_upstream_host(gateway: Gateway) -> None:
+    assert echo_of(gateway.get("/host/x"))["headers"]["host"] == "api.internal.example"
+    assert echo_of(gateway.get("/who/x"))["headers"]["host"] != "api.internal.example"
+
+
+def test_new_template_variables_and_the_escape(gateway: Gateway) -> None:
+    echo = echo_of(gateway.get("/who/x", headers={"Host": "shop.example", "Cookie": "sid=s-1; other=2"}))
+    client, host, scheme, sid, literal = echo["headers"]["x-who"].split("|")
+    assert client in ("127.0.0.1", "::1")
+    assert (host, scheme, sid, literal) == ("shop.example", "http", "s-1", "{{literal}}")
+    assert abs(int(echo["headers"]["x-epoch"]) - time.time()) < 60
+
+
+def test_client_ip_conditions(gateway: Gateway) -> None:
+    echo = echo_of(gateway.get("/local/x"))
+    assert echo["headers"].get("x-local") == "yes"
+    assert "x-remote" not in echo["headers"]
+
+
+@pytest.mark.parametrize("path, headers, hit", [
+    ("/conditions/x", {"User-Agent": "curl/8.5"}, True),
+    ("/conditions/x", {"User-Agent": "python", "Cookie": "beta=1"}, True),
+    ("/conditions/x", {"User-Agent": "python", "Cookie": "beta=0"}, False),
+    ("/conditions/x?skip", {"User-Agent": "curl/8.5"}, False),
+])
+def test_regex_any_not_cookie_and_path_conditions(gateway: Gateway, path: str, headers: dict[str, str], hit: bool) -> None:
+    echo = echo_of(gateway.get(path, headers=headers))
+    assert (echo["headers"].get("x-hit") == "yes") is hit, echo["headers"]
+
+
+def test_cookie_operations(gateway: Gateway) -> None:
+    response = gateway.get("/cookies/x?tenant=acme&set_header=Set-Cookie:internal%3D1&set_header=Set-Cookie:keep%3D2",
+                           headers={"Cookie": "tracking=t; session=s", "X-Request-ID": "cookie-1"})
+    echo = echo_of(response)
+    assert echo["headers"]["cookie"] == "session=s; tenant=acme"
+    set_cookies = response.raw.headers.getlist("Set-Cookie")
+    assert sorted(set_cookies) == ["keep=2", "sid=cookie-1; Path=/; HttpOnly"], set_cookies
+    refused = gateway.get("/cookies/x?tenant=a%3Bb")
+    assert_problem(refused, 500, "transform-unsafe-value")
+
+
+def test_whole_body_replacement_in_the_response(gateway: Gateway) -> None:
+    response = gateway.get("/maintenance/x?status=502", headers={"X-Request-ID": "mnt-1"})
+    assert response.status_code == 503
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.headers["Retry-After"] == "30"
+    assert response.text == "Down for maintenance (request mnt-1).\n"
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    ok = gateway.get("/maintenance/x")
+    assert ok.status_code == 200 and ok.json()["path"] == "/maintenance/x"
+
+
+def test_whole_body_replacement_in_the_request(gateway: Gateway) -> None:
+    echo = echo_of(gateway.request("POST", "/to-form/x", data=b"ignored,csv", headers={"Content-Type": "text/csv", "X-API-Key": DEMO_KEY}))
+    assert echo["body"] == "user=ann&source=gateway"
+    assert echo["headers"]["content-type"] == "application/x-www-form-urlencoded"
+    assert echo["headers"]["content-length"] == str(len("user=ann&source=gateway"))
+
+
+# -- the shipped second-round examples ------------------------------------------------------------
+
+
+def test_example_maintenance_page(gateway: Gateway) -> None:
+    response = gateway.get("/example-maintenance/x?status=500&bytes=200000", headers={"X-Request-ID": "ex-mnt"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    assert response.text == "We are down for maintenance. Please retry in 30 seconds (request ex-mnt).\n"
+    assert gateway.get("/example-maintenance/x?bytes=200000").status_code == 200
+
+
+def test_example_beta_channel(gateway: Gateway) -> None:
+    beta = echo_of(gateway.get("/example-beta/x", headers={"Cookie": "beta=1; sid=s", "User-Agent": "Firefox"}))
+    assert beta["headers"]["host"] == "beta.internal.example"
+    assert beta["headers"]["x-channel"] == "beta"
+    assert beta["headers"]["cookie"] == "sid=s"
+    crawler = echo_of(gateway.get("/example-beta/x", headers={"X-Beta": "yes", "User-Agent": "Googlebot/2.1"}))
+    assert crawler["headers"]["host"] != "beta.internal.example" and "x-channel" not in crawler["headers"]
