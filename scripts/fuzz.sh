@@ -56,6 +56,8 @@ build() {
         Tests/Fuzz/main.swift Tests/Fuzz/FastCGIParamStub.swift Tests/PortcullisCoreTests/Fuzz/FuzzTargets.swift \
         Sources/PortcullisRuntime/Gateway/RequestDecoder.swift \
         "$OUT/PortcullisCore.o" "$OUT/PortcullisPlugins.o" "${deps[@]}" -ljansson -lstdc++ 2>&1 | grep -v "Cannot export local symbol" || true
+    # swiftc leaves the harness's module for the debugger in the working directory.
+    rm -f PortcullisFuzz-*.swiftmodule PortcullisFuzz-*.swiftdoc
     [[ -x "$BIN" ]]
 }
 
