@@ -57,7 +57,7 @@ build() {
         Sources/PortcullisRuntime/Gateway/RequestDecoder.swift \
         "$OUT/PortcullisCore.o" "$OUT/PortcullisPlugins.o" "${deps[@]}" -ljansson -lstdc++ 2>&1 | grep -v "Cannot export local symbol" || true
     # swiftc leaves the harness's module for the debugger in the working directory.
-    rm -f PortcullisFuzz-*.swiftmodule PortcullisFuzz-*.swiftdoc
+    rm -f PortcullisFuzz-*.swiftmodule PortcullisFuzz-*.swiftdoc PortcullisFuzz-*.swiftsourceinfo
     [[ -x "$BIN" ]]
 }
 
