@@ -35,6 +35,7 @@ report table. Exit status 1 when a failure is unexplained or a worker is wedged.
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -303,7 +304,8 @@ def main() -> int:
     wedged = wedge_check(gateway)
     rss_end = {"master": rss_kb(gateway.master.pid), "workers": sum(rss_kb(p) for p in gateway.worker_pids())}
     report = classify(load.outcomes, faults)
-    report["counters"] = counter_check(load.hot, faults, wall_offset, limit=20)
+    redis_failures = logged_redis_failures(gateway.master.stderr_path)
+    report["counters"] = counter_check(load.hot, faults, wall_offset, limit=20, logged_failures=redis_failures)
     report.update({
         "seconds": round(ended - began, 1), "clients": args.clients, "seed": args.seed, "tmpfs": tmpfs,
         "faults": Counter(f[0] for f in faults), "wedged": wedged,
@@ -394,18 +396,35 @@ def classify(outcomes: list[tuple[float, str, str]], faults: list[tuple[str, flo
             "by_cause": {k: dict(v) for k, v in by_cause.items()}, "unexplained": unexplained}
 
 
+def logged_redis_failures(stderr: Path) -> list[float]:
+    """Wall times of the workers' `rate limit: redis unavailable` events (a Redis call that
+    failed or took longer than timeout_ms, injected or not)."""
+    times = []
+    for line in stderr.read_text(errors="replace").splitlines():
+        if "redis unavailable" not in line:
+            continue
+        try:
+            event = json.loads(line)
+            stamp = datetime.datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+            times.append(stamp.timestamp())
+        except (ValueError, KeyError):
+            continue
+    return times
+
+
 def counter_check(hot: list[tuple[float, float, int]], faults: list[tuple[str, float, float, str]],
-                  wall_offset: float, limit: int) -> dict[str, Any]:
+                  wall_offset: float, limit: int, logged_failures: list[float]) -> dict[str, Any]:
     """The hot key's admitted requests per aligned 1 s window: at most `limit`, or `2 x limit`
-    in a window touched by a Redis fault (documented: the `local` fallback counts separately
-    from Redis, and a restarted Redis without persistence starts from zero). Answers that
-    straddle a window boundary are not attributed."""
+    in a window touched by a Redis failure, injected or logged by a worker (documented: the
+    `local` fallback counts separately from Redis, and a restarted Redis without persistence
+    starts from zero). Answers that straddle a window boundary are not attributed."""
     redis_windows = set()
-    for name, start, end, _ in faults:
-        if name.startswith("redis"):
-            # Plus redis.retry_ms (1 s) before the loops try Redis again.
-            for w in range(int(start + wall_offset) - 1, int(end + wall_offset) + 3):
-                redis_windows.add(w)
+    spans = [(start + wall_offset, end + wall_offset) for name, start, end, _ in faults if name.startswith("redis")]
+    spans += [(t, t) for t in logged_failures]
+    for start, end in spans:
+        # Plus redis.retry_ms (1 s) before the loops try Redis again.
+        for w in range(int(start) - 1, int(end) + 3):
+            redis_windows.add(w)
     admitted: Counter[int] = Counter()
     ambiguous = 0
     for start, end, status in hot:
@@ -417,7 +436,7 @@ def counter_check(hot: list[tuple[float, float, int]], faults: list[tuple[str, f
         admitted[int(start)] += 1
     over = {w: n for w, n in admitted.items() if n > (2 * limit if w in redis_windows else limit)}
     limited = sum(1 for _, _, status in hot if status == 429)
-    return {"windows": len(admitted), "max_admitted": max(admitted.values(), default=0),
+    return {"windows": len(admitted), "logged_redis_failures": len(logged_failures), "max_admitted": max(admitted.values(), default=0),
             "max_admitted_outside_redis_faults": max((n for w, n in admitted.items() if w not in redis_windows), default=0),
             "answered_429": limited, "straddling": ambiguous, "over": over}
 
@@ -454,7 +473,8 @@ def print_report(report: dict[str, Any]) -> None:
     c = report["counters"]
     print(f"hot key (limit 20 per 1 s window): {c['windows']} windows, at most {c['max_admitted_outside_redis_faults']} admitted "
           f"outside Redis faults, {c['max_admitted']} in any window, {c['answered_429']} answered 429, "
-          f"windows over the documented bound: {c['over'] or 'none'}")
+          f"windows over the documented bound: {c['over'] or 'none'} "
+          f"(Redis failures the workers logged: {c['logged_redis_failures']})")
     print(f"RSS kB master {report['rss_kb_start']['master']} -> {report['rss_kb_end']['master']}, "
           f"workers (sum) {report['rss_kb_start']['workers']} -> {report['rss_kb_end']['workers']}")
     if report["unexplained"]:
