@@ -213,7 +213,7 @@ enum TransformSchema {
         "query.remove": ["name"], "query.rename": ["from", "to"], "query.replace": ["name", "value"], "host.set": ["value"],
         "form.add": ["name", "value"], "form.set": ["name", "value"], "form.append": ["name", "value"], "form.replace": ["name", "value"],
         "form.remove": ["name"], "form.rename": ["from", "to"],
-        "path.rewrite": ["template", "regex", "replacement", "allow_slashes"], "method.set": ["value"],
+        "path.rewrite": ["template", "regex", "replacement", "allow_slashes", "on_no_match"], "method.set": ["value"],
         "status.map": ["from", "to", "body", "content_type"],
         "body.set": ["path", "value", "strict"], "body.add": ["path", "value", "strict"],
         "body.replace": ["path", "value", "strict"], "body.append": ["path", "value", "strict"],
@@ -396,6 +396,14 @@ enum TransformSchema {
         case (false, true):
             guard let pattern = node["regex"].nonEmptyString(required: true) else { return nil }
             guard node["replacement"].isPresent else { node["replacement"].fail("required field is missing"); return nil }
+            // A rewrite that silently forwards the unrewritten path fails open (the upstream
+            // serves a path the rule meant to hide), so passing through must be asked for.
+            var passOnNoMatch = false
+            switch node["on_no_match"].string() {
+            case nil, "error"?: break
+            case "pass"?: passOnNoMatch = true
+            case let other?: node["on_no_match"].fail("must be \"error\" or \"pass\", found \"\(other)\""); return nil
+            }
             let regex: CompiledRegex
             do { regex = try CompiledRegex(pattern: pattern) } catch {
                 node["regex"].fail("invalid regular expression \"\(pattern)\"")
@@ -404,7 +412,7 @@ enum TransformSchema {
             guard let t = template(node["replacement"], phase: phase) else { return nil }
             if !HeaderHygiene.isSafeHeaderValue(t.literalText) { node["replacement"].fail("contains a control character"); return nil }
             switch RewritePart.compile(t, groups: regex.captureGroupCount) {
-            case .success(let parts): return .pathRegex(regex, replacement: parts, allowSlashes: allowSlashes)
+            case .success(let parts): return .pathRegex(regex, replacement: parts, allowSlashes: allowSlashes, passOnNoMatch: passOnNoMatch)
             case .failure(let e): node["replacement"].fail(e.message); return nil
             }
         case (true, true):
