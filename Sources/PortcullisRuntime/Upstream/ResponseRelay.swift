@@ -21,6 +21,8 @@ final class ResponseRelay {
     private var collectLimit = 0
     private var collected: [UInt8] = []
     private(set) var overflowed = false
+    /// The response is swallowed for a retry (`ResponseMode.discard`).
+    private(set) var discarding = false
 
     init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String,
          completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
@@ -35,8 +37,13 @@ final class ResponseRelay {
     /// What the finished exchange amounts to. `failure` is the transport's verdict (nil: the
     /// response arrived whole); an abort the relay itself caused (collect overflow, client
     /// gone, refused head) takes precedence over it.
-    func result(failure: UpstreamOutcome.Failure?, elapsedMs: Double) -> (UpstreamOutcome, CollectedResponse?) {
+    func result(failure: UpstreamOutcome.Failure?, elapsedMs: Double, notSent: Bool = false) -> (UpstreamOutcome, CollectedResponse?) {
         var outcome = UpstreamOutcome(status: status, failure: nil, target: url, elapsedMs: elapsedMs)
+        outcome.notSent = notSent && failure != nil
+        if discarding {
+            outcome.discarded = true
+            return (outcome, nil)
+        }
         if let failure {
             if overflowed {
                 return (outcome, CollectedResponse(status: status, headers: headers, body: [], overflowed: true))
@@ -96,9 +103,14 @@ final class ResponseRelay {
 
     /// The head is known: stream or collect.
     private func headComplete() {
-        if case .collect(let limit) = hooks.mode(status, headers) {
+        switch hooks.mode(status, headers) {
+        case .collect(let limit):
             collecting = true
             collectLimit = limit
+        case .discard:
+            discarding = true
+        case .stream:
+            break
         }
     }
 
@@ -120,6 +132,7 @@ final class ResponseRelay {
 
     /// Returns false to abort the transfer.
     func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if discarding { return true }
         if collecting {
             if collected.count + bytes.count > collectLimit {
                 overflowed = true

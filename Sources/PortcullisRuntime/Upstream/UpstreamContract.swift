@@ -19,6 +19,11 @@ public struct UpstreamOutcome: Sendable {
     public var failure: Failure?
     public var target: String
     public var elapsedMs: Double
+    /// The request never reached the upstream (connect refused or timed out, or the connection
+    /// failed before a byte was written): any method may be retried elsewhere.
+    public var notSent = false
+    /// The response was swallowed (`ResponseMode.discard`) because the request is retried.
+    public var discarded = false
 }
 
 /// How the upstream's response reaches the client: streamed as it arrives, or collected whole
@@ -26,6 +31,8 @@ public struct UpstreamOutcome: Sendable {
 public enum ResponseMode {
     case stream
     case collect(limit: Int)
+    /// Nothing reaches the client: the request is retried on another target.
+    case discard
 }
 
 /// Decisions taken when the upstream's status and headers are known.
