@@ -5,7 +5,9 @@ the master, the bulkhead, the instance's own health endpoint and `status`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -326,6 +328,34 @@ def test_slow_upstream_saturating_its_cap_does_not_slow_another_route(make_gatew
     assert gw.get("/slow/again").status_code == 200
 
 
+def test_a_killed_worker_leaves_no_requests_counted_in_flight(make_gateway: Any, echo_upstream: EchoUpstream) -> None:
+    gw = make_gateway(config={"upstreams": {"slowsvc": {"targets": [echo_upstream.url], "max_in_flight": 3}},
+                              "routes": [{"name": "slow", "match": {"prefix": "/slow/"}, "upstream": "slowsvc"}]},
+                      workers=1, threads=2)
+    with ThreadPoolExecutor(3) as pool:
+        slow = [pool.submit(gw.get, "/slow/x?delay_ms=2000", timeout=30) for _ in range(3)]
+        wait_until(lambda: target_state(gw, "slowsvc", echo_upstream.url)["in_flight"] == 3, 5, "three requests in flight")
+        worker = gw.worker_pids()[0]
+        os.kill(worker, signal.SIGKILL)
+        for f in slow:
+            f.result()  # nginx resends them to the new worker, or answers 502: either is fine here
+    # The master cleared the dead worker's counts: the cap is whole again.
+    wait_until(lambda: target_state(gw, "slowsvc", echo_upstream.url)["in_flight"] == 0, 15, "no request counted in flight")
+    with ThreadPoolExecutor(3) as pool:
+        assert [f.result().status_code for f in [pool.submit(gw.get, "/slow/y?delay_ms=300") for _ in range(3)]] == [200] * 3
+
+
+def test_hash_balancer_keeps_a_key_on_one_target(make_gateway: Any, make_echo: Any) -> None:
+    targets = [make_echo().url for _ in range(3)]
+    gw = make_gateway(config=upstream_config(targets, balancer={"algorithm": "hash", "hash_on": "header:X-User"}))
+    owners = {}
+    for user in [f"user-{i}" for i in range(30)]:
+        seen = {served_by(gw.get("/pair/x", headers={"X-User": user})) for _ in range(4)}
+        assert len(seen) == 1, f"{user} went to {seen}"
+        owners[user] = seen.pop()
+    assert len(set(owners.values())) == 3, "the keys spread over every target"
+
+
 # -- instance health ----------------------------------------------------------------------------
 
 
@@ -456,6 +486,7 @@ def test_two_instances_behind_haproxy(make_gateway: Any, make_redis: Any, test_r
                 f.result()
         after_window = [code for t, code in results if t > stopped_at + 3]
         assert set(after_window) == {200}, f"failed after the detection window: {[c for c in after_window if c != 200][:10]}"
-        assert all(code == 200 for t, code in results if t < stopped_at)
+        # Requests in flight on the stopped instance may fail; none before the stop did.
+        assert all(code == 200 for t, code in results if t < stopped_at - 10), "failures before the stop"
     finally:
         haproxy.stop()

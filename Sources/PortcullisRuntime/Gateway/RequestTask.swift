@@ -487,7 +487,9 @@ struct UpstreamCall {
     var tries = 0
     var lastOutcome: UpstreamOutcome?
     var leftBulkhead = false
-    private var log: [JSONValue] = []
+    /// Tries before the last one (only a retried request keeps any: nothing is built otherwise).
+    private var earlier: [(target: String, outcome: UpstreamOutcome)] = []
+    private var lastTarget = ""
 
     init(upstream: UpstreamTargets, index: Int, outgoing: TransformableRequest, body: BodySource, bodyLength: Int64?, idempotent: Bool, hashKey: UInt64?) {
         self.upstream = upstream
@@ -507,19 +509,27 @@ struct UpstreamCall {
     mutating func markTried(_ i: Int) { if i < 64 { tried |= 1 << UInt64(i) } }
 
     mutating func record(target: String, outcome: UpstreamOutcome) {
+        if let lastOutcome { earlier.append((lastTarget, lastOutcome)) }
         lastOutcome = outcome
-        var entry = JSONObject([("target", .string(target))])
-        entry["status"] = outcome.status > 0 ? .int(Int64(outcome.status)) : .null
-        switch outcome.failure {
-        case .unavailable(let why)?, .timedOut(let why)?: entry["error"] = .string(why)
-        default: break
-        }
-        if outcome.discarded { entry["retried"] = .bool(true) }
-        entry["ms"] = .double((outcome.elapsedMs * 1000).rounded() / 1000)
-        log.append(.object(entry))
+        lastTarget = target
     }
 
-    var triesJSON: [UInt8] { JSONCodec.serializeBytes(.array(log)) }
+    /// Each try in order, for the access log's `tries`.
+    var triesJSON: [UInt8] {
+        var entries = earlier
+        if let lastOutcome { entries.append((lastTarget, lastOutcome)) }
+        return JSONCodec.serializeBytes(.array(entries.map { target, outcome in
+            var entry = JSONObject([("target", .string(target))])
+            entry["status"] = outcome.status > 0 ? .int(Int64(outcome.status)) : .null
+            switch outcome.failure {
+            case .unavailable(let why)?, .timedOut(let why)?: entry["error"] = .string(why)
+            default: break
+            }
+            if outcome.discarded { entry["retried"] = .bool(true) }
+            entry["ms"] = .double((outcome.elapsedMs * 1000).rounded() / 1000)
+            return .object(entry)
+        }))
+    }
 }
 
 /// A request after routing (and authentication): everything the rest of the pipeline needs.
