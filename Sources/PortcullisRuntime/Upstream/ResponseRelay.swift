@@ -18,11 +18,12 @@ final class ResponseRelay {
     /// A head hook refused the response and a problem was sent instead.
     private(set) var answeredProblem = false
     private var collecting = false
+    private var discarding = false
     private var collectLimit = 0
     private var collected: [UInt8] = []
     private(set) var overflowed = false
-    /// The response is swallowed for a retry (`ResponseMode.discard`).
-    private(set) var discarding = false
+    /// The response is swallowed for a retry (`ResponseMode.swallow`).
+    private(set) var swallowing = false
 
     init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String,
          completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
@@ -40,8 +41,8 @@ final class ResponseRelay {
     func result(failure: UpstreamOutcome.Failure?, elapsedMs: Double, notSent: Bool = false) -> (UpstreamOutcome, CollectedResponse?) {
         var outcome = UpstreamOutcome(status: status, failure: nil, target: url, elapsedMs: elapsedMs)
         outcome.notSent = notSent && failure != nil
-        if discarding {
-            outcome.discarded = true
+        if swallowing {
+            outcome.swallowed = true
             return (outcome, nil)
         }
         if let failure {
@@ -57,8 +58,8 @@ final class ResponseRelay {
             }
             return (outcome, nil)
         }
-        if collecting {
-            return (outcome, CollectedResponse(status: status, headers: headers, body: collected, overflowed: false))
+        if collecting || discarding {
+            return (outcome, CollectedResponse(status: status, headers: headers, body: collected, overflowed: false, discarded: discarding))
         }
         // A response with no body (204, HEAD, empty 200) never reached `bodyChunk`.
         sendHeadIfNeeded()
@@ -109,6 +110,8 @@ final class ResponseRelay {
             collectLimit = limit
         case .discard:
             discarding = true
+        case .swallow:
+            swallowing = true
         case .stream:
             break
         }
@@ -132,16 +135,37 @@ final class ResponseRelay {
 
     /// Returns false to abort the transfer.
     func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if discarding { return true }
+        if discarding || swallowing { return true }
         if collecting {
-            if collected.count + bytes.count > collectLimit {
-                overflowed = true
-                return false
+            let size = collected.count + bytes.count
+            if size > collectLimit {
+                switch hooks.overflow?(status, headers, size) {
+                case .collect(let limit)? where limit >= size:
+                    collectLimit = limit
+                case .stream?:
+                    collecting = false
+                    guard sendHeadIfNeeded() else { return false }
+                    if !collected.isEmpty { collected.withUnsafeBytes { sink.sendBody($0) } }
+                    collected = []
+                    return relay(bytes)
+                case .discard?:
+                    collecting = false
+                    discarding = true
+                    collected = []
+                    return true
+                default:
+                    overflowed = true
+                    return false
+                }
             }
             collected.append(contentsOf: bytes)
             return true
         }
         guard sendHeadIfNeeded() else { return false }
+        return relay(bytes)
+    }
+
+    private func relay(_ bytes: UnsafeRawBufferPointer) -> Bool {
         sink.sendBody(bytes)
         if !sink.isOpen { clientGone = true; return false }
         return true

@@ -47,9 +47,9 @@ final class RequestTaskTests: XCTestCase {
         /// Answers the oldest exchange as a streaming upstream would.
         func answer(status: Int, headers: HTTPHeaders, body: String) {
             let exchange = sent.removeFirst()
-            if case .discard = exchange.hooks.mode(status, headers) {
+            if case .swallow = exchange.hooks.mode(status, headers) {
                 var outcome = UpstreamOutcome(status: status, failure: nil, target: exchange.request.url, elapsedMs: 1)
-                outcome.discarded = true
+                outcome.swallowed = true
                 return exchange.completion(outcome, nil)
             }
             var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
