@@ -142,6 +142,7 @@ public enum ConfigLoader {
         u.weights = weights
         if let v = node["connect_timeout_ms"].int(min: 1, max: 600_000) { u.connectTimeoutMs = Int(v) }
         if let v = node["timeout_ms"].int(min: 1, max: 3_600_000) { u.timeoutMs = Int(v) }
+        if let v = node["x_accel_buffering"].bool() { u.allowAccelBuffering = v }
         UpstreamConfigReader.read(node, into: &u)
         return u
     }

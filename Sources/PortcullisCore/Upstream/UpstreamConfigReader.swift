@@ -2,7 +2,7 @@
 /// `health_check`, `max_in_flight`, weighted targets), recording file + JSON-pointer issues.
 enum UpstreamConfigReader {
     static let fields: Set<String> = ["targets", "connect_timeout_ms", "timeout_ms", "balancer", "retries", "circuit_breaker",
-                                      "health_check", "max_in_flight"]
+                                      "health_check", "max_in_flight", "x_accel_buffering"]
 
     /// A target is a URL string or `{"url": ..., "weight": n}`; returns the URL node and weight.
     static func target(_ node: ConfigNode) -> (url: ConfigNode, weight: Int) {

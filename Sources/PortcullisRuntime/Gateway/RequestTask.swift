@@ -68,6 +68,9 @@ final class RequestTask {
         if paramBytes > gateway.config.server.maxHeaderBytes {
             return answer(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes))
         }
+        if HeaderHygiene.exceedsConnectionTokenCap(request.headers) {
+            return answer(.tooManyConnectionTokens(limit: HeaderHygiene.maxConnectionTokens))
+        }
         if request.path == InstanceHealth.path { return answerHealth() }
         switch gateway.router.route(request) {
         case .notFound:
@@ -156,7 +159,7 @@ final class RequestTask {
         }
         let request = self.request
         let subject = RateLimitSubject(
-            credentialId: identity?.credentialId, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
+            credentialId: identity?.rateLimitCredential, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
             clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
             claim: { identity?.claims[$0].flatMap(Self.claimText) })
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
@@ -221,6 +224,9 @@ final class RequestTask {
             }
         }
         if body === exchange as BodySource { bodyRead = request.contentLength ?? 0 }
+        // HEAD where response rules may rewrite the body: the upstream is asked with GET, so
+        // the answer carries the Content-Length of the body GET gets; nginx sends no body.
+        if outgoing.method == "HEAD", pass.chain.response.contains(where: \.touchesBody) { outgoing.method = "GET" }
 
         let index = gateway.routeUpstreamIndex[pass.match.routeIndex]
         let upstream = gateway.upstreamTargets[index]
@@ -277,9 +283,10 @@ final class RequestTask {
         let target = upstream.config.targets[i]
         upstream.slots[i].inFlightCell(column: upstream.column).add(1)
         var url = target + PercentEncoding.encode(call.outgoing.path, allowed: .path)
-        if !call.outgoing.rawQuery.isEmpty { url += "?" + call.outgoing.rawQuery }
+        if !call.outgoing.rawQuery.isEmpty { url += "?" + PercentEncoding.encodeNonASCII(call.outgoing.rawQuery) }
         var upstreamRequest = UpstreamRequest(method: call.outgoing.method, url: url, headers: call.outgoing.headers, bodyLength: call.bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
+        upstreamRequest.allowAccelBuffering = pass.upstream.allowAccelBuffering
         upstreamRequest.host = call.outgoing.host
         log.upstream = target
         let body: BodySource? = call.replayBody.map { BufferedBody($0) } ?? call.body
@@ -466,7 +473,7 @@ final class RequestTask {
             return
         }
         var status = collected.status
-        var headers = Self.transformInput(collected.headers, added: pass.responseHeaders)
+        var headers = Self.transformInput(collected.headers, added: pass.responseHeaders, allowAccelBuffering: pass.upstream.allowAccelBuffering)
         var body: [UInt8]? = collected.discarded ? nil : collected.body
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
@@ -478,13 +485,13 @@ final class RequestTask {
         let bytes = body ?? []
         headers.set("Content-Length", String(bytes.count))
         exchange.sendHead(status: status, headers: headers)
-        exchange.sendBody(bytes)
+        if request.method != "HEAD" { exchange.sendBody(bytes) }
     }
 
     /// The upstream's headers as response rule sets see them: cleaned for the client, with the
     /// gateway's own (RateLimit-*) added.
-    private static func transformInput(_ upstream: HTTPHeaders, added: HTTPHeaders) -> HTTPHeaders {
-        var headers = HeaderHygiene.downstreamResponseHeaders(upstream)
+    private static func transformInput(_ upstream: HTTPHeaders, added: HTTPHeaders, allowAccelBuffering: Bool = true) -> HTTPHeaders {
+        var headers = HeaderHygiene.downstreamResponseHeaders(upstream, allowAccelBuffering: allowAccelBuffering)
         for (name, value) in added { headers.set(name, value) }
         return headers
     }
