@@ -131,7 +131,7 @@ public struct RateLimitSubject {
         case .pathParam(let n): return pathParams[n]
         case .method: return request?.method
         case .query(let n): return request?.queryValue(n)
-        case .cookie(let n): return request?.headers["cookie"].flatMap { CookieHeader.value(of: n, in: $0) }
+        case .cookie(let n): return CookieHeader.value(named: n, in: request?.headers["cookie"])
         case .variable(let n): return request?.variable(n)
         }
     }

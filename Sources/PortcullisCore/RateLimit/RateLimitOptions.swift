@@ -117,7 +117,7 @@ enum RateLimitOptionsReader {
             for c in e["clients"].array() ?? [] {
                 guard let text = c.string(required: true) else { continue }
                 if let network = CIDR(text) { exempt.clients.append(network) } else {
-                    c.fail("not an IPv4 or IPv6 address or network (a.b.c.d/n, x:y::/n; no bits set past the prefix)")
+                    c.fail("not an IPv4 or IPv6 address or network (a.b.c.d/n, x:y::/n)")
                 }
             }
             if !exempt.isEmpty { spec.exempt = exempt }

@@ -119,6 +119,7 @@ final class RateLimitOptionsTests: XCTestCase {
         XCTAssertEqual(s.value(of: .query("tenant")), "acme")
         XCTAssertNil(s.value(of: .query("nope")))
         XCTAssertEqual(s.value(of: .cookie("session")), "s-9")
+        XCTAssertEqual(s.value(of: .cookie("b")), "2")
         XCTAssertNil(s.value(of: .cookie("sess")))
         XCTAssertEqual(s.value(of: .variable("TENANT")), "t-1")
         XCTAssertEqual(s.value(of: .pathParam("id")), "42")
@@ -133,11 +134,13 @@ final class RateLimitOptionsTests: XCTestCase {
     }
 
     func testCookieHeaderParsing() {
-        XCTAssertEqual(CookieHeader.value(of: "a", in: "a=1"), "1")
-        XCTAssertEqual(CookieHeader.value(of: "b", in: "a=1;b=2"), "2")
-        XCTAssertEqual(CookieHeader.value(of: "b", in: "a=1;  b = x=y ;"), " x=y")
-        XCTAssertEqual(CookieHeader.value(of: "e", in: "e="), "")
-        XCTAssertNil(CookieHeader.value(of: "a", in: "ab=1; ba=2; a"))
+        XCTAssertEqual(CookieHeader.value(named: "a", in: "a=1"), "1")
+        XCTAssertEqual(CookieHeader.value(named: "b", in: "a=1;b=2"), "2")
+        XCTAssertEqual(CookieHeader.value(named: "b", in: "a=1;  b= x=y ;"), " x=y")
+        XCTAssertEqual(CookieHeader.value(named: "q", in: "q=\"quoted\""), "quoted")
+        XCTAssertEqual(CookieHeader.value(named: "e", in: "e="), "")
+        XCTAssertNil(CookieHeader.value(named: "a", in: "ab=1; ba=2; a"))
+        XCTAssertNil(CookieHeader.value(named: "a", in: nil))
     }
 
     // MARK: exemptions
@@ -160,18 +163,21 @@ final class RateLimitOptionsTests: XCTestCase {
     }
 
     func testCIDRParsingAndMatching() {
-        XCTAssertEqual(CIDR("10.0.0.0/8")?.description, "10.0.0.0/8")
-        XCTAssertEqual(CIDR("192.0.2.7")?.description, "192.0.2.7/32")
-        XCTAssertEqual(CIDR("2001:db8::/32")?.description, "2001:db8::/32")
+        XCTAssertEqual(CIDR("10.0.0.1/8"), CIDR("10.0.0.0/8"), "bits past the prefix are ignored")
+        XCTAssertEqual(CIDR("192.0.2.7"), CIDR("192.0.2.7/32"))
         XCTAssertEqual(CIDR("0.0.0.0/0")?.contains("255.1.2.3"), true)
-        XCTAssertEqual(CIDR("0.0.0.0/0")?.contains("::1"), false, "IPv4 networks never match IPv6 addresses")
-        XCTAssertEqual(CIDR("::/0")?.contains("10.0.0.1"), false)
+        XCTAssertEqual(CIDR("0.0.0.0/0")?.contains("::1"), false, "an IPv4 network holds no native IPv6 address")
+        XCTAssertEqual(CIDR("10.0.0.0/8")?.contains("::ffff:10.1.2.3"), true, "IPv4-mapped clients match IPv4 networks")
         XCTAssertEqual(CIDR("192.0.2.0/25")?.contains("192.0.2.127"), true)
         XCTAssertEqual(CIDR("192.0.2.0/25")?.contains("192.0.2.128"), false)
         XCTAssertEqual(CIDR("2001:db8::/127")?.contains("2001:db8::1"), true)
         XCTAssertEqual(CIDR("2001:db8::/127")?.contains("2001:db8::2"), false)
+        XCTAssertEqual(CIDR("2001:db8::/32")?.contains("2001:db9::1"), false)
         XCTAssertEqual(CIDR("10.0.0.0/8")?.contains("not-an-ip"), false)
-        for bad in ["10.0.0.1/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0/8", "x", "", "::/129", "10.0.0.0/+8", "2001:db8::1/32"] {
+        XCTAssertEqual(CIDR("10.0.0.0/8")?.contains("unix:"), false)
+        XCTAssertTrue(CIDR.any([CIDR("10.0.0.0/8")!, CIDR("::1")!], contains: "::1"))
+        XCTAssertFalse(CIDR.any([CIDR("10.0.0.0/8")!], contains: nil))
+        for bad in ["10.0.0.0/33", "10.0.0.0/", "10.0.0/8", "x", "", "::/129", "10.0.0.0/+8", "10.0.0.0/8/8"] {
             XCTAssertNil(CIDR(bad), bad)
         }
     }
@@ -271,7 +277,7 @@ final class RateLimitOptionsTests: XCTestCase {
                {"name": "b", "algorithm": "fixed_window", "limit": 10, "window_seconds": 1, "key": ["ip"], "cost": {"header": "X", "claim": "y", "max": 2}},
                {"name": "c", "algorithm": "fixed_window", "limit": 10, "window_seconds": 1, "key": ["ip"], "cost": {"header": "X"}, "mode": "dry"},
                {"name": "d", "algorithm": "fixed_window", "limit": 10, "window_seconds": 1, "key": ["ip"], "rejection": {"status": 500}},
-               {"name": "e", "algorithm": "fixed_window", "limit": 10, "window_seconds": 1, "key": ["ip"], "exempt": {"clients": ["10.0.0.1/8"]}},
+               {"name": "e", "algorithm": "fixed_window", "limit": 10, "window_seconds": 1, "key": ["ip"], "exempt": {"clients": ["10.0.0.0/33"]}},
                {"name": "f", "algorithm": "concurrency", "limit": 1, "window_seconds": 1, "key": ["ip"], "store": "redis"},
                {"name": "g", "algorithm": "fixed_window", "limit": 1, "window_seconds": 1, "lease_seconds": 3, "key": ["ip"]}]}]}
             """
@@ -283,7 +289,7 @@ final class RateLimitOptionsTests: XCTestCase {
             "t.json: /routes/0/limits/2/cost/max: required field is missing",
             "t.json: /routes/0/limits/2/mode: unknown mode \"dry\" (enforce or shadow)",
             "t.json: /routes/0/limits/3/rejection/status: must be 429 or 503, found 500",
-            "t.json: /routes/0/limits/4/exempt/clients/0: not an IPv4 or IPv6 address or network (a.b.c.d/n, x:y::/n; no bits set past the prefix)",
+            "t.json: /routes/0/limits/4/exempt/clients/0: not an IPv4 or IPv6 address or network (a.b.c.d/n, x:y::/n)",
             "t.json: /routes/0/limits/5/window_seconds: a concurrency limit has no window (its leases last \"lease_seconds\")",
             "t.json: /routes/0/limits/5/store: a concurrency limit is held in the shared-memory table only (store \"local\")",
             "t.json: /routes/0/limits/6/lease_seconds: only applies to the concurrency algorithm",
