@@ -93,7 +93,8 @@ class Result:
     retry_after: str | None
 
 
-def burst(gw: Gateway, path: str, headers: Mapping[str, str], clients: int, per_client: int) -> list[Result]:
+def burst(gw: Gateway, path: str, headers: Mapping[str, str], clients: int, per_client: int,
+          method: str = "GET") -> list[Result]:
     """``clients`` threads released together by a barrier, each sending ``per_client``
     sequential requests on its own keep-alive connection."""
     results: list[Result] = []
@@ -106,7 +107,7 @@ def burst(gw: Gateway, path: str, headers: Mapping[str, str], clients: int, per_
             for _ in range(per_client):
                 started = time.monotonic()
                 try:
-                    response = session.get(gw.url(path), headers=dict(headers), timeout=10)
+                    response = session.request(method, gw.url(path), headers=dict(headers), timeout=10)
                     result = Result(response.status_code, time.monotonic() - started,
                                     response.headers.get("RateLimit-Remaining"), response.headers.get("Retry-After"))
                 except requests.RequestException as error:

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,33 +28,6 @@ from test_rate_limit import (
 )
 
 RATELIMIT_FIELDS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "RateLimit")
-
-
-def concurrent(gw: Gateway, method: str, path: str, headers: Mapping[str, str], clients: int) -> list[Result]:
-    """``clients`` threads released together, one request each."""
-    results: list[Result] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients)
-
-    def client() -> None:
-        barrier.wait(timeout=10)
-        started = time.monotonic()
-        try:
-            response = requests.request(method, gw.url(path), headers=dict(headers), timeout=30)
-            result = Result(response.status_code, time.monotonic() - started, response.headers.get("RateLimit-Remaining"),
-                            response.headers.get("Retry-After"))
-        except requests.RequestException as error:
-            result = Result(type(error).__name__, time.monotonic() - started, None, None)
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a client thread is still running after 60 s"
-    return results
 
 
 # -- cost ------------------------------------------------------------------------------------------
@@ -320,11 +293,11 @@ def test_concurrency_limit_is_exact_under_64_concurrent_clients(make_gateway: Ca
     gw = make_gateway({"routes": [limited_route("conn", conn_limit("conn", 10))]},
                       workers=4, threads=2)
     key = {CLIENT_HEADER: fresh_key("conn")}
-    results = concurrent(gw, "GET", "/conn/x?delay_ms=1500", key, clients=64)
+    results = burst(gw, "/conn/x?delay_ms=1500", key, clients=64, per_client=1)
     assert tally(results) == {200: 10, 429: 54}, tally(results)
     assert all(r.retry_after == "1" for r in results if r.status == 429)
     # All ended: the next wave gets all 10 places again.
-    again = concurrent(gw, "GET", "/conn/x?delay_ms=800", key, clients=20)
+    again = burst(gw, "/conn/x?delay_ms=800", key, clients=20, per_client=1)
     assert tally(again) == {200: 10, 429: 10}, tally(again)
     assert gw.get("/conn/x", headers=key).status_code == 200
     entries = gw.wait_for_log_entries(lambda e: e.get("route") == "conn", count=64 + 20 + 1)
@@ -341,7 +314,7 @@ def test_concurrency_leases_of_a_killed_worker_lapse(make_gateway: Callable[...,
     (worker,) = gw.worker_pids()
     outcome: list[Result] = []
     # POST: nginx never replays it on another connection when the worker dies.
-    runner = threading.Thread(target=lambda: outcome.extend(concurrent(gw, "POST", "/lease/x?delay_ms=8000", key, clients=3)))
+    runner = threading.Thread(target=lambda: outcome.extend(burst(gw, "/lease/x?delay_ms=8000", key, clients=3, per_client=1, method="POST")))
     taken = time.monotonic()
     runner.start()
     # The probe competes for a place itself: let the 3 requests arrive first.
@@ -356,5 +329,5 @@ def test_concurrency_leases_of_a_killed_worker_lapse(make_gateway: Callable[...,
     # Within two lease periods the places come back, all three.
     wait_until(lambda: gw.get("/lease/probe", headers=key).status_code == 200 or None, 8, "the leases to lapse")
     assert time.monotonic() - taken > 3.0, "a lease lapsed before its period was over"
-    results = concurrent(gw, "GET", "/lease/x?delay_ms=1000", key, clients=5)
+    results = burst(gw, "/lease/x?delay_ms=1000", key, clients=5, per_client=1)
     assert tally(results) == {200: 3, 429: 2}, tally(results)
