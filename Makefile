@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Upper bound for the whole integration run; SIGINT lets pytest tear its processes down.
 INTEGRATION_TIMEOUT ?= 1800
 
-.PHONY: all deps build release run test unit integration bench check clean
+.PHONY: all deps build release run test unit integration bench check clean install
 
 all: build
 
@@ -57,6 +57,14 @@ bench:
 ## check: validate the demo config
 check: build
 	$(DEBUG_BIN) check --config $(CONFIG)
+
+## install: binary, nginx snippet, example config, systemd unit and logrotate file under PREFIX
+##          (default /usr/local; BIN=path installs another build, e.g. .build/debug/portcullis)
+PREFIX ?= /usr/local
+BIN ?= $(RELEASE_BIN)
+install:
+	@if [[ "$(BIN)" == "$(RELEASE_BIN)" ]]; then $(SWIFT) build -c release; fi
+	@scripts/install.sh "$(PREFIX)" "$(BIN)"
 
 ## clean: remove build output and runtime files
 clean:

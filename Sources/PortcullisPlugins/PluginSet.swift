@@ -17,32 +17,28 @@ public struct PluginSet: Sendable {
     /// Plugin types a rule file may declare in `"type"`.
     static let knownTypes = ["transform"]
 
-    /// Loads every `*.json` file of `directory` (in name order; other files such as a README
-    /// are ignored). Every file is parsed and validated; all issues are thrown together, each
-    /// with file, JSON pointer and reason. Only a fully valid set is returned.
-    public static func load(directory: String, defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
+    /// Loads every `*.json` file of `directory` from `files` (in name order; other files such as
+    /// a README are ignored). Every file is parsed and validated; all issues are thrown together,
+    /// each with file, JSON pointer and reason. Only a fully valid set is returned.
+    public static func load(directory: String, files: any ConfigFiles,
+                            defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
+        guard let names = files.regularFiles(in: directory) else {
             throw ConfigErrors([ConfigIssue(file: directory, pointer: "", message: "cannot read the plugins directory")])
         }
-        var files: [(path: String, bytes: [UInt8])] = []
+        var ruleFiles: [(path: String, bytes: [UInt8])] = []
         var issues: [ConfigIssue] = []
         let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
         for name in names.sorted() where name.hasSuffix(".json") && !name.hasPrefix(".") {
             let path = base + "/" + name
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
-            guard let data = FileManager.default.contents(atPath: path) else {
+            guard let bytes = files.contents(path) else {
                 issues.append(ConfigIssue(file: path, pointer: "", message: "cannot read file"))
                 continue
             }
-            files.append((path, Array(data)))
+            ruleFiles.append((path, bytes))
         }
         let set: PluginSet
         do throws(ConfigErrors) {
-            set = try parse(files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
+            set = try parse(files: ruleFiles, defaultMaxBodyBytes: defaultMaxBodyBytes)
         } catch {
             throw ConfigErrors(issues + error.issues)
         }
