@@ -523,7 +523,13 @@ public final class Master {
     private func bundlePath(_ generation: Int) -> String { paths.bundleFile(generation: generation) }
 
     private func writeBundle(_ bundle: ConfigBundle, generation: Int) throws {
-        try Data(bundle.encoded()).write(to: URL(fileURLWithPath: bundlePath(generation)), options: .atomic)
+        // It may hold secrets the config refers to (a Redis password file): owner only.
+        let path = bundlePath(generation), temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(bundle.encoded()), attributes: [.posixPermissions: 0o600]),
+              rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw RuntimeError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
         if generation > 2 { unlink(bundlePath(generation - 2)) }
     }
 
