@@ -22,8 +22,19 @@ public struct PluginSet: Sendable {
     /// each with file, JSON pointer and reason. Only a fully valid set is returned.
     public static func load(directory: String, files: any ConfigFiles,
                             defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
+        let loaded = loadReportingAll(directory: directory, files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
+        if !loaded.issues.isEmpty { throw ConfigErrors(loaded.issues) }
+        return loaded.set
+    }
+
+    /// What `load` reads, with every issue instead of throwing: the valid rule sets, and the
+    /// names every rule set declared (valid or not), so that route references can be checked
+    /// in the same run as the rule files.
+    public static func loadReportingAll(directory: String, files: any ConfigFiles,
+                                        defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes)
+        -> (set: PluginSet, issues: [ConfigIssue], declaredNames: Set<String>) {
         guard let names = files.regularFiles(in: directory) else {
-            throw ConfigErrors([ConfigIssue(file: directory, pointer: "", message: "cannot read the plugins directory")])
+            return (.empty, [ConfigIssue(file: directory, pointer: "", message: "cannot read the plugins directory")], [])
         }
         var ruleFiles: [(path: String, bytes: [UInt8])] = []
         var issues: [ConfigIssue] = []
@@ -36,20 +47,23 @@ public struct PluginSet: Sendable {
             }
             ruleFiles.append((path, bytes))
         }
-        let set: PluginSet
-        do throws(ConfigErrors) {
-            set = try parse(files: ruleFiles, defaultMaxBodyBytes: defaultMaxBodyBytes)
-        } catch {
-            throw ConfigErrors(issues + error.issues)
-        }
-        if !issues.isEmpty { throw ConfigErrors(issues) }
-        return set
+        let parsed = parseReportingAll(files: ruleFiles, defaultMaxBodyBytes: defaultMaxBodyBytes)
+        return (parsed.set, issues + parsed.issues, parsed.declaredNames)
     }
 
     /// Parses and validates rule files given as bytes (`path` is used in messages only).
     public static func parse(files: [(path: String, bytes: [UInt8])],
                              defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
+        let parsed = parseReportingAll(files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
+        if !parsed.issues.isEmpty { throw ConfigErrors(parsed.issues) }
+        return parsed.set
+    }
+
+    /// `parse` with every issue instead of throwing, and the names every rule set declared.
+    public static func parseReportingAll(files: [(path: String, bytes: [UInt8])], defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes)
+        -> (set: PluginSet, issues: [ConfigIssue], declaredNames: Set<String>) {
         var issues: [ConfigIssue] = []
+        var declared = Set<String>()
         var transforms: [String: TransformRuleSet] = [:]
         var firstSeen: [String: String] = [:]
         for file in files {
@@ -74,6 +88,7 @@ public struct PluginSet: Sendable {
             }
             for node in nodes {
                 guard node.object(required: true) != nil else { continue }
+                if let name = node["name"].value?.stringValue { declared.insert(name) }
                 guard let type = node["type"].nonEmptyString(required: true) else { continue }
                 guard type == "transform" else {
                     node["type"].fail("unknown plugin type \"\(type)\" (known: \(knownTypes.joined(separator: ", ")))")
@@ -90,16 +105,21 @@ public struct PluginSet: Sendable {
             }
             issues += diagnostics.issues
         }
-        if !issues.isEmpty { throw ConfigErrors(issues) }
-        return PluginSet(transforms: transforms)
+        return (PluginSet(transforms: transforms), issues, declared)
     }
 
     /// Issues for routes that name a rule set this set does not have, reported against the
     /// gateway config file (`config/portcullis.json: /routes/2/plugins/0: unknown plugin rule set "x"`).
     public func validate(routeReferences routes: [RouteConfig], configFile: String) -> [ConfigIssue] {
+        Self.validate(routeReferences: routes, declared: Set(transforms.keys), configFile: configFile)
+    }
+
+    /// Issues for routes that name a rule set no rule file declares (a declared rule set with
+    /// errors of its own is reported by its file, not again by every route naming it).
+    public static func validate(routeReferences routes: [RouteConfig], declared: Set<String>, configFile: String) -> [ConfigIssue] {
         var issues: [ConfigIssue] = []
         for route in routes {
-            for (i, name) in route.plugins.enumerated() where transforms[name] == nil {
+            for (i, name) in route.plugins.enumerated() where !declared.contains(name) {
                 issues.append(ConfigIssue(file: configFile, pointer: "/routes/\(route.index)/plugins/\(i)",
                                           message: "unknown plugin rule set \"\(name)\""))
             }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import signal
 import socketserver
 import subprocess
 import threading
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from harness import Gateway, ManagedProcess, RedisServer, assert_problem, free_port, wait_until
@@ -144,6 +145,44 @@ def test_wrong_password_is_a_store_failure(make_gateway: Callable[..., Gateway],
     wait_until(lambda: auth_failures() == 2 or None, 5, "the second reconnect's failure to be logged")
     assert redis_int(redis, "DBSIZE") == 0, "nothing was counted by an unauthenticated connection"
     assert_no_secret(gw, wrong)
+
+
+def test_reload_reads_the_password_file_again(make_gateway: Callable[..., Gateway],
+                                              make_redis: Callable[..., RedisServer]) -> None:
+    """A wrong password fixed in the file takes effect with `portcullis reload` (new connections
+    authenticate with it); a reload whose password file is gone is refused with the reason and
+    the running generation keeps counting in Redis."""
+    redis = make_redis(extra_args=acl_args("pc-reload"), auth=ADMIN)
+    window = window_with_headroom(30)
+    gw = make_gateway({"rate_limit": {"redis": {"host": "127.0.0.1", "port": redis.port, "namespace": "pc-reload",
+                                                "username": USER, "password_file": "redis.pass", "retry_ms": 60000}},
+                       "routes": [limited_route("rl", limit("rl", "fixed_window", 3, window, store="redis",
+                                                            on_store_failure="closed"))]},
+                      workers=2, threads=1, start=False)
+    password_file = gw.config_path.parent / "redis.pass"
+    password_file.write_text("not-" + PASSWORD)
+    gw.start()
+    assert_problem(gw.get("/rl/x", headers={CLIENT_HEADER: fresh_key("before")}, timeout=10), 503,
+                   "rate-limit-store-unavailable")
+
+    password_file.write_text(PASSWORD + "\n")
+    generation = gw.status()["generation"]
+    result = gw.cli("reload")
+    assert result.returncode == 0, result.stdout + result.stderr
+    gw.wait_for_workers(lambda ws: len(ws) == gw.workers and all(w["generation"] > generation for w in ws),
+                        timeout=15, what="the new generation of workers")
+    statuses, ids = send(gw, "/rl/x", fresh_key("after"), 4)
+    assert statuses == [200, 200, 200, 429], statuses
+    assert all(not d.endswith(":closed") for d in decided_by(gw, ids))
+
+    password_file.unlink()
+    result = gw.cli("reload")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"/rate_limit/redis/password_file: cannot read {password_file}" in result.stderr, result.stderr
+    statuses, _ = send(gw, "/rl/x", fresh_key("kept"), 4)
+    assert statuses == [200, 200, 200, 429], "the running generation keeps its connections and password"
+    assert redis_int(redis, "KEYS", "pc-reload:rl:*") == 2
+    assert_no_secret(gw, PASSWORD)
 
 
 # -- 2. unix socket --------------------------------------------------------------------------------
@@ -314,10 +353,12 @@ class Sentinel:
         self.process.stop()
 
 
+@pytest.mark.parametrize("how", ["sentinel-failover", "master-killed"])
 def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make_redis: Callable[..., RedisServer],
-                                      test_root: Path) -> None:
-    """A master, its replica and a real sentinel; `SENTINEL FAILOVER` under load: every request
-    is answered within its policy (`local`: 200/429, `closed`: 200/429/503), none hangs, a key at
+                                      how: str) -> None:
+    """A master, its replica and a real sentinel; a failover under load (`SENTINEL FAILOVER`, or
+    the master killed and the sentinel promoting the replica on its own): every request is
+    answered within its policy (`local`: 200/429, `closed`: 200/429/503), none hangs, a key at
     its limit stays limited (the replica had its counter), no worker is lost, and afterwards the
     limits are counted again in Redis, on the new master."""
     master = make_redis()
@@ -364,12 +405,18 @@ def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make
                    (("local", "/local/load", None), ("closed", "/closed/load", None), ("hot", "/local/hot", hot))]
         for client in clients:
             client.start()
-        time.sleep(0.5)
         # The sentinel learns of the replica from the master's INFO; until then it has none to promote.
-        wait_until(lambda: redis_cli(sentinel.port, "SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
-                   "the sentinel to accept the failover")
-        wait_until(lambda: sentinel.master_port() == replica.port or None, 20, "the sentinel to name the replica")
-        wait_until(lambda: "slave" in redis_cli(master.port, "ROLE") or None, 20, "the old master to become a replica")
+        wait_until(lambda: len(redis_cli(sentinel.port, "SENTINEL", "REPLICAS", "mymaster")) > 0 or None, 20,
+                   "the sentinel to know the replica")
+        time.sleep(0.5)
+        if how == "sentinel-failover":
+            wait_until(lambda: redis_cli(sentinel.port, "SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
+                       "the sentinel to accept the failover")
+        else:
+            master.process.send(signal.SIGKILL)
+        wait_until(lambda: sentinel.master_port() == replica.port or None, 30, "the sentinel to name the replica")
+        if how == "sentinel-failover":
+            wait_until(lambda: "slave" in redis_cli(master.port, "ROLE") or None, 20, "the old master to become a replica")
         time.sleep(1.0)
         stop.set()
         for client in clients:

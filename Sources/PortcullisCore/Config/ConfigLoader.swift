@@ -5,8 +5,19 @@ public enum ConfigLoader {
     static let httpMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 
     /// Parses and validates a configuration read from `file` (relative paths inside it resolve
-    /// against its directory). Files it refers to (`pem_file`, `jwks_file`) come from `files`.
+    /// against its directory). Files it refers to (`pem_file`, `jwks_file`, the Redis
+    /// `password_file`) come from `files`.
     public static func parse(bytes: [UInt8], file: String, files: any ConfigFiles = NoConfigFiles()) throws(ConfigErrors) -> GatewayConfig {
+        let (config, issues) = try parseReportingAll(bytes: bytes, file: file, files: files)
+        if !issues.isEmpty { throw ConfigErrors(issues) }
+        return config
+    }
+
+    /// Reads as much of the config as is valid, with every issue found, so that `check` can go
+    /// on to the plugin rule files and report their issues in the same run. Throws only when
+    /// the file is not JSON at all.
+    public static func parseReportingAll(bytes: [UInt8], file: String,
+                                         files: any ConfigFiles = NoConfigFiles()) throws(ConfigErrors) -> (GatewayConfig, [ConfigIssue]) {
         let json: JSONValue
         do {
             json = try JSONCodec.parse(bytes, rejectDuplicateKeys: true)
@@ -17,8 +28,7 @@ public enum ConfigLoader {
         let root = ConfigNode(value: json, pointer: "", diagnostics: diagnostics)
         let baseDirectory = (file as NSString).deletingLastPathComponent
         let config = read(root, baseDirectory: baseDirectory.isEmpty ? "." : baseDirectory, files: files)
-        try diagnostics.throwIfFailed()
-        return config
+        return (config, diagnostics.issues)
     }
 
     static func read(_ root: ConfigNode, baseDirectory: String, files: any ConfigFiles) -> GatewayConfig {

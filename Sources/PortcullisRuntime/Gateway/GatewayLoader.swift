@@ -43,12 +43,17 @@ public enum GatewayLoader {
     /// to come from `files`.
     private static func load(configPath: String, bytes: [UInt8], files: any ConfigFiles)
         throws(ConfigErrors) -> (config: GatewayConfig, plugins: PluginSet, chains: [TransformChain]) {
-        let config = try ConfigLoader.parse(bytes: bytes, file: configPath, files: files)
+        // Every kind of issue is collected before throwing: config, rule files, route references.
+        let (config, configIssues) = try ConfigLoader.parseReportingAll(bytes: bytes, file: configPath, files: files)
+        var issues = configIssues
         var plugins = PluginSet.empty
+        var declared = Set<String>()
         if let directory = config.pluginsDirectory {
-            plugins = try PluginSet.load(directory: directory, files: files, defaultMaxBodyBytes: config.transform.maxBodyBytes)
+            let loaded = PluginSet.loadReportingAll(directory: directory, files: files, defaultMaxBodyBytes: config.transform.maxBodyBytes)
+            (plugins, declared) = (loaded.set, loaded.declaredNames)
+            issues += loaded.issues
         }
-        let issues = plugins.validate(routeReferences: config.routes, configFile: configPath)
+        issues += PluginSet.validate(routeReferences: config.routes, declared: declared, configFile: configPath)
         if !issues.isEmpty { throw ConfigErrors(issues) }
         let chains: [TransformChain]
         do {
