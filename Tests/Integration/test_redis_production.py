@@ -41,9 +41,10 @@ def acl_args(namespace: str) -> list[str]:
             "--user", ADMIN[0], "on", f">{ADMIN[1]}", "~*", "&*", "+@all"]
 
 
-def redis_cli(port: int, *args: str) -> list[str]:
-    """One command through redis-cli (raw output, one line per element)."""
-    result = subprocess.run(["redis-cli", "-p", str(port), "--raw", *args], capture_output=True, text=True, timeout=5)
+def redis_cli(port: int, *args: str, auth: tuple[str, str] | None = None) -> list[str]:
+    """One command through redis-cli (raw output, one word per element)."""
+    login = ["--user", auth[0], "--pass", auth[1], "--no-auth-warning"] if auth else []
+    result = subprocess.run(["redis-cli", "-p", str(port), *login, "--raw", *args], capture_output=True, text=True, timeout=5)
     return result.stdout.split()
 
 
@@ -218,6 +219,65 @@ def test_tls_and_bad_settings_are_refused_with_the_reason(make_gateway: Callable
     assert "/rate_limit/redis/socket: must be an absolute path" in out, out
     assert "/rate_limit/redis/password_file: " in out and "holds more than one line" in out, out
     assert secret not in out
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def test_tls_redis_through_stunnel(make_gateway: Callable[..., Gateway], make_redis: Callable[..., RedisServer],
+                                   test_root: Path) -> None:
+    """The documented way to a Redis that only speaks TLS: stunnel in client mode (CA checked,
+    client certificate presented) with its plain end on a unix socket, the store on that socket,
+    AUTH inside the tunnel. The gateway's connection reaches Redis on its TLS port."""
+    pki = test_root / f"tls-{uuid.uuid4().hex[:8]}"
+    pki.mkdir()
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=portcullis-test-ca", cwd=pki)
+    (pki / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn in (("server", "localhost"), ("client", "gateway")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=pki)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", *(["-extfile", "ext"] if name == "server" else []), cwd=pki)
+    tls_port = free_port()
+    # The plain port stays for the test's own commands; the gateway only reaches the TLS one.
+    redis = make_redis(extra_args=[*acl_args("pc-tls"), "--tls-port", str(tls_port), "--tls-cert-file", str(pki / "server.pem"),
+                                   "--tls-key-file", str(pki / "server.key"), "--tls-ca-cert-file", str(pki / "ca.pem"),
+                                   "--tls-auth-clients", "yes"], auth=ADMIN)
+    plain_end = pki / "redis.sock"
+    (pki / "stunnel.conf").write_text(f"""foreground = yes
+pid =
+[redis]
+client = yes
+accept = {plain_end}
+connect = 127.0.0.1:{tls_port}
+verifyChain = yes
+CAfile = {pki / "ca.pem"}
+checkHost = localhost
+cert = {pki / "client.pem"}
+key = {pki / "client.key"}
+""")
+    tunnel = ManagedProcess("stunnel", ["stunnel", str(pki / "stunnel.conf")], pki).start()
+    try:
+        wait_until(lambda: plain_end.exists() or None, 10, "stunnel to listen", on_timeout=tunnel.output_tail)
+        window = window_with_headroom(20)
+        gw = make_gateway({"rate_limit": {"redis": {"socket": str(plain_end), "namespace": "pc-tls", "timeout_ms": 1000,
+                                                    "username": USER, "password_file": "redis.pass"}},
+                           "routes": [limited_route("tls", limit("tls", "fixed_window", 3, window, store="redis",
+                                                                 on_store_failure="closed"))]},
+                          workers=1, threads=2, start=False)
+        (gw.config_path.parent / "redis.pass").write_text(PASSWORD)
+        gw.start()
+        statuses, ids = send(gw, "/tls/x", fresh_key("tls"), 4)
+        assert statuses == [200, 200, 200, 429], statuses
+        assert all(not d.endswith(":closed") for d in decided_by(gw, ids)), decided_by(gw, ids)
+        assert redis_int(redis, "KEYS", "pc-tls:rl:*") == 1
+        clients = subprocess.run(["redis-cli", "-p", str(redis.port), "--user", ADMIN[0], "--pass", ADMIN[1], "--no-auth-warning",
+                                  "CLIENT", "LIST"], capture_output=True, text=True, timeout=5).stdout
+        assert re.search(rf"laddr=127\.0\.0\.1:{tls_port} .*user={USER}\b", clients), clients
+        assert "Certificate accepted" in tunnel.stderr_path.read_text() + tunnel.stdout_path.read_text()
+    finally:
+        tunnel.stop()
 
 
 # -- 4. Sentinel -----------------------------------------------------------------------------------
