@@ -51,6 +51,7 @@ public final class Master {
     private var workerTable: WorkerTable?
     private var nextSupervision = ContinuousClock.now
     private var nextPluginCheck = ContinuousClock.now
+    private var upstreams: UpstreamSupervision?
 
     /// `loaded` is the validated configuration the first generation runs (its bundle is what
     /// the workers load).
@@ -78,6 +79,7 @@ public final class Master {
         } catch {
             throw RuntimeError("cannot create the worker table: \(error)")
         }
+        upstreams = try UpstreamSupervision(runtimeDirectory: paths.directory, config: config)
         try writeBundle(initialBundle, generation: generation)
         try writePidFile()
         pipe(&signalPipe)
@@ -208,6 +210,7 @@ public final class Master {
         // tried again at once.
         recentCrashes = 0
         respawnNotBefore = ContinuousClock.now
+        upstreams?.configure(newConfig)
         if workersOverride == nil { desiredWorkers = newConfig.server.workers }
         if generation > 2 { unlink(bundlePath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
@@ -227,7 +230,7 @@ public final class Master {
     }
 
     /// Waits until each of `pids` answered `prepared`/`prepare_failed` for `generation` (or
-    /// exited: a respawn starts from the new snapshot anyway). Other control messages are
+    /// exited: a respawn starts from the new bundle anyway). Other control messages are
     /// handled meanwhile, so hand-overs never wait on a reload.
     private func awaitPrepared(_ pids: [pid_t], generation: Int, timeout: Duration) -> (prepared: Set<pid_t>, failures: [String]) {
         var waiting = Set(pids)
@@ -340,6 +343,7 @@ public final class Master {
             let pid = waitpid(-1, &status, WNOHANG)
             guard pid > 0 else { break }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
+            upstreams?.workerExited(pid)
             // Hand-overs the worker sent just before exiting are still in the channel.
             var bootError = worker.bootError
             while case .message(let words, let passed)? = worker.control.receive() {
@@ -557,6 +561,7 @@ public final class Master {
                                                            ("respawn_delay_ms", .int(Int64(respawnDelayMs))),
                                                            ("last", .object(lastWorkerFailure))]))
         }
+        state["upstreams"] = UpstreamSupervision.stateEntry(config)
         let text = JSONCodec.serialize(.object(state), pretty: true) + "\n"
         if text != lastStateText {
             try? text.write(toFile: paths.stateFile, atomically: true, encoding: .utf8)
@@ -573,6 +578,7 @@ public final class Master {
         unlink(paths.stateFile)
         unlink(SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
         unlink(WorkerTable.defaultPath(runtimeDirectory: paths.directory))
+        upstreams?.stop()
         for g in max(1, generation - 2)...generation { unlink(bundlePath(g)) }
     }
 }

@@ -25,7 +25,7 @@ public struct StatusReport {
     }
 
     /// The sections, in the order the text shows them.
-    public static let sections: [Section] = [.master, .workers, .workerFailures, .rateTable, .keyExpiry, .lastReload]
+    public static let sections: [Section] = [.master, .workers, .workerFailures, .rateTable, .upstreams, .keyExpiry, .lastReload]
 
     /// The report of the master running with `paths`; nil when none runs.
     public init?(paths: RuntimePaths, keyWarningDays: Int = APIKeyExpiry.defaultWarningDays) {
