@@ -60,11 +60,11 @@ public struct TransformCondition: Sendable {
             }
         }
         if !cookies.isEmpty, !undecided.changes(header: "cookie") {
-            for (name, rule) in cookies where !rule.matches(Cookies.value(named: name, in: message.cookieHeader)) { return false }
+            for (name, rule) in cookies where !rule.matches(CookieHeader.value(named: name, in: message.cookieHeader)) { return false }
         }
         if let path, !undecided.path, !path.matches(message.path) { return false }
         if let clientIP {
-            let inside = IPAddress(context.clientIP).map { address in clientIP.contains { $0.contains(address) } } ?? false
+            let inside = CIDR.any(clientIP, contains: context.clientIP)
             if inside == clientIPNegated { return false }
         }
         if let consumer, !consumer.matches(context.consumerId) { return false }
@@ -247,11 +247,10 @@ public struct MessageChanges: Sendable, Equatable {
             method = true
         case .pathTemplate, .pathRegex:
             path = true
-        case .queryAdd(let name, _), .querySet(let name, _), .queryAppend(let name, _), .queryRemove(let name),
-             .queryReplace(let name, _):
-            query = [name]
-        case .queryRename(let from, let to):
-            query = [from, to]
+        case .query(let pairOp):
+            query = Set(pairOp.names)
+        case .form:
+            headers = ["content-length"]
         case .statusMap(_, let to, let body, _):
             status = to != nil
             if body != nil {
