@@ -83,7 +83,7 @@ final class RequestTaskTests: XCTestCase {
             "limits": [{"name": "two", "algorithm": "fixed_window", "limit": 2, "window_seconds": 60, "key": ["consumer"]}]}
          ]}
         """
-        let loaded = try GatewayLoader.load(configPath: directory.path + "/portcullis.json", bytes: Array(config.utf8))
+        let loaded = try GatewayLoader.load(bundle: ConfigBundle(configPath: directory.path + "/portcullis.json", configBytes: Array(config.utf8)))
         context = LoopContext(gateway: try Gateway.build(loaded, loops: 1, previous: nil), loop: loop)
     }
 
@@ -200,6 +200,22 @@ final class RequestTaskTests: XCTestCase {
         XCTAssertEqual(exchange.status, 503)
         XCTAssertEqual(exchange.headers["Retry-After"], "5")
         XCTAssertTrue(exchange.text.contains("upstream-circuit-open"))
+    }
+
+    func testInstanceHealthIsServingOrDraining() throws {
+        let environment = ScriptedEnvironment()
+        let serving = RecordingExchange()
+        run(params("GET", "/_portcullis/health"), exchange: serving, environment: environment)
+        XCTAssertEqual(serving.status, 200)
+        XCTAssertEqual(serving.text, #"{"status":"serving"}"#)
+        XCTAssertTrue(environment.sent.isEmpty, "answered by the worker itself, before routing")
+        environment.draining = true
+        let draining = RecordingExchange()
+        run(params("GET", "/_portcullis/health"), exchange: draining, environment: environment)
+        XCTAssertEqual(draining.status, 503)
+        let body = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(draining.body)) as? [String: Any])
+        XCTAssertEqual(body["state"] as? String, "draining")
+        XCTAssertEqual(body["request_id"] as? String, "rid-1")
     }
 
     func testUnknownRouteIsAnsweredWithoutUpstream() throws {
