@@ -226,4 +226,9 @@ extension FastCGIConnection: RequestEnvironment {
         owner.upstream.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
     }
     func requestEnded(unreadBody: Int64) { owner.requestEnded(self, unreadBody: unreadBody) }
+    var draining: Bool { owner.retiring }
+    func after(nanoseconds: UInt64, _ work: @escaping () -> Void) {
+        // Rare (retry backoff): a timer of its own, held by the loop's queue until it fires.
+        owner.loop.schedule(LoopTimer(work), afterNanos: nanoseconds)
+    }
 }

@@ -21,9 +21,23 @@ public final class Gateway: Sendable {
     /// Background JWKS refreshers of this configuration, stopped when it is replaced.
     let jwksFetchers: [JWKSFetcher]
 
+    /// The instance's upstream state (breakers, health, in flight) and this worker's column in it.
+    let upstreamTable: UpstreamStateTable
+    let upstreamColumn: Int
+    /// Every upstream bound to its shared state (sorted by name), and each route's index into it.
+    let upstreamTargets: [UpstreamTargets]
+    let routeUpstreamIndex: [Int]
+
     public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:],
-                jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?) {
+                jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?,
+                upstreamTable: UpstreamStateTable? = nil, upstreamColumn: Int = 0) {
         self.rateTable = rateTable
+        let table = upstreamTable ?? UpstreamStateTable.local()
+        self.upstreamTable = table
+        self.upstreamColumn = upstreamColumn
+        let names = loaded.config.upstreams.keys.sorted()
+        self.upstreamTargets = names.map { UpstreamTargets(config: loaded.config.upstreams[$0]!, table: table, column: upstreamColumn) }
+        self.routeUpstreamIndex = loaded.config.routes.map { names.firstIndex(of: $0.upstream)! }
         self.jwksFetchers = jwksFetchers
         self.config = loaded.config
         self.router = Router(routes: loaded.config.routes)
@@ -61,7 +75,23 @@ public final class Gateway: Sendable {
                 rateTable = nil
             }
         }
-        return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable)
+        let upstreamTable: UpstreamStateTable
+        let column: Int
+        if let previous {
+            upstreamTable = previous.upstreamTable
+            column = previous.upstreamColumn
+        } else {
+            do {
+                upstreamTable = try UpstreamStateTable.open(path: UpstreamStateTable.defaultPath(runtimeDirectory: config.server.runtimeDirectory))
+            } catch {
+                // Run by hand without a master: breakers and in-flight counts per process.
+                EventLog.emit("upstream_state_local", [("error", .string("\(error)"))])
+                upstreamTable = UpstreamStateTable.local()
+            }
+            column = upstreamTable.claimColumn(pid: getpid())
+        }
+        return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable,
+                       upstreamTable: upstreamTable, upstreamColumn: column)
     }
 
     /// Stops what runs in the background for this configuration (it has been replaced).
