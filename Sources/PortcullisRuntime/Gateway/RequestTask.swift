@@ -42,6 +42,8 @@ final class RequestTask {
     /// Body bytes read from nginx so far (the rest is drained when the request ends).
     private var bodyRead: Int64 = 0
     private var ended = false
+    /// Concurrency leases held until the request ends.
+    private var leases: [RateLimitLease] = []
     /// nginx always sends REQUEST_METHOD; without it the params were cut short.
     private let complete: Bool
     private let paramBytes: Int
@@ -100,6 +102,7 @@ final class RequestTask {
         log.status = exchange.status
         log.bytesSent = exchange.bytesSent
         log.durationMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
+        if !leases.isEmpty { context.limiter?.release(leases) }
         let record = log
         gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
         environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
@@ -158,12 +161,15 @@ final class RequestTask {
             return answer(.internalError("rate limiting is unavailable"))
         }
         let request = self.request
-        let subject = RateLimitSubject(
+        var subject = RateLimitSubject(
             credentialId: identity?.rateLimitCredential, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
             clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
             claim: { identity?.claims[$0].flatMap(Self.claimText) })
+        subject.request = request
+        subject.pathParams = match.params
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
             log.limits = outcome.logSummary
+            leases = outcome.leases
             if let problem = outcome.problem { return answer(problem) }
             forward(RoutedRequest(request: request, route: route, match: match,
                                   upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
