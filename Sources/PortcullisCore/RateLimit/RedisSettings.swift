@@ -89,7 +89,7 @@ enum RedisSettingsReader {
 
     /// `environment` looks variables up (the process environment outside tests); relative
     /// `password_file` paths are resolved against `baseDirectory` (the config file's).
-    static func read(_ r: ConfigNode, baseDirectory: String, environment: (String) -> String?) -> RedisSettings {
+    static func read(_ r: ConfigNode, baseDirectory: String, files: any ConfigFiles, environment: (String) -> String?) -> RedisSettings {
         r.rejectUnknownKeys(keys)
         var redis = RedisSettings()
         redis.endpoint = readEndpoint(r)
@@ -97,9 +97,9 @@ enum RedisSettingsReader {
             // Debian 12's libhiredis 0.14 is built without hiredis_ssl (TLS came with hiredis 1.0).
             r["tls"].fail("TLS to Redis is not supported (Debian's hiredis 0.14 has no TLS): reach Redis through a local TLS tunnel such as stunnel and point \"host\"/\"port\" or \"socket\" at it (docs/rate-limiting.md)")
         }
-        (redis.username, redis.password) = readCredentials(r, prefix: "", baseDirectory: baseDirectory, environment: environment)
+        (redis.username, redis.password) = readCredentials(r, prefix: "", baseDirectory: baseDirectory, files: files, environment: environment)
         (redis.sentinelUsername, redis.sentinelPassword) = readCredentials(r, prefix: "sentinel_", baseDirectory: baseDirectory,
-                                                                           environment: environment)
+                                                                           files: files, environment: environment)
         for key in ["sentinel_username", "sentinel_password_file", "sentinel_password_env"] where r[key].isPresent && !r["sentinels"].isPresent {
             r[key].fail("only applies with \"sentinels\"")
         }
@@ -158,7 +158,7 @@ enum RedisSettingsReader {
     /// `<prefix>username` and the password from `<prefix>password_file` (its content; one
     /// trailing line break is not part of it) or `<prefix>password_env`. Messages name the file
     /// or the variable, never the value.
-    static func readCredentials(_ r: ConfigNode, prefix: String, baseDirectory: String,
+    static func readCredentials(_ r: ConfigNode, prefix: String, baseDirectory: String, files: any ConfigFiles,
                                 environment: (String) -> String?) -> (String?, RedisPassword?) {
         let (userKey, fileKey, envKey) = (prefix + "username", prefix + "password_file", prefix + "password_env")
         let username = r[userKey].nonEmptyString()
@@ -174,7 +174,7 @@ enum RedisSettingsReader {
         }
         if let file = r[fileKey].nonEmptyString() {
             let path = file.hasPrefix("/") ? file : baseDirectory + "/" + file
-            guard let data = FileManager.default.contents(atPath: path) else {
+            guard let data = files.contents(path) else {
                 r[fileKey].fail("cannot read \(path)")
                 return (username, nil)
             }
