@@ -13,7 +13,7 @@ final class TransformExampleTests: XCTestCase {
     var plugins: PluginSet!
 
     override func setUpWithError() throws {
-        plugins = try PluginSet.load(directory: Self.pluginsDirectory)
+        plugins = try PluginSet.load(directory: Self.pluginsDirectory, files: FixtureFiles())
     }
 
     private func json(_ bytes: [UInt8]?) throws -> JSONValue { try JSONCodec.parse(bytes ?? []) }
