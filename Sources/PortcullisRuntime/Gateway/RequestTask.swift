@@ -24,6 +24,12 @@ protocol RequestEnvironment: AnyObject {
     func after(nanoseconds: UInt64, _ work: @escaping () -> Void)
     /// The worker is stopping (it serves what it has, but a load balancer should look elsewhere).
     var draining: Bool { get }
+    /// The loop starts work on a routed request (recorded for the hard-timeout log).
+    func noteStarted(requestId: String, route: String)
+}
+
+extension RequestEnvironment {
+    func noteStarted(requestId: String, route: String) {}
 }
 
 /// One request on an event loop, as a chain of steps that each either answer or hand over to
@@ -82,6 +88,7 @@ final class RequestTask {
         case .matched(let match):
             let route = gateway.config.routes[match.routeIndex]
             log.route = route.name
+            environment.noteStarted(requestId: request.requestId, route: route.name)
             if let length = request.contentLength, length > gateway.config.server.maxBodyBytes {
                 return answer(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes))
             }
@@ -296,7 +303,7 @@ final class RequestTask {
         upstreamRequest.host = call.outgoing.host
         log.upstream = target
         let body: BodySource? = call.replayBody.map { BufferedBody($0) } ?? call.body
-        environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates, target: i),
+        environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates),
                                   requestId: request.requestId) { [self] outcome, collected in
             tryEnded(pass, templates: templates, target: i, admission: admission, outcome: outcome, collected: collected)
         }
@@ -318,12 +325,12 @@ final class RequestTask {
         }
         let upstream = call.upstream
         log.error = "no target of upstream \"\(upstream.config.name)\" accepts requests"
-        answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: upstream.table.nowMs(), tried: 0)))
+        answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: upstream.table.nowMs())))
     }
 
     /// The response hooks, plus (when this request may still be retried) swallowing a
     /// retryable status so the retry's answer is the one the client gets.
-    private func retryingHooks(_ pass: RoutedRequest, context templates: TemplateContext?, target: Int) -> ResponseHooks {
+    private func retryingHooks(_ pass: RoutedRequest, context templates: TemplateContext?) -> ResponseHooks {
         var hooks = responseHooks(pass, context: templates)
         guard let call, call.idempotent, call.mayRetry else { return hooks }
         let mode = hooks.mode
