@@ -49,9 +49,10 @@ public final class Gateway: Sendable {
     }
 
     /// Builds what a worker serves from a loaded configuration: opens the access log (or keeps
-    /// `previous`'s when the path and size are unchanged), fetches JWKS keys once (then they
-    /// refresh in the background) and maps the shared rate table. Throws when the log cannot
-    /// be opened; a reload then keeps the running configuration.
+    /// `previous`'s when the path and size are unchanged), starts the JWKS fetchers (keeping
+    /// `previous`'s key sets of unchanged URLs, else starting from the runtime directory's
+    /// cache; see `awaitJWKS`) and maps the shared rate table. Throws when the log cannot be
+    /// opened; a reload then keeps the running configuration.
     public static func build(_ loaded: LoadedGateway, loops: Int, previous: Gateway?) throws -> Gateway {
         let config = loaded.config
         let accessLog: AccessLog
@@ -60,7 +61,8 @@ public final class Gateway: Sendable {
         } else {
             accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes, loops: loops)
         }
-        let (jwksSources, fetchers) = JWKSFetcher.startAll(for: config.auth) { message in
+        let (jwksSources, fetchers) = JWKSFetcher.startAll(for: config.auth, previous: previous?.jwksFetchers ?? [],
+                                                           cache: JWKSCache(runtimeDirectory: config.server.runtimeDirectory)) { message in
             EventLog.emit("jwks", [("detail", .string(message))])
         }
         let rateTable: SharedMemoryRateTable?
@@ -92,6 +94,16 @@ public final class Gateway: Sendable {
         }
         return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable,
                        upstreamTable: upstreamTable, upstreamColumn: column)
+    }
+
+    /// Longest a new gateway waits for the first fetch of a `jwks_url` it has no keys for
+    /// (a fetch gives up after 10 s).
+    public static let jwksWaitSeconds = 11
+
+    /// Waits until every `jwks_url` has a key set or its first fetch ended (at most
+    /// `jwksWaitSeconds`, all URLs in parallel).
+    public func awaitJWKS() {
+        JWKSFetcher.awaitFirstFetch(jwksFetchers, deadline: .now + .seconds(Self.jwksWaitSeconds))
     }
 
     /// Stops what runs in the background for this configuration (it has been replaced).

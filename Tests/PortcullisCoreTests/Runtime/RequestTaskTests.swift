@@ -83,7 +83,7 @@ final class RequestTaskTests: XCTestCase {
             "limits": [{"name": "two", "algorithm": "fixed_window", "limit": 2, "window_seconds": 60, "key": ["consumer"]}]}
          ]}
         """
-        let loaded = try GatewayLoader.load(configPath: directory.path + "/portcullis.json", bytes: Array(config.utf8))
+        let loaded = try GatewayLoader.load(bundle: ConfigBundle(configPath: directory.path + "/portcullis.json", configBytes: Array(config.utf8)))
         context = LoopContext(gateway: try Gateway.build(loaded, loops: 1, previous: nil), loop: loop)
     }
 
