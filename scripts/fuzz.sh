@@ -5,6 +5,8 @@
 #   FUZZ_SECONDS=600 scripts/fuzz.sh                 # every target, 10 minutes each
 #   FUZZ_TARGETS="jws router" FUZZ_SECONDS=60 scripts/fuzz.sh
 #   scripts/fuzz.sh --build-only
+#   FUZZ_TARGETS="jws jwks" scripts/fuzz.sh --run-only &   # runs on an existing binary, e.g.
+#   FUZZ_TARGETS="router rules" scripts/fuzz.sh --run-only  # several groups side by side
 #
 # The library sources (PortcullisCore, PortcullisPlugins, RequestDecoder.swift) are compiled
 # with -sanitize=fuzzer,address so libFuzzer sees their coverage; swift-crypto is linked from
@@ -13,8 +15,8 @@
 # regression input. Leak detection is off by default (FUZZ_DETECT_LEAKS=1 turns it on):
 # LeakSanitizer cannot follow Swift enum payload pointers that carry tag bits, and reports the
 # rule sets built once per process as leaked; growth per input is still caught by
-# -rss_limit_mb. Summary lines (target, seconds, executions, crashes) go to stdout and to
-# .build/fuzz/summary.txt.
+# -rss_limit_mb. A summary line per target (seconds, executions, crash files, corpus size)
+# goes to stdout and to .build/fuzz/<target>.summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
@@ -64,10 +66,9 @@ build() {
     [[ -x "$BIN" ]]
 }
 
-build
+[[ "${1:-}" == "--run-only" ]] || build
 [[ "${1:-}" == "--build-only" ]] && exit 0
 
-: > "$OUT/summary.txt"
 for target in $TARGETS; do
     corpus=Tests/Fuzz/corpus/$target
     artifacts=$OUT/artifacts/$target/
@@ -85,5 +86,5 @@ for target in $TARGETS; do
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     crashes=$(find "$artifacts" -type f | wc -l)
     line="$target seconds=$SECONDS_EACH executions=${execs:-?} exit=$status crash_files=$crashes corpus=$(ls "$corpus" | wc -l)"
-    echo "$line" | tee -a "$OUT/summary.txt"
+    echo "$line" | tee "$OUT/$target.summary"
 done
