@@ -77,6 +77,8 @@ for target in $TARGETS; do
     echo "fuzz: $target for ${SECONDS_EACH}s"
     set +e
     # New inputs go to a work directory; -merge below keeps only those that add coverage.
+    # -detect_leaks covers each input; ASAN_OPTIONS also the check at exit (the same false positive).
+    ASAN_OPTIONS=detect_leaks=${FUZZ_DETECT_LEAKS:-0} \
     FUZZ_TARGET=$target nice -n 19 "$BIN" "$OUT/work/$target" "$corpus" -max_total_time="$SECONDS_EACH" \
         -max_len=65536 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -detect_leaks="${FUZZ_DETECT_LEAKS:-0}" \
         -artifact_prefix="$artifacts" >"$log" 2>&1
