@@ -5,7 +5,7 @@ public struct PortcullisCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "portcullis",
         abstract: "An API gateway that runs behind nginx over FastCGI.",
-        subcommands: [ServeCommand.self, StopCommand.self, ReloadCommand.self, StatusCommand.self, ScaleCommand.self,
+        subcommands: [ServeCommand.self, StopCommand.self, ReloadCommand.self, StatusCommand.self, MetricsCommand.self, ScaleCommand.self,
                       CheckCommand.self, KeysCommand.self, WorkerCommand.self, MicrobenchCommand.self]
     )
     public init() {}

@@ -12,9 +12,10 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Inherited control channel to the master.") var control: Int32?
     @Option var threads: Int?
     @Option var generation: Int = 1
+    @Option(help: "The worker's block of the metrics file (assigned by the master).") var metricsBlock: Int?
 
     func run() throws {
         WorkerProcess.run(configPath: options.config, snapshotPath: snapshot, listenFD: fd, controlFD: control,
-                          loops: threads, generation: generation)
+                          loops: threads, generation: generation, metricsBlock: metricsBlock)
     }
 }

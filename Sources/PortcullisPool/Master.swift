@@ -37,6 +37,7 @@ public final class Master {
     private let initialConfigBytes: [UInt8]
     private var pluginFingerprint: PluginDirectoryFingerprint?
     private var nextPluginCheck = ContinuousClock.now
+    private var metrics: PoolMetrics?
 
     public init(configPath: String, configBytes: [UInt8], config: GatewayConfig, workers: Int?, threads: Int?) {
         self.initialConfigBytes = configBytes
@@ -53,6 +54,8 @@ public final class Master {
         try prepareRuntimeDirectory()
         try openSocket()
         try createRateTable()
+        metrics = try PoolMetrics(runtimeDirectory: paths.directory)
+        metrics?.load(config)
         try writeSnapshot(initialConfigBytes, generation: generation)
         try writePidFile()
         pipe(&signalPipe)
@@ -134,6 +137,7 @@ public final class Master {
             lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
                                      ("errors", .array(error.issues.map { .string($0.description) }))])
             EventLog.emit("reload_refused", [("errors", .array(error.issues.map { .string($0.description) }))])
+            metrics?.reload(ok: false)
             writeState()
             return
         }
@@ -152,6 +156,7 @@ public final class Master {
         // the new gateway beside the running one (opening logs, fetching JWKS keys) and says
         // whether it could; only when all could does every worker switch. Workers keep their
         // processes and their kept connections.
+        metrics?.load(newConfig)
         let live = workers.filter { !$0.value.retiring }.map(\.key)
         for pid in live { workers[pid]?.control.send("prepare \(next) \(snapshotPath(next))") }
         let outcome = awaitPrepared(live, generation: next, timeout: .seconds(reloadPrepareTimeoutSeconds))
@@ -172,6 +177,7 @@ public final class Master {
         if generation > 2 { unlink(snapshotPath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
+        metrics?.reload(ok: true)
         writeState()
     }
 
@@ -183,6 +189,8 @@ public final class Master {
         lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
                                  ("errors", .array(errors.map { .string($0) }))])
         EventLog.emit(event, [("errors", .array(errors.map { .string($0) }))])
+        metrics?.reload(ok: false)
+        metrics?.load(config)
         writeState()
     }
 
@@ -255,6 +263,7 @@ public final class Master {
             let pid = waitpid(-1, &status, WNOHANG)
             guard pid > 0 else { break }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
+            metrics?.reaped(pid)
             // Hand-overs the worker sent just before exiting are still in the channel.
             while case .message(let words, let passed)? = worker.control.receive() {
                 if words.first == "handoff" { passConnections(passed, from: pid) } else { passed.forEach { close($0) } }
@@ -281,6 +290,8 @@ public final class Master {
         var args = [exe, "worker", "--config", configPath, "--snapshot", snapshotPath(generation),
                     "--fd", "3", "--control", "4", "--generation", String(generation)]
         if let threadsOverride { args += ["--threads", String(threadsOverride)] }
+        let block = metrics?.reserveBlock()
+        args += block?.arguments ?? []
         let channel: (master: ControlChannel, worker: ControlChannel)
         do {
             channel = try ControlChannel.pair()
@@ -299,6 +310,7 @@ public final class Master {
             return
         }
         workers[pid] = Worker(pid: pid, generation: generation, startedAt: Date(), control: channel.master)
+        if let block { metrics?.spawned(pid, block: block.block) }
     }
 
     // MARK: control channels
@@ -417,6 +429,8 @@ public final class Master {
     }
 
     private func writeState() {
+        metrics?.publish(generation: generation, ready: workers.values.filter { $0.ready && !$0.retiring }.count, desired: desiredWorkers,
+                         threads: threadsOverride ?? config.server.threadsPerWorker)
         let list: [JSONValue] = workers.values.sorted { $0.startedAt < $1.startedAt }.map { w in
             .object(JSONObject([("pid", .int(Int64(w.pid))), ("generation", .int(Int64(w.generation))),
                                 ("started_at", .string(RFC3339.format(w.startedAt, milliseconds: true))), ("ready", .bool(w.ready)),
@@ -444,6 +458,7 @@ public final class Master {
         unlink(paths.pidFile)
         unlink(paths.stateFile)
         unlink(SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
+        metrics?.remove()
         for g in max(1, generation - 2)...generation { unlink(snapshotPath(g)) }
     }
 }

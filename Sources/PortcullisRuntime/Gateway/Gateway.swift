@@ -18,12 +18,21 @@ public final class Gateway: Sendable {
     /// The instance's shared-memory rate table (mapped by every worker).
     let rateTable: SharedMemoryRateTable?
 
+    /// The worker's block of the metrics file, mapped for this configuration's routes (nil:
+    /// `metrics.enabled` is off, or the file is unavailable).
+    let metrics: WorkerMetrics?
+    /// The metrics file, mapped whenever the worker has a block (kept across reloads).
+    let metricsSegment: MetricsSegment?
+
     /// Background JWKS refreshers of this configuration, stopped when it is replaced.
     let jwksFetchers: [JWKSFetcher]
 
     public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:],
-                jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?) {
+                jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?, metrics: WorkerMetrics? = nil,
+                metricsSegment: MetricsSegment? = nil) {
         self.rateTable = rateTable
+        self.metrics = metrics
+        self.metricsSegment = metricsSegment ?? metrics?.segment
         self.jwksFetchers = jwksFetchers
         self.config = loaded.config
         self.router = Router(routes: loaded.config.routes)
@@ -38,13 +47,20 @@ public final class Gateway: Sendable {
     /// `previous`'s when the path and size are unchanged), fetches JWKS keys once (then they
     /// refresh in the background) and maps the shared rate table. Throws when the log cannot
     /// be opened; a reload then keeps the running configuration.
-    public static func build(_ loaded: LoadedGateway, loops: Int, previous: Gateway?) throws -> Gateway {
+    /// `metricsBlock` is the worker's block of the metrics file (the master assigns it; nil when
+    /// run by hand), counted in when `metrics.enabled`.
+    public static func build(_ loaded: LoadedGateway, loops: Int, previous: Gateway?, metricsBlock: Int? = nil) throws -> Gateway {
         let config = loaded.config
+        let segment = metricsBlock.flatMap { _ in openMetrics(config, previous: previous) }
         let accessLog: AccessLog
         if let previous, previous.accessLog.path == config.log.accessLog, previous.accessLog.bufferBytes == config.log.bufferBytes {
             accessLog = previous.accessLog
         } else {
-            accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes, loops: loops)
+            var dropped: (@Sendable (Int) -> Void)?
+            if let segment, let metricsBlock {
+                dropped = { lines in WorkerMetrics.accessLogDropped(segment, block: metricsBlock, lines: lines) }
+            }
+            accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes, loops: loops, onDropped: dropped)
         }
         let (jwksSources, fetchers) = JWKSFetcher.startAll(for: config.auth) { message in
             EventLog.emit("jwks", [("detail", .string(message))])
@@ -61,7 +77,23 @@ public final class Gateway: Sendable {
                 rateTable = nil
             }
         }
-        return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable)
+        var metrics: WorkerMetrics?
+        if config.metrics.enabled, let segment, let metricsBlock {
+            metrics = WorkerMetrics(segment: segment, blockIndex: metricsBlock, config: config)
+        }
+        return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable,
+                       metrics: metrics, metricsSegment: segment)
+    }
+
+    /// The metrics file (kept from `previous` when it had it mapped).
+    private static func openMetrics(_ config: GatewayConfig, previous: Gateway?) -> MetricsSegment? {
+        if let segment = previous?.metricsSegment { return segment }
+        do {
+            return try MetricsSegment.open(path: MetricsSegment.defaultPath(runtimeDirectory: config.server.runtimeDirectory))
+        } catch {
+            EventLog.emit("metrics_unavailable", [("error", .string("\(error)"))])
+            return nil
+        }
     }
 
     /// Stops what runs in the background for this configuration (it has been replaced).

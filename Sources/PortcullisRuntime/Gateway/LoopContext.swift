@@ -7,6 +7,8 @@ final class LoopContext {
     let gateway: Gateway
     let limiter: RateLimiter?
     private var rotation: [Int] = []
+    /// Trace and span ids of this loop's requests (seeded once per loop and configuration).
+    var traceIds = TraceIdGenerator()
 
     init(gateway: Gateway, loop: EventLoop) {
         self.gateway = gateway

@@ -20,6 +20,7 @@ public enum RequestDecoder {
         var headers = HTTPHeaders()
         var certVerify: String?, certSubject: String?, certPEM: String?
         var paramBytes = 0
+        var adminPages = false
         for entry in entries {
             paramBytes += entry.count
             guard let eq = entry.firstIndex(of: UInt8(ascii: "=")) else { continue }
@@ -44,6 +45,7 @@ public enum RequestDecoder {
             case 14 where equals(name, "CONTENT_LENGTH"): contentLength = Int64(value())
             case 14 where equals(name, "REQUEST_SCHEME"): requestScheme = value()
             case 15 where equals(name, "PORTCULLIS_HOST"): host = value()
+            case 16 where equals(name, "PORTCULLIS_ADMIN"): adminPages = valueBytes.elementsEqual("1".utf8)
             case 17 where equals(name, "PORTCULLIS_SCHEME"): scheme = value()
             case 21 where equals(name, "PORTCULLIS_REQUEST_ID"): nginxId = value()
             case 26 where equals(name, "PORTCULLIS_SSL_CLIENT_S_DN"): certSubject = value()
@@ -67,6 +69,7 @@ public enum RequestDecoder {
             headers: headers,
             facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: hostHeader),
             requestId: requestId, contentLength: contentLength)
+        request.adminPages = adminPages
         if let certVerify, !certVerify.isEmpty {
             let fingerprint = certPEM.flatMap { $0.isEmpty ? nil : CertificateFingerprint.sha256Hex(pem: $0) }
             request.clientCertificate = ClientCertificateFacts(verify: certVerify, fingerprint: fingerprint, subjectDN: certSubject)

@@ -20,6 +20,12 @@ protocol RequestEnvironment: AnyObject {
                        requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void)
     /// The answer is complete; `unreadBody` bytes of the request body were never read.
     func requestEnded(unreadBody: Int64)
+    /// The request was routed to route slot `metricsSlot` of the metrics file (the scoreboard).
+    func routed(metricsSlot: Int)
+}
+
+extension RequestEnvironment {
+    func routed(metricsSlot: Int) {}
 }
 
 /// One request on an event loop, as a chain of steps that each either answer or hand over to
@@ -41,23 +47,44 @@ final class RequestTask {
     /// nginx always sends REQUEST_METHOD; without it the params were cut short.
     private let complete: Bool
     private let paramBytes: Int
+    /// Index of the matched route in `config.routes` (nil: none matched).
+    private var routeIndex: Int?
+    /// The trace context sent upstream (W3C traceparent/tracestate).
+    private let trace: (context: TraceContext, tracestate: String?)
+    /// Slow-request threshold of the matched route (ns; nil: not logged, stages not timed).
+    private var slowNanos: UInt64?
+    /// When authentication, rate limiting and request transformation finished (ns, only timed
+    /// when `slowNanos` is set).
+    private var authDone: UInt64 = 0
+    private var limitDone: UInt64 = 0
+    private var transformDone: UInt64 = 0
 
     /// `decoded` and `exchange` are the request as it arrived; `environment` is the loop's
     /// (its upstream client, its log slot, what happens when the request ends).
-    init(context: LoopContext, decoded: RequestDecoder.Decoded, exchange: GatewayExchange, environment: RequestEnvironment) {
+    /// `started` is when the request arrived (CLOCK_MONOTONIC ns; now when not given).
+    init(context: LoopContext, decoded: RequestDecoder.Decoded, exchange: GatewayExchange, environment: RequestEnvironment,
+         started: UInt64? = nil) {
         self.context = context
         self.environment = environment
         self.exchange = exchange
-        started = EventLoop.monotonicNanos()
+        self.started = started ?? EventLoop.monotonicNanos()
         complete = decoded.hasMethod
         paramBytes = decoded.paramBytes
         request = decoded.request
         exchange.requestId = request.requestId
         log = AccessRecord(request: request)
+        let decided = TracePropagation.decide(traceparent: request.headers.values("traceparent"),
+                                              tracestate: request.headers.values("tracestate"), random: &context.traceIds)
+        trace = (decided.context, decided.tracestate)
+        log.trace = decided.context
     }
 
     func start() {
         guard complete else { return answer(.incompleteRequest(missing: "REQUEST_METHOD")) }
+        if request.adminPages {
+            AdminPages.serve(request, gateway: gateway, exchange: exchange)
+            return end()
+        }
         // libfcgi accepts params of any size; the worker bounds them itself.
         if paramBytes > gateway.config.server.maxHeaderBytes {
             return answer(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes))
@@ -70,6 +97,9 @@ final class RequestTask {
         case .matched(let match):
             let route = gateway.config.routes[match.routeIndex]
             log.route = route.name
+            routeIndex = match.routeIndex
+            if let ms = route.slowMs ?? gateway.config.metrics.slowMs { slowNanos = UInt64(ms) * 1_000_000 }
+            if let metrics = gateway.metrics { environment.routed(metricsSlot: metrics.routeSlots[match.routeIndex]) }
             if let length = request.contentLength, length > gateway.config.server.maxBodyBytes {
                 return answer(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes))
             }
@@ -88,7 +118,13 @@ final class RequestTask {
         ended = true
         log.status = exchange.status
         log.bytesSent = exchange.bytesSent
-        log.durationMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
+        let elapsed = EventLoop.monotonicNanos() &- started
+        log.durationMs = Double(elapsed) / 1_000_000
+        if let metrics = gateway.metrics, !request.adminPages {
+            metrics.recordRequest(routeSlot: metrics.routeSlot(routeIndex), status: log.status, totalMicros: elapsed / 1000,
+                                  upstreamMicros: log.upstreamMs.map { UInt64(max(0, $0) * 1000) })
+        }
+        if let slowNanos, elapsed >= slowNanos { logSlow(elapsed: elapsed) }
         let record = log
         gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
         environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
@@ -101,6 +137,7 @@ final class RequestTask {
         if let policy = route.auth {
             switch gateway.authenticator.authenticate(request, policy: policy, now: Int64(time(nil))) {
             case .rejected(let problem):
+                gateway.metrics?.authFailure(routeIndex: match.routeIndex, problemType: problem.type)
                 return answer(problem)
             case .authenticated(let who):
                 identity = who
@@ -109,6 +146,10 @@ final class RequestTask {
             case .anonymous:
                 break
             }
+        }
+        if slowNanos != nil {
+            authDone = EventLoop.monotonicNanos()
+            limitDone = authDone
         }
         guard !route.limits.isEmpty else {
             return forward(RoutedRequest(request: request, route: route, match: match,
@@ -125,6 +166,8 @@ final class RequestTask {
             claim: { identity?.claims[$0].flatMap(Self.claimText) })
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
             log.limits = outcome.logSummary
+            if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
+            if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
             if let problem = outcome.problem { return answer(problem) }
             forward(RoutedRequest(request: request, route: route, match: match,
                                   upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
@@ -149,6 +192,8 @@ final class RequestTask {
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
         var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
         Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
+        headers.set("traceparent", trace.context.header)
+        if let state = trace.tracestate { headers.set("tracestate", state) } else { headers.remove("tracestate") }
         var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: headers)
         var body: BodySource = exchange
         var bodyLength = request.contentLength
@@ -160,6 +205,7 @@ final class RequestTask {
                 let limiting = pass.chain.request.filter(\.touchesBody).min { $0.maxBodyBytes < $1.maxBodyBytes }
                 let limit = limiting?.maxBodyBytes ?? gateway.config.server.maxBodyBytes
                 if let length = request.contentLength, length > limit {
+                    transformFailed()
                     log.error = "request body above \(limit) bytes"
                     return answer(.transformBodyTooLarge(phase: .request, limit: limit, ruleSet: limiting?.name ?? ""))
                 }
@@ -169,6 +215,7 @@ final class RequestTask {
             do {
                 try pass.chain.applyRequest(to: &outgoing, context: templates)
             } catch {
+                transformFailed()
                 log.error = error.description
                 return answer(error.problem)
             }
@@ -185,6 +232,7 @@ final class RequestTask {
         let upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
         log.upstream = target
+        if slowNanos != nil { transformDone = EventLoop.monotonicNanos() }
         environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: responseHooks(pass, context: templates),
                               requestId: request.requestId) { [self] outcome, collected in
             upstreamEnded(pass, templates: templates, outcome: outcome, collected: collected)
@@ -227,6 +275,7 @@ final class RequestTask {
         }
         let chain = pass.chain
         let limit = Int(chain.responseBodyLimit ?? Int64(gateway.config.transform.maxBodyBytes))
+        let metrics = gateway.metrics, routeIndex = pass.match.routeIndex
         return ResponseHooks(
             mode: { status, headers in chain.needsResponseBody(status: status, headers: headers, context: context) ? .collect(limit: limit) : .stream },
             head: { status, headers in
@@ -236,8 +285,10 @@ final class RequestTask {
                     try chain.applyResponse(status: &status, headers: &headers, body: &noBody, context: context)
                     return nil
                 } catch let error as TransformError {
+                    metrics?.transformError(routeIndex: routeIndex)
                     return error.problem
                 } catch {
+                    metrics?.transformError(routeIndex: routeIndex)
                     return .internalError("response transform failed")
                 }
             })
@@ -248,6 +299,7 @@ final class RequestTask {
         if collected.overflowed {
             let limit = chain.responseBodyLimit ?? gateway.config.transform.maxBodyBytes
             let ruleSet = chain.response.first(where: \.touchesBody)?.name ?? ""
+            transformFailed()
             log.error = "response body above \(limit) bytes"
             exchange.sendProblem(.transformBodyTooLarge(phase: .response, limit: limit, ruleSet: ruleSet), requestId: context.requestId)
             return
@@ -259,6 +311,7 @@ final class RequestTask {
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
         } catch {
+            transformFailed()
             log.error = error.description
             exchange.sendProblem(error.problem, requestId: context.requestId)
             return
@@ -267,6 +320,26 @@ final class RequestTask {
         headers.set("Content-Length", String(bytes.count))
         exchange.sendHead(status: status, headers: headers)
         exchange.sendBody(bytes)
+    }
+
+    /// The slow-request line: who, where, and the time each stage took (a stage that did not
+    /// run counts 0).
+    private func logSlow(elapsed: UInt64) {
+        func ms(_ from: UInt64, _ to: UInt64) -> JSONValue { .double(to > from && from > 0 ? Double(to - from) / 1_000_000 : 0) }
+        EventLog.emit("slow_request", [
+            ("request_id", .string(request.requestId)), ("trace_id", .string(trace.context.traceIdHex)),
+            ("route", Self.jsonText(log.route)), ("consumer", Self.jsonText(log.consumer)),
+            ("upstream", Self.jsonText(log.upstream)), ("status", .int(Int64(log.status))),
+            ("duration_ms", .double(Double(elapsed) / 1_000_000)), ("threshold_ms", .double(Double(slowNanos ?? 0) / 1_000_000)),
+            ("auth_ms", ms(started, authDone)), ("limit_ms", ms(authDone, limitDone)), ("transform_ms", ms(limitDone, transformDone)),
+            ("upstream_ms", .double(log.upstreamMs ?? 0)),
+        ])
+    }
+
+    private static func jsonText(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
+
+    private func transformFailed() {
+        if let routeIndex { gateway.metrics?.transformError(routeIndex: routeIndex) }
     }
 
     private func templateContext(_ pass: RoutedRequest) -> TemplateContext {

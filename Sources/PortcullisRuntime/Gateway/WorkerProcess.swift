@@ -14,7 +14,7 @@ public enum WorkerProcess {
     /// read as if they were `configPath` (relative paths, error messages). `controlFD` is the
     /// worker's end of the master's control channel (none when run by hand).
     public static func run(configPath: String, snapshotPath: String?, listenFD: Int32, controlFD: Int32?,
-                           loops: Int?, generation: Int) -> Never {
+                           loops: Int?, generation: Int, metricsBlock: Int? = nil) -> Never {
         // If the master dies (even by SIGKILL), do not linger holding the socket.
         if pc_set_parent_death_signal(SIGTERM) != 0 { exit(0) }
         pc_ignore_signal(SIGPIPE)
@@ -33,7 +33,8 @@ public enum WorkerProcess {
         let loopCount = loops ?? loaded.config.server.threadsPerWorker
         let gateway: Gateway
         do {
-            gateway = try Gateway.build(loaded, loops: loopCount, previous: nil)
+            gateway = try Gateway.build(loaded, loops: loopCount, previous: nil, metricsBlock: metricsBlock)
+            if let metricsBlock { gateway.metricsSegment?.claimBlock(metricsBlock, loops: loopCount) }
         } catch {
             EventLog.emit("worker_start_failed", [("error", .string("\(error)"))])
             exit(1)
@@ -70,7 +71,8 @@ public enum WorkerProcess {
                 case .closed:
                     break serving  // the master is gone
                 case .message(let words, let passed):
-                    handle(words, passed: passed, server: server, control: control, configPath: configPath, loops: loopCount, state: &state)
+                    handle(words, passed: passed, server: server, control: control, configPath: configPath, loops: loopCount,
+                           metricsBlock: metricsBlock, state: &state)
                 }
             }
         }
@@ -104,7 +106,7 @@ public enum WorkerProcess {
     }
 
     private static func handle(_ words: [String], passed: [Int32], server: WorkerServer, control: ControlChannel,
-                               configPath: String, loops: Int, state: inout ReloadState) {
+                               configPath: String, loops: Int, metricsBlock: Int?, state: inout ReloadState) {
         switch words.first {
         case "adopt":
             server.adopt(passed)
@@ -112,7 +114,7 @@ public enum WorkerProcess {
             let generation = Int(words[1]) ?? 0
             do {
                 let loaded = try GatewayLoader.load(configPath: configPath, bytes: GatewayLoader.readConfig(words[2]))
-                let gateway = try Gateway.build(loaded, loops: loops, previous: state.current)
+                let gateway = try Gateway.build(loaded, loops: loops, previous: state.current, metricsBlock: metricsBlock)
                 if let stale = state.prepared?.gateway { stale.discard(keeping: state.current) }
                 state.prepared = (generation, gateway)
                 control.send("prepared \(generation)")

@@ -41,7 +41,7 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
     static let headerWords = 8
     static let slotWords = 3
 
-    enum Header: Int { case magic = 0, version, slots, evictions, insertions, storeFailures, degradedDecisions }
+    enum Header: Int { case magic = 0, version, slots, evictions, insertions, storeFailures, degradedDecisions, used }
 
     public let path: String
     public let slots: Int
@@ -127,12 +127,14 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
         public var storeFailures: UInt64
         /// Decisions made by a failure policy while Redis was unavailable.
         public var degradedDecisions: UInt64
+        /// Slots that ever held a key (slots never return to empty): the table's fill.
+        public var used: UInt64 = 0
     }
 
     public var stats: Stats {
         Stats(evictions: pc_atomic_load_u64(header(.evictions)), insertions: pc_atomic_load_u64(header(.insertions)),
               storeFailures: pc_atomic_load_u64(header(.storeFailures)),
-              degradedDecisions: pc_atomic_load_u64(header(.degradedDecisions)))
+              degradedDecisions: pc_atomic_load_u64(header(.degradedDecisions)), used: pc_atomic_load_u64(header(.used)))
     }
 
     /// An observer that counts in this segment and sends log lines to `log`.
@@ -236,6 +238,7 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
             if pc_atomic_cas_u64(keyWord(slot), p.candidateKey, hash) != 0 {
                 _ = pc_atomic_add_u64(header(.insertions), 1)
                 if p.candidateIsLive { _ = pc_atomic_add_u64(header(.evictions), 1) }
+                if p.candidateKey == 0 { _ = pc_atomic_add_u64(header(.used), 1) }
                 // The new owner starts from a fresh state even if its tag equals the old one's.
                 // If the CAS fails, a racing request of this key (or a late write of the old
                 // owner) got there first, and the next round decides from what it left.
