@@ -85,13 +85,14 @@ def make_gateway(gateway_factory: GatewayFactory) -> Iterator[Callable[..., Gate
 
 
 @pytest.fixture
-def make_redis(test_root: Path) -> Iterator[Callable[[], RedisServer]]:
-    """``make_redis()``: a private redis-server on a free port, stopped when the test ends."""
+def make_redis(test_root: Path) -> Iterator[Callable[..., RedisServer]]:
+    """``make_redis(**options)``: a private redis-server on a free port (``options`` as for
+    ``RedisServer``), stopped when the test ends."""
     servers: list[RedisServer] = []
 
-    def make() -> RedisServer:
+    def make(**options: Any) -> RedisServer:
         workdir = Path(tempfile.mkdtemp(prefix="redis-", dir=test_root))
-        server = RedisServer(workdir)
+        server = RedisServer(workdir, **options)
         servers.append(server)
         return server.start()
 

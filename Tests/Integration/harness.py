@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -300,14 +300,23 @@ class EchoUpstream:
 
 
 class RedisServer:
-    """A private redis-server on a free loopback port, no persistence."""
+    """A private redis-server on a free loopback port, no persistence.
 
-    def __init__(self, workdir: Path, name: str = "redis"):
-        self.port = free_port()
+    ``extra_args`` are more redis-server directives (an ACL ``--user``, ``--replicaof``); with
+    ``unix_socket`` it listens only on that socket (no TCP port); ``auth`` is the (user,
+    password) this helper's own commands authenticate with."""
+
+    def __init__(self, workdir: Path, name: str = "redis", extra_args: Sequence[str] = (),
+                 unix_socket: Path | None = None, auth: tuple[str, str] | None = None):
+        self.port = 0 if unix_socket else free_port()
+        self.unix_socket = unix_socket
+        self.auth = auth
         self.workdir = workdir
+        listen = (["--port", "0", "--unixsocket", str(unix_socket), "--unixsocketperm", "700"] if unix_socket
+                  else ["--port", str(self.port), "--bind", "127.0.0.1"])
         self.process = ManagedProcess(name, [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes",
+            "redis-server", *listen, "--save", "",
+            "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "yes", *extra_args,
         ], workdir)
 
     @property
@@ -324,11 +333,22 @@ class RedisServer:
 
     def command(self, *args: str) -> bytes:
         """Sends one command (RESP) and returns the raw first reply line."""
-        payload = f"*{len(args)}\r\n".encode() + b"".join(
-            f"${len(a.encode())}\r\n{a}\r\n".encode() for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as conn:
-            conn.sendall(payload)
-            return conn.makefile("rb").readline().rstrip(b"\r\n")
+        def resp(*words: str) -> bytes:
+            return f"*{len(words)}\r\n".encode() + b"".join(
+                f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words)
+        if self.unix_socket:
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.settimeout(2)
+            conn.connect(str(self.unix_socket))
+        else:
+            conn = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        with conn:
+            reader = conn.makefile("rb")
+            if self.auth:
+                conn.sendall(resp("AUTH", *self.auth))
+                reader.readline()
+            conn.sendall(resp(*args))
+            return reader.readline().rstrip(b"\r\n")
 
     def ping(self) -> bool:
         self.process.ensure_running("starting")

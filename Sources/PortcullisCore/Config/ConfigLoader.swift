@@ -48,7 +48,7 @@ public enum ConfigLoader {
         }
         config.consumers = AuthConfigReader.readConsumers(root["consumers"])
         config.auth = AuthConfigReader.readAuth(root["auth"], baseDirectory: baseDirectory)
-        config.rateLimit = RateLimitConfigReader.readSettings(root["rate_limit"])
+        config.rateLimit = RateLimitConfigReader.readSettings(root["rate_limit"], baseDirectory: baseDirectory)
         config.metrics = MetricsSettings.read(root["metrics"])
         for (name, node) in root["upstreams"].object(required: true) ?? [] {
             if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where a limit's counters live.
 public enum RateLimitStoreKind: String, Sendable, Hashable {
     /// The instance's shared-memory table (exact across the workers of one gateway).
@@ -65,48 +67,22 @@ public struct RateLimitSettings: Sendable, Equatable {
     public init() {}
 }
 
-/// How to reach the Redis shared by the gateway instances.
-public struct RedisSettings: Sendable, Equatable {
-    public var host = "127.0.0.1"
-    public var port = 6379
-    /// Prefix of every key (`<namespace>:rl:…`), so several deployments can share one Redis.
-    public var namespace = "portcullis"
-    /// Connect and command timeout.
-    public var timeoutMs = 50
-    /// Gateway instances sharing the limits; the `local` fallback divides each limit by it.
-    public var instances = 1
-    /// How long to wait after a failure before trying Redis again.
-    public var retryMs = 1_000
-    public init() {}
-}
-
 /// Reads the `limits` of a route and the top-level `rate_limit` section.
 public enum RateLimitConfigReader {
     static let limitKeys: Set<String> = ["name", "algorithm", "limit", "window_seconds", "burst", "key", "store",
                                          "on_store_failure", "groups", "comment"]
 
-    public static func readSettings(_ node: ConfigNode) -> RateLimitSettings {
+    /// Reads `rate_limit`; `baseDirectory` (the config file's) resolves a relative Redis
+    /// `password_file`, `environment` looks up `password_env`.
+    public static func readSettings(_ node: ConfigNode, baseDirectory: String = ".",
+                                    environment: (String) -> String? = { ProcessInfo.processInfo.environment[$0] }) -> RateLimitSettings {
         var s = RateLimitSettings()
         guard node.isPresent, node.object() != nil else { return s }
         node.rejectUnknownKeys(["table_slots", "redis", "comment"])
         if let v = node["table_slots"].int(min: 64, max: 1 << 26) { s.tableSlots = Int(v) }
         let r = node["redis"]
         guard r.isPresent, r.object() != nil else { return s }
-        r.rejectUnknownKeys(["host", "port", "namespace", "timeout_ms", "instances", "retry_ms"])
-        var redis = RedisSettings()
-        if let v = r["host"].nonEmptyString() { redis.host = v }
-        if let v = r["port"].int(min: 1, max: 65_535) { redis.port = Int(v) }
-        if let v = r["namespace"].nonEmptyString() {
-            if v.contains(where: { $0 == " " || $0 == "\n" || $0 == "\r" }) {
-                r["namespace"].fail("must not contain spaces or line breaks")
-            } else {
-                redis.namespace = v
-            }
-        }
-        if let v = r["timeout_ms"].int(min: 1, max: 10_000) { redis.timeoutMs = Int(v) }
-        if let v = r["instances"].int(min: 1, max: 10_000) { redis.instances = Int(v) }
-        if let v = r["retry_ms"].int(min: 10, max: 600_000) { redis.retryMs = Int(v) }
-        s.redis = redis
+        s.redis = RedisSettingsReader.read(r, baseDirectory: baseDirectory, environment: environment)
         return s
     }
 

@@ -16,16 +16,30 @@ import PortcullisCore
 /// unreachable, every pending command fails at once and the connection is dropped; the next
 /// command connects again (the limiter sends none during its `retry_ms` interval).
 ///
-/// Every new connection starts with `SCRIPT LOAD`, pipelined ahead of the requests, so the
-/// script exists for them even on a restarted Redis. Until the first load has answered with
-/// the script's SHA1, requests carry the script itself (`EVAL`); a `NOSCRIPT` answer
-/// (`SCRIPT FLUSH` mid-connection) is repaired by loading again and retrying the request once.
+/// Every new connection starts with `AUTH` (when a password is configured) and `SCRIPT LOAD`,
+/// pipelined ahead of the requests, so nothing waits for them and the script exists even on a
+/// restarted Redis. An `AUTH` error gives the connection up: its requests fail with the reason
+/// Redis gave. Until the first load has answered with the script's SHA1, requests carry the
+/// script itself (`EVAL`); a `NOSCRIPT` answer (`SCRIPT FLUSH` mid-connection) is repaired by
+/// loading again and retrying the request once. A `READONLY` answer (the server was demoted to
+/// a replica) gives the connection up too.
+///
+/// With sentinels, each new connection is preceded by asking them in turn, on the loop, for
+/// the master's address (`SENTINEL get-master-addr-by-name`); commands sent meanwhile wait in
+/// the store, within their own deadlines. So after any loss of the connection the store
+/// follows whatever master the sentinels name.
 public final class RedisRateLimitStore: RemoteRateLimitStore {
     public let settings: RedisSettings
     /// The loop that runs the connection; the store is used only on its thread.
     public let loop: EventLoop
     let timeoutNanos: UInt64
     private var connection: RedisConnection?
+    /// The sentinel being asked for the master (sentinel endpoint, no connection yet).
+    private var discovery: RedisConnection?
+    /// Commands sent while the master is being discovered, in order.
+    private var waiting = Fifo<(args: [String], command: Command, deadline: UInt64)>()
+    /// The sentinel asked first: the last one that named the master.
+    private var sentinelIndex = 0
     /// From the first `SCRIPT LOAD` answer; the SHA1 of the script, the same on every Redis.
     fileprivate(set) var scriptSHA: String?
 
@@ -36,7 +50,11 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         self.timeoutNanos = UInt64(max(1, settings.timeoutMs)) * 1_000_000
     }
 
-    deinit { connection?.fail("the store was released") }
+    deinit {
+        connection?.fail("the store was released")
+        discovery?.fail("the store was released")
+        failWaiting(RateLimitStoreError("redis: the store was released"))
+    }
 
     /// The Redis key of a counter.
     public func redisKey(_ key: RateLimitKey) -> String {
@@ -57,8 +75,8 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         run("r", key, params, now, cost, completion: nil)
     }
 
-    /// Commands sent and not answered yet.
-    public var inFlight: Int { connection?.pending.count ?? 0 }
+    /// Commands sent and not answered yet (those waiting for a sentinel's answer included).
+    public var inFlight: Int { (connection?.pending.count ?? 0) + waiting.count }
 
     /// Drops the connection, failing every command in flight; the next command reconnects.
     public func disconnect() { connection?.fail("disconnected") }
@@ -74,6 +92,7 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
 
     /// What a command in flight is, so its answer goes to the right place.
     enum Command {
+        case auth
         case load
         case script(ScriptCall)
         case raw((Result<Reply, RateLimitStoreError>) -> Void)
@@ -83,6 +102,7 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         case string(String)
         case integer(Int64)
         case array([Int64])
+        case strings([String])
         case error(String)
         case other
     }
@@ -96,46 +116,119 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
 
     /// Any command, answered through `completion` (tests and diagnostics: `PTTL`, `SCRIPT FLUSH`).
     func command(_ args: [String], completion: @escaping (Result<Reply, RateLimitStoreError>) -> Void) {
-        let c: RedisConnection
-        switch connected() {
-        case .success(let open): c = open
-        case .failure(let error): return completion(.failure(error))
-        }
-        if let error = c.send(args, .raw(completion), deadline: EventLoop.monotonicNanos() &+ timeoutNanos) {
+        if let error = send(args, .raw(completion), deadline: EventLoop.monotonicNanos() &+ timeoutNanos) {
             completion(.failure(error))
         }
     }
 
     private func sendScript(_ call: ScriptCall, deadline: UInt64) {
-        let c: RedisConnection
-        switch connected() {
-        case .success(let open): c = open
-        case .failure(let error):
-            call.completion?(.failure(error))
-            return
-        }
         let args = scriptSHA.map { ["EVALSHA", $0, "1"] } ?? ["EVAL", RedisRateLimitScript.source, "1"]
-        if let error = c.send(args + call.tail, .script(call), deadline: deadline) {
+        if let error = send(args + call.tail, .script(call), deadline: deadline) {
             call.completion?(.failure(error))
         }
     }
 
-    /// The open connection, or a new one (its `SCRIPT LOAD` already queued).
-    private func connected() -> Result<RedisConnection, RateLimitStoreError> {
-        if let connection { return .success(connection) }
-        guard let ac = redisAsyncConnect(settings.host, Int32(settings.port)) else {
-            return .failure(RateLimitStoreError("redis: cannot allocate a connection"))
+    /// Queues one command on the open connection, on a new one, or behind the sentinel being
+    /// asked for the master; nil when queued, else why not (its completion is not called).
+    private func send(_ args: [String], _ command: Command, deadline: UInt64) -> RateLimitStoreError? {
+        if let connection { return connection.send(args, command, deadline: deadline) }
+        if discovery == nil {
+            switch settings.endpoint {
+            case .tcp, .unix:
+                switch open(settings.endpoint) {
+                case .success(let c): return c.send(args, command, deadline: deadline)
+                case .failure(let error): return error
+                }
+            case .sentinel(let sentinels, let name):
+                waiting.push((args, command, deadline))
+                ask(sentinels, masterName: name, attempt: 0, deadline: deadline, reasons: [])
+                return nil
+            }
         }
-        if ac.pointee.err != 0 {
-            let message = ac.pointee.errstr.map { String(cString: $0) } ?? "error \(ac.pointee.err)"
-            redisAsyncFree(ac)
-            return .failure(RateLimitStoreError("redis: connect to \(settings.host):\(settings.port): \(message)"))
+        waiting.push((args, command, deadline))
+        return nil
+    }
+
+    /// A new connection to the master, `AUTH` and `SCRIPT LOAD` already queued on it.
+    private func open(_ endpoint: RedisEndpoint) -> Result<RedisConnection, RateLimitStoreError> {
+        let c: RedisConnection
+        switch RedisConnection.connect(endpoint, store: self) {
+        case .success(let open): c = open
+        case .failure(let error): return .failure(error)
         }
-        let c = RedisConnection(store: self, context: ac)
         connection = c
-        // Pipelined ahead of every request of this connection: nothing waits for it.
-        _ = c.send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
+        // Pipelined ahead of every request of this connection: nothing waits for them.
+        let deadline = EventLoop.monotonicNanos() &+ timeoutNanos
+        if let password = settings.password {
+            _ = c.send(settings.username.map { ["AUTH", $0, password.secret] } ?? ["AUTH", password.secret], .auth, deadline: deadline)
+        }
+        _ = c.send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: deadline)
         return .success(c)
+    }
+
+    /// Asks the sentinels in turn, from the one that answered last, for the master's address,
+    /// then connects to it with the commands that waited; all within `deadline` (the first
+    /// waiting command's), else every waiting command fails with each sentinel's reason.
+    private func ask(_ sentinels: [RedisAddress], masterName: String, attempt: Int, deadline: UInt64, reasons: [String]) {
+        guard attempt < sentinels.count, EventLoop.monotonicNanos() < deadline else {
+            let why = reasons.isEmpty ? "no answer within \(settings.timeoutMs) ms" : reasons.joined(separator: "; ")
+            return failWaiting(RateLimitStoreError("redis: no sentinel named the master \"\(masterName)\" (\(why))"))
+        }
+        let index = (sentinelIndex + attempt) % sentinels.count
+        let sentinel = sentinels[index]
+        let next = { [unowned self] (reason: String) in
+            let why = reason.hasPrefix("redis: ") ? reason.dropFirst(7) : Substring(reason)
+            ask(sentinels, masterName: masterName, attempt: attempt + 1, deadline: deadline, reasons: reasons + ["\(sentinel): \(why)"])
+        }
+        let c: RedisConnection
+        switch RedisConnection.connect(.tcp(sentinel), store: self) {
+        case .success(let open): c = open
+        case .failure(let error): return next(error.message)
+        }
+        discovery = c
+        let question = ["SENTINEL", "get-master-addr-by-name", masterName]
+        let error = c.send(question, .raw({ [weak self] answer in
+            guard let self else { return }
+            discovery = nil
+            if case .success = answer { c.fail("asked") }  // a failure means hiredis is freeing it already
+            switch answer {
+            case .success(.strings(let parts)) where parts.count == 2:
+                guard let port = Int(parts[1]), port > 0, port < 65_536 else { return next("unexpected answer \(parts)") }
+                sentinelIndex = index
+                connectWaiting(RedisAddress(host: parts[0], port: port))
+            case .success(.error(let message)):
+                next(message)
+            case .success:
+                next("does not know the master \"\(masterName)\"")
+            case .failure(let error):
+                next(error.message)
+            }
+        }), deadline: deadline)
+        if let error {
+            discovery = nil
+            c.fail("unused")
+            next(error.message)
+        }
+    }
+
+    /// The sentinels named the master: the waiting commands go to a new connection to it.
+    private func connectWaiting(_ master: RedisAddress) {
+        switch open(.tcp(master)) {
+        case .failure(let error):
+            failWaiting(error)
+        case .success(let c):
+            var queued = waiting
+            waiting = Fifo()
+            while let (args, command, deadline) = queued.pop() {
+                if let error = c.send(args, command, deadline: deadline) { answered(command, .failure(error), deadline: deadline, from: nil) }
+            }
+        }
+    }
+
+    private func failWaiting(_ error: RateLimitStoreError) {
+        var queued = waiting
+        waiting = Fifo()
+        while let (_, command, deadline) = queued.pop() { answered(command, .failure(error), deadline: deadline, from: nil) }
     }
 
     /// Called once per connection, when it is closing.
@@ -143,9 +236,14 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         if connection === c { connection = nil }
     }
 
-    /// Routes one answer (or the failure that replaces it) to whoever waits for it.
-    fileprivate func answered(_ command: Command, _ answer: Result<Reply, RateLimitStoreError>, deadline: UInt64) {
+    /// Routes one answer (or the failure that replaces it) to whoever waits for it; `from` is
+    /// the connection that read it (nil when it never reached one).
+    fileprivate func answered(_ command: Command, _ answer: Result<Reply, RateLimitStoreError>, deadline: UInt64,
+                              from: RedisConnection?) {
         switch command {
+        case .auth:
+            // The reason Redis gives (WRONGPASS …, or an unknown user) never holds the password.
+            if case .success(.error(let message)) = answer { from?.fail("authentication failed: \(message)") }
         case .load:
             if case .success(.string(let sha)) = answer { scriptSHA = sha }
         case .raw(let completion):
@@ -158,11 +256,12 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
                 // The script was flushed: load it again ahead of the retry, which keeps the
                 // request's deadline (no request waits longer than the timeout).
                 call.retried = true
-                if case .success(let c) = connected() {
-                    _ = c.send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: deadline)
-                }
+                _ = send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: deadline)
                 sendScript(call, deadline: deadline)
             case .success(.error(let message)):
+                // A master demoted by a failover: reconnect (through the sentinels) rather than
+                // keep writing to a replica.
+                if message.hasPrefix("READONLY") { from?.fail("the server became a replica (READONLY)") }
                 call.completion?(.failure(RateLimitStoreError("redis: \(message)")))
             case .success:
                 call.completion?(.failure(RateLimitStoreError("redis: unexpected reply to EVALSHA")))
@@ -217,6 +316,29 @@ final class RedisConnection: LoopHandler {
         context.pointee.ev.cleanup = { RedisConnection.from($0).cleanup() }
     }
 
+    /// Starts connecting to `endpoint` (`.tcp` or `.unix`); a failure when hiredis refused at once.
+    static func connect(_ endpoint: RedisEndpoint, store: RedisRateLimitStore) -> Result<RedisConnection, RateLimitStoreError> {
+        let context: UnsafeMutablePointer<redisAsyncContext>?
+        let label: String
+        switch endpoint {
+        case .tcp(let address):
+            context = redisAsyncConnect(address.host, Int32(address.port))
+            label = address.description
+        case .unix(let path):
+            context = redisAsyncConnectUnix(path)
+            label = "unix:" + path
+        case .sentinel:
+            preconditionFailure("a sentinel endpoint is resolved to an address first")
+        }
+        guard let ac = context else { return .failure(RateLimitStoreError("redis: cannot allocate a connection")) }
+        if ac.pointee.err != 0 {
+            let message = ac.pointee.errstr.map { String(cString: $0) } ?? "error \(ac.pointee.err)"
+            redisAsyncFree(ac)
+            return .failure(RateLimitStoreError("redis: connect to \(label): \(message)"))
+        }
+        return .success(RedisConnection(store: store, context: ac))
+    }
+
     private static func from(_ data: UnsafeMutableRawPointer?) -> RedisConnection {
         Unmanaged<RedisConnection>.fromOpaque(data!).takeUnretainedValue()
     }
@@ -246,7 +368,7 @@ final class RedisConnection: LoopHandler {
         }
         if pending.isEmpty { loop.cancel(deadlineTimer) }
         if let store {
-            store.answered(command, result, deadline: deadline)
+            store.answered(command, result, deadline: deadline, from: self)
         } else if case .script(let call) = command {
             // Only while the store is being released; its requests still get an answer.
             call.completion?(.failure(RateLimitStoreError("redis: the store was released")))
@@ -374,13 +496,23 @@ final class RedisConnection: LoopHandler {
             var values: [Int64] = []
             values.reserveCapacity(reply.elements)
             for i in 0..<reply.elements {
-                guard let e = reply.element[i]?.pointee, e.type == REDIS_REPLY_INTEGER else { return .other }
+                guard let e = reply.element[i]?.pointee, e.type == REDIS_REPLY_INTEGER else { return parseStrings(reply) }
                 values.append(Int64(e.integer))
             }
             return .array(values)
         default:
             return .other
         }
+    }
+
+    /// An array of strings (a sentinel's answer), else `.other`.
+    private static func parseStrings(_ reply: redisReply) -> RedisRateLimitStore.Reply {
+        var values: [String] = []
+        for i in 0..<reply.elements {
+            guard let e = reply.element[i]?.pointee, e.type == REDIS_REPLY_STRING else { return .other }
+            values.append(String(cString: e.str))
+        }
+        return .strings(values)
     }
 
     /// `args` as hiredis's argv/argvlen, from one buffer (hiredis copies them into its output).

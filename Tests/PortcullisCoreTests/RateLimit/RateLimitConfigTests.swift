@@ -34,8 +34,7 @@ final class RateLimitConfigTests: XCTestCase {
             {"table_slots": 4096, "redis": {"host": "10.0.0.5", "port": 6380, "namespace": "gw", "timeout_ms": 30, "instances": 3}}
             """))
         XCTAssertEqual(config.rateLimit.tableSlots, 4096)
-        XCTAssertEqual(config.rateLimit.redis?.host, "10.0.0.5")
-        XCTAssertEqual(config.rateLimit.redis?.port, 6380)
+        XCTAssertEqual(config.rateLimit.redis?.endpoint, .tcp(RedisAddress(host: "10.0.0.5", port: 6380)))
         XCTAssertEqual(config.rateLimit.redis?.namespace, "gw")
         XCTAssertEqual(config.rateLimit.redis?.timeoutMs, 30)
         XCTAssertEqual(config.rateLimit.redis?.instances, 3)

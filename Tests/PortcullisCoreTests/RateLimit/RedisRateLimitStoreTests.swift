@@ -8,8 +8,21 @@ final class RedisServerProcess {
     let port: Int
     private var process: Process?
 
-    init() throws {
+    /// The command line after `redis-server`, given the port.
+    private let arguments: (Int) -> [String]
+
+    /// A plain Redis without persistence; `extra` adds directives (an ACL user, a unix socket).
+    convenience init(extra: [String] = []) throws {
+        try self.init(arguments: { port in
+            ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", NSTemporaryDirectory()] + extra
+        })
+    }
+
+    /// Any redis-server (a sentinel: its config file and `--sentinel`) listening on `port`.
+    init(arguments: @escaping (Int) -> [String]) throws {
         port = try Self.freePort()
+        self.arguments = arguments
         try start()
     }
 
@@ -32,8 +45,7 @@ final class RedisServerProcess {
     func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try Self.executable())
-        p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                       "--daemonize", "no", "--dir", NSTemporaryDirectory()]
+        p.arguments = arguments(port)
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -125,7 +137,7 @@ final class RedisRateLimitStoreTests: XCTestCase {
     func settings() throws -> RedisSettings {
         if Self.server == nil { Self.server = try RedisServerProcess() }
         var s = RedisSettings()
-        s.port = Self.server!.port
+        s.endpoint = .tcp(RedisAddress(host: "127.0.0.1", port: Self.server!.port))
         s.namespace = "pc-test"
         s.timeoutMs = 50
         return s
@@ -275,7 +287,7 @@ final class RedisRateLimitStoreTests: XCTestCase {
             fillers.append(c)
         }
         usleep(20_000)
-        s.port = Int(UInt16(bigEndian: addr.sin_port))
+        s.endpoint = .tcp(RedisAddress(host: "127.0.0.1", port: Int(UInt16(bigEndian: addr.sin_port))))
         s.timeoutMs = 100
         let redis = LoopDrivenRedisStore(settings: s)
         let start = Date()
