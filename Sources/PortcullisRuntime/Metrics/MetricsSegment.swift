@@ -27,54 +27,42 @@ public final class MetricsSegment: @unchecked Sendable {
     /// Creates a fresh, zeroed file (master, at start), built under a temporary name and
     /// renamed into place.
     public static func create(path: String) throws(MetricsSegmentError) -> MetricsSegment {
-        let tmp = path + ".tmp.\(getpid())"
-        let fd = Glibc.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw MetricsSegmentError("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard ftruncate(fd, off_t(MetricsLayout.fileBytes)) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw MetricsSegmentError("cannot size \(tmp): \(String(cString: strerror(e)))")
+        do {
+            let base = try MappedWords.create(path: path, bytes: MetricsLayout.fileBytes) { words in
+                typealias H = MetricsLayout.Header
+                words[H.version.rawValue] = MetricsLayout.version
+                words[H.routeSlots.rawValue] = UInt64(MetricsLayout.routeSlots)
+                words[H.limitSlots.rawValue] = UInt64(MetricsLayout.limitSlots)
+                words[H.blockCount.rawValue] = UInt64(MetricsLayout.blockCount)
+                words[H.masterPid.rawValue] = UInt64(getpid())
+                words[H.startedUnix.rawValue] = UInt64(time(nil))
+                pc_atomic_store_u64(words, MetricsLayout.magic)  // last: whoever sees the magic sees the rest
+            }
+            return MetricsSegment(path: path, base: base)
+        } catch {
+            throw MetricsSegmentError(error.description)
         }
-        let segment = try map(fd: fd, path: path)
-        typealias H = MetricsLayout.Header
-        segment.base[H.version.rawValue] = MetricsLayout.version
-        segment.base[H.routeSlots.rawValue] = UInt64(MetricsLayout.routeSlots)
-        segment.base[H.limitSlots.rawValue] = UInt64(MetricsLayout.limitSlots)
-        segment.base[H.blockCount.rawValue] = UInt64(MetricsLayout.blockCount)
-        segment.base[H.masterPid.rawValue] = UInt64(getpid())
-        segment.base[H.startedUnix.rawValue] = UInt64(time(nil))
-        pc_atomic_store_u64(segment.base, MetricsLayout.magic)  // last: whoever sees the magic sees the rest
-        guard rename(tmp, path) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw MetricsSegmentError("cannot rename \(tmp) to \(path): \(String(cString: strerror(e)))")
-        }
-        return segment
     }
 
     /// Maps the file the master created (workers, the CLI).
     public static func open(path: String) throws(MetricsSegmentError) -> MetricsSegment {
-        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { throw MetricsSegmentError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, Int(st.st_size) == MetricsLayout.fileBytes else {
+        let mapped: (base: UnsafeMutablePointer<UInt64>, bytes: Int)?
+        do {
+            mapped = try MappedWords.open(path: path, minimumBytes: MetricsLayout.fileBytes)
+        } catch {
+            throw MetricsSegmentError(error.description)
+        }
+        guard let mapped else { throw MetricsSegmentError("\(path) is not a version \(MetricsLayout.version) metrics file (too small)") }
+        guard mapped.bytes == MetricsLayout.fileBytes else {
+            munmap(mapped.base, mapped.bytes)
             throw MetricsSegmentError("\(path) is not a version \(MetricsLayout.version) metrics file (size)")
         }
-        let segment = try map(fd: fd, path: path)
+        let segment = MetricsSegment(path: path, base: mapped.base)
         guard pc_atomic_load_u64(segment.base) == MetricsLayout.magic,
               segment.base[MetricsLayout.Header.version.rawValue] == MetricsLayout.version else {
             throw MetricsSegmentError("\(path) is not a version \(MetricsLayout.version) metrics file")
         }
         return segment
-    }
-
-    private static func map(fd: Int32, path: String) throws(MetricsSegmentError) -> MetricsSegment {
-        guard let raw = mmap(nil, MetricsLayout.fileBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), raw != MAP_FAILED else {
-            throw MetricsSegmentError("cannot map \(path): \(String(cString: strerror(errno)))")
-        }
-        return MetricsSegment(path: path, base: raw.bindMemory(to: UInt64.self, capacity: MetricsLayout.fileWords))
     }
 
     private init(path: String, base: UnsafeMutablePointer<UInt64>) {

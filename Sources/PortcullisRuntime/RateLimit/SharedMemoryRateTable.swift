@@ -58,52 +58,35 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
     /// renamed into place, so a process still mapping an older table keeps a consistent one.
     public static func create(path: String, slots: Int) throws(SharedMemoryRateTableError) -> SharedMemoryRateTable {
         guard slots >= probeLength else { throw SharedMemoryRateTableError("a table needs at least \(probeLength) slots") }
-        let tmp = path + ".tmp.\(getpid())"
-        let fd = Glibc.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SharedMemoryRateTableError("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
         let size = fileSize(slots: slots)
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw SharedMemoryRateTableError("cannot size \(tmp) to \(size) bytes: \(String(cString: strerror(e)))")
+        do {
+            let base = try MappedWords.create(path: path, bytes: size) { words in
+                words[Header.version.rawValue] = version
+                words[Header.slots.rawValue] = UInt64(slots)
+                pc_atomic_store_u64(words, magic)  // last: a reader that sees the magic sees the rest
+            }
+            return SharedMemoryRateTable(path: path, base: base, size: size, slots: slots)
+        } catch {
+            throw SharedMemoryRateTableError(error.description)
         }
-        let table = try map(fd: fd, size: size, path: path)
-        table.base[Header.version.rawValue] = version
-        table.base[Header.slots.rawValue] = UInt64(slots)
-        pc_atomic_store_u64(table.base, magic)  // last: a reader that sees the magic sees the rest
-        guard rename(tmp, path) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw SharedMemoryRateTableError("cannot rename \(tmp) to \(path): \(String(cString: strerror(e)))")
-        }
-        return table
     }
 
     /// Maps the table the master created (workers).
     public static func open(path: String) throws(SharedMemoryRateTableError) -> SharedMemoryRateTable {
-        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { throw SharedMemoryRateTableError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_size >= headerWords * 8 else {
-            throw SharedMemoryRateTableError("\(path) is not a rate-limit table (too small)")
+        let mapped: (base: UnsafeMutablePointer<UInt64>, bytes: Int)?
+        do {
+            mapped = try MappedWords.open(path: path, minimumBytes: headerWords * 8)
+        } catch {
+            throw SharedMemoryRateTableError(error.description)
         }
-        let table = try map(fd: fd, size: Int(st.st_size), path: path)
+        guard let (words, size) = mapped else { throw SharedMemoryRateTableError("\(path) is not a rate-limit table (too small)") }
+        let slots = words[Header.slots.rawValue] == 0 ? (size / 8 - headerWords) / slotWords : Int(words[Header.slots.rawValue])
+        let table = SharedMemoryRateTable(path: path, base: words, size: size, slots: slots)
         guard pc_atomic_load_u64(table.base) == magic, table.base[Header.version.rawValue] == version,
-              fileSize(slots: table.slots) == Int(st.st_size) else {
+              fileSize(slots: table.slots) == size else {
             throw SharedMemoryRateTableError("\(path) is not a version \(version) rate-limit table")
         }
         return table
-    }
-
-    private static func map(fd: Int32, size: Int, path: String) throws(SharedMemoryRateTableError) -> SharedMemoryRateTable {
-        guard let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), raw != MAP_FAILED else {
-            throw SharedMemoryRateTableError("cannot map \(path): \(String(cString: strerror(errno)))")
-        }
-        let words = raw.bindMemory(to: UInt64.self, capacity: size / 8)
-        let slots = words[Header.slots.rawValue] == 0 ? (size / 8 - headerWords) / slotWords : Int(words[Header.slots.rawValue])
-        return SharedMemoryRateTable(path: path, base: words, size: size, slots: slots)
     }
 
     private init(path: String, base: UnsafeMutablePointer<UInt64>, size: Int, slots: Int) {
