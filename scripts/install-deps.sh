@@ -5,9 +5,12 @@
 # BENCH=1 (make bench) adds what only the benchmark needs; `make test` and CI never install it.
 set -euo pipefail
 
+# redis-server also runs the tests' sentinels (`redis-server --sentinel`: no redis-sentinel
+# package needed); redis-tools has the redis-cli they use; stunnel4 is the TLS tunnel to Redis
+# that docs/rate-limiting.md recommends (hiredis 0.14 has no TLS), tested.
 apt_packages=(
     libfcgi-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev libhttp-parser-dev
-    nginx-light redis-server wrk pkg-config openssl
+    nginx-light redis-server redis-tools stunnel4 wrk pkg-config openssl
     python3 python3-pytest python3-requests python3-cryptography
     python3-prometheus-client chromium
 )

@@ -21,11 +21,21 @@ public struct PluginSet: Sendable {
     /// are ignored). Every file is parsed and validated; all issues are thrown together, each
     /// with file, JSON pointer and reason. Only a fully valid set is returned.
     public static func load(directory: String, defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
+        let loaded = loadReportingAll(directory: directory, defaultMaxBodyBytes: defaultMaxBodyBytes)
+        if !loaded.issues.isEmpty { throw ConfigErrors(loaded.issues) }
+        return loaded.set
+    }
+
+    /// What `load` reads, with every issue instead of throwing: the valid rule sets, and the
+    /// names every rule set declared (valid or not), so that route references can be checked
+    /// in the same run as the rule files.
+    public static func loadReportingAll(directory: String, defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes)
+        -> (set: PluginSet, issues: [ConfigIssue], declaredNames: Set<String>) {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: directory)
         } catch {
-            throw ConfigErrors([ConfigIssue(file: directory, pointer: "", message: "cannot read the plugins directory")])
+            return (.empty, [ConfigIssue(file: directory, pointer: "", message: "cannot read the plugins directory")], [])
         }
         var files: [(path: String, bytes: [UInt8])] = []
         var issues: [ConfigIssue] = []
@@ -40,20 +50,23 @@ public struct PluginSet: Sendable {
             }
             files.append((path, Array(data)))
         }
-        let set: PluginSet
-        do throws(ConfigErrors) {
-            set = try parse(files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
-        } catch {
-            throw ConfigErrors(issues + error.issues)
-        }
-        if !issues.isEmpty { throw ConfigErrors(issues) }
-        return set
+        let parsed = parseReportingAll(files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
+        return (parsed.set, issues + parsed.issues, parsed.declaredNames)
     }
 
     /// Parses and validates rule files given as bytes (`path` is used in messages only).
     public static func parse(files: [(path: String, bytes: [UInt8])],
                              defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
+        let parsed = parseReportingAll(files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
+        if !parsed.issues.isEmpty { throw ConfigErrors(parsed.issues) }
+        return parsed.set
+    }
+
+    /// `parse` with every issue instead of throwing, and the names every rule set declared.
+    public static func parseReportingAll(files: [(path: String, bytes: [UInt8])], defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes)
+        -> (set: PluginSet, issues: [ConfigIssue], declaredNames: Set<String>) {
         var issues: [ConfigIssue] = []
+        var declared = Set<String>()
         var transforms: [String: TransformRuleSet] = [:]
         var firstSeen: [String: String] = [:]
         for file in files {
@@ -78,6 +91,7 @@ public struct PluginSet: Sendable {
             }
             for node in nodes {
                 guard node.object(required: true) != nil else { continue }
+                if let name = node["name"].value?.stringValue { declared.insert(name) }
                 guard let type = node["type"].nonEmptyString(required: true) else { continue }
                 guard type == "transform" else {
                     node["type"].fail("unknown plugin type \"\(type)\" (known: \(knownTypes.joined(separator: ", ")))")
@@ -94,16 +108,21 @@ public struct PluginSet: Sendable {
             }
             issues += diagnostics.issues
         }
-        if !issues.isEmpty { throw ConfigErrors(issues) }
-        return PluginSet(transforms: transforms)
+        return (PluginSet(transforms: transforms), issues, declared)
     }
 
     /// Issues for routes that name a rule set this set does not have, reported against the
     /// gateway config file (`config/portcullis.json: /routes/2/plugins/0: unknown plugin rule set "x"`).
     public func validate(routeReferences routes: [RouteConfig], configFile: String) -> [ConfigIssue] {
+        Self.validate(routeReferences: routes, declared: Set(transforms.keys), configFile: configFile)
+    }
+
+    /// Issues for routes that name a rule set no rule file declares (a declared rule set with
+    /// errors of its own is reported by its file, not again by every route naming it).
+    public static func validate(routeReferences routes: [RouteConfig], declared: Set<String>, configFile: String) -> [ConfigIssue] {
         var issues: [ConfigIssue] = []
         for route in routes {
-            for (i, name) in route.plugins.enumerated() where transforms[name] == nil {
+            for (i, name) in route.plugins.enumerated() where !declared.contains(name) {
                 issues.append(ConfigIssue(file: configFile, pointer: "/routes/\(route.index)/plugins/\(i)",
                                           message: "unknown plugin rule set \"\(name)\""))
             }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import socket
+import signal
 import socketserver
 import subprocess
 import threading
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from harness import Gateway, ManagedProcess, RedisServer, assert_problem, free_port, wait_until
@@ -40,9 +41,10 @@ def acl_args(namespace: str) -> list[str]:
             "--user", ADMIN[0], "on", f">{ADMIN[1]}", "~*", "&*", "+@all"]
 
 
-def redis_cli(port: int, *args: str) -> list[str]:
-    """One command through redis-cli (raw output, one line per element)."""
-    result = subprocess.run(["redis-cli", "-p", str(port), "--raw", *args], capture_output=True, text=True, timeout=5)
+def redis_cli(port: int, *args: str, auth: tuple[str, str] | None = None) -> list[str]:
+    """One command through redis-cli (raw output, one word per element)."""
+    login = ["--user", auth[0], "--pass", auth[1], "--no-auth-warning"] if auth else []
+    result = subprocess.run(["redis-cli", "-p", str(port), *login, "--raw", *args], capture_output=True, text=True, timeout=5)
     return result.stdout.split()
 
 
@@ -146,6 +148,44 @@ def test_wrong_password_is_a_store_failure(make_gateway: Callable[..., Gateway],
     assert_no_secret(gw, wrong)
 
 
+def test_reload_reads_the_password_file_again(make_gateway: Callable[..., Gateway],
+                                              make_redis: Callable[..., RedisServer]) -> None:
+    """A wrong password fixed in the file takes effect with `portcullis reload` (new connections
+    authenticate with it); a reload whose password file is gone is refused with the reason and
+    the running generation keeps counting in Redis."""
+    redis = make_redis(extra_args=acl_args("pc-reload"), auth=ADMIN)
+    window = window_with_headroom(30)
+    gw = make_gateway({"rate_limit": {"redis": {"host": "127.0.0.1", "port": redis.port, "namespace": "pc-reload",
+                                                "username": USER, "password_file": "redis.pass", "retry_ms": 60000}},
+                       "routes": [limited_route("rl", limit("rl", "fixed_window", 3, window, store="redis",
+                                                            on_store_failure="closed"))]},
+                      workers=2, threads=1, start=False)
+    password_file = gw.config_path.parent / "redis.pass"
+    password_file.write_text("not-" + PASSWORD)
+    gw.start()
+    assert_problem(gw.get("/rl/x", headers={CLIENT_HEADER: fresh_key("before")}, timeout=10), 503,
+                   "rate-limit-store-unavailable")
+
+    password_file.write_text(PASSWORD + "\n")
+    generation = gw.status()["generation"]
+    result = gw.cli("reload")
+    assert result.returncode == 0, result.stdout + result.stderr
+    gw.wait_for_workers(lambda ws: len(ws) == gw.workers and all(w["generation"] > generation for w in ws),
+                        timeout=15, what="the new generation of workers")
+    statuses, ids = send(gw, "/rl/x", fresh_key("after"), 4)
+    assert statuses == [200, 200, 200, 429], statuses
+    assert all(not d.endswith(":closed") for d in decided_by(gw, ids))
+
+    password_file.unlink()
+    result = gw.cli("reload")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"/rate_limit/redis/password_file: cannot read {password_file}" in result.stderr, result.stderr
+    statuses, _ = send(gw, "/rl/x", fresh_key("kept"), 4)
+    assert statuses == [200, 200, 200, 429], "the running generation keeps its connections and password"
+    assert redis_int(redis, "KEYS", "pc-reload:rl:*") == 2
+    assert_no_secret(gw, PASSWORD)
+
+
 # -- 2. unix socket --------------------------------------------------------------------------------
 
 
@@ -179,6 +219,65 @@ def test_tls_and_bad_settings_are_refused_with_the_reason(make_gateway: Callable
     assert "/rate_limit/redis/socket: must be an absolute path" in out, out
     assert "/rate_limit/redis/password_file: " in out and "holds more than one line" in out, out
     assert secret not in out
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def test_tls_redis_through_stunnel(make_gateway: Callable[..., Gateway], make_redis: Callable[..., RedisServer],
+                                   test_root: Path) -> None:
+    """The documented way to a Redis that only speaks TLS: stunnel in client mode (CA checked,
+    client certificate presented) with its plain end on a unix socket, the store on that socket,
+    AUTH inside the tunnel. The gateway's connection reaches Redis on its TLS port."""
+    pki = test_root / f"tls-{uuid.uuid4().hex[:8]}"
+    pki.mkdir()
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=portcullis-test-ca", cwd=pki)
+    (pki / "ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, cn in (("server", "localhost"), ("client", "gateway")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=pki)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", *(["-extfile", "ext"] if name == "server" else []), cwd=pki)
+    tls_port = free_port()
+    # The plain port stays for the test's own commands; the gateway only reaches the TLS one.
+    redis = make_redis(extra_args=[*acl_args("pc-tls"), "--tls-port", str(tls_port), "--tls-cert-file", str(pki / "server.pem"),
+                                   "--tls-key-file", str(pki / "server.key"), "--tls-ca-cert-file", str(pki / "ca.pem"),
+                                   "--tls-auth-clients", "yes"], auth=ADMIN)
+    plain_end = pki / "redis.sock"
+    (pki / "stunnel.conf").write_text(f"""foreground = yes
+pid =
+[redis]
+client = yes
+accept = {plain_end}
+connect = 127.0.0.1:{tls_port}
+verifyChain = yes
+CAfile = {pki / "ca.pem"}
+checkHost = localhost
+cert = {pki / "client.pem"}
+key = {pki / "client.key"}
+""")
+    tunnel = ManagedProcess("stunnel", ["stunnel", str(pki / "stunnel.conf")], pki).start()
+    try:
+        wait_until(lambda: plain_end.exists() or None, 10, "stunnel to listen", on_timeout=tunnel.output_tail)
+        window = window_with_headroom(20)
+        gw = make_gateway({"rate_limit": {"redis": {"socket": str(plain_end), "namespace": "pc-tls", "timeout_ms": 1000,
+                                                    "username": USER, "password_file": "redis.pass"}},
+                           "routes": [limited_route("tls", limit("tls", "fixed_window", 3, window, store="redis",
+                                                                 on_store_failure="closed"))]},
+                          workers=1, threads=2, start=False)
+        (gw.config_path.parent / "redis.pass").write_text(PASSWORD)
+        gw.start()
+        statuses, ids = send(gw, "/tls/x", fresh_key("tls"), 4)
+        assert statuses == [200, 200, 200, 429], statuses
+        assert all(not d.endswith(":closed") for d in decided_by(gw, ids)), decided_by(gw, ids)
+        assert redis_int(redis, "KEYS", "pc-tls:rl:*") == 1
+        clients = subprocess.run(["redis-cli", "-p", str(redis.port), "--user", ADMIN[0], "--pass", ADMIN[1], "--no-auth-warning",
+                                  "CLIENT", "LIST"], capture_output=True, text=True, timeout=5).stdout
+        assert re.search(rf"laddr=127\.0\.0\.1:{tls_port} .*user={USER}\b", clients), clients
+        assert "Certificate accepted" in tunnel.stderr_path.read_text() + tunnel.stdout_path.read_text()
+    finally:
+        tunnel.stop()
 
 
 # -- 4. Sentinel -----------------------------------------------------------------------------------
@@ -314,10 +413,12 @@ class Sentinel:
         self.process.stop()
 
 
+@pytest.mark.parametrize("how", ["sentinel-failover", "master-killed"])
 def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make_redis: Callable[..., RedisServer],
-                                      test_root: Path) -> None:
-    """A master, its replica and a real sentinel; `SENTINEL FAILOVER` under load: every request
-    is answered within its policy (`local`: 200/429, `closed`: 200/429/503), none hangs, a key at
+                                      how: str) -> None:
+    """A master, its replica and a real sentinel; a failover under load (`SENTINEL FAILOVER`, or
+    the master killed and the sentinel promoting the replica on its own): every request is
+    answered within its policy (`local`: 200/429, `closed`: 200/429/503), none hangs, a key at
     its limit stays limited (the replica had its counter), no worker is lost, and afterwards the
     limits are counted again in Redis, on the new master."""
     master = make_redis()
@@ -364,12 +465,18 @@ def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make
                    (("local", "/local/load", None), ("closed", "/closed/load", None), ("hot", "/local/hot", hot))]
         for client in clients:
             client.start()
-        time.sleep(0.5)
         # The sentinel learns of the replica from the master's INFO; until then it has none to promote.
-        wait_until(lambda: redis_cli(sentinel.port, "SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
-                   "the sentinel to accept the failover")
-        wait_until(lambda: sentinel.master_port() == replica.port or None, 20, "the sentinel to name the replica")
-        wait_until(lambda: "slave" in redis_cli(master.port, "ROLE") or None, 20, "the old master to become a replica")
+        wait_until(lambda: len(redis_cli(sentinel.port, "SENTINEL", "REPLICAS", "mymaster")) > 0 or None, 20,
+                   "the sentinel to know the replica")
+        time.sleep(0.5)
+        if how == "sentinel-failover":
+            wait_until(lambda: redis_cli(sentinel.port, "SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
+                       "the sentinel to accept the failover")
+        else:
+            master.process.send(signal.SIGKILL)
+        wait_until(lambda: sentinel.master_port() == replica.port or None, 30, "the sentinel to name the replica")
+        if how == "sentinel-failover":
+            wait_until(lambda: "slave" in redis_cli(master.port, "ROLE") or None, 20, "the old master to become a replica")
         time.sleep(1.0)
         stop.set()
         for client in clients:

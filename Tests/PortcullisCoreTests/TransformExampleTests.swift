@@ -20,8 +20,8 @@ final class TransformExampleTests: XCTestCase {
 
     func testAllExamplesLoad() {
         XCTAssertEqual(plugins.transforms.keys.sorted(), [
-            "envelope", "inject-consumer", "not-found-problem", "path-versioning", "strip-internal",
-            "v1-to-v2-request", "v2-to-v1-response",
+            "beta-channel", "envelope", "inject-consumer", "maintenance-page", "not-found-problem", "path-versioning",
+            "strip-internal", "v1-to-v2-request", "v2-to-v1-response",
         ])
     }
 
@@ -108,5 +108,34 @@ final class TransformExampleTests: XCTestCase {
         try plugins.applyResponse(["envelope"], status: &status, headers: &headers, body: &body, context: context)
         XCTAssertEqual(String(decoding: body!, as: UTF8.self),
                        #"{"data":[{"id":1}],"meta":{"request_id":"req-1","route":"users","served_at":"2023-11-14T22:13:20Z"}}"#)
+    }
+
+    func testMaintenancePage() throws {
+        var status = 502
+        var headers = HTTPHeaders([("Content-Type", "text/html"), ("Content-Length", "9")])
+        XCTAssertTrue(try plugins.needsResponseBody(names: ["maintenance-page"], status: status, headers: headers, context: context))
+        var body: [UInt8]? = nil  // the upstream's page is never read
+        try plugins.applyResponse(["maintenance-page"], status: &status, headers: &headers, body: &body, context: context)
+        XCTAssertEqual(status, 503)
+        XCTAssertEqual(headers["retry-after"], "30")
+        XCTAssertEqual(headers["content-type"], "text/plain; charset=utf-8")
+        XCTAssertEqual(String(decoding: body ?? [], as: UTF8.self),
+                       "We are down for maintenance. Please retry in 30 seconds (request req-1).\n")
+        XCTAssertFalse(try plugins.needsResponseBody(names: ["maintenance-page"], status: 200, headers: headers, context: context))
+    }
+
+    func testBetaChannel() throws {
+        func forwarded(_ headers: [(String, String)]) throws -> TransformableRequest {
+            var req = TransformableRequest(method: "GET", path: "/", headers: HTTPHeaders(headers))
+            try plugins.applyRequest(["beta-channel"], to: &req, context: context)
+            return req
+        }
+        let opted = try forwarded([("Cookie", "beta=1; sid=x"), ("User-Agent", "Firefox")])
+        XCTAssertEqual(opted.host, "beta.internal.example")
+        XCTAssertEqual(opted.headers["x-channel"], "beta")
+        XCTAssertEqual(opted.headers["cookie"], "sid=x")
+        XCTAssertEqual(try forwarded([("X-Beta", "yes")]).host, "beta.internal.example")
+        XCTAssertNil(try forwarded([("X-Beta", "no")]).host)
+        XCTAssertNil(try forwarded([("X-Beta", "1"), ("User-Agent", "Googlebot/2.1")]).host)
     }
 }

@@ -228,7 +228,7 @@ final class TransformOperationTests: XCTestCase {
     func testBodySizeLimits() throws {
         var req = jsonRequest(#"{"a":"0123456789"}"#)
         let small = try request(#"{"op":"body.remove","path":"/a"}"#, maxBody: 10)
-        XCTAssertEqual(small.requestBodyLimit, 10)
+        XCTAssertEqual(small.requestBodyNeed(req, context: context), BodyLimit(bytes: 10, ruleSet: "t"))
         XCTAssertThrowsError(try small.applyRequest(to: &req, context: context)) { error in
             let problem = (error as? TransformError)?.problem
             XCTAssertEqual(problem?.status, 413)

@@ -2,24 +2,26 @@
 # Instructions per request of one worker, counted by valgrind's callgrind: a figure that does
 # not depend on machine noise, for deciding an optimisation on a shared machine.
 #
-#   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me']
+#   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
 #
 # A static nginx upstream, the gateway (1 worker x 1 loop, its master and worker under callgrind)
 # and a front nginx with the shipped snippet (keep-conn on). After a 10 s warm-up the worker's
 # counters are zeroed, wrk sends requests for --seconds, the counters are dumped, and the total
 # is divided by the requests the access log recorded. With --header, the route requires an API
-# key (the demo key). Prints the figure and writes the top functions (inclusive) to
-# run/instructions/top.txt.
+# key (the demo key). With --redis, the route has one limit in Redis (a private redis-server,
+# a limit never reached: every request is one EVALSHA). Prints the figure and writes the top
+# functions (inclusive) to run/instructions/top.txt.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
 
-seconds=5 header=""
+seconds=5 header="" redis=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
         --header) header=$2; shift 2 ;;
+        --redis) redis=1; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -53,12 +55,19 @@ nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
 
 auth=""
 [[ -n $header ]] && auth=', "auth": {"methods": ["api_key"]}'
+rate_limit="" limits=""
+if (( redis )); then
+    redis_port=$(port)
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
+    rate_limit='"rate_limit": {"redis": {"host": "127.0.0.1", "port": '$redis_port', "timeout_ms": 1000}},'
+    limits=', "limits": [{"name": "r", "algorithm": "fixed_window", "limit": 4294967295, "window_seconds": 3600, "key": ["route"], "store": "redis", "on_store_failure": "closed"}]'
+fi
 cat > "$work/portcullis.json" <<CONF
-{"server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
+{$rate_limit "server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
  "log": {"access_log": "$work/access.log"},
  "upstreams": {"static": {"targets": ["http://127.0.0.1:$static_port"]}},
  "consumers": [{"id": "demo", "api_keys": [{"id": "demo-key", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}],
- "routes": [{"name": "plain", "match": {"prefix": "/bench/plain"}, "upstream": "static"$auth}]}
+ "routes": [{"name": "plain", "match": {"prefix": "/bench/plain"}, "upstream": "static"$auth$limits}]}
 CONF
 valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$work/callgrind.%p" \
     "$work/portcullis" serve --config "$work/portcullis.json" 2> "$work/portcullis.err" & pids+=($!)

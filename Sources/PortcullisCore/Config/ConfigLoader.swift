@@ -14,6 +14,15 @@ public enum ConfigLoader {
     }
 
     public static func parse(bytes: [UInt8], file: String) throws(ConfigErrors) -> GatewayConfig {
+        let (config, issues) = try parseReportingAll(bytes: bytes, file: file)
+        if !issues.isEmpty { throw ConfigErrors(issues) }
+        return config
+    }
+
+    /// Reads as much of the config as is valid, with every issue found, so that `check` can go
+    /// on to the plugin rule files and report their issues in the same run. Throws only when
+    /// the file is not JSON at all.
+    public static func parseReportingAll(bytes: [UInt8], file: String) throws(ConfigErrors) -> (GatewayConfig, [ConfigIssue]) {
         let json: JSONValue
         do {
             json = try JSONCodec.parse(bytes, rejectDuplicateKeys: true)
@@ -24,8 +33,7 @@ public enum ConfigLoader {
         let root = ConfigNode(value: json, pointer: "", diagnostics: diagnostics)
         let baseDirectory = (file as NSString).deletingLastPathComponent
         let config = read(root, baseDirectory: baseDirectory.isEmpty ? "." : baseDirectory)
-        try diagnostics.throwIfFailed()
-        return config
+        return (config, diagnostics.issues)
     }
 
     static func read(_ root: ConfigNode, baseDirectory: String) -> GatewayConfig {

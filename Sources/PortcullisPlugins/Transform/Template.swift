@@ -23,11 +23,17 @@ public struct TemplateContext: Sendable {
     public var route: String
     /// Injected clock reading, rendered by `{{timestamp}}` as RFC 3339 UTC.
     public var now: Date
+    /// The client's address as nginx reports it.
+    public var clientIP: String?
+    /// The host the client asked for (its `Host` header) and the scheme it used.
+    public var host: String?
+    public var scheme: String?
 
     public init(consumerId: String? = nil, consumerGroups: [String] = [], claims: JSONObject? = nil,
                 pathParams: [String: String] = [:], requestHeaders: HTTPHeaders = HTTPHeaders(),
                 queryItems: [(name: String, value: String)] = [], method: String = "GET", path: String = "/",
-                requestId: String = "", route: String = "", now: Date = Date(timeIntervalSince1970: 0)) {
+                requestId: String = "", route: String = "", now: Date = Date(timeIntervalSince1970: 0),
+                clientIP: String? = nil, host: String? = nil, scheme: String? = nil) {
         self.consumerId = consumerId
         self.consumerGroups = consumerGroups
         self.claims = claims
@@ -39,6 +45,9 @@ public struct TemplateContext: Sendable {
         self.requestId = requestId
         self.route = route
         self.now = now
+        self.clientIP = clientIP
+        self.host = host
+        self.scheme = scheme
     }
 }
 
@@ -56,11 +65,30 @@ public enum TemplateVariable: Sendable, Equatable {
     case method
     case path
     case timestamp
+    /// Seconds / milliseconds since the Unix epoch.
+    case unixTime
+    case unixTimeMillis
     /// The response status (response phase only).
     case status
+    case clientIP
+    case host
+    case scheme
+    /// A request cookie by name.
+    case cookie(String)
+    /// `{{variable | number}}` and friends: the value converted for a typed JSON value.
+    indirect case cast(TemplateVariable, TemplateCast)
 
     /// Parses the text between the braces, or explains why it is not a known variable.
-    static func parse(_ name: String) -> Result<TemplateVariable, TemplateSyntaxError> {
+    static func parse(_ text: String) -> Result<TemplateVariable, TemplateSyntaxError> {
+        if let bar = text.firstIndex(of: "|") {
+            let castName = text[text.index(after: bar)...].trimmingCharacters(in: .whitespaces)
+            guard let cast = TemplateCast(rawValue: castName) else {
+                return .failure(TemplateSyntaxError(message: "unknown conversion \"\(castName)\" (known: number, boolean, string)"))
+            }
+            let inner = text[..<bar].trimmingCharacters(in: .whitespaces)
+            return parse(inner).map { .cast($0, cast) }
+        }
+        let name = text
         switch name {
         case "consumer.id": return .success(.consumerId)
         case "consumer.groups": return .success(.consumerGroups)
@@ -69,12 +97,17 @@ public enum TemplateVariable: Sendable, Equatable {
         case "method": return .success(.method)
         case "path": return .success(.path)
         case "timestamp": return .success(.timestamp)
+        case "time.unix": return .success(.unixTime)
+        case "time.unix_ms": return .success(.unixTimeMillis)
         case "status": return .success(.status)
+        case "client_ip": return .success(.clientIP)
+        case "host": return .success(.host)
+        case "scheme": return .success(.scheme)
         default: break
         }
         let prefixes: [(String, (String) -> TemplateVariable)] = [
             ("claims.", { .claim($0) }), ("path.", { .pathParam($0) }),
-            ("header.", { .header($0.asciiLowercased) }), ("query.", { .query($0) }),
+            ("header.", { .header($0.asciiLowercased) }), ("query.", { .query($0) }), ("cookie.", { .cookie($0) }),
         ]
         for (prefix, make) in prefixes where name.hasPrefix(prefix) {
             let rest = String(name.dropFirst(prefix.count))
@@ -91,9 +124,15 @@ public enum TemplateVariable: Sendable, Equatable {
         case .consumerGroups: return .array(context.consumerGroups.map { .string($0) })
         case .claim(let name): return context.claims?[name]
         case .status: return status.map { .int(Int64($0)) }
+        case .unixTime: return .int(Int64(context.now.timeIntervalSince1970.rounded(.down)))
+        case .unixTimeMillis: return .int(Int64((context.now.timeIntervalSince1970 * 1000).rounded(.down)))
+        case .cast(let inner, let cast): return inner.stringValue(context, status: status).flatMap(cast.convert)
         default: return stringValue(context, status: status).map { .string($0) }
         }
     }
+
+    /// The variable a placeholder reads (its conversion set aside).
+    var base: TemplateVariable { if case .cast(let inner, _) = self { return inner }; return self }
 
     /// The value as text: groups comma-joined, non-string claims as compact JSON.
     func stringValue(_ context: TemplateContext, status: Int?) -> String? {
@@ -112,7 +151,44 @@ public enum TemplateVariable: Sendable, Equatable {
         case .method: return context.method
         case .path: return context.path
         case .timestamp: return RFC3339.format(context.now)
+        case .unixTime: return String(Int64(context.now.timeIntervalSince1970.rounded(.down)))
+        case .unixTimeMillis: return String(Int64((context.now.timeIntervalSince1970 * 1000).rounded(.down)))
         case .status: return status.map { String($0) }
+        case .clientIP: return context.clientIP
+        case .host: return context.host
+        case .scheme: return context.scheme
+        case .cookie(let name): return Cookies.value(named: name, in: context.requestHeaders["cookie"])
+        case .cast(let inner, _): return inner.stringValue(context, status: status)
+        }
+    }
+}
+
+/// A conversion for typed JSON values: `{{query.n | number}}` is a JSON number when the text
+/// is one, `| boolean` is `true` / `false` for the texts `true`/`1` and `false`/`0`, `| string`
+/// keeps a claim or the groups as text. A text that does not convert is `null`. In a string
+/// template (a header, or text around a placeholder) the value renders as its text.
+public enum TemplateCast: String, Sendable, Equatable {
+    case number
+    case boolean
+    case string
+
+    func convert(_ text: String) -> JSONValue? {
+        switch self {
+        case .string: return .string(text)
+        case .boolean:
+            switch text.lowercased() {
+            case "true", "1": return .bool(true)
+            case "false", "0": return .bool(false)
+            default: return nil
+            }
+        case .number:
+            let trimmed = text.trimmingCharacters(in: .whitespaces)
+            // The JSON number grammar, so the value serialises as the client wrote it.
+            guard let parsed = try? JSONCodec.parse(Array(trimmed.utf8), rejectDuplicateKeys: false) else { return nil }
+            switch parsed {
+            case .int, .double: return parsed
+            default: return nil
+            }
         }
     }
 }
@@ -131,12 +207,20 @@ public struct Template: Sendable, Equatable {
 
     public let parts: [Part]
 
-    /// Compiles `text`. Whitespace inside the braces is ignored (`{{ consumer.id }}`).
+    /// Compiles `text`. Whitespace inside the braces is ignored (`{{ consumer.id }}`); `\\{{` is
+    /// a literal `{{`.
     public static func compile(_ text: String) -> Result<Template, TemplateSyntaxError> {
         var parts: [Part] = []
         var rest = Substring(text)
+        var literal = ""
         while let open = rest.range(of: "{{") {
-            if open.lowerBound > rest.startIndex { parts.append(.literal(String(rest[..<open.lowerBound]))) }
+            if open.lowerBound > rest.startIndex, rest[rest.index(before: open.lowerBound)] == "\\" {
+                literal += rest[..<rest.index(before: open.lowerBound)] + "{{"
+                rest = rest[open.upperBound...]
+                continue
+            }
+            literal += rest[..<open.lowerBound]
+            if !literal.isEmpty { parts.append(.literal(literal)); literal = "" }
             guard let close = rest[open.upperBound...].range(of: "}}") else {
                 return .failure(TemplateSyntaxError(message: "unclosed \"{{\" in template \"\(text)\""))
             }
@@ -147,7 +231,8 @@ public struct Template: Sendable, Equatable {
             }
             rest = rest[close.upperBound...]
         }
-        if !rest.isEmpty { parts.append(.literal(String(rest))) }
+        literal += rest
+        if !literal.isEmpty { parts.append(.literal(literal)) }
         return .success(Template(parts: parts))
     }
 

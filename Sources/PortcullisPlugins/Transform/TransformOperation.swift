@@ -10,6 +10,8 @@ public enum TransformOperation: Sendable {
     case headerSet(name: String, value: Template)
     /// Adds one more field line, keeping existing ones.
     case headerAppend(name: String, value: Template)
+    /// `headerSet`, only when the message has the header.
+    case headerReplace(name: String, value: Template)
     case headerRemove(name: String)
     /// Moves every value of `from` to `to` (replacing `to`'s values); nothing when `from` is absent.
     case headerRename(from: String, to: String)
@@ -20,22 +22,35 @@ public enum TransformOperation: Sendable {
     case queryAppend(name: String, value: Template)
     case queryRemove(name: String)
     case queryRename(from: String, to: String)
+    /// `querySet`, only when the parameter is present.
+    case queryReplace(name: String, value: Template)
 
-    /// Replaces the whole path with a rendered template.
-    case pathTemplate(Template)
+    /// Replaces the whole path with a rendered template. A rendered value is one segment (no
+    /// `/` or backslash) unless `allowSlashes`.
+    case pathTemplate(Template, allowSlashes: Bool)
     /// Replaces the first match of `regex` in the path with `replacement`; no match, no change.
-    case pathRegex(CompiledRegex, replacement: [RewritePart])
+    /// `{{...}}` values in the replacement are segments as in `pathTemplate`.
+    case pathRegex(CompiledRegex, replacement: [RewritePart], allowSlashes: Bool)
     case methodSet(String)
+    /// The `Host` sent upstream (instead of the upstream target's).
+    case hostSet(Template)
 
     /// When the status is in `from`: set the status to `to` and/or replace the body.
     case statusMap(from: [TransformCondition.StatusRange], to: Int?, body: JSONTemplate?, contentType: String)
 
     /// A JSON body operation. `strict` turns a missing path or type mismatch into an error.
     case body(BodyOperation, strict: Bool)
+    /// Replaces the body, whatever its type, with the rendered template.
+    case bodyTemplate(Template, contentType: String)
+
+    /// Request: sets or removes one `name=value` pair of the `Cookie` header. Response: replaces
+    /// the `Set-Cookie` lines of `name` with one (`value` and `attributes`) or removes them.
+    case cookieSet(name: String, value: Template, attributes: String?)
+    case cookieRemove(name: String)
 
     public var touchesBody: Bool {
         switch self {
-        case .body: return true
+        case .body, .bodyTemplate: return true
         case .statusMap(_, _, let body, _): return body != nil
         default: return false
         }
@@ -48,6 +63,11 @@ public enum BodyOperation: Sendable {
     case set(JSONPointer, JSONTemplate)
     /// Writes the value only when nothing is there; an array index inserts, `-` appends.
     case add(JSONPointer, JSONTemplate)
+    /// Writes the value only when something is there.
+    case replace(JSONPointer, JSONTemplate)
+    /// Appends to the array at the pointer; a value that is not an array becomes the first
+    /// element of one, nothing there becomes a one-element array. `end` is the pointer's `/-`.
+    case append(JSONPointer, end: JSONPointer, JSONTemplate)
     case remove(JSONPointer)
     /// Renames an object member in place (its position is kept).
     case rename(JSONPointer, to: String)
@@ -129,8 +149,14 @@ public struct CompiledRegex: @unchecked Sendable {
 
     var captureGroupCount: Int { regex.numberOfCaptureGroups }
 
-    /// Replaces the first match in `subject`; nil when nothing matches.
-    func replaceFirst(in subject: String, with parts: [RewritePart], context: TemplateContext) -> String? {
+    /// True when the expression matches somewhere in `subject` (unanchored, like `grep`).
+    func matches(_ subject: String) -> Bool {
+        regex.firstMatch(in: subject, range: NSRange(subject.startIndex..., in: subject)) != nil
+    }
+
+    /// Replaces the first match in `subject`; nil when nothing matches. `value` renders a
+    /// placeholder.
+    func replaceFirst(in subject: String, with parts: [RewritePart], value: (TemplateVariable) -> String) -> String? {
         let whole = NSRange(subject.startIndex..., in: subject)
         guard let match = regex.firstMatch(in: subject, range: whole),
               let matched = Range(match.range, in: subject) else { return nil }
@@ -140,7 +166,7 @@ public struct CompiledRegex: @unchecked Sendable {
             case .literal(let s): replacement += s
             case .capture(let i):
                 if let r = Range(match.range(at: i), in: subject) { replacement += subject[r] }
-            case .variable(let v): replacement += v.stringValue(context, status: nil) ?? ""
+            case .variable(let v): replacement += value(v)
             }
         }
         return subject.replacingCharacters(in: matched, with: replacement)

@@ -20,6 +20,8 @@ public struct TransformRuleSet: Sendable {
     public let file: String
     /// True when an operation reads or writes the body, so the pipeline must buffer it.
     public let touchesBody: Bool
+    /// What its operations may change (for deciding, before it runs, what later conditions see).
+    public let changes: MessageChanges
 
     init(name: String, phase: TransformPhase, condition: TransformCondition?, operations: [TransformOperation],
          maxBodyBytes: Int64, file: String) {
@@ -30,6 +32,9 @@ public struct TransformRuleSet: Sendable {
         self.maxBodyBytes = maxBodyBytes
         self.file = file
         self.touchesBody = operations.contains { $0.touchesBody }
+        var changes = MessageChanges()
+        for op in operations { changes.formUnion(MessageChanges(op)) }
+        self.changes = changes
     }
 }
 
@@ -77,9 +82,12 @@ enum TransformSchema {
 
     // MARK: Conditions
 
+    static let conditionKeys: Set<String> = ["methods", "headers", "query", "cookies", "path", "client_ip", "consumer", "claims",
+                                             "consumer_groups", "status", "any", "not"]
+
     static func readCondition(_ node: ConfigNode, phase: TransformPhase?) -> TransformCondition? {
         guard node.object() != nil else { return nil }
-        node.rejectUnknownKeys(["methods", "headers", "claims", "consumer_groups", "status"])
+        node.rejectUnknownKeys(conditionKeys)
         var condition = TransformCondition()
         if let methods = node["methods"].stringList() {
             var set = Set<String>()
@@ -91,17 +99,22 @@ enum TransformSchema {
         }
         for (name, child) in node["headers"].object() ?? [] {
             if !HeaderHygiene.isToken(name) { child.fail("invalid header name \"\(name)\""); continue }
-            switch child.value {
-            case .bool(true)?: condition.headers.append((name.asciiLowercased, .present))
-            case .bool(false)?: condition.headers.append((name.asciiLowercased, .absent))
-            case .string(let s)?: condition.headers.append((name.asciiLowercased, .equals(s)))
-            default: child.fail("expected true (present), false (absent) or a string (equals), found \(child.value?.typeName ?? "nothing")")
-            }
+            if let rule = valueRule(child) { condition.headers.append((name.asciiLowercased, rule)) }
         }
+        for (name, child) in node["query"].object() ?? [] {
+            if let rule = valueRule(child) { condition.query.append((name, rule)) }
+        }
+        for (name, child) in node["cookies"].object() ?? [] {
+            if let rule = valueRule(child) { condition.cookies.append((name, rule)) }
+        }
+        if node["path"].isPresent { condition.path = valueRule(node["path"]) }
+        if node["consumer"].isPresent { condition.consumer = valueRule(node["consumer"]) }
+        if node["client_ip"].isPresent { readClientIP(node["client_ip"], into: &condition) }
         for (name, child) in node["claims"].object() ?? [] {
             switch child.value {
-            case .string?, .int?, .double?, .bool?: condition.claims.append((name, child.value!))
-            default: child.fail("expected a string, number or boolean, found \(child.value?.typeName ?? "nothing")")
+            case .string?, .int?, .double?, .bool?: condition.claims.append((name, .equals(child.value!)))
+            case .object?: if let rule = valueRule(child) { condition.claims.append((name, .rule(rule))) }
+            default: child.fail("expected a string, number, boolean or a rule object, found \(child.value?.typeName ?? "nothing")")
             }
         }
         condition.consumerGroups = node["consumer_groups"].stringList()
@@ -117,25 +130,94 @@ enum TransformSchema {
             }
             condition.status = ranges
         }
+        if node["any"].isPresent, let items = node["any"].array() {
+            if items.isEmpty { node["any"].fail("at least one condition is required") }
+            condition.any = items.compactMap { readCondition($0, phase: phase) }
+        }
+        if node["not"].isPresent, let negated = readCondition(node["not"], phase: phase) { condition.not = [negated] }
         return condition
+    }
+
+    /// `"10.0.0.0/8"`, a list of networks (any of), or `{"not": networks}`.
+    static func readClientIP(_ node: ConfigNode, into condition: inout TransformCondition) {
+        var list = node
+        if case .object? = node.value {
+            node.rejectUnknownKeys(["not"])
+            list = node["not"]
+            condition.clientIPNegated = true
+        }
+        guard let texts = list.stringList() else { return }
+        let isArray = list.value?.arrayValue != nil
+        var networks: [CIDR] = []
+        for (i, text) in texts.enumerated() {
+            if let network = CIDR(text) { networks.append(network) } else {
+                (isArray ? list["\(i)"] : list).fail("invalid IP address or CIDR network \"\(text)\"")
+            }
+        }
+        condition.clientIP = networks
+    }
+
+    static let valueRuleKeys: Set<String> = ["equals", "any_of", "regex", "not", "present"]
+
+    /// A `ValueRule`: `true` / `false` (present / absent), a string (equals), an array of strings
+    /// (any of), or an object with one of `equals`, `any_of`, `regex`, `not`, `present`.
+    static func valueRule(_ node: ConfigNode) -> ValueRule? {
+        switch node.value {
+        case .bool(true)?: return .present
+        case .bool(false)?: return .absent
+        case .string(let s)?: return .equals(s)
+        case .array(let items)?:
+            if items.isEmpty { node.fail("at least one value is required"); return nil }
+            return node.stringList().map { .anyOf($0) }
+        case .object(let object)?:
+            node.rejectUnknownKeys(valueRuleKeys)
+            guard object.count == 1, let key = object.keys.first, valueRuleKeys.contains(key) else {
+                if object.count != 1 { node.fail("give exactly one of \"equals\", \"any_of\", \"regex\", \"not\", \"present\"") }
+                return nil
+            }
+            let child = node[key]
+            switch key {
+            case "equals": return child.string(required: true).map { .equals($0) }
+            case "any_of":
+                if child.value?.arrayValue?.isEmpty == true { child.fail("at least one value is required"); return nil }
+                return child.stringList().map { .anyOf($0) }
+            case "regex":
+                guard let pattern = child.nonEmptyString(required: true) else { return nil }
+                guard let regex = try? CompiledRegex(pattern: pattern) else {
+                    child.fail("invalid regular expression \"\(pattern)\"")
+                    return nil
+                }
+                return .regex(regex)
+            case "present": return child.bool().map { $0 ? .present : .absent }
+            default: return valueRule(child).map { .not($0) }
+            }
+        default:
+            node.fail("expected true (present), false (absent), a string (equals), an array (any of) or an object with "
+                      + "\"equals\", \"any_of\", \"regex\", \"not\" or \"present\", found \(node.value?.typeName ?? "nothing")")
+            return nil
+        }
     }
 
     // MARK: Operations
 
     static let operationKeys: [String: Set<String>] = [
         "header.add": ["name", "value"], "header.set": ["name", "value"], "header.append": ["name", "value"],
-        "header.remove": ["name"], "header.rename": ["from", "to"],
+        "header.remove": ["name"], "header.rename": ["from", "to"], "header.replace": ["name", "value"],
         "query.add": ["name", "value"], "query.set": ["name", "value"], "query.append": ["name", "value"],
-        "query.remove": ["name"], "query.rename": ["from", "to"],
-        "path.rewrite": ["template", "regex", "replacement"], "method.set": ["value"],
+        "query.remove": ["name"], "query.rename": ["from", "to"], "query.replace": ["name", "value"], "host.set": ["value"],
+        "path.rewrite": ["template", "regex", "replacement", "allow_slashes"], "method.set": ["value"],
         "status.map": ["from", "to", "body", "content_type"],
         "body.set": ["path", "value", "strict"], "body.add": ["path", "value", "strict"],
+        "body.replace": ["path", "value", "strict"], "body.append": ["path", "value", "strict"],
         "body.remove": ["path", "strict"], "body.rename": ["path", "to", "strict"],
         "body.move": ["from", "path", "strict"], "body.copy": ["from", "path", "strict"],
         "body.allow": ["fields"], "body.deny": ["fields"],
         "body.wrap": ["path"], "body.unwrap": ["path", "strict"],
+        "body.template": ["template", "content_type"],
+        "cookie.set": ["name", "value", "attributes"], "cookie.remove": ["name"],
     ]
-    static let requestOnly: Set<String> = ["query.add", "query.set", "query.append", "query.remove", "query.rename", "path.rewrite", "method.set"]
+    static let requestOnly: Set<String> = ["query.add", "query.set", "query.append", "query.remove", "query.rename", "query.replace",
+                                           "path.rewrite", "method.set", "host.set"]
     static let responseOnly: Set<String> = ["status.map"]
 
     static func readOperation(_ node: ConfigNode, phase: TransformPhase?) -> TransformOperation? {
@@ -156,19 +238,34 @@ enum TransformSchema {
         }
         let strict = node["strict"].bool() ?? false
         switch op {
-        case "header.add", "header.set", "header.append":
+        case "header.add", "header.set", "header.append", "header.replace":
             guard let name = headerName(node["name"]), let value = headerValue(node["value"], phase: phase) else { return nil }
-            return op == "header.add" ? .headerAdd(name: name, value: value)
-                : op == "header.set" ? .headerSet(name: name, value: value) : .headerAppend(name: name, value: value)
+            switch op {
+            case "header.add": return .headerAdd(name: name, value: value)
+            case "header.set": return .headerSet(name: name, value: value)
+            case "header.replace": return .headerReplace(name: name, value: value)
+            default: return .headerAppend(name: name, value: value)
+            }
         case "header.remove":
             return headerName(node["name"]).map { .headerRemove(name: $0) }
         case "header.rename":
             guard let from = headerName(node["from"]), let to = headerName(node["to"]) else { return nil }
             return .headerRename(from: from, to: to)
-        case "query.add", "query.set", "query.append":
+        case "query.add", "query.set", "query.append", "query.replace":
             guard let name = node["name"].nonEmptyString(required: true), let value = template(node["value"], phase: phase) else { return nil }
-            return op == "query.add" ? .queryAdd(name: name, value: value)
-                : op == "query.set" ? .querySet(name: name, value: value) : .queryAppend(name: name, value: value)
+            switch op {
+            case "query.add": return .queryAdd(name: name, value: value)
+            case "query.set": return .querySet(name: name, value: value)
+            case "query.replace": return .queryReplace(name: name, value: value)
+            default: return .queryAppend(name: name, value: value)
+            }
+        case "host.set":
+            guard let value = template(node["value"], phase: phase) else { return nil }
+            if !HostValue.isValid(value.literalText, allowEmpty: !value.isStatic) {
+                node["value"].fail("not a host name, IP address or host:port")
+                return nil
+            }
+            return .hostSet(value)
         case "query.remove":
             return node["name"].nonEmptyString(required: true).map { .queryRemove(name: $0) }
         case "query.rename":
@@ -182,13 +279,45 @@ enum TransformSchema {
             return .methodSet(method.uppercased())
         case "status.map":
             return readStatusMap(node, phase: phase)
-        case "body.set", "body.add":
+        case "body.template":
+            guard let t = template(node["template"], phase: phase) else { return nil }
+            var contentType = "text/plain; charset=utf-8"
+            if let ct = node["content_type"].nonEmptyString() {
+                guard HeaderHygiene.isSafeHeaderValue(ct) else { node["content_type"].fail("value contains CR, LF or another control character"); return nil }
+                contentType = ct
+            }
+            return .bodyTemplate(t, contentType: contentType)
+        case "cookie.set", "cookie.remove":
+            guard let name = node["name"].nonEmptyString(required: true) else { return nil }
+            guard HeaderHygiene.isToken(name) else { node["name"].fail("invalid cookie name \"\(name)\""); return nil }
+            if op == "cookie.remove" { return .cookieRemove(name: name) }
+            guard let value = template(node["value"], phase: phase) else { return nil }
+            guard CookieValue.isValid(value.literalText) else {
+                node["value"].fail("a cookie value may not hold spaces, quotes, commas, semicolons, backslashes or control characters")
+                return nil
+            }
+            var attributes: String?
+            if node["attributes"].isPresent {
+                if phase == .request { node["attributes"].fail("cookie attributes need the response phase"); return nil }
+                guard let text = node["attributes"].string(required: true) else { return nil }
+                guard HeaderHygiene.isSafeHeaderValue(text) else { node["attributes"].fail("value contains CR, LF or another control character"); return nil }
+                attributes = text
+            }
+            return .cookieSet(name: name, value: value, attributes: attributes)
+        case "body.set", "body.add", "body.replace", "body.append":
             guard let path = pointer(node["path"]), node["value"].value != nil else {
                 if node["value"].value == nil { node["value"].fail("required field is missing") }
                 return nil
             }
             guard let value = jsonTemplate(node["value"], phase: phase) else { return nil }
-            return .body(op == "body.set" ? .set(path, value) : .add(path, value), strict: strict)
+            switch op {
+            case "body.set": return .body(.set(path, value), strict: strict)
+            case "body.add": return .body(.add(path, value), strict: strict)
+            case "body.replace": return .body(.replace(path, value), strict: strict)
+            default:
+                let end = JSONPointer(tokens: path.tokens + ["-"], text: path.text + "/-")
+                return .body(.append(path, end: end, value), strict: strict)
+            }
         case "body.remove":
             return pointer(node["path"]).map { .body(.remove($0), strict: strict) }
         case "body.rename":
@@ -232,6 +361,7 @@ enum TransformSchema {
     static func readPathRewrite(_ node: ConfigNode, phase: TransformPhase?) -> TransformOperation? {
         let hasTemplate = node["template"].isPresent
         let hasRegex = node["regex"].isPresent
+        let allowSlashes = node["allow_slashes"].bool() ?? false
         switch (hasTemplate, hasRegex) {
         case (true, false):
             guard let t = template(node["template"], phase: phase) else { return nil }
@@ -243,7 +373,7 @@ enum TransformSchema {
                 return nil
             }
             if !HeaderHygiene.isSafeHeaderValue(t.literalText) { node["template"].fail("contains a control character"); return nil }
-            return .pathTemplate(t)
+            return .pathTemplate(t, allowSlashes: allowSlashes)
         case (false, true):
             guard let pattern = node["regex"].nonEmptyString(required: true) else { return nil }
             guard node["replacement"].isPresent else { node["replacement"].fail("required field is missing"); return nil }
@@ -255,7 +385,7 @@ enum TransformSchema {
             guard let t = template(node["replacement"], phase: phase) else { return nil }
             if !HeaderHygiene.isSafeHeaderValue(t.literalText) { node["replacement"].fail("contains a control character"); return nil }
             switch RewritePart.compile(t, groups: regex.captureGroupCount) {
-            case .success(let parts): return .pathRegex(regex, replacement: parts)
+            case .success(let parts): return .pathRegex(regex, replacement: parts, allowSlashes: allowSlashes)
             case .failure(let e): node["replacement"].fail(e.message); return nil
             }
         case (true, true):
@@ -340,7 +470,7 @@ enum TransformSchema {
     }
 
     static func checkPhase(_ variables: [TemplateVariable], _ node: ConfigNode, phase: TransformPhase?) -> Bool {
-        if phase == .request && variables.contains(.status) {
+        if phase == .request && variables.contains(where: { $0.base == .status }) {
             node.fail("template variable \"status\" is only available in the response phase")
             return false
         }

@@ -14,6 +14,8 @@ public struct TransformableRequest: Sendable {
     public var body: [UInt8]?
     /// The body's media type (FastCGI's `CONTENT_TYPE`); falls back to the `Content-Type` header.
     public var contentType: String?
+    /// The `Host` to send upstream (`host.set`); nil: the upstream target's own.
+    public var host: String?
 
     public init(method: String, path: String, rawQuery: String = "", headers: HTTPHeaders = HTTPHeaders(),
                 body: [UInt8]? = nil, contentType: String? = nil) {
@@ -87,6 +89,12 @@ extension ProblemDetails {
         }
     }
 
+    /// A path rewrite whose rendered values would leave the template's prefix (a `/` in a
+    /// value, a `.` or `..` segment): 400.
+    public static func transformUnsafePath(_ detail: String) -> ProblemDetails {
+        ProblemDetails(status: 400, type: "transform-unsafe-path", title: "Bad Request", detail: detail)
+    }
+
     /// A rendered value that cannot be sent (control characters in a header, a bad path): 500.
     public static func transformUnsafeValue(_ detail: String) -> ProblemDetails {
         ProblemDetails(status: 500, type: "transform-unsafe-value", title: "Internal Server Error", detail: detail)
@@ -133,5 +141,18 @@ public enum JSONMediaType {
         let suffix = "+json".utf8.count
         return slash != 0 && essence.count - (slash + 1) >= suffix
             && equalsLowercased(UnsafeBufferPointer(rebasing: essence[(essence.count - suffix)...]), "+json")
+    }
+}
+
+/// What `host.set` may send: a host name or IPv4 address, or a bracketed IPv6 address, with an
+/// optional port; nothing a request line or header could be split on.
+enum HostValue {
+    static func isValid(_ text: String, allowEmpty: Bool = false) -> Bool {
+        if text.isEmpty { return allowEmpty }
+        return text.utf8.count <= 255 && text.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                || c == UInt8(ascii: ".") || c == UInt8(ascii: "-") || c == UInt8(ascii: "_") || c == UInt8(ascii: ":")
+                || c == UInt8(ascii: "[") || c == UInt8(ascii: "]")
+        }
     }
 }

@@ -30,12 +30,17 @@ public enum GatewayLoader {
     /// Loads a config from `bytes` as if read from `configPath` (relative paths and error
     /// messages refer to that file).
     public static func load(configPath: String, bytes: [UInt8]) throws(ConfigErrors) -> LoadedGateway {
-        let config = try ConfigLoader.parse(bytes: bytes, file: configPath)
+        // Every kind of issue is collected before throwing: config, rule files, route references.
+        let (config, configIssues) = try ConfigLoader.parseReportingAll(bytes: bytes, file: configPath)
+        var issues = configIssues
         var plugins = PluginSet.empty
+        var declared = Set<String>()
         if let directory = config.pluginsDirectory {
-            plugins = try PluginSet.load(directory: directory, defaultMaxBodyBytes: config.transform.maxBodyBytes)
+            let loaded = PluginSet.loadReportingAll(directory: directory, defaultMaxBodyBytes: config.transform.maxBodyBytes)
+            (plugins, declared) = (loaded.set, loaded.declaredNames)
+            issues += loaded.issues
         }
-        let issues = plugins.validate(routeReferences: config.routes, configFile: configPath)
+        issues += PluginSet.validate(routeReferences: config.routes, declared: declared, configFile: configPath)
         if !issues.isEmpty { throw ConfigErrors(issues) }
         let chains: [TransformChain]
         do {

@@ -200,15 +200,23 @@ final class RequestTask {
         let templates = pass.chain.isEmpty ? nil : templateContext(pass)
 
         if let templates, !pass.chain.request.isEmpty {
-            if pass.chain.needsRequestBody(outgoing, context: templates) {
-                // The rule set with the smallest limit (the first of equals), as the chain reports it.
-                let limiting = pass.chain.request.filter(\.touchesBody).min { $0.maxBodyBytes < $1.maxBodyBytes }
-                let limit = limiting?.maxBodyBytes ?? gateway.config.server.maxBodyBytes
-                if let length = request.contentLength, length > limit {
+            var limit = pass.chain.requestBodyNeed(outgoing, context: templates)
+            if let could = limit, let length = request.contentLength, length > could.bytes {
+                // The limit may be a rule set's that could apply but does not: ask which really run.
+                do {
+                    limit = try pass.chain.appliedRequestBodyLimit(outgoing, context: templates)
+                } catch {
                     transformFailed()
-                    log.error = "request body above \(limit) bytes"
-                    return answer(.transformBodyTooLarge(phase: .request, limit: limit, ruleSet: limiting?.name ?? ""))
+                    log.error = error.description
+                    return answer(error.problem)
                 }
+                if let exact = limit, length > exact.bytes {
+                    transformFailed()
+                    log.error = "request body above \(exact.bytes) bytes"
+                    return answer(.transformBodyTooLarge(phase: .request, limit: exact.bytes, ruleSet: exact.ruleSet))
+                }
+            }
+            if limit != nil {
                 outgoing.body = BufferedBody.readAll(from: exchange, expected: Int(request.contentLength ?? 0))
                 bodyRead = Int64(outgoing.body?.count ?? 0)
             }
@@ -229,8 +237,9 @@ final class RequestTask {
         let target = context.nextTarget(routeIndex: pass.match.routeIndex)
         var url = target + PercentEncoding.encode(outgoing.path, allowed: .path)
         if !outgoing.rawQuery.isEmpty { url += "?" + outgoing.rawQuery }
-        let upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
+        var upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
+        upstreamRequest.host = outgoing.host
         log.upstream = target
         if slowNanos != nil { transformDone = EventLoop.monotonicNanos() }
         environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: responseHooks(pass, context: templates),
@@ -274,10 +283,12 @@ final class RequestTask {
             })
         }
         let chain = pass.chain
-        let limit = Int(chain.responseBodyLimit ?? Int64(gateway.config.transform.maxBodyBytes))
         let metrics = gateway.metrics, routeIndex = pass.match.routeIndex
         return ResponseHooks(
-            mode: { status, headers in chain.needsResponseBody(status: status, headers: headers, context: context) ? .collect(limit: limit) : .stream },
+            mode: { status, headers in
+                guard let need = chain.responseBodyNeed(status: status, headers: headers, context: context) else { return .stream }
+                return .collect(limit: Int(need.bytes))
+            },
             head: { status, headers in
                 for (name, value) in added { headers.set(name, value) }
                 var noBody: [UInt8]?
@@ -291,23 +302,41 @@ final class RequestTask {
                     metrics?.transformError(routeIndex: routeIndex)
                     return .internalError("response transform failed")
                 }
+            },
+            overflow: { status, headers, size in
+                // The limit may be a rule set's that could apply but does not: ask which really run.
+                let transformed = Self.transformInput(headers, added: added)
+                guard let use = try? chain.appliedResponseBodyUse(status: status, headers: transformed, context: context) else {
+                    return .collect(limit: 0)
+                }
+                guard let limit = use.limit else { return .stream }
+                if !use.readsOriginal { return .discard }
+                return limit.bytes >= size ? .collect(limit: Int(limit.bytes)) : .collect(limit: 0)
             })
     }
 
     private func sendTransformed(_ collected: CollectedResponse, pass: RoutedRequest, context: TemplateContext) {
         let chain = pass.chain
         if collected.overflowed {
-            let limit = chain.responseBodyLimit ?? gateway.config.transform.maxBodyBytes
-            let ruleSet = chain.response.first(where: \.touchesBody)?.name ?? ""
+            let limit: BodyLimit
+            do {
+                let headers = Self.transformInput(collected.headers, added: pass.responseHeaders)
+                limit = try chain.appliedResponseBodyUse(status: collected.status, headers: headers, context: context).limit
+                    ?? BodyLimit(bytes: 0, ruleSet: "")
+            } catch {
+                transformFailed()
+                log.error = error.description
+                exchange.sendProblem(error.problem, requestId: context.requestId)
+                return
+            }
             transformFailed()
-            log.error = "response body above \(limit) bytes"
-            exchange.sendProblem(.transformBodyTooLarge(phase: .response, limit: limit, ruleSet: ruleSet), requestId: context.requestId)
+            log.error = "response body above \(limit.bytes) bytes"
+            exchange.sendProblem(.transformBodyTooLarge(phase: .response, limit: limit.bytes, ruleSet: limit.ruleSet), requestId: context.requestId)
             return
         }
         var status = collected.status
-        var headers = HeaderHygiene.downstreamResponseHeaders(collected.headers)
-        for (name, value) in pass.responseHeaders { headers.set(name, value) }
-        var body: [UInt8]? = collected.body
+        var headers = Self.transformInput(collected.headers, added: pass.responseHeaders)
+        var body: [UInt8]? = collected.discarded ? nil : collected.body
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
         } catch {
@@ -342,11 +371,20 @@ final class RequestTask {
         if let routeIndex { gateway.metrics?.transformError(routeIndex: routeIndex) }
     }
 
+    /// The upstream's headers as response rule sets see them: cleaned for the client, with the
+    /// gateway's own (RateLimit-*) added.
+    private static func transformInput(_ upstream: HTTPHeaders, added: HTTPHeaders) -> HTTPHeaders {
+        var headers = HeaderHygiene.downstreamResponseHeaders(upstream)
+        for (name, value) in added { headers.set(name, value) }
+        return headers
+    }
+
     private func templateContext(_ pass: RoutedRequest) -> TemplateContext {
         TemplateContext(consumerId: pass.identity?.consumerId, consumerGroups: pass.identity?.groups ?? [],
                         claims: pass.identity?.claims, pathParams: pass.match.params, requestHeaders: pass.request.headers,
                         queryItems: pass.request.queryItems, method: pass.request.method, path: pass.request.path,
-                        requestId: pass.request.requestId, route: pass.route.name, now: Date())
+                        requestId: pass.request.requestId, route: pass.route.name, now: Date(),
+                        clientIP: pass.request.facts.clientAddress, host: pass.request.facts.host, scheme: pass.request.facts.scheme)
     }
 
     /// The raw query, without parameters that carry credentials.

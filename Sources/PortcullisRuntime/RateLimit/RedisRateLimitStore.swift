@@ -38,7 +38,7 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
     private var discovery: RedisConnection?
     /// Commands sent while the master is being discovered, in order.
     private var waiting = Fifo<(args: [String], command: Command, deadline: UInt64)>()
-    /// The sentinel asked first: the last one that named the master.
+    /// The sentinel asked first: the one after the last that failed.
     private var sentinelIndex = 0
     /// From the first `SCRIPT LOAD` answer; the SHA1 of the script, the same on every Redis.
     fileprivate(set) var scriptSHA: String?
@@ -141,7 +141,8 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
                 }
             case .sentinel(let sentinels, let name):
                 waiting.push((args, command, deadline))
-                ask(sentinels, masterName: name, attempt: 0, deadline: deadline, reasons: [])
+                ask(sentinels, masterName: name, index: sentinelIndex % sentinels.count, remaining: sentinels.count,
+                    deadline: deadline, reasons: [])
                 return nil
             }
         }
@@ -166,19 +167,23 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         return .success(c)
     }
 
-    /// Asks the sentinels in turn, from the one that answered last, for the master's address,
-    /// then connects to it with the commands that waited; all within `deadline` (the first
-    /// waiting command's), else every waiting command fails with each sentinel's reason.
-    private func ask(_ sentinels: [RedisAddress], masterName: String, attempt: Int, deadline: UInt64, reasons: [String]) {
-        guard attempt < sentinels.count, EventLoop.monotonicNanos() < deadline else {
+    /// Asks the sentinels in turn, from `sentinelIndex`, for the master's address, then connects
+    /// to it with the commands that waited; all within `deadline` (the first waiting command's),
+    /// else every waiting command fails with each sentinel's reason. A sentinel that fails moves
+    /// `sentinelIndex` past itself, so a hung one is not the first asked again; the one that
+    /// answers stays first.
+    private func ask(_ sentinels: [RedisAddress], masterName: String, index: Int, remaining: Int, deadline: UInt64,
+                     reasons: [String]) {
+        guard remaining > 0, EventLoop.monotonicNanos() < deadline else {
             let why = reasons.isEmpty ? "no answer within \(settings.timeoutMs) ms" : reasons.joined(separator: "; ")
             return failWaiting(RateLimitStoreError("redis: no sentinel named the master \"\(masterName)\" (\(why))"))
         }
-        let index = (sentinelIndex + attempt) % sentinels.count
         let sentinel = sentinels[index]
         let next = { [unowned self] (reason: String) in
             let why = reason.hasPrefix("redis: ") ? reason.dropFirst(7) : Substring(reason)
-            ask(sentinels, masterName: masterName, attempt: attempt + 1, deadline: deadline, reasons: reasons + ["\(sentinel): \(why)"])
+            sentinelIndex = (index + 1) % sentinels.count
+            ask(sentinels, masterName: masterName, index: sentinelIndex, remaining: remaining - 1, deadline: deadline,
+                reasons: reasons + ["\(sentinel): \(why)"])
         }
         let c: RedisConnection
         switch RedisConnection.connect(.tcp(sentinel), store: self) {
@@ -194,7 +199,6 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
             switch answer {
             case .success(.strings(let parts)) where parts.count == 2:
                 guard let port = Int(parts[1]), port > 0, port < 65_536 else { return next("unexpected answer \(parts)") }
-                sentinelIndex = index
                 connectWaiting(RedisAddress(host: parts[0], port: port))
             case .success(.error(let message)):
                 next(message)

@@ -18,6 +18,7 @@ final class ResponseRelay {
     /// A head hook refused the response and a problem was sent instead.
     private(set) var answeredProblem = false
     private var collecting = false
+    private var discarding = false
     private var collectLimit = 0
     private var collected: [UInt8] = []
     private(set) var overflowed = false
@@ -50,8 +51,8 @@ final class ResponseRelay {
             }
             return (outcome, nil)
         }
-        if collecting {
-            return (outcome, CollectedResponse(status: status, headers: headers, body: collected, overflowed: false))
+        if collecting || discarding {
+            return (outcome, CollectedResponse(status: status, headers: headers, body: collected, overflowed: false, discarded: discarding))
         }
         // A response with no body (204, HEAD, empty 200) never reached `bodyChunk`.
         sendHeadIfNeeded()
@@ -96,9 +97,14 @@ final class ResponseRelay {
 
     /// The head is known: stream or collect.
     private func headComplete() {
-        if case .collect(let limit) = hooks.mode(status, headers) {
+        switch hooks.mode(status, headers) {
+        case .collect(let limit):
             collecting = true
             collectLimit = limit
+        case .discard:
+            discarding = true
+        case .stream:
+            break
         }
     }
 
@@ -120,15 +126,37 @@ final class ResponseRelay {
 
     /// Returns false to abort the transfer.
     func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if discarding { return true }
         if collecting {
-            if collected.count + bytes.count > collectLimit {
-                overflowed = true
-                return false
+            let size = collected.count + bytes.count
+            if size > collectLimit {
+                switch hooks.overflow?(status, headers, size) {
+                case .collect(let limit)? where limit >= size:
+                    collectLimit = limit
+                case .stream?:
+                    collecting = false
+                    guard sendHeadIfNeeded() else { return false }
+                    if !collected.isEmpty { collected.withUnsafeBytes { sink.sendBody($0) } }
+                    collected = []
+                    return relay(bytes)
+                case .discard?:
+                    collecting = false
+                    discarding = true
+                    collected = []
+                    return true
+                default:
+                    overflowed = true
+                    return false
+                }
             }
             collected.append(contentsOf: bytes)
             return true
         }
         guard sendHeadIfNeeded() else { return false }
+        return relay(bytes)
+    }
+
+    private func relay(_ bytes: UnsafeRawBufferPointer) -> Bool {
         sink.sendBody(bytes)
         if !sink.isOpen { clientGone = true; return false }
         return true

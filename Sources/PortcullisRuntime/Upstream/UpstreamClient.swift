@@ -85,6 +85,7 @@ public final class UpstreamClient {
         }
 
         var list: UnsafeMutablePointer<curl_slist>?
+        if let host = request.host { list = curl_slist_append(list, "Host: \(host)") }
         var sawAccept = false
         for (name, value) in request.headers {
             if name.caseInsensitiveEquals("host") || name.caseInsensitiveEquals("content-length") { continue }

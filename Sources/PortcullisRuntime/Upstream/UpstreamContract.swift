@@ -26,6 +26,8 @@ public struct UpstreamOutcome: Sendable {
 public enum ResponseMode {
     case stream
     case collect(limit: Int)
+    /// Read the body to its end without keeping it (a transform replaces it whole).
+    case discard
 }
 
 /// Decisions taken when the upstream's status and headers are known.
@@ -35,11 +37,18 @@ public struct ResponseHooks {
     /// Rewrites a streamed response's status and headers before they are sent; a returned
     /// problem is answered instead and the upstream body discarded.
     public var head: ((_ status: inout Int, _ headers: inout HTTPHeaders) -> ProblemDetails?)?
+    /// A collected body grew past its limit (`size` bytes with the next chunk): how to go on.
+    /// `.collect` with a larger limit keeps collecting, `.stream` sends what was collected and
+    /// streams the rest, `.discard` drops it; anything else (or no hook) aborts the exchange
+    /// and the collected response reports `overflowed`.
+    public var overflow: ((_ status: Int, _ headers: HTTPHeaders, _ size: Int) -> ResponseMode)?
 
     public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },
-                head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil) {
+                head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil,
+                overflow: ((Int, HTTPHeaders, Int) -> ResponseMode)? = nil) {
         self.mode = mode
         self.head = head
+        self.overflow = overflow
     }
 
     public static var streaming: ResponseHooks { ResponseHooks() }
@@ -54,6 +63,8 @@ public struct UpstreamRequest {
     public var bodyLength: Int64?
     public var connectTimeoutMs: Int
     public var timeoutMs: Int
+    /// The `Host` to send instead of the target's (a transform's `host.set`).
+    public var host: String?
 
     public init(method: String, url: String, headers: HTTPHeaders, bodyLength: Int64?, connectTimeoutMs: Int, timeoutMs: Int) {
         self.method = method
@@ -72,4 +83,6 @@ public struct CollectedResponse {
     public var body: [UInt8]
     /// True when the body exceeded the collection limit; `body` then holds only its start.
     public var overflowed: Bool
+    /// True when the body was read and dropped (`ResponseMode.discard`); `body` is empty.
+    public var discarded = false
 }

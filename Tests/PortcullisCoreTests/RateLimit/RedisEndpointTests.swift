@@ -107,6 +107,21 @@ final class RedisEndpointTests: XCTestCase {
         try assertCounts(redis)
     }
 
+    /// A sentinel that accepts the connection and never answers costs one timeout; the next
+    /// discovery starts with the sentinel after it.
+    func testAHungSentinelIsNotAskedFirstAgain() throws {
+        let master = try RedisServerProcess()
+        let live = try sentinel(watching: master, name: "pcm")
+        let hung = try LoopbackSocket.bind(listen: 16)  // connections complete, nothing is read
+        defer { close(hung.fd) }
+        var s = settings(.sentinel([RedisAddress(host: "127.0.0.1", port: Int(hung.port)), RedisAddress(host: "127.0.0.1", port: live.port)],
+                                   masterName: "pcm"))
+        s.timeoutMs = 100
+        let redis = LoopDrivenRedisStore(settings: s)
+        XCTAssertEqual(failure(redis), "redis: no sentinel named the master \"pcm\" (127.0.0.1:\(hung.port): no answer within 100 ms)")
+        try assertCounts(redis)
+    }
+
     func testNoSentinelKnowsTheMaster() throws {
         let master = try RedisServerProcess()
         let live = try sentinel(watching: master, name: "pcm")

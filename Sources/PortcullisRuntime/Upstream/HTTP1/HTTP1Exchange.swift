@@ -39,7 +39,7 @@ final class HTTP1Exchange {
         let bodyLength = HTTP1RequestHead.hasBody(request) ? Int(request.bodyLength ?? 0) : 0
         let inline = bodyLength <= Self.inlineBodyLimit
         output.reserveCapacity(512 + (inline ? bodyLength : 0))
-        HTTP1RequestHead.write(request, target: target, hostHeader: endpoint.hostHeader, into: &output)
+        HTTP1RequestHead.write(request, target: target, hostHeader: request.host ?? endpoint.hostHeader, into: &output)
         replayable = inline
         if bodyLength > 0 {
             if inline {
