@@ -306,6 +306,12 @@ def test_response_rule_sets_do_not_touch_answers_the_gateway_makes(gateway: Gate
     assert "X-Transformed" not in bad_gateway.headers
 
 
+def test_numbers_beyond_int64_and_double_keep_their_text(gateway: Gateway) -> None:
+    text = b'{"id": 123456789012345678901234567890, "r": 1e400, "small": 2}'
+    echo = echo_of(gateway.request("POST", "/request-body/x", data=text, headers={"Content-Type": "application/json"}))
+    assert echo["body"] == '{"id":123456789012345678901234567890,"r":1e400,"small":2,"seen":true}'
+
+
 def test_content_encoded_request_body_passes_untouched(gateway: Gateway) -> None:
     payload = gzip.compress(json.dumps({"a": 1}).encode())
     echo = echo_of(gateway.request("POST", "/request-body/x", data=payload,

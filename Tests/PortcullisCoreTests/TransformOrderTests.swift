@@ -258,4 +258,20 @@ final class TransformOrderTests: XCTestCase {
         XCTAssertEqual(try chain.applyRequest(to: &gzip, context: context), .untouched)
         XCTAssertTrue(chain.needsRequestBody(jsonRequest("{}", headers: [("Content-Encoding", "identity")]), context: context))
     }
+
+    func testNumbersBeyondInt64AndDoubleKeepTheirText() throws {
+        let big = #"{"id":123456789012345678901234567890,"neg":-99999999999999999999,"r":1e400,"ok":1.5}"#
+        XCTAssertThrowsError(try JSONCodec.parse(Array(big.utf8)), "without the flag jansson's verdict stands")
+        let kept = try JSONCodec.parse(Array(big.utf8), rejectDuplicateKeys: false, keepLargeNumbers: true)
+        XCTAssertEqual(kept["id"], .number("123456789012345678901234567890"))
+        XCTAssertEqual(kept["r"], .number("1e400"))
+        XCTAssertEqual(kept["ok"], .double(1.5))
+        let chain = try chain(#"{"name":"b","type":"transform","phase":"request","operations":[{"op":"body.set","path":"/x","value":"{{query.n | number}}"}]}"#, ["b"])
+        var ctx = context
+        ctx.queryItems = [("n", "98765432109876543210")]
+        var req = jsonRequest(big)
+        try chain.applyRequest(to: &req, context: ctx)
+        XCTAssertEqual(String(decoding: req.body ?? [], as: UTF8.self),
+                       #"{"id":123456789012345678901234567890,"neg":-99999999999999999999,"r":1e400,"ok":1.5,"x":98765432109876543210}"#)
+    }
 }

@@ -16,11 +16,16 @@ public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertibl
 public enum JSONCodec {
     /// Parses `bytes`. `rejectDuplicateKeys` is used for security-sensitive documents (JWT
     /// headers and claims), where two values for one key must not be silently merged.
-    public static func parse(_ bytes: some Collection<UInt8>, rejectDuplicateKeys: Bool = true) throws(JSONParseError) -> JSONValue {
+    /// `keepLargeNumbers`: an integer beyond `Int64` or a real beyond `Double` becomes
+    /// `.number(text)` instead of an error (bodies a transform passes on must not lose digits).
+    public static func parse(_ bytes: some Collection<UInt8>, rejectDuplicateKeys: Bool = true,
+                             keepLargeNumbers: Bool = false) throws(JSONParseError) -> JSONValue {
         let fast: JSONValue?? = bytes.withContiguousStorageIfAvailable {
-            JSONFastParser.parse($0, rejectDuplicateKeys: rejectDuplicateKeys)
+            JSONFastParser.parse($0, rejectDuplicateKeys: rejectDuplicateKeys, keepLargeNumbers: keepLargeNumbers)
         }
-        if let value = fast ?? Array(bytes).withUnsafeBufferPointer({ JSONFastParser.parse($0, rejectDuplicateKeys: rejectDuplicateKeys) }) {
+        if let value = fast ?? Array(bytes).withUnsafeBufferPointer({
+            JSONFastParser.parse($0, rejectDuplicateKeys: rejectDuplicateKeys, keepLargeNumbers: keepLargeNumbers)
+        }) {
             return value
         }
         return try parseWithJansson(bytes, rejectDuplicateKeys: rejectDuplicateKeys)
@@ -112,6 +117,7 @@ public enum JSONCodec {
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .int(let i): appendInteger(i, to: &out)
         case .double(let d): appendDouble(d, to: &out)
+        case .number(let text): out.append(contentsOf: text.utf8)
         case .string(let s): JSONLineWriter.appendQuoted(s, to: &out)
         case .array(let items):
             out.append(UInt8(ascii: "["))
@@ -181,6 +187,10 @@ public enum JSONCodec {
         case .bool(let b): return b ? json_true() : json_false()
         case .int(let i): return json_integer(json_int_t(i))
         case .double(let d): return d.isFinite ? json_real(d) : json_null()
+        case .number(let text):
+            // jansson holds no number text: the nearest double (pretty printing only).
+            let d = Double(text) ?? .nan
+            return d.isFinite ? json_real(d) : json_null()
         case .string(let s):
             var s = s
             return s.withUTF8 { buf in

@@ -26,6 +26,8 @@ struct JSONFastParser {
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private let rejectDuplicateKeys: Bool
+    /// Out-of-range numbers become `.number(text)` instead of jansson's error.
+    private let keepLargeNumbers: Bool
     private var index = 0
     private var depth = 0
     /// Members and elements of the containers being read, so each container is allocated once
@@ -35,14 +37,15 @@ struct JSONFastParser {
     /// Unescaped bytes of a string with escapes.
     private var scratch: [UInt8] = []
 
-    private init(bytes: UnsafeBufferPointer<UInt8>, rejectDuplicateKeys: Bool) {
+    private init(bytes: UnsafeBufferPointer<UInt8>, rejectDuplicateKeys: Bool, keepLargeNumbers: Bool) {
         self.bytes = bytes
         self.rejectDuplicateKeys = rejectDuplicateKeys
+        self.keepLargeNumbers = keepLargeNumbers
     }
 
     /// The document in `bytes`, or nil when this reader leaves the decision to jansson.
-    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, rejectDuplicateKeys: Bool) -> JSONValue? {
-        var parser = JSONFastParser(bytes: bytes, rejectDuplicateKeys: rejectDuplicateKeys)
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, rejectDuplicateKeys: Bool, keepLargeNumbers: Bool = false) -> JSONValue? {
+        var parser = JSONFastParser(bytes: bytes, rejectDuplicateKeys: rejectDuplicateKeys, keepLargeNumbers: keepLargeNumbers)
         do {
             let value = try parser.parseValue()
             parser.skipWhitespace()
@@ -181,8 +184,26 @@ struct JSONFastParser {
             skipDigits()
             isReal = true
         }
-        guard isReal else { return .int(try integer(digitsStart..<digitsEnd, negative: negative)) }
-        return .double(try real(start..<index))
+        do throws(GiveUp) {
+            guard isReal else { return .int(try integer(digitsStart..<digitsEnd, negative: negative)) }
+            return .double(try real(start..<index))
+        } catch {
+            guard keepLargeNumbers, isOutOfRange(start..<index, isReal: isReal) else { throw error }
+            return .number(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
+        }
+    }
+
+    /// True when the (grammatical) number in `range` does not fit its type: an integer beyond
+    /// `Int64`, a real `strtod` overflows. Anything else that made the reader give up (a
+    /// locale's decimal comma) is left to jansson.
+    private func isOutOfRange(_ range: Range<Int>, isReal: Bool) -> Bool {
+        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        guard isReal else { return true }
+        return text.withCString { chars in
+            var end: UnsafeMutablePointer<CChar>?
+            let value = strtod(chars, &end)
+            return end.map { UnsafePointer($0) - chars } == range.count && !value.isFinite
+        }
     }
 
     /// Accumulated negatively so that `Int64.min` fits.

@@ -5,6 +5,9 @@ public enum JSONValue: Sendable, Equatable {
     case bool(Bool)
     case int(Int64)
     case double(Double)
+    /// A number beyond `Int64` / `Double`, kept as the text it was written with (only from
+    /// `JSONCodec.parse(_:rejectDuplicateKeys:keepLargeNumbers:)` with `keepLargeNumbers`).
+    case number(String)
     case string(String)
     case array([JSONValue])
     case object(JSONObject)
@@ -14,7 +17,7 @@ public enum JSONValue: Sendable, Equatable {
         switch self {
         case .null: return "null"
         case .bool: return "boolean"
-        case .int, .double: return "number"
+        case .int, .double, .number: return "number"
         case .string: return "string"
         case .array: return "array"
         case .object: return "object"
@@ -37,6 +40,7 @@ public enum JSONValue: Sendable, Equatable {
         switch self {
         case .int(let i): return Double(i)
         case .double(let d): return d
+        case .number(let text): return Double(text)
         default: return nil
         }
     }

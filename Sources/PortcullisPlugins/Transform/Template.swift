@@ -184,9 +184,9 @@ public enum TemplateCast: String, Sendable, Equatable {
         case .number:
             let trimmed = text.trimmingCharacters(in: .whitespaces)
             // The JSON number grammar, so the value serialises as the client wrote it.
-            guard let parsed = try? JSONCodec.parse(Array(trimmed.utf8), rejectDuplicateKeys: false) else { return nil }
+            guard let parsed = try? JSONCodec.parse(Array(trimmed.utf8), rejectDuplicateKeys: false, keepLargeNumbers: true) else { return nil }
             switch parsed {
-            case .int, .double: return parsed
+            case .int, .double, .number: return parsed
             default: return nil
             }
         }

@@ -466,7 +466,7 @@ struct BodyState {
             throw TransformError(problem: .transformBodyTooLarge(phase: phase, limit: maxBytes, ruleSet: limitingSet), ruleSet: limitingSet)
         }
         do {
-            document = try JSONCodec.parse(bytes, rejectDuplicateKeys: false)
+            document = try JSONCodec.parse(bytes, rejectDuplicateKeys: false, keepLargeNumbers: true)
         } catch {
             throw TransformError(problem: .transformInvalidJSON(phase: phase, reason: error.description), ruleSet: limitingSet)
         }
