@@ -15,7 +15,12 @@ PYTEST_ARGS ?=
 # Upper bound for the whole integration run; SIGINT lets pytest tear its processes down.
 INTEGRATION_TIMEOUT ?= 1800
 
-.PHONY: all deps build release run test unit integration bench check clean
+# Seconds per target for `make fuzz`; FUZZ_TARGETS limits the targets.
+FUZZ_SECONDS ?= 60
+# Seconds of load for `make chaos`.
+CHAOS_SECONDS ?= 180
+
+.PHONY: all deps build release run test unit integration bench check clean fuzz chaos
 
 all: build
 
@@ -53,6 +58,15 @@ bench:
 	@BENCH=1 PYTHON=$(PYTHON) scripts/install-deps.sh
 	@if [[ -z "$${PORTCULLIS_BIN:-}" ]]; then $(SWIFT) build -c release; fi
 	@scripts/bench.sh $(BENCH_ARGS)
+
+## fuzz: libFuzzer over every parser target (scripts/fuzz.sh, docs/security.md); not part of `make test`,
+##       which replays the saved corpus in the unit tests instead
+fuzz: build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
+
+## chaos: constant load with random faults for CHAOS_SECONDS (scripts/chaos.py, docs/security.md); not part of `make test`
+chaos: build
+	PORTCULLIS_BIN=$${PORTCULLIS_BIN:-$(DEBUG_BIN)} $(PYTHON) scripts/chaos.py --seconds $(CHAOS_SECONDS)
 
 ## check: validate the demo config
 check: build

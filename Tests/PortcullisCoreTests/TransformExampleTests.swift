@@ -80,6 +80,19 @@ final class TransformExampleTests: XCTestCase {
         XCTAssertEqual(req.path, "/api/users/42")
         XCTAssertEqual(req.rawQuery, "expand=orders&api_version=1")
         XCTAssertEqual(req.headers["x-original-path"], "/v1/users/42")
+
+        // The route prefix /v1/ also matches /v1, and a path may hold line separators: both
+        // are rewritten, never passed through as they are.
+        for (path, expected) in [("/v1", "/api"), ("/v1/", "/api/"), ("/v1/admin;\u{2028}x", "/api/admin;\u{2028}x"),
+                                 ("/v1/a\u{2029}\u{85}b", "/api/a\u{2029}\u{85}b")] {
+            var r = TransformableRequest(method: "GET", path: path)
+            try plugins.applyRequest(["path-versioning"], to: &r, context: context)
+            XCTAssertEqual(r.path, expected)
+        }
+        var other = TransformableRequest(method: "GET", path: "/v10/x")
+        XCTAssertThrowsError(try plugins.applyRequest(["path-versioning"], to: &other, context: context)) {
+            XCTAssertEqual(($0 as? TransformError)?.problem.status, 404)
+        }
     }
 
     func testNotFoundBecomesProblemJSON() throws {

@@ -99,8 +99,27 @@ final class TransformOperationTests: XCTestCase {
         try regex.applyRequest(to: &req, context: context)
         XCTAssertEqual(req.path, "/api/people/7/orders?users$")
         req.path = "/v2/other"
-        try regex.applyRequest(to: &req, context: context)
-        XCTAssertEqual(req.path, "/v2/other", "no match, no change")
+        XCTAssertThrowsError(try regex.applyRequest(to: &req, context: context), "no match fails closed") {
+            XCTAssertEqual(($0 as? TransformError)?.problem.status, 404)
+            XCTAssertEqual(($0 as? TransformError)?.problem.type.hasSuffix("/rewrite-no-match"), true)
+        }
+        let passing = try request(#"{"op":"path.rewrite","regex":"^/v1/(.*)$","replacement":"/api/$1","on_no_match":"pass"}"#)
+        try passing.applyRequest(to: &req, context: context)
+        XCTAssertEqual(req.path, "/v2/other", "on_no_match pass: no match, no change")
+    }
+
+    func testRegexDotMatchesLineSeparators() throws {
+        let regex = try request(#"{"op":"path.rewrite","regex":"^/v1/(.*)$","replacement":"/api/$1"}"#)
+        for tail in ["admin;\u{2028}x", "a\u{2029}b", "a\u{85}b"] {
+            var req = TransformableRequest(method: "GET", path: "/v1/" + tail)
+            try regex.applyRequest(to: &req, context: context)
+            XCTAssertEqual(req.path, "/api/" + tail)
+        }
+    }
+
+    func testOnNoMatchIsValidated() {
+        XCTAssertEqual(TransformFixture.errors(#"{"name":"a","type":"transform","phase":"request","operations":[{"op":"path.rewrite","regex":"^/a","replacement":"/b","on_no_match":"ignore"}]}"#),
+                       [#"plugins/bad.json: /operations/0/on_no_match: must be "error" or "pass", found "ignore""#])
     }
 
     func testRewrittenPathMustStayAbsoluteAndClean() throws {

@@ -19,6 +19,29 @@ public struct Identity: Sendable, Equatable {
     /// The verified JWT claims (empty for API keys and certificates).
     public var claims: JSONObject
 
+    /// The value of the `credential` rate-limit key part: one credential of one consumer.
+    /// A key id is unique only within its consumer, and a JWT's `kid` names the issuer's
+    /// signing key that every user's token shares, so the id alone would put different
+    /// consumers on one counter. API keys and certificates: kind, consumer id, credential id;
+    /// JWTs: kind, `iss`, the identity claim (default `sub`). Each part is length-prefixed, so
+    /// no value can pose as another combination.
+    public var rateLimitCredential: String {
+        switch credentialKind {
+        case .jwt: return Self.lengthPrefixed(["jwt", claims["iss"]?.stringValue ?? "", consumerId])
+        case .apiKey, .mtls: return Self.lengthPrefixed([credentialKind.rawValue, consumerId, credentialId])
+        }
+    }
+
+    static func lengthPrefixed(_ parts: [String]) -> String {
+        var text = ""
+        for part in parts {
+            text += String(part.utf8.count)
+            text += ":"
+            text += part
+        }
+        return text
+    }
+
     public init(consumerId: String, groups: [String] = [], credentialId: String, credentialKind: CredentialKind,
                 scopes: [String] = [], claims: JSONObject = JSONObject()) {
         self.consumerId = consumerId

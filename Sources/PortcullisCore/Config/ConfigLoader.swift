@@ -126,7 +126,7 @@ public enum ConfigLoader {
 
     static func readUpstream(name: String, _ node: ConfigNode) -> UpstreamConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["targets", "connect_timeout_ms", "timeout_ms"])
+        node.rejectUnknownKeys(["targets", "connect_timeout_ms", "timeout_ms", "x_accel_buffering"])
         var targets: [String] = []
         for t in node["targets"].array(required: true) ?? [] {
             guard let url = t.nonEmptyString(required: true) else { continue }
@@ -138,6 +138,7 @@ public enum ConfigLoader {
         var u = UpstreamConfig(name: name, targets: targets)
         if let v = node["connect_timeout_ms"].int(min: 1, max: 600_000) { u.connectTimeoutMs = Int(v) }
         if let v = node["timeout_ms"].int(min: 1, max: 3_600_000) { u.timeoutMs = Int(v) }
+        if let v = node["x_accel_buffering"].bool() { u.allowAccelBuffering = v }
         return u
     }
 

@@ -56,7 +56,7 @@ public struct ServerSettings: Sendable, Equatable {
     public var maxBodyBytes: Int64 = 64 * 1024 * 1024
     /// Largest total size of the FastCGI params (request line facts and headers) a worker
     /// accepts; nginx's `large_client_header_buffers` should stop larger ones first.
-    public var maxHeaderBytes = 256 * 1024
+    public var maxHeaderBytes = 64 * 1024
     /// Seconds a stopping worker waits for in-flight requests before exiting.
     public var shutdownGraceSeconds = 30
     public init() {}
@@ -78,6 +78,9 @@ public struct UpstreamConfig: Sendable, Equatable {
     public var targets: [String]
     public var connectTimeoutMs: Int
     public var timeoutMs: Int
+    /// Whether the upstream's `X-Accel-Buffering` reaches nginx (`x_accel_buffering`); every
+    /// other `X-Accel-*` response field is always removed.
+    public var allowAccelBuffering = true
     public init(name: String, targets: [String], connectTimeoutMs: Int = 2_000, timeoutMs: Int = 30_000) {
         self.name = name
         self.targets = targets

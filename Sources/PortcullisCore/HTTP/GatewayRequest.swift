@@ -75,24 +75,39 @@ public enum PercentEncoding {
                 out.append(plusAsSpace && c == 0x2B ? 0x20 : c); i += 1
             }
         }
-        return String(decoding: out, as: UTF8.self)
+        // `caf%E9` stays byte 0xE9 (RawText), never U+FFFD.
+        return RawText.decode(out)
     }
 
     /// Encodes every byte outside the unreserved set (and, for paths, `/` and sub-delims).
+    /// Bytes kept by `RawText` are encoded as the byte they stand for (`%E9`).
     public static func encode(_ s: String, allowed: Allowed) -> String {
         let table = allowed == .path ? pathBytes : componentBytes
         // Most paths need no escaping: then the string is returned as it is, nothing built.
         guard s.utf8.contains(where: { !table[Int($0)] }) else { return s }
+        return encode(bytes: RawText.bytes(of: s), table: table)
+    }
+
+    /// Encodes the bytes ≥ 0x80 of a raw query (kept by `RawText`) and nothing else: a query
+    /// is forwarded as the client sent it, as a valid request target.
+    public static func encodeNonASCII(_ s: String) -> String {
+        guard s.utf8.contains(where: { $0 >= 0x80 }) else { return s }
+        return encode(bytes: RawText.bytes(of: s), table: asciiBytes)
+    }
+
+    private static func encode(bytes: [UInt8], table: [Bool]) -> String {
         var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count + 16)
+        out.reserveCapacity(bytes.count + 16)
         let digits = Array("0123456789ABCDEF".utf8)
-        for c in s.utf8 {
+        for c in bytes {
             if table[Int(c)] { out.append(c) } else {
                 out.append(0x25); out.append(digits[Int(c >> 4)]); out.append(digits[Int(c & 15)])
             }
         }
         return String(decoding: out, as: UTF8.self)
     }
+
+    private static let asciiBytes: [Bool] = (0..<256).map { $0 < 0x80 }
 
     /// Bytes left as they are: RFC 3986 unreserved, plus sub-delims, `:`, `@` and `/` in a path.
     private static let componentBytes: [Bool] = allowedTable(extra: "")

@@ -29,6 +29,30 @@ public enum HeaderHygiene {
         headers.removeAll { name in isHopByHop(name) || (!named.isEmpty && named.contains(name.asciiLowercased)) }
     }
 
+    /// The most `Connection` tokens a request may carry (all `Connection` fields together,
+    /// empty list elements not counted); more is answered 400 before routing.
+    public static let maxConnectionTokens = 32
+
+    /// True when the `Connection` fields of `headers` name more than ``maxConnectionTokens``
+    /// tokens. Counts commas of non-empty elements and stops at the cap: linear in the bytes
+    /// of the `Connection` fields, nothing allocated.
+    public static func exceedsConnectionTokenCap(_ headers: HTTPHeaders) -> Bool {
+        var tokens = 0
+        for field in headers.fields where field.name.utf8.count == 10 && field.name.caseInsensitiveEquals("connection") {
+            var inToken = false
+            for c in field.value.utf8 {
+                if c == UInt8(ascii: ",") {
+                    inToken = false
+                } else if c != 0x20 && c != 0x09 && !inToken {
+                    inToken = true
+                    tokens += 1
+                    if tokens > maxConnectionTokens { return true }
+                }
+            }
+        }
+        return false
+    }
+
     /// Whether `name` is one of ``hopByHop`` (any case), decided by length first.
     @inlinable
     static func isHopByHop(_ name: some StringProtocol) -> Bool {
@@ -63,12 +87,25 @@ public enum HeaderHygiene {
     }
 
     /// Response headers to pass back to nginx: hop-by-hop removed; `Content-Length` kept only
-    /// when the body passes through unchanged.
-    public static func downstreamResponseHeaders(_ upstream: HTTPHeaders) -> HTTPHeaders {
+    /// when the body passes through unchanged. Every `X-Accel-*` field is removed (nginx acts
+    /// on them: `X-Accel-Redirect` would serve any internal location, `X-Accel-Limit-Rate`
+    /// throttle the client), except `X-Accel-Buffering` when `allowAccelBuffering`.
+    public static func downstreamResponseHeaders(_ upstream: HTTPHeaders, allowAccelBuffering: Bool = true) -> HTTPHeaders {
         var headers = upstream
         stripHopByHop(&headers)
-        headers.removeAll { name in name.caseInsensitiveEquals("status") || name.caseInsensitiveEquals("x-request-id") }
+        headers.removeAll { name in
+            name.caseInsensitiveEquals("status") || name.caseInsensitiveEquals("x-request-id")
+                || (isAccel(name) && !(allowAccelBuffering && name.caseInsensitiveEquals("x-accel-buffering")))
+        }
         return headers
+    }
+
+    /// Whether `name` starts with `X-Accel-` (any case).
+    @inlinable
+    static func isAccel(_ name: String) -> Bool {
+        let u = name.utf8
+        guard u.count > 8, let first = u.first, first | 0x20 == UInt8(ascii: "x") else { return false }
+        return name.utf8.prefix(8).elementsEqual("x-accel-".utf8) { ASCIICase.lower($0) == $1 }
     }
 
     /// True when `value` may be placed in a header: no CR, LF, NUL or other control characters

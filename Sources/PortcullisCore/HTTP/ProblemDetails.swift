@@ -61,6 +61,13 @@ public struct ProblemDetails: Sendable, Equatable {
                        detail: "request headers exceed \(limit) bytes")
     }
 
+    /// More `Connection` tokens than any real client sends: each names a header to strip,
+    /// so an unbounded list is work an unauthenticated client could make the gateway do.
+    public static func tooManyConnectionTokens(limit: Int) -> ProblemDetails {
+        ProblemDetails(status: 400, type: "too-many-connection-tokens", title: "Bad Request",
+                       detail: "the Connection header names more than \(limit) tokens")
+    }
+
     /// A FastCGI request without the facts nginx always sends (it was cut short, or did not
     /// come from the shipped snippet).
     public static func incompleteRequest(missing: String) -> ProblemDetails {

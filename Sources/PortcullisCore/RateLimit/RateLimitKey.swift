@@ -1,6 +1,7 @@
 /// What a limit can be keyed on.
 public enum RateLimitKeyPart: Sendable, Hashable, CustomStringConvertible {
-    /// The id of the credential that authenticated the request (API key id, token subject…).
+    /// One credential of one consumer (`Identity.rateLimitCredential`): kind and consumer id
+    /// with the API key or certificate id, or a JWT's issuer and subject.
     case credential
     case consumer
     /// nginx's client address (`$remote_addr`, after `realip` when behind trusted proxies).
@@ -58,6 +59,7 @@ enum HTTPToken {
 /// The facts about one request that limits are keyed on; filled by the request pipeline after
 /// authentication.
 public struct RateLimitSubject {
+    /// The `credential` key value (`Identity.rateLimitCredential`), not the bare credential id.
     public var credentialId: String?
     public var consumerId: String?
     public var consumerGroups: [String]

@@ -15,9 +15,10 @@ public enum PathPattern {
         }
     }
 
-    /// Non-empty segments of a path.
+    /// Non-empty segments of a path, split on the byte `/` as nginx splits (a `Character`
+    /// split would not split `/` followed by a combining mark such as U+0338).
     public static func splitPath(_ path: String) -> [Substring] {
-        path.split(separator: "/", omittingEmptySubsequences: true)
+        path.utf8.split(separator: 0x2F, omittingEmptySubsequences: true).map { Substring($0) }
     }
 
     public static func paramNames(in pattern: String) -> [String] {

@@ -32,7 +32,9 @@ public protocol RoutableRequest {
 /// declaration order.
 public struct Router: Sendable {
     final class Node: @unchecked Sendable {
-        var literals: [String: Node] = [:]
+        /// Keyed by bytes: Swift's `String` equality is canonical equivalence (`é` equals
+        /// `e` + U+0301), but nginx and upstreams compare bytes, so the router does too.
+        var literals: [ByteKey: Node] = [:]
         var param: Node?
         var exactRoutes: [Int] = []
         var prefixRoutes: [Int] = []
@@ -66,8 +68,8 @@ public struct Router: Sendable {
                 case .literal(let l):
                     literalCount += 1
                     names.append(nil)
-                    if let next = node.literals[l] { node = next } else {
-                        let next = Node(); node.literals[l] = next; node = next
+                    if let next = node.literals[ByteKey(l[...])] { node = next } else {
+                        let next = Node(); node.literals[ByteKey(l[...])] = next; node = next
                     }
                 case .param(let name):
                     names.append(name)
@@ -115,7 +117,7 @@ public struct Router: Sendable {
                 return
             }
             let seg = segments[depth]
-            if let next = node.literals[String(seg)] { walk(next, depth: depth + 1) }
+            if let next = node.literals[ByteKey(seg)] { walk(next, depth: depth + 1) }
             if let next = node.param {
                 captures.append(seg)
                 walk(next, depth: depth + 1)
@@ -146,17 +148,19 @@ public struct Router: Sendable {
         if !match.hosts.isEmpty {
             let host = request.host
             let hostOK = match.hosts.contains { pattern in
-                pattern.hasPrefix("*.") ? (host.hasSuffix(pattern.dropFirst(1)) && host.count > pattern.count - 1) : host == pattern
+                pattern.hasPrefix("*.")
+                    ? (host.utf8.count > pattern.utf8.count - 1 && host.utf8.reversed().starts(with: pattern.utf8.dropFirst().reversed()))
+                    : host.utf8.elementsEqual(pattern.utf8)
             }
             if !hostOK { return false }
         }
         for (name, rule) in match.headers {
             guard let value = request.header(name) else { return false }
-            if case .equals(let expected) = rule, value != expected { return false }
+            if case .equals(let expected) = rule, !value.utf8.elementsEqual(expected.utf8) { return false }
         }
         for (name, rule) in match.query {
             guard let value = request.queryValue(name) else { return false }
-            if case .equals(let expected) = rule, value != expected { return false }
+            if case .equals(let expected) = rule, !value.utf8.elementsEqual(expected.utf8) { return false }
         }
         return true
     }
@@ -178,14 +182,28 @@ public struct Router: Sendable {
 
     /// The part of `path` after its first `count` non-empty segments, starting with "/" (or "").
     static func remainder(of path: String, afterSegments count: Int) -> String {
+        // On bytes: a "/" followed by a combining mark is one Character, but still a separator.
+        let u = path.utf8
         var seen = 0
-        var idx = path.startIndex
-        while seen < count, idx < path.endIndex {
-            while idx < path.endIndex && path[idx] == "/" { idx = path.index(after: idx) }
-            guard idx < path.endIndex else { break }
-            while idx < path.endIndex && path[idx] != "/" { idx = path.index(after: idx) }
+        var idx = u.startIndex
+        while seen < count, idx < u.endIndex {
+            while idx < u.endIndex && u[idx] == 0x2F { idx = u.index(after: idx) }
+            guard idx < u.endIndex else { break }
+            while idx < u.endIndex && u[idx] != 0x2F { idx = u.index(after: idx) }
             seen += 1
         }
         return String(path[idx...])
+    }
+}
+
+/// A path segment compared and hashed as bytes (no Unicode normalisation, no allocation).
+struct ByteKey: Hashable, Sendable {
+    let text: Substring
+    init(_ text: Substring) { self.text = text }
+    static func == (a: ByteKey, b: ByteKey) -> Bool { a.text.utf8.elementsEqual(b.text.utf8) }
+    func hash(into hasher: inout Hasher) {
+        if text.utf8.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
+            for b in text.utf8 { hasher.combine(b) }
+        }
     }
 }

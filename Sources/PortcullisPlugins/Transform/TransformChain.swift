@@ -137,11 +137,13 @@ public struct TransformChain: Sendable {
                         }
                     }
                     request.path = try checkedPath(rendered, unsafeValue: unsafe, set)
-                case .pathRegex(let regex, let replacement, let allowSlashes):
+                case .pathRegex(let regex, let replacement, let allowSlashes, let passOnNoMatch):
                     var unsafe: String?
                     if let rewritten = regex.replaceFirst(in: request.path, with: replacement,
                                                           value: { Self.pathValue($0, context, allowSlashes: allowSlashes, unsafe: &unsafe) }) {
                         request.path = try checkedPath(rewritten, unsafeValue: unsafe, set)
+                    } else if !passOnNoMatch {
+                        throw TransformError(problem: .rewriteNoMatch(ruleSet: set.name), ruleSet: set.name)
                     }
                 case .methodSet(let method):
                     request.method = method

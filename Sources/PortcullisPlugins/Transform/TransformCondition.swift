@@ -46,7 +46,10 @@ public struct TransformCondition: Sendable {
     /// apply) are taken to hold: the answer is then whether the rule set *could* apply, which is
     /// what deciding to buffer a body needs before the earlier rule sets have run.
     public func matches(_ message: ConditionMessage, context: TemplateContext, undecided: MessageChanges = .none) -> Bool {
-        if let methods, !undecided.method, !methods.contains(message.method) { return false }
+        // HEAD is GET without the body: a rule for GET applies to HEAD too, so both answer the
+        // same head (Content-Length included).
+        if let methods, !undecided.method, !methods.contains(message.method),
+           !(message.method == "HEAD" && methods.contains("GET")) { return false }
         for (name, rule) in headers where !undecided.changes(header: name) {
             if !rule.matches(message.headers[name]) { return false }
         }

@@ -28,9 +28,10 @@ public enum TransformOperation: Sendable {
     /// Replaces the whole path with a rendered template. A rendered value is one segment (no
     /// `/` or backslash) unless `allowSlashes`.
     case pathTemplate(Template, allowSlashes: Bool)
-    /// Replaces the first match of `regex` in the path with `replacement`; no match, no change.
-    /// `{{...}}` values in the replacement are segments as in `pathTemplate`.
-    case pathRegex(CompiledRegex, replacement: [RewritePart], allowSlashes: Bool)
+    /// Replaces the first match of `regex` in the path with `replacement`. No match is an
+    /// error (404) unless `passOnNoMatch`, when the path is left as it is. `{{...}}` values in
+    /// the replacement are segments as in `pathTemplate`.
+    case pathRegex(CompiledRegex, replacement: [RewritePart], allowSlashes: Bool, passOnNoMatch: Bool)
     case methodSet(String)
     /// The `Host` sent upstream (instead of the upstream target's).
     case hostSet(Template)
@@ -144,7 +145,9 @@ public struct CompiledRegex: @unchecked Sendable {
 
     init(pattern: String) throws {
         self.pattern = pattern
-        self.regex = try NSRegularExpression(pattern: pattern)
+        // `.` matches every character, line separators included: a path is one line however
+        // it is encoded, and `^/v1/(.*)$` must not fail on U+2028, U+2029, U+0085 or CR/LF.
+        self.regex = try NSRegularExpression(pattern: pattern, options: [.dotMatchesLineSeparators])
     }
 
     var captureGroupCount: Int { regex.numberOfCaptureGroups }

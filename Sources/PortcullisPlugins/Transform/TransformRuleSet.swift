@@ -205,7 +205,7 @@ enum TransformSchema {
         "header.remove": ["name"], "header.rename": ["from", "to"], "header.replace": ["name", "value"],
         "query.add": ["name", "value"], "query.set": ["name", "value"], "query.append": ["name", "value"],
         "query.remove": ["name"], "query.rename": ["from", "to"], "query.replace": ["name", "value"], "host.set": ["value"],
-        "path.rewrite": ["template", "regex", "replacement", "allow_slashes"], "method.set": ["value"],
+        "path.rewrite": ["template", "regex", "replacement", "allow_slashes", "on_no_match"], "method.set": ["value"],
         "status.map": ["from", "to", "body", "content_type"],
         "body.set": ["path", "value", "strict"], "body.add": ["path", "value", "strict"],
         "body.replace": ["path", "value", "strict"], "body.append": ["path", "value", "strict"],
@@ -377,6 +377,14 @@ enum TransformSchema {
         case (false, true):
             guard let pattern = node["regex"].nonEmptyString(required: true) else { return nil }
             guard node["replacement"].isPresent else { node["replacement"].fail("required field is missing"); return nil }
+            // A rewrite that silently forwards the unrewritten path fails open (the upstream
+            // serves a path the rule meant to hide), so passing through must be asked for.
+            var passOnNoMatch = false
+            switch node["on_no_match"].string() {
+            case nil, "error"?: break
+            case "pass"?: passOnNoMatch = true
+            case let other?: node["on_no_match"].fail("must be \"error\" or \"pass\", found \"\(other)\""); return nil
+            }
             let regex: CompiledRegex
             do { regex = try CompiledRegex(pattern: pattern) } catch {
                 node["regex"].fail("invalid regular expression \"\(pattern)\"")
@@ -385,7 +393,7 @@ enum TransformSchema {
             guard let t = template(node["replacement"], phase: phase) else { return nil }
             if !HeaderHygiene.isSafeHeaderValue(t.literalText) { node["replacement"].fail("contains a control character"); return nil }
             switch RewritePart.compile(t, groups: regex.captureGroupCount) {
-            case .success(let parts): return .pathRegex(regex, replacement: parts, allowSlashes: allowSlashes)
+            case .success(let parts): return .pathRegex(regex, replacement: parts, allowSlashes: allowSlashes, passOnNoMatch: passOnNoMatch)
             case .failure(let e): node["replacement"].fail(e.message); return nil
             }
         case (true, true):

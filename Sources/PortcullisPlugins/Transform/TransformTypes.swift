@@ -89,6 +89,13 @@ extension ProblemDetails {
         }
     }
 
+    /// A `path.rewrite` regex that does not match the path (and the rule does not say
+    /// `"on_no_match": "pass"`): the public path has no upstream path, so 404.
+    public static func rewriteNoMatch(ruleSet: String) -> ProblemDetails {
+        ProblemDetails(status: 404, type: "rewrite-no-match", title: "Not Found",
+                       detail: "the path does not match the path.rewrite of rule set \"\(ruleSet)\"")
+    }
+
     /// A path rewrite whose rendered values would leave the template's prefix (a `/` in a
     /// value, a `.` or `..` segment): 400.
     public static func transformUnsafePath(_ detail: String) -> ProblemDetails {

@@ -93,7 +93,7 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         for (name, value) in headers where HeaderHygiene.isSafeHeaderValue(value) && HeaderHygiene.isToken(name) {
             head.append(contentsOf: name.utf8)
             head.append(contentsOf: ": ".utf8)
-            head.append(contentsOf: value.utf8)
+            RawText.append(value, to: &head)
             head.append(contentsOf: "\r\n".utf8)
         }
         head.append(contentsOf: "X-Request-ID: ".utf8)

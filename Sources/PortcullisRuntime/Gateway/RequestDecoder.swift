@@ -15,7 +15,7 @@ public enum RequestDecoder {
 
     /// Decodes `NAME=VALUE` entries, as libfcgi hands them over.
     public static func decode<Entries: Sequence>(entries: Entries) -> Decoded where Entries.Element == UnsafeBufferPointer<UInt8> {
-        var method: String?, documentURI = "", requestURI = "", query = "", host = "", hostHeader = ""
+        var method: String?, documentURI = "", requestURI = "", query = "", host = ""
         var remote = "", scheme = "", requestScheme = "", nginxId = "", contentLength: Int64?
         var headers = HTTPHeaders()
         var certVerify: String?, certSubject: String?, certPEM: String?
@@ -26,13 +26,12 @@ public enum RequestDecoder {
             guard let eq = entry.firstIndex(of: UInt8(ascii: "=")) else { continue }
             let name = UnsafeBufferPointer(rebasing: entry[..<eq])
             let valueBytes = UnsafeBufferPointer(rebasing: entry[(eq + 1)...])
-            func value() -> String { String(decoding: valueBytes, as: UTF8.self) }
+            // Bytes that are not UTF-8 are kept (RawText), never replaced by U+FFFD.
+            func value() -> String { RawText.decode(valueBytes) }
             if name.starts(with: "HTTP_".utf8) {
                 // nginx passes these twice; CONTENT_TYPE/CONTENT_LENGTH are the authoritative copies.
                 if equals(name, "HTTP_CONTENT_TYPE") || equals(name, "HTTP_CONTENT_LENGTH") { continue }
-                let text = value()
-                if equals(name, "HTTP_HOST") { hostHeader = text }
-                headers.add(headerName(fromParam: name), text)
+                headers.add(headerName(fromParam: name), value())
                 continue
             }
             switch name.count {
@@ -61,13 +60,16 @@ public enum RequestDecoder {
         if documentURI.isEmpty {
             documentURI = PercentEncoding.decode(requestURI.split(separator: "?", maxSplits: 1).first ?? "/")
         }
-        if host.isEmpty { host = String(hostHeader.split(separator: ":").first ?? "") }
+        // The host is nginx's `$host` (PORTCULLIS_HOST: the request line's host, else the Host
+        // header, lower-cased, without port), for routing and X-Forwarded-Host alike; never
+        // the client's Host header on its own, which may differ from what nginx routed on.
+        host = host.asciiLowercased
         if nginxId.isEmpty { nginxId = randomRequestId() }
         let requestId = RequestID.choose(clientSupplied: headers["X-Request-ID"], nginxGenerated: nginxId)
         var request = GatewayRequest(
-            method: method ?? "GET", path: documentURI.isEmpty ? "/" : documentURI, rawQuery: query, host: host.asciiLowercased,
+            method: method ?? "GET", path: documentURI.isEmpty ? "/" : documentURI, rawQuery: query, host: host,
             headers: headers,
-            facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: hostHeader),
+            facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: host),
             requestId: requestId, contentLength: contentLength)
         request.adminPages = adminPages
         if let certVerify, !certVerify.isEmpty {

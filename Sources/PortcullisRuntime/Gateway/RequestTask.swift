@@ -89,6 +89,9 @@ final class RequestTask {
         if paramBytes > gateway.config.server.maxHeaderBytes {
             return answer(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes))
         }
+        if HeaderHygiene.exceedsConnectionTokenCap(request.headers) {
+            return answer(.tooManyConnectionTokens(limit: HeaderHygiene.maxConnectionTokens))
+        }
         switch gateway.router.route(request) {
         case .notFound:
             answer(.notFound(path: request.path))
@@ -161,7 +164,7 @@ final class RequestTask {
         }
         let request = self.request
         let subject = RateLimitSubject(
-            credentialId: identity?.credentialId, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
+            credentialId: identity?.rateLimitCredential, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
             clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
             claim: { identity?.claims[$0].flatMap(Self.claimText) })
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
@@ -233,12 +236,16 @@ final class RequestTask {
             }
         }
         if body === exchange as BodySource { bodyRead = request.contentLength ?? 0 }
+        // HEAD where response rules may rewrite the body: the upstream is asked with GET, so
+        // the answer carries the Content-Length of the body GET gets; nginx sends no body.
+        if outgoing.method == "HEAD", pass.chain.response.contains(where: \.touchesBody) { outgoing.method = "GET" }
 
         let target = context.nextTarget(routeIndex: pass.match.routeIndex)
         var url = target + PercentEncoding.encode(outgoing.path, allowed: .path)
-        if !outgoing.rawQuery.isEmpty { url += "?" + outgoing.rawQuery }
+        if !outgoing.rawQuery.isEmpty { url += "?" + PercentEncoding.encodeNonASCII(outgoing.rawQuery) }
         var upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
+        upstreamRequest.allowAccelBuffering = pass.upstream.allowAccelBuffering
         upstreamRequest.host = outgoing.host
         log.upstream = target
         if slowNanos != nil { transformDone = EventLoop.monotonicNanos() }
@@ -335,7 +342,7 @@ final class RequestTask {
             return
         }
         var status = collected.status
-        var headers = Self.transformInput(collected.headers, added: pass.responseHeaders)
+        var headers = Self.transformInput(collected.headers, added: pass.responseHeaders, allowAccelBuffering: pass.upstream.allowAccelBuffering)
         var body: [UInt8]? = collected.discarded ? nil : collected.body
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
@@ -348,7 +355,7 @@ final class RequestTask {
         let bytes = body ?? []
         headers.set("Content-Length", String(bytes.count))
         exchange.sendHead(status: status, headers: headers)
-        exchange.sendBody(bytes)
+        if request.method != "HEAD" { exchange.sendBody(bytes) }
     }
 
     /// The slow-request line: who, where, and the time each stage took (a stage that did not
@@ -373,8 +380,8 @@ final class RequestTask {
 
     /// The upstream's headers as response rule sets see them: cleaned for the client, with the
     /// gateway's own (RateLimit-*) added.
-    private static func transformInput(_ upstream: HTTPHeaders, added: HTTPHeaders) -> HTTPHeaders {
-        var headers = HeaderHygiene.downstreamResponseHeaders(upstream)
+    private static func transformInput(_ upstream: HTTPHeaders, added: HTTPHeaders, allowAccelBuffering: Bool = true) -> HTTPHeaders {
+        var headers = HeaderHygiene.downstreamResponseHeaders(upstream, allowAccelBuffering: allowAccelBuffering)
         for (name, value) in added { headers.set(name, value) }
         return headers
     }

@@ -11,6 +11,7 @@ final class ResponseRelay {
     let hooks: ResponseHooks
     let requestId: String
     let url: String
+    let allowAccelBuffering: Bool
     let completion: (UpstreamOutcome, CollectedResponse?) -> Void
     private(set) var status = 0
     private(set) var headers = HTTPHeaders()
@@ -23,8 +24,9 @@ final class ResponseRelay {
     private var collected: [UInt8] = []
     private(set) var overflowed = false
 
-    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String,
+    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String, allowAccelBuffering: Bool = true,
          completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+        self.allowAccelBuffering = allowAccelBuffering
         self.sink = sink
         self.body = body
         self.hooks = hooks
@@ -91,7 +93,7 @@ final class ResponseRelay {
             while let f = value.first, f == 0x20 || f == 0x09 { value = value.dropFirst() }
             while let l = value.last, l == 0x20 || l == 0x09 { value = value.dropLast() }
             headers.add(String(decoding: UnsafeBufferPointer(rebasing: line[..<colon]), as: UTF8.self),
-                        String(decoding: UnsafeBufferPointer(rebasing: value), as: UTF8.self))
+                        RawText.decode(UnsafeBufferPointer(rebasing: value)))
         }
     }
 
@@ -113,7 +115,7 @@ final class ResponseRelay {
     func sendHeadIfNeeded() -> Bool {
         if answeredProblem { return false }
         guard !sink.headSent else { return true }
-        var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
+        var outgoing = HeaderHygiene.downstreamResponseHeaders(headers, allowAccelBuffering: allowAccelBuffering)
         var code = status
         if let hook = hooks.head, let problem = hook(&code, &outgoing) {
             sink.sendProblem(problem, requestId: requestId)

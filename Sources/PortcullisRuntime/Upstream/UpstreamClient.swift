@@ -51,7 +51,7 @@ public final class UpstreamClient {
                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
         let h = makeHandle()
         let transfer = CurlTransfer(ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
-                                                  completion: completion))
+                                                  allowAccelBuffering: request.allowAccelBuffering, completion: completion))
         let ctx = Unmanaged.passRetained(transfer).toOpaque()
 
         // Every option a previous request may have changed is set again (method, body,
@@ -86,14 +86,26 @@ public final class UpstreamClient {
 
         var list: UnsafeMutablePointer<curl_slist>?
         if let host = request.host { list = curl_slist_append(list, "Host: \(host)") }
-        var sawAccept = false
+        var sawAccept = false, sawContentType = false
         for (name, value) in request.headers {
             if name.caseInsensitiveEquals("host") || name.caseInsensitiveEquals("content-length") { continue }
             if name.caseInsensitiveEquals("accept") { sawAccept = true }
-            list = curl_slist_append(list, "\(name): \(value)")
+            if name.caseInsensitiveEquals("content-type") { sawContentType = true }
+            if RawText.hasEscapes(value) {
+                // Bytes that are not UTF-8 go out as the client sent them.
+                var line = Array(name.utf8) + Array(": ".utf8)
+                RawText.append(value, to: &line)
+                line.append(0)
+                list = line.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { curl_slist_append(list, $0.baseAddress) } }
+            } else {
+                list = curl_slist_append(list, "\(name): \(value)")
+            }
         }
-        // Suppress headers curl would invent.
+        // Suppress headers curl would invent: in POST mode it adds
+        // `Content-Type: application/x-www-form-urlencoded`, and form-parsing upstreams would
+        // then read a body the client sent without a type as form fields.
         if !sawAccept { list = curl_slist_append(list, "Accept:") }
+        if !sawContentType { list = curl_slist_append(list, "Content-Type:") }
         list = curl_slist_append(list, "Expect:")
         pc_curl_set_slist(h, CURLOPT_HTTPHEADER, list)
         transfer.headerList = list

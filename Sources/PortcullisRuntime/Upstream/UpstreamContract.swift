@@ -63,6 +63,9 @@ public struct UpstreamRequest {
     public var bodyLength: Int64?
     public var connectTimeoutMs: Int
     public var timeoutMs: Int
+    /// Whether the response's `X-Accel-Buffering` is passed to nginx (the upstream's
+    /// `x_accel_buffering`).
+    public var allowAccelBuffering = true
     /// The `Host` to send instead of the target's (a transform's `host.set`).
     public var host: String?
 

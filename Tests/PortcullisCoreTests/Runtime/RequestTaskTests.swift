@@ -249,4 +249,16 @@ final class RequestTaskTests: XCTestCase {
         XCTAssertNotEqual(started.traceIdHex, kept.traceIdHex)
         XCTAssertNil(environment.sent[1].request.headers["tracestate"])
     }
+
+    func testHostForRoutingAndForwardingIsNginxsNotTheHostHeader() {
+        let decoded = RequestDecoder.decode([
+            FastCGIParam(name: "REQUEST_METHOD", value: "GET"), FastCGIParam(name: "DOCUMENT_URI", value: "/"),
+            FastCGIParam(name: "HTTP_HOST", value: "b.example"), FastCGIParam(name: "PORTCULLIS_HOST", value: "a.example"),
+        ])
+        XCTAssertEqual(decoded.request.host, "a.example")
+        XCTAssertEqual(decoded.request.facts.host, "a.example", "X-Forwarded-Host is the host nginx routed on")
+        let noFact = RequestDecoder.decode([FastCGIParam(name: "REQUEST_METHOD", value: "GET"), FastCGIParam(name: "HTTP_HOST", value: "b.example")])
+        XCTAssertEqual(noFact.request.host, "", "a Host header alone is not a fact")
+        XCTAssertEqual(noFact.request.facts.host, "")
+    }
 }

@@ -59,7 +59,8 @@ public final class HTTP1Client {
                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
         starting = true
         defer { starting = false }
-        let relay = ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url, completion: completion)
+        let relay = ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
+                                  allowAccelBuffering: request.allowAccelBuffering, completion: completion)
         guard let (endpoint, target) = route(request.url) else {
             return later { self.finish(relay, started: EventLoop.monotonicNanos(), failure: .unavailable("not a plain-HTTP address: \(request.url)")) }
         }

@@ -14,8 +14,8 @@ enum HTTP1RequestHead {
 
     /// Appends the head for `request` to `out`: request line, `Host`, the request's headers
     /// in order (minus Host and Content-Length, which are the client's; an empty value is
-    /// dropped as curl drops it), then for a body `Content-Length` and curl's default
-    /// `Content-Type` when the request has none.
+    /// dropped as curl drops it), then for a body `Content-Length`. No `Content-Type` is ever
+    /// invented: a body the client sent without one is forwarded without one.
     static func write(_ request: UpstreamRequest, target: Substring, hostHeader: String, into out: inout [UInt8]) {
         out.append(contentsOf: request.method.utf8)
         out.append(0x20)
@@ -24,21 +24,18 @@ enum HTTP1RequestHead {
         out.append(contentsOf: " HTTP/1.1\r\nHost: ".utf8)
         out.append(contentsOf: hostHeader.utf8)
         out.append(contentsOf: crlf)
-        var sawContentType = false
         for (name, value) in request.headers {
             if name.caseInsensitiveEquals("host") || name.caseInsensitiveEquals("content-length") { continue }
             guard value.utf8.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { continue }
-            if name.caseInsensitiveEquals("content-type") { sawContentType = true }
             out.append(contentsOf: name.utf8)
             out.append(contentsOf: ": ".utf8)
-            out.append(contentsOf: value.utf8)
+            RawText.append(value, to: &out)
             out.append(contentsOf: crlf)
         }
         if hasBody(request) {
             out.append(contentsOf: "Content-Length: ".utf8)
             out.append(contentsOf: String(request.bodyLength ?? 0).utf8)
             out.append(contentsOf: crlf)
-            if !sawContentType { out.append(contentsOf: "Content-Type: application/x-www-form-urlencoded\r\n".utf8) }
         }
         out.append(contentsOf: crlf)
     }

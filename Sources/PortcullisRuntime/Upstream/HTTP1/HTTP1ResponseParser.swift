@@ -83,7 +83,7 @@ final class HTTP1ResponseParser {
 
     private func flushHeader() {
         while let last = value.last, last == 0x20 || last == 0x09 { value.removeLast() }
-        headers.add(String(decoding: field, as: UTF8.self), String(decoding: value, as: UTF8.self))
+        headers.add(String(decoding: field, as: UTF8.self), RawText.decode(value))
         field.removeAll(keepingCapacity: true)
         value.removeAll(keepingCapacity: true)
         inValue = false
