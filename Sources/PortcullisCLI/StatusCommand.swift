@@ -17,9 +17,11 @@ struct StatusCommand: ParsableCommand {
             throw ExitCode(3)
         }
         let table = try? SharedMemoryRateTable.open(path: SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
+        let upstreams = upstreamReport(state, runtimeDirectory: paths.directory)
         if json {
             var object = state.objectValue ?? JSONObject()
             object["running"] = true
+            if let upstreams { object["upstreams"] = .object(upstreams) }
             if let table {
                 let stats = table.stats
                 object["rate_limit_table"] = .object(JSONObject([
@@ -43,8 +45,27 @@ struct StatusCommand: ParsableCommand {
             print("rate-limit table: \(table.slots) slots, \(stats.insertions) insertions, \(stats.evictions) evictions, "
                   + "\(stats.storeFailures) Redis failures, \(stats.degradedDecisions) degraded decisions")
         }
+        for (name, targets) in upstreams?.entries ?? [] {
+            print("upstream \(name):")
+            for t in targets.arrayValue ?? [] {
+                var line = "  \(t["target"]?.stringValue ?? "")  \(t["health"]?.stringValue ?? "")  breaker \(t["breaker"]?.stringValue ?? "")"
+                if let ms = t["open_for_ms"]?.intValue { line += " (\(ms) ms left)" }
+                line += "  \(t["in_flight"]?.intValue ?? 0) in flight"
+                print(line)
+            }
+        }
         if let reload = state["last_reload"] {
             print("last reload: \(reload["ok"]?.boolValue == true ? "ok" : "refused") at \(reload["at"]?.stringValue ?? "")")
         }
+    }
+
+    /// Each upstream's targets (from the state file) with their live health, breaker state and
+    /// in-flight count (from the shared upstream state).
+    private func upstreamReport(_ state: JSONValue, runtimeDirectory: String) -> JSONObject? {
+        guard let listed = state["upstreams"]?.objectValue,
+              let table = try? UpstreamStateTable.open(path: UpstreamStateTable.defaultPath(runtimeDirectory: runtimeDirectory)) else { return nil }
+        return JSONObject(listed.entries.map { name, targets in
+            (name, .array((targets.arrayValue ?? []).compactMap(\.stringValue).map { .object(table.report(upstream: name, target: $0)) }))
+        })
     }
 }

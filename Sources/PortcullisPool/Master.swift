@@ -38,6 +38,7 @@ public final class Master {
     private var pluginFingerprint: PluginDirectoryFingerprint?
     private var nextPluginCheck = ContinuousClock.now
     private var metrics: PoolMetrics?
+    private var upstreams: UpstreamSupervision?
 
     public init(configPath: String, configBytes: [UInt8], config: GatewayConfig, workers: Int?, threads: Int?) {
         self.initialConfigBytes = configBytes
@@ -56,6 +57,7 @@ public final class Master {
         try createRateTable()
         metrics = try PoolMetrics(runtimeDirectory: paths.directory)
         metrics?.load(config)
+        upstreams = try UpstreamSupervision(runtimeDirectory: paths.directory, config: config)
         try writeSnapshot(initialConfigBytes, generation: generation)
         try writePidFile()
         pipe(&signalPipe)
@@ -173,6 +175,7 @@ public final class Master {
         }
         generation = next
         config = newConfig
+        upstreams?.configure(newConfig)
         if workersOverride == nil { desiredWorkers = newConfig.server.workers }
         if generation > 2 { unlink(snapshotPath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
@@ -264,6 +267,7 @@ public final class Master {
             guard pid > 0 else { break }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
             metrics?.reaped(pid)
+            upstreams?.workerExited(pid)
             // Hand-overs the worker sent just before exiting are still in the channel.
             while case .message(let words, let passed)? = worker.control.receive() {
                 if words.first == "handoff" { passConnections(passed, from: pid) } else { passed.forEach { close($0) } }
@@ -444,6 +448,7 @@ public final class Master {
             ("started_at", .string(RFC3339.format(startedAt, milliseconds: true))), ("workers", .array(list)),
         ])
         if let lastReload { state["last_reload"] = .object(lastReload) }
+        state["upstreams"] = UpstreamSupervision.stateEntry(config)
         let text = JSONCodec.serialize(.object(state), pretty: true) + "\n"
         if text != lastStateText {
             try? text.write(toFile: paths.stateFile, atomically: true, encoding: .utf8)
@@ -459,6 +464,7 @@ public final class Master {
         unlink(paths.stateFile)
         unlink(SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
         metrics?.remove()
+        upstreams?.stop()
         for g in max(1, generation - 2)...generation { unlink(snapshotPath(g)) }
     }
 }

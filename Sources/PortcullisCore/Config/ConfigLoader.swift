@@ -126,19 +126,25 @@ public enum ConfigLoader {
 
     static func readUpstream(name: String, _ node: ConfigNode) -> UpstreamConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["targets", "connect_timeout_ms", "timeout_ms", "x_accel_buffering"])
+        node.rejectUnknownKeys(UpstreamConfigReader.fields)
         var targets: [String] = []
+        var weights: [Int] = []
         for t in node["targets"].array(required: true) ?? [] {
-            guard let url = t.nonEmptyString(required: true) else { continue }
-            if let problem = validateTargetURL(url) { t.fail(problem) } else {
-                targets.append(url.hasSuffix("/") ? String(url.dropLast()) : url)
-            }
+            let (urlNode, weight) = UpstreamConfigReader.target(t)
+            guard let url = urlNode.nonEmptyString(required: t.value?.objectValue == nil) else { continue }
+            if let problem = validateTargetURL(url) { urlNode.fail(problem); continue }
+            let normalized = url.hasSuffix("/") ? String(url.dropLast()) : url
+            if targets.contains(normalized) { urlNode.fail("duplicate target \"\(normalized)\""); continue }
+            targets.append(normalized)
+            weights.append(weight)
         }
         if node["targets"].value?.arrayValue?.isEmpty == true { node["targets"].fail("at least one target is required") }
         var u = UpstreamConfig(name: name, targets: targets)
+        u.weights = weights
         if let v = node["connect_timeout_ms"].int(min: 1, max: 600_000) { u.connectTimeoutMs = Int(v) }
         if let v = node["timeout_ms"].int(min: 1, max: 3_600_000) { u.timeoutMs = Int(v) }
         if let v = node["x_accel_buffering"].bool() { u.allowAccelBuffering = v }
+        UpstreamConfigReader.read(node, into: &u)
         return u
     }
 

@@ -71,19 +71,29 @@ public struct LogSettings: Sendable, Equatable {
     public init() {}
 }
 
-/// A named upstream service: one or more targets and their timeouts.
+/// A named upstream service: its targets, timeouts and resilience policies
+/// ([upstreams.md](../../../docs/upstreams.md)).
 public struct UpstreamConfig: Sendable, Equatable {
     public var name: String
-    /// Base URLs (`http://host:port`), balanced round robin.
+    /// Base URLs (`http://host:port`).
     public var targets: [String]
+    /// Per target (indexed like `targets`), 1 unless configured.
+    public var weights: [Int]
     public var connectTimeoutMs: Int
     public var timeoutMs: Int
+    public var balancer = BalancerAlgorithm.roundRobin
+    public var retry = RetryPolicy()
+    public var breaker = BreakerPolicy()
+    public var healthCheck: HealthCheckPolicy?
+    /// Requests in flight to this upstream across the instance beyond which new ones get 503.
+    public var maxInFlight: Int?
     /// Whether the upstream's `X-Accel-Buffering` reaches nginx (`x_accel_buffering`); every
     /// other `X-Accel-*` response field is always removed.
     public var allowAccelBuffering = true
     public init(name: String, targets: [String], connectTimeoutMs: Int = 2_000, timeoutMs: Int = 30_000) {
         self.name = name
         self.targets = targets
+        self.weights = Array(repeating: 1, count: targets.count)
         self.connectTimeoutMs = connectTimeoutMs
         self.timeoutMs = timeoutMs
     }

@@ -41,6 +41,12 @@ public struct JSONLineWriter {
         }
     }
 
+    /// A value already serialised as JSON (an array or object), copied as it is.
+    public mutating func field(_ key: String, rawJSON: [UInt8]) {
+        appendKey(key)
+        bytes.append(contentsOf: rawJSON)
+    }
+
     /// The finished line, newline-terminated.
     public mutating func finish() -> [UInt8] {
         bytes.append(UInt8(ascii: "}"))

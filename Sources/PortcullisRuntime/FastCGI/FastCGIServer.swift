@@ -250,4 +250,9 @@ extension FastCGIConnection: RequestEnvironment {
     }
     func requestEnded(unreadBody: Int64) { owner.requestEnded(self, unreadBody: unreadBody) }
     func routed(metricsSlot: Int) { owner.routed(self, slot: metricsSlot) }
+    var draining: Bool { owner.retiring }
+    func after(nanoseconds: UInt64, _ work: @escaping () -> Void) {
+        // Rare (retry backoff): a timer of its own, held by the loop's queue until it fires.
+        owner.loop.schedule(LoopTimer(work), afterNanos: nanoseconds)
+    }
 }

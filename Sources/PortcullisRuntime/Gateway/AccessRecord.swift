@@ -19,6 +19,8 @@ struct AccessRecord {
     var consumer: String?
     var credential: String?
     var limits: String?
+    /// Each try of a retried request (a JSON array), only when there was more than one.
+    var tries: [UInt8]?
 
     init(request: GatewayRequest) {
         requestId = request.requestId
@@ -48,6 +50,7 @@ struct AccessRecord {
         if let consumer { w.field("consumer", consumer) }
         if let credential { w.field("credential", credential) }
         if let limits { w.field("limits", limits) }
+        if let tries { w.field("tries", rawJSON: tries) }
         if let error { w.field("error", error) }
         buffer = w.finish()
     }

@@ -27,12 +27,26 @@ public final class Gateway: Sendable {
     /// Background JWKS refreshers of this configuration, stopped when it is replaced.
     let jwksFetchers: [JWKSFetcher]
 
+    /// The instance's upstream state (breakers, health, in flight) and this worker's column in it.
+    let upstreamTable: UpstreamStateTable
+    let upstreamColumn: Int
+    /// Every upstream bound to its shared state (sorted by name), and each route's index into it.
+    let upstreamTargets: [UpstreamTargets]
+    let routeUpstreamIndex: [Int]
+
     public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:],
-                jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?, metrics: WorkerMetrics? = nil,
+                jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?,
+                upstreamTable: UpstreamStateTable? = nil, upstreamColumn: Int = 0, metrics: WorkerMetrics? = nil,
                 metricsSegment: MetricsSegment? = nil) {
         self.rateTable = rateTable
         self.metrics = metrics
         self.metricsSegment = metricsSegment ?? metrics?.segment
+        let table = upstreamTable ?? UpstreamStateTable.local()
+        self.upstreamTable = table
+        self.upstreamColumn = upstreamColumn
+        let names = loaded.config.upstreams.keys.sorted()
+        self.upstreamTargets = names.map { UpstreamTargets(config: loaded.config.upstreams[$0]!, table: table, column: upstreamColumn) }
+        self.routeUpstreamIndex = loaded.config.routes.map { names.firstIndex(of: $0.upstream)! }
         self.jwksFetchers = jwksFetchers
         self.config = loaded.config
         self.router = Router(routes: loaded.config.routes)
@@ -77,12 +91,27 @@ public final class Gateway: Sendable {
                 rateTable = nil
             }
         }
+        let upstreamTable: UpstreamStateTable
+        let column: Int
+        if let previous {
+            upstreamTable = previous.upstreamTable
+            column = previous.upstreamColumn
+        } else {
+            do {
+                upstreamTable = try UpstreamStateTable.open(path: UpstreamStateTable.defaultPath(runtimeDirectory: config.server.runtimeDirectory))
+            } catch {
+                // Run by hand without a master: breakers and in-flight counts per process.
+                EventLog.emit("upstream_state_local", [("error", .string("\(error)"))])
+                upstreamTable = UpstreamStateTable.local()
+            }
+            column = upstreamTable.claimColumn(pid: getpid())
+        }
         var metrics: WorkerMetrics?
         if config.metrics.enabled, let segment, let metricsBlock {
             metrics = WorkerMetrics(segment: segment, blockIndex: metricsBlock, config: config)
         }
         return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable,
-                       metrics: metrics, metricsSegment: segment)
+                       upstreamTable: upstreamTable, upstreamColumn: column, metrics: metrics, metricsSegment: segment)
     }
 
     /// The metrics file (kept from `previous` when it had it mapped).

@@ -20,6 +20,10 @@ protocol RequestEnvironment: AnyObject {
                        requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void)
     /// The answer is complete; `unreadBody` bytes of the request body were never read.
     func requestEnded(unreadBody: Int64)
+    /// Runs `work` on the loop after `nanoseconds` (a retry's backoff; never a sleep).
+    func after(nanoseconds: UInt64, _ work: @escaping () -> Void)
+    /// The worker is stopping (it serves what it has, but a load balancer should look elsewhere).
+    var draining: Bool { get }
     /// The request was routed to route slot `metricsSlot` of the metrics file (the scoreboard).
     func routed(metricsSlot: Int)
 }
@@ -49,6 +53,8 @@ final class RequestTask {
     private let paramBytes: Int
     /// Index of the matched route in `config.routes` (nil: none matched).
     private var routeIndex: Int?
+    /// Counted in the request metrics (not the gateway's own pages or health checks).
+    private var counted = true
     /// The trace context sent upstream (W3C traceparent/tracestate).
     private let trace: (context: TraceContext, tracestate: String?)
     /// Slow-request threshold of the matched route (ns; nil: not logged, stages not timed).
@@ -58,6 +64,8 @@ final class RequestTask {
     private var authDone: UInt64 = 0
     private var limitDone: UInt64 = 0
     private var transformDone: UInt64 = 0
+    /// The upstream exchange across its tries (set when the request goes upstream).
+    private var call: UpstreamCall?
 
     /// `decoded` and `exchange` are the request as it arrived; `environment` is the loop's
     /// (its upstream client, its log slot, what happens when the request ends).
@@ -82,6 +90,7 @@ final class RequestTask {
     func start() {
         guard complete else { return answer(.incompleteRequest(missing: "REQUEST_METHOD")) }
         if request.adminPages {
+            counted = false
             AdminPages.serve(request, gateway: gateway, exchange: exchange)
             return end()
         }
@@ -92,6 +101,7 @@ final class RequestTask {
         if HeaderHygiene.exceedsConnectionTokenCap(request.headers) {
             return answer(.tooManyConnectionTokens(limit: HeaderHygiene.maxConnectionTokens))
         }
+        if request.path == InstanceHealth.path { return answerHealth() }
         switch gateway.router.route(request) {
         case .notFound:
             answer(.notFound(path: request.path))
@@ -119,11 +129,12 @@ final class RequestTask {
     private func end() {
         guard !ended else { return }
         ended = true
+        leaveBulkhead()
         log.status = exchange.status
         log.bytesSent = exchange.bytesSent
         let elapsed = EventLoop.monotonicNanos() &- started
         log.durationMs = Double(elapsed) / 1_000_000
-        if let metrics = gateway.metrics, !request.adminPages {
+        if let metrics = gateway.metrics, counted {
             metrics.recordRequest(routeSlot: metrics.routeSlot(routeIndex), status: log.status, totalMicros: elapsed / 1000,
                                   upstreamMicros: log.upstreamMs.map { UInt64(max(0, $0) * 1000) })
         }
@@ -131,6 +142,35 @@ final class RequestTask {
         let record = log
         gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
         environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
+    }
+
+    // MARK: instance health
+
+    /// `/_portcullis/health`: 200 while this instance serves; 503 while it drains, or when a
+    /// route's Redis limit fails closed and this loop cannot reach Redis (a PING, answered
+    /// asynchronously like a limit's call).
+    private func answerHealth() {
+        log.route = InstanceHealth.path
+        counted = false
+        if environment.draining { return answer(InstanceHealth.unavailable("draining")) }
+        guard gateway.config.routes.contains(where: { $0.limits.contains { $0.store == .redis && $0.onStoreFailure == .closed } }),
+              let redis = context.redis else {
+            return sendHealthy()
+        }
+        redis.command(["PING"]) { [self] result in
+            if case .success = result { sendHealthy() } else { answer(InstanceHealth.unavailable("redis_unreachable")) }
+        }
+    }
+
+    private func sendHealthy() {
+        var headers = HTTPHeaders()
+        headers.add("Content-Type", "application/json")
+        headers.add("Cache-Control", "no-store")
+        let body = Array(#"{"status":"serving"}"#.utf8)
+        headers.add("Content-Length", String(body.count))
+        exchange.sendHead(status: 200, headers: headers)
+        exchange.sendBody(body)
+        end()
     }
 
     // MARK: admission
@@ -240,24 +280,173 @@ final class RequestTask {
         // the answer carries the Content-Length of the body GET gets; nginx sends no body.
         if outgoing.method == "HEAD", pass.chain.response.contains(where: \.touchesBody) { outgoing.method = "GET" }
 
-        let target = context.nextTarget(routeIndex: pass.match.routeIndex)
-        var url = target + PercentEncoding.encode(outgoing.path, allowed: .path)
-        if !outgoing.rawQuery.isEmpty { url += "?" + PercentEncoding.encodeNonASCII(outgoing.rawQuery) }
-        var upstreamRequest = UpstreamRequest(method: outgoing.method, url: url, headers: outgoing.headers, bodyLength: bodyLength,
+        let index = gateway.routeUpstreamIndex[pass.match.routeIndex]
+        let upstream = gateway.upstreamTargets[index]
+        if let limit = upstream.config.maxInFlight {
+            guard upstream.enterBulkhead(limit: limit) else {
+                log.error = "upstream \"\(upstream.config.name)\" saturated"
+                return answer(.upstreamSaturated(upstream.config.name, limit: limit))
+            }
+        }
+        var call = UpstreamCall(upstream: upstream, index: index, outgoing: outgoing, body: body, bodyLength: bodyLength,
+                                idempotent: IdempotentMethods.contains(outgoing.method), hashKey: hashKey(upstream.config.balancer, pass))
+        if upstream.retries {
+            RetryBudget.noteRequest(upstream.own.budget, nowSeconds: upstream.table.nowMs() / 1000, policy: upstream.config.retry)
+            // A retry sends the body again, so it is kept when it fits in memory (nginx has it whole).
+            if body === exchange as BodySource, let length = bodyLength, length > 0, length <= Int64(HTTP1Exchange.inlineBodyLimit) {
+                let bytes = BufferedBody.readAll(from: exchange, expected: Int(length))
+                call.replayBody = bytes
+                call.bodyLength = Int64(bytes.count)
+            }
+        }
+        self.call = call
+        sendTry(pass, templates: templates)
+    }
+
+    /// The request's key for a hash balancer; nil (round-robin) when the request has none.
+    private func hashKey(_ balancer: BalancerAlgorithm, _ pass: RoutedRequest) -> UInt64? {
+        guard case .hash(let on) = balancer else { return nil }
+        let text: String?
+        switch on {
+        case .header(let name): text = pass.request.headers[name]
+        case .consumer: text = pass.identity?.consumerId
+        case .clientIP: text = pass.request.facts.clientAddress
+        }
+        return text.map { StableHash.hash($0) }
+    }
+
+    /// Sends the next try to a target the balancer picks, through its breaker.
+    private func sendTry(_ pass: RoutedRequest, templates: TemplateContext?) {
+        guard var call else { return }
+        let upstream = call.upstream
+        let nowMs = upstream.table.nowMs()
+        var picked: (Int, CircuitBreaker.Admission)?
+        while picked == nil, let i = context.pickTarget(upstream: call.index, hashKey: call.hashKey, tried: call.tried, nowMs: nowMs) {
+            let admission = upstream.breaker.admit(upstream.slots[i].breaker, nowMs: nowMs)
+            if case .rejected = admission { call.markTried(i) } else { picked = (i, admission) }
+        }
+        guard let (i, admission) = picked else {
+            self.call = call
+            return noTargetLeft(pass, templates: templates)
+        }
+        call.markTried(i)
+        call.tries += 1
+        self.call = call
+        let target = upstream.config.targets[i]
+        upstream.slots[i].inFlightCell(column: upstream.column).add(1)
+        var url = target + PercentEncoding.encode(call.outgoing.path, allowed: .path)
+        if !call.outgoing.rawQuery.isEmpty { url += "?" + PercentEncoding.encodeNonASCII(call.outgoing.rawQuery) }
+        var upstreamRequest = UpstreamRequest(method: call.outgoing.method, url: url, headers: call.outgoing.headers, bodyLength: call.bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
         upstreamRequest.allowAccelBuffering = pass.upstream.allowAccelBuffering
-        upstreamRequest.host = outgoing.host
+        upstreamRequest.host = call.outgoing.host
         log.upstream = target
-        if slowNanos != nil { transformDone = EventLoop.monotonicNanos() }
-        environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: responseHooks(pass, context: templates),
-                              requestId: request.requestId) { [self] outcome, collected in
-            upstreamEnded(pass, templates: templates, outcome: outcome, collected: collected)
+        if slowNanos != nil, transformDone == 0 { transformDone = EventLoop.monotonicNanos() }
+        let body: BodySource? = call.replayBody.map { BufferedBody($0) } ?? call.body
+        environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates, target: i),
+                                  requestId: request.requestId) { [self] outcome, collected in
+            tryEnded(pass, templates: templates, target: i, admission: admission, outcome: outcome, collected: collected)
         }
+    }
+
+    /// Every target is open, out of probes, or already tried by this request.
+    private func noTargetLeft(_ pass: RoutedRequest, templates: TemplateContext?) {
+        guard let call else { return }
+        if let last = call.lastOutcome {
+            guard last.swallowed else {
+                // A retry found no other target: the last try's answer stands.
+                return upstreamEnded(pass, templates: templates, outcome: last, collected: nil)
+            }
+            // Its answer was discarded for this retry: say what it was.
+            log.upstreamStatus = last.status
+            log.tries = call.triesJSON
+            log.error = "no target left for the retry"
+            return answer(.badGateway("upstream \"\(call.upstream.config.name)\" answered \(last.status) and no other target could take the retry"))
+        }
+        let upstream = call.upstream
+        log.error = "no target of upstream \"\(upstream.config.name)\" accepts requests"
+        answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: upstream.table.nowMs(), tried: 0)))
+    }
+
+    /// The response hooks, plus (when this request may still be retried) swallowing a
+    /// retryable status so the retry's answer is the one the client gets.
+    private func retryingHooks(_ pass: RoutedRequest, context templates: TemplateContext?, target: Int) -> ResponseHooks {
+        var hooks = responseHooks(pass, context: templates)
+        guard let call, call.idempotent, call.mayRetry else { return hooks }
+        let mode = hooks.mode
+        hooks.mode = { [self] status, headers in
+            if call.upstream.config.retry.onStatuses.contains(status), self.retryAllowed() { return .swallow }
+            return mode(status, headers)
+        }
+        return hooks
+    }
+
+    /// Whether one more try may be made now: tries left, another target eligible, nothing
+    /// sent to the client yet; takes the retry from the upstream's budget.
+    private func retryAllowed() -> Bool {
+        guard let call, call.mayRetry, !exchange.headSent else { return false }
+        let upstream = call.upstream
+        let nowMs = upstream.table.nowMs()
+        guard (0..<upstream.slots.count).contains(where: { upstream.eligible($0, tried: call.tried, nowMs: nowMs, ignoringHealth: true) }) else {
+            return false
+        }
+        return RetryBudget.acquire(upstream.own.budget, nowSeconds: nowMs / 1000, policy: upstream.config.retry)
+    }
+
+    private func tryEnded(_ pass: RoutedRequest, templates: TemplateContext?, target: Int, admission: CircuitBreaker.Admission,
+                          outcome: UpstreamOutcome, collected: CollectedResponse?) {
+        guard var call else { return }
+        let upstream = call.upstream
+        upstream.slots[target].inFlightCell(column: upstream.column).add(UInt64.max)
+        let failed: Bool
+        switch outcome.failure {
+        case .unavailable?, .timedOut?: failed = true
+        case .clientGone?, .refused?: failed = false
+        case nil: failed = upstream.config.breaker.failureStatuses.contains(outcome.status)
+        }
+        let nowMs = upstream.table.nowMs()
+        let slot = upstream.slots[target]
+        upstream.breaker.record(slot.breaker, window: upstream.config.breaker.failureRatioPercent == nil ? nil : slot.window,
+                                success: !failed, admission: admission, nowMs: nowMs)
+        if let policy = upstream.config.healthCheck { HealthWord.record(slot.health, success: !failed, policy: policy) }
+        call.record(target: upstream.config.targets[target], outcome: outcome)
+        self.call = call
+
+        let again: Bool
+        switch outcome.failure {
+        case _ where outcome.swallowed:
+            again = true  // the retry was granted when the response was swallowed
+        case .unavailable?, .timedOut?:
+            // Refused, reset or connect timeout before the upstream saw the request: any
+            // method. A failure after it may have: idempotent methods only, never a timeout.
+            let safe = outcome.notSent || (call.idempotent && call.replayable)
+            again = safe && !isTimeoutAfterSend(outcome) && retryAllowed()
+        default:
+            again = false
+        }
+        guard again else { return upstreamEnded(pass, templates: templates, outcome: outcome, collected: collected) }
+        let backoff = upstream.config.retry.backoffMs
+        guard backoff > 0 else { return sendTry(pass, templates: templates) }
+        let delay = UInt64.random(in: 0...UInt64(backoff) * 1_000_000)
+        environment.after(nanoseconds: delay) { [self] in sendTry(pass, templates: templates) }
+    }
+
+    /// A total timeout (not a connect timeout): the upstream may still be working on it.
+    private func isTimeoutAfterSend(_ outcome: UpstreamOutcome) -> Bool {
+        if case .timedOut? = outcome.failure { return !outcome.notSent }
+        return false
+    }
+
+    private func leaveBulkhead() {
+        guard let call, call.upstream.config.maxInFlight != nil, !call.leftBulkhead else { return }
+        call.upstream.leaveBulkhead()
+        self.call?.leftBulkhead = true
     }
 
     private func upstreamEnded(_ pass: RoutedRequest, templates: TemplateContext?, outcome: UpstreamOutcome, collected: CollectedResponse?) {
         log.upstreamStatus = outcome.status
         log.upstreamMs = outcome.elapsedMs
+        if let call, call.tries > 1 { log.tries = call.triesJSON }
         switch outcome.failure {
         case nil:
             if let collected, let templates {
@@ -401,6 +590,67 @@ final class RequestTask {
             let name = pair.split(separator: "=", maxSplits: 1).first.map { PercentEncoding.decode($0, plusAsSpace: true) } ?? ""
             return !gateway.credentialQueryParameters.contains(name)
         }.joined(separator: "&")
+    }
+}
+
+/// A request's exchange with its upstream across tries: what to send again, which targets were
+/// tried (a bit each; targets past 64 are never excluded), what each try gave.
+struct UpstreamCall {
+    let upstream: UpstreamTargets
+    let index: Int
+    let outgoing: TransformableRequest
+    let body: BodySource
+    var bodyLength: Int64?
+    let idempotent: Bool
+    let hashKey: UInt64?
+    /// The body read whole, to be sent again by a retry.
+    var replayBody: [UInt8]?
+    var tried: UInt64 = 0
+    var tries = 0
+    var lastOutcome: UpstreamOutcome?
+    var leftBulkhead = false
+    /// Tries before the last one (only a retried request keeps any: nothing is built otherwise).
+    private var earlier: [(target: String, outcome: UpstreamOutcome)] = []
+    private var lastTarget = ""
+
+    init(upstream: UpstreamTargets, index: Int, outgoing: TransformableRequest, body: BodySource, bodyLength: Int64?, idempotent: Bool, hashKey: UInt64?) {
+        self.upstream = upstream
+        self.index = index
+        self.outgoing = outgoing
+        self.body = body
+        self.bodyLength = bodyLength
+        self.idempotent = idempotent
+        self.hashKey = hashKey
+    }
+
+    /// The request can be written again (no body, or one kept in memory).
+    var replayable: Bool { replayBody != nil || (bodyLength ?? 0) == 0 }
+    /// Tries left and the request can be sent again.
+    var mayRetry: Bool { upstream.retries && tries <= upstream.config.retry.attempts && replayable }
+
+    mutating func markTried(_ i: Int) { if i < 64 { tried |= 1 << UInt64(i) } }
+
+    mutating func record(target: String, outcome: UpstreamOutcome) {
+        if let lastOutcome { earlier.append((lastTarget, lastOutcome)) }
+        lastOutcome = outcome
+        lastTarget = target
+    }
+
+    /// Each try in order, for the access log's `tries`.
+    var triesJSON: [UInt8] {
+        var entries = earlier
+        if let lastOutcome { entries.append((lastTarget, lastOutcome)) }
+        return JSONCodec.serializeBytes(.array(entries.map { target, outcome in
+            var entry = JSONObject([("target", .string(target))])
+            entry["status"] = outcome.status > 0 ? .int(Int64(outcome.status)) : .null
+            switch outcome.failure {
+            case .unavailable(let why)?, .timedOut(let why)?: entry["error"] = .string(why)
+            default: break
+            }
+            if outcome.swallowed { entry["retried"] = .bool(true) }
+            entry["ms"] = .double((outcome.elapsedMs * 1000).rounded() / 1000)
+            return .object(entry)
+        }))
     }
 }
 

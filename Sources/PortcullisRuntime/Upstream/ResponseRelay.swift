@@ -23,6 +23,8 @@ final class ResponseRelay {
     private var collectLimit = 0
     private var collected: [UInt8] = []
     private(set) var overflowed = false
+    /// The response is swallowed for a retry (`ResponseMode.swallow`).
+    private(set) var swallowing = false
 
     init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String, allowAccelBuffering: Bool = true,
          completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
@@ -38,8 +40,13 @@ final class ResponseRelay {
     /// What the finished exchange amounts to. `failure` is the transport's verdict (nil: the
     /// response arrived whole); an abort the relay itself caused (collect overflow, client
     /// gone, refused head) takes precedence over it.
-    func result(failure: UpstreamOutcome.Failure?, elapsedMs: Double) -> (UpstreamOutcome, CollectedResponse?) {
+    func result(failure: UpstreamOutcome.Failure?, elapsedMs: Double, notSent: Bool = false) -> (UpstreamOutcome, CollectedResponse?) {
         var outcome = UpstreamOutcome(status: status, failure: nil, target: url, elapsedMs: elapsedMs)
+        outcome.notSent = notSent && failure != nil
+        if swallowing {
+            outcome.swallowed = true
+            return (outcome, nil)
+        }
         if let failure {
             if overflowed {
                 return (outcome, CollectedResponse(status: status, headers: headers, body: [], overflowed: true))
@@ -105,6 +112,8 @@ final class ResponseRelay {
             collectLimit = limit
         case .discard:
             discarding = true
+        case .swallow:
+            swallowing = true
         case .stream:
             break
         }
@@ -128,7 +137,7 @@ final class ResponseRelay {
 
     /// Returns false to abort the transfer.
     func bodyChunk(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if discarding { return true }
+        if discarding || swallowing { return true }
         if collecting {
             let size = collected.count + bytes.count
             if size > collectLimit {

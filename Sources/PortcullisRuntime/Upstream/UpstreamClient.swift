@@ -140,7 +140,8 @@ public final class UpstreamClient {
             let message = String(cString: curl_easy_strerror(code))
             failure = code == CURLE_OPERATION_TIMEDOUT ? .timedOut(message) : .unavailable(message)
         }
-        let (outcome, collected) = transfer.relay.result(failure: failure, elapsedMs: elapsedMs)
+        let notSent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST
+        let (outcome, collected) = transfer.relay.result(failure: failure, elapsedMs: elapsedMs, notSent: notSent)
         transfer.relay.completion(outcome, collected)
     }
 

@@ -19,6 +19,11 @@ public struct UpstreamOutcome: Sendable {
     public var failure: Failure?
     public var target: String
     public var elapsedMs: Double
+    /// The request never reached the upstream (connect refused or timed out, or the connection
+    /// failed before a byte was written): any method may be retried elsewhere.
+    public var notSent = false
+    /// The response was swallowed (`ResponseMode.swallow`) because the request is retried.
+    public var swallowed = false
 }
 
 /// How the upstream's response reaches the client: streamed as it arrives, or collected whole
@@ -28,6 +33,8 @@ public enum ResponseMode {
     case collect(limit: Int)
     /// Read the body to its end without keeping it (a transform replaces it whole).
     case discard
+    /// Nothing reaches the client: the request is retried on another target.
+    case swallow
 }
 
 /// Decisions taken when the upstream's status and headers are known.

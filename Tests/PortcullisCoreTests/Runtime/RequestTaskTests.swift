@@ -32,10 +32,26 @@ final class RequestTaskTests: XCTestCase {
             sent.append((request, sink, hooks, completion))
         }
         func requestEnded(unreadBody: Int64) { ended.append(unreadBody) }
+        /// Backoffs run at once: the test is the clock.
+        func after(nanoseconds: UInt64, _ work: @escaping () -> Void) { work() }
+        var draining = false
+
+        /// Fails the oldest exchange as a client would (`notSent`: before the upstream saw it).
+        func fail(_ failure: UpstreamOutcome.Failure, notSent: Bool) {
+            let exchange = sent.removeFirst()
+            var outcome = UpstreamOutcome(status: 0, failure: failure, target: exchange.request.url, elapsedMs: 1)
+            outcome.notSent = notSent
+            exchange.completion(outcome, nil)
+        }
 
         /// Answers the oldest exchange as a streaming upstream would.
         func answer(status: Int, headers: HTTPHeaders, body: String) {
             let exchange = sent.removeFirst()
+            if case .swallow = exchange.hooks.mode(status, headers) {
+                var outcome = UpstreamOutcome(status: status, failure: nil, target: exchange.request.url, elapsedMs: 1)
+                outcome.swallowed = true
+                return exchange.completion(outcome, nil)
+            }
             var outgoing = HeaderHygiene.downstreamResponseHeaders(headers)
             var code = status
             if let problem = exchange.hooks.head?(&code, &outgoing) {
@@ -57,6 +73,7 @@ final class RequestTaskTests: XCTestCase {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("rt-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         _ = try SharedMemoryRateTable.create(path: SharedMemoryRateTable.defaultPath(runtimeDirectory: directory.path), slots: 1024)
+        _ = try UpstreamStateTable.create(path: UpstreamStateTable.defaultPath(runtimeDirectory: directory.path))
         let config = """
         {"server": {"runtime_dir": "\(directory.path)"}, "log": {"access_log": "\(directory.path)/access.log"},
          "upstreams": {"svc": {"targets": ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]}},
@@ -112,6 +129,79 @@ final class RequestTaskTests: XCTestCase {
         for _ in 0..<3 { run(params("GET", "/open/r"), exchange: RecordingExchange(), environment: environment) }
         XCTAssertEqual(environment.sent.map(\.request.url),
                        ["http://10.0.0.1:8080/open/r", "http://10.0.0.2:8080/open/r", "http://10.0.0.1:8080/open/r"])
+    }
+
+    func testRefusedConnectionIsRetriedOnTheOtherTargetWhateverTheMethod() {
+        let exchange = RecordingExchange(body: Array("abc".utf8)), environment = ScriptedEnvironment()
+        run(params("POST", "/open/p", headers: ["CONTENT_LENGTH": "3"]), exchange: exchange, environment: environment)
+        XCTAssertEqual(environment.sent.map(\.request.url), ["http://10.0.0.1:8080/open/p"])
+        environment.fail(.unavailable("connect: Connection refused"), notSent: true)
+        XCTAssertEqual(environment.sent.map(\.request.url), ["http://10.0.0.2:8080/open/p"], "the retry goes to the other target")
+        XCTAssertEqual(environment.sent[0].request.bodyLength, 3)
+        environment.answer(status: 200, headers: HTTPHeaders(), body: "ok")
+        XCTAssertEqual(exchange.status, 200)
+        XCTAssertEqual(environment.ended.count, 1)
+    }
+
+    func testPostIsNotRetriedOnceItMayHaveReachedTheUpstream() {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("POST", "/open/p"), exchange: exchange, environment: environment)
+        environment.fail(.unavailable("connection reset"), notSent: false)
+        XCTAssertTrue(environment.sent.isEmpty)
+        XCTAssertEqual(exchange.status, 502)
+        let post = RecordingExchange()
+        run(params("POST", "/open/q"), exchange: post, environment: environment)
+        environment.answer(status: 503, headers: HTTPHeaders(), body: "busy")
+        XCTAssertTrue(environment.sent.isEmpty, "a 503 to a POST stands")
+        XCTAssertEqual(post.status, 503)
+        XCTAssertEqual(post.text, "busy")
+    }
+
+    func testIdempotentRequestIsRetriedAfterA503AndTheRetrysAnswerStands() {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("GET", "/open/g"), exchange: exchange, environment: environment)
+        environment.answer(status: 503, headers: HTTPHeaders(), body: "busy")
+        XCTAssertFalse(exchange.headSent, "the 503 was swallowed for the retry")
+        XCTAssertEqual(environment.sent.map(\.request.url), ["http://10.0.0.2:8080/open/g"])
+        environment.answer(status: 200, headers: HTTPHeaders(), body: "fine")
+        XCTAssertEqual(exchange.status, 200)
+        XCTAssertEqual(exchange.text, "fine")
+    }
+
+    func testARetryNeverGoesToATriedTargetSoTheLastAnswerStands() {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("GET", "/open/g"), exchange: exchange, environment: environment)
+        environment.fail(.unavailable("connection reset"), notSent: false)
+        XCTAssertEqual(environment.sent.map(\.request.url), ["http://10.0.0.2:8080/open/g"], "a reset GET is retried")
+        environment.answer(status: 503, headers: HTTPHeaders(), body: "busy")
+        XCTAssertTrue(environment.sent.isEmpty, "both targets tried: no third try")
+        XCTAssertEqual(exchange.status, 503)
+        XCTAssertEqual(exchange.text, "busy")
+    }
+
+    func testTotalTimeoutIsNeverRetried() {
+        let exchange = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("GET", "/open/t"), exchange: exchange, environment: environment)
+        environment.fail(.timedOut("no answer"), notSent: false)
+        XCTAssertTrue(environment.sent.isEmpty)
+        XCTAssertEqual(exchange.status, 504)
+    }
+
+    func testOpenBreakersAnswer503AtOnce() throws {
+        let environment = ScriptedEnvironment()
+        // Five failed requests, each tried on both targets, open both breakers (5 in a row each).
+        for _ in 0..<5 {
+            run(params("POST", "/open/x"), exchange: RecordingExchange(), environment: environment)
+            environment.fail(.unavailable("refused"), notSent: true)
+            environment.fail(.unavailable("refused"), notSent: true)
+        }
+        XCTAssertTrue(environment.sent.isEmpty)
+        let exchange = RecordingExchange()
+        run(params("GET", "/open/x"), exchange: exchange, environment: environment)
+        XCTAssertTrue(environment.sent.isEmpty, "nothing is sent")
+        XCTAssertEqual(exchange.status, 503)
+        XCTAssertEqual(exchange.headers["Retry-After"], "5")
+        XCTAssertTrue(exchange.text.contains("upstream-circuit-open"))
     }
 
     func testUnknownRouteIsAnsweredWithoutUpstream() throws {

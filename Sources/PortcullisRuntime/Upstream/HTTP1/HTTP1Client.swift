@@ -79,7 +79,7 @@ public final class HTTP1Client {
         }
         switch open(exchange.endpoint) {
         case .success(let connection): connection.begin(exchange)
-        case .failure(let error): complete(exchange, failure: .unavailable(error.description))
+        case .failure(let error): complete(exchange, failure: .unavailable(error.description), notSent: true)
         }
     }
 
@@ -138,16 +138,17 @@ public final class HTTP1Client {
 
     // MARK: completion
 
-    func complete(_ exchange: HTTP1Exchange, failure: UpstreamOutcome.Failure?) {
+    /// `notSent`: the failure came before a byte of the request reached the upstream.
+    func complete(_ exchange: HTTP1Exchange, failure: UpstreamOutcome.Failure?, notSent: Bool = false) {
         if starting {
-            return later { self.finish(exchange.relay, started: exchange.started, failure: failure) }
+            return later { self.finish(exchange.relay, started: exchange.started, failure: failure, notSent: notSent) }
         }
-        finish(exchange.relay, started: exchange.started, failure: failure)
+        finish(exchange.relay, started: exchange.started, failure: failure, notSent: notSent)
     }
 
-    private func finish(_ relay: ResponseRelay, started: UInt64, failure: UpstreamOutcome.Failure?) {
+    private func finish(_ relay: ResponseRelay, started: UInt64, failure: UpstreamOutcome.Failure?, notSent: Bool = false) {
         let elapsedMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
-        let (outcome, collected) = relay.result(failure: failure, elapsedMs: elapsedMs)
+        let (outcome, collected) = relay.result(failure: failure, elapsedMs: elapsedMs, notSent: notSent)
         relay.completion(outcome, collected)
     }
 

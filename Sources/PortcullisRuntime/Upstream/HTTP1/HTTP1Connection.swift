@@ -45,7 +45,7 @@ final class HTTP1Connection: LoopHandler {
             var length = socklen_t(MemoryLayout<Int32>.size)
             _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
             if error != 0 {
-                return finish(.unavailable("connect to \(endpoint.label): \(String(cString: strerror(error)))"), reusable: false)
+                return finish(.unavailable("connect to \(endpoint.label): \(String(cString: strerror(error)))"), reusable: false, notSent: true)
             }
             connecting = false
             armTimer(x)
@@ -129,14 +129,15 @@ final class HTTP1Connection: LoopHandler {
             end(reusable: false)
             client.retry(x)
         } else {
-            finish(.unavailable(message), reusable: false)
+            // Nothing written on this connection: the upstream never saw the request.
+            finish(.unavailable(message), reusable: false, notSent: x.written == 0 && !x.responseStarted)
         }
     }
 
     private func timedOut() {
         guard let x = exchange else { return }
         if connecting && client.loop.now < x.deadline {
-            finish(.timedOut("connect to \(endpoint.label) timed out after \(x.connectTimeoutMs) ms"), reusable: false)
+            finish(.timedOut("connect to \(endpoint.label) timed out after \(x.connectTimeoutMs) ms"), reusable: false, notSent: true)
         } else {
             finish(.timedOut("\(endpoint.label) did not answer within \(x.timeoutMs) ms"), reusable: false)
         }
@@ -151,10 +152,10 @@ final class HTTP1Connection: LoopHandler {
 
     /// Ends the exchange: the connection is parked or closed first, so the completion may
     /// start the next request on it.
-    private func finish(_ failure: UpstreamOutcome.Failure?, reusable: Bool) {
+    private func finish(_ failure: UpstreamOutcome.Failure?, reusable: Bool, notSent: Bool = false) {
         guard let x = exchange else { return }
         end(reusable: reusable)
-        client.complete(x, failure: failure)
+        client.complete(x, failure: failure, notSent: notSent)
     }
 
     private func end(reusable: Bool) {
