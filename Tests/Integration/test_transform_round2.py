@@ -107,6 +107,11 @@ RULES: dict[str, Any] = {
             {"op": "body.template", "template": "Down for maintenance (request {{request_id}}).\n",
              "content_type": "text/plain; charset=utf-8"},
         ], condition={"status": "5xx"}),
+        rule("form-fields", "request", [
+            {"op": "form.remove", "name": "password"},
+            {"op": "form.rename", "from": "user", "to": "username"},
+            {"op": "form.set", "name": "consumer", "value": "{{consumer.id}}"},
+        ]),
         rule("to-form", "request", [
             {"op": "body.template", "template": "user={{consumer.id}}&source=gateway",
              "content_type": "application/x-www-form-urlencoded"},
@@ -150,6 +155,7 @@ def round2_config(echo_url: str, dead_url: str) -> dict[str, Any]:
             route("cookies", ["cookies", "set-cookies"]),
             route("maintenance", ["maintenance"]),
             route("to-form", ["to-form"], auth={"methods": ["api_key"]}),
+            route("form", ["form-fields"], auth={"methods": ["api_key"]}),
             route("example-maintenance", ["maintenance-page"]),
             route("example-beta", ["beta-channel"]),
         ],
@@ -386,6 +392,15 @@ def test_whole_body_replacement_in_the_response(gateway: Gateway) -> None:
     assert int(response.headers["Content-Length"]) == len(response.content)
     ok = gateway.get("/maintenance/x")
     assert ok.status_code == 200 and ok.json()["path"] == "/maintenance/x"
+
+
+def test_form_field_operations(gateway: Gateway) -> None:
+    echo = echo_of(gateway.request("POST", "/form/x", data={"user": "ann", "password": "s3cret", "note": "a b"},
+                                   headers={"X-API-Key": DEMO_KEY}))
+    assert echo["body"] == "username=ann&note=a%20b&consumer=ann"
+    assert echo["headers"]["content-length"] == str(len(echo["body"]))
+    json_body = echo_of(gateway.request("POST", "/form/x", json={"password": "kept"}, headers={"X-API-Key": DEMO_KEY}))
+    assert json.loads(json_body["body"]) == {"password": "kept"}
 
 
 def test_whole_body_replacement_in_the_request(gateway: Gateway) -> None:

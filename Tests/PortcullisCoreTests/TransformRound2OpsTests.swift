@@ -252,4 +252,35 @@ final class TransformRound2OpsTests: XCTestCase {
         XCTAssertEqual(renderJSON("{{time.unix}}", ctx), .int(1_700_000_000))
         XCTAssertEqual(render("n={{query.n | number}}", ctx), "n=42")
     }
+
+    // MARK: form bodies
+
+    func testFormFieldOperations() throws {
+        let c = try chain("request", """
+            {"op":"form.remove","name":"password"},
+            {"op":"form.rename","from":"user","to":"username"},
+            {"op":"form.set","name":"tenant","value":"{{consumer.id}}"},
+            {"op":"form.replace","name":"absent","value":"never"},
+            {"op":"form.add","name":"note","value":"kept"},
+            {"op":"form.append","name":"tag","value":"a b"}
+            """)
+        var req = TransformableRequest(method: "POST", path: "/",
+                                       headers: HTTPHeaders([("Content-Type", "application/x-www-form-urlencoded; charset=utf-8"), ("Content-Length", "36")]),
+                                       body: Array("user=ann&password=s3cret&note=x&tag=1".utf8))
+        XCTAssertTrue(c.needsRequestBody(req, context: context))
+        let outcome = try c.applyRequest(to: &req, context: context)
+        let text = "username=ann&note=x&tag=1&tenant=ann&tag=a%20b"
+        XCTAssertEqual(String(decoding: req.body ?? [], as: UTF8.self), text)
+        XCTAssertEqual(outcome, .replaced(byteCount: text.utf8.count))
+        XCTAssertEqual(req.headers["content-length"], "\(text.utf8.count)")
+
+        // A JSON body, or a form body with a content coding, is no form.
+        let json = TransformableRequest(method: "POST", path: "/", headers: HTTPHeaders([("Content-Type", "application/json")]), body: Array("{}".utf8))
+        XCTAssertFalse(c.needsRequestBody(json, context: context))
+        let gzip = TransformableRequest(method: "POST", path: "/", headers: HTTPHeaders([("Content-Type", "application/x-www-form-urlencoded"),
+                                                                                          ("Content-Encoding", "gzip")]))
+        XCTAssertFalse(c.needsRequestBody(gzip, context: context))
+        XCTAssertEqual(TransformFixture.errors(#"{"name":"f","type":"transform","phase":"response","operations":[{"op":"form.set","name":"a","value":"1"}]}"#),
+                       [#"plugins/bad.json: /operations/0/op: operation "form.set" is only allowed in the request phase"#])
+    }
 }

@@ -22,7 +22,9 @@ public struct TransformChain: Sendable {
     /// read something an earlier rule set that could apply may change (then the rule set could
     /// apply); the real decision is taken when `applyRequest` reaches it. nil: stream the body.
     public func requestBodyNeed(_ request: TransformableRequest, context: TemplateContext) -> BodyLimit? {
-        guard Self.isTransformable(contentType: request.contentType, headers: request.headers) else { return nil }
+        let json = Self.isTransformable(contentType: request.contentType, headers: request.headers)
+        let form = !json && Self.isForm(contentType: request.contentType, headers: request.headers)
+        guard json || form else { return nil }
         var changed = MessageChanges.none
         var limit: BodyLimit?
         for set in self.request {
@@ -30,13 +32,13 @@ public struct TransformChain: Sendable {
                !condition.matches(.request(request, query: nil), context: context, undecided: changed) {
                 continue
             }
-            if set.touchesBody { limit = BodyLimit.tightest(limit, set) }
+            if json ? set.readsJSON : set.readsForm { limit = BodyLimit.tightest(limit, set) }
             changed.formUnion(set.changes)
         }
         return limit
     }
 
-    /// True when an applicable request rule set may work on a JSON body (`requestBodyNeed`).
+    /// True when an applicable request rule set may work on a JSON or form body (`requestBodyNeed`).
     public func needsRequestBody(_ request: TransformableRequest, context: TemplateContext) -> Bool {
         requestBodyNeed(request, context: context) != nil
     }
@@ -59,7 +61,8 @@ public struct TransformChain: Sendable {
     public func applyRequest(to request: inout TransformableRequest, context: TemplateContext) throws(TransformError) -> BodyOutcome {
         guard !self.request.isEmpty else { return .untouched }
         let jsonBody = Self.isTransformable(contentType: request.contentType, headers: request.headers)
-        var body = BodyState(bytes: request.body, eligible: jsonBody, phase: .request)
+        var body = BodyState(bytes: request.body, eligible: jsonBody, phase: .request,
+                             formEligible: Self.isForm(contentType: request.contentType, headers: request.headers))
         try run(&request, body: &body, context: context)
         let outcome = try body.finish()
         if case .replaced(let count) = outcome {
@@ -92,18 +95,12 @@ public struct TransformChain: Sendable {
                     request.headers.remove(name)
                 case .headerRename(let from, let to):
                     Self.renameHeader(&request.headers, from: from, to: to)
-                case .queryAdd(let name, let value):
+                case .query(let pairOp):
                     var items = query ?? QueryString.parse(request.rawQuery)
-                    if !items.contains(where: { $0.name == name }) { items.append((name, value.render(context))) }
+                    pairOp.apply(to: &items, context: context)
                     query = items
-                case .querySet(let name, let value):
-                    var items = query ?? QueryString.parse(request.rawQuery)
-                    Self.setQuery(&items, name, value.render(context))
-                    query = items
-                case .queryReplace(let name, let value):
-                    var items = query ?? QueryString.parse(request.rawQuery)
-                    if items.contains(where: { $0.name == name }) { Self.setQuery(&items, name, value.render(context)) }
-                    query = items
+                case .form(let pairOp):
+                    try body.applyForm(pairOp, context: context, ruleSet: set)
                 case .hostSet(let value):
                     let host = value.render(context)
                     guard HostValue.isValid(host, allowEmpty: true) else {
@@ -112,21 +109,6 @@ public struct TransformChain: Sendable {
                     }
                     // An empty rendering keeps the upstream target's own Host.
                     request.host = host.isEmpty ? nil : host
-                case .queryAppend(let name, let value):
-                    var items = query ?? QueryString.parse(request.rawQuery)
-                    items.append((name, value.render(context)))
-                    query = items
-                case .queryRemove(let name):
-                    var items = query ?? QueryString.parse(request.rawQuery)
-                    items.removeAll { $0.name == name }
-                    query = items
-                case .queryRename(let from, let to):
-                    var items = query ?? QueryString.parse(request.rawQuery)
-                    if items.contains(where: { $0.name == from }) {
-                        items.removeAll { $0.name == to }
-                        for i in items.indices where items[i].name == from { items[i].name = to }
-                    }
-                    query = items
                 case .pathTemplate(let template, let allowSlashes):
                     var unsafe: String?
                     var rendered = ""
@@ -287,8 +269,7 @@ public struct TransformChain: Sendable {
                     headers.add("Set-Cookie", name + "=" + rendered + (attributes.map { "; " + $0 } ?? ""))
                 case .cookieRemove(let name):
                     Self.removeSetCookie(&headers, name)
-                case .queryAdd, .querySet, .queryAppend, .queryRemove, .queryRename, .queryReplace, .pathTemplate, .pathRegex,
-                     .methodSet, .hostSet:
+                case .query, .form, .pathTemplate, .pathRegex, .methodSet, .hostSet:
                     break  // refused at load time for the response phase
                 }
             }
@@ -301,6 +282,13 @@ public struct TransformChain: Sendable {
     /// cannot be parsed; it passes through untouched).
     static func isTransformableResponse(_ headers: HTTPHeaders) -> Bool {
         isTransformable(contentType: headers["content-type"], headers: headers)
+    }
+
+    /// An `application/x-www-form-urlencoded` body without content coding.
+    static func isForm(contentType: String?, headers: HTTPHeaders) -> Bool {
+        guard FormMediaType.matches(contentType) else { return false }
+        if let encoding = headers["content-encoding"], encoding.trimmingSpaces().lowercased() != "identity" { return false }
+        return true
     }
 
     /// A JSON media type and no content coding (other than `identity`), in either phase.
@@ -319,17 +307,6 @@ public struct TransformChain: Sendable {
     /// `header.add` / `header.append`: a value that renders empty adds nothing.
     static func addHeader(_ headers: inout HTTPHeaders, _ name: String, _ value: String) {
         if !value.isEmpty { headers.add(name, value) }
-    }
-
-    /// `query.set`: the first value is replaced (keeping its position), later ones dropped; an
-    /// absent parameter is appended.
-    static func setQuery(_ items: inout [(name: String, value: String)], _ name: String, _ value: String) {
-        if let first = items.firstIndex(where: { $0.name == name }) {
-            items[first].value = value
-            items = items.enumerated().filter { $0.offset <= first || $0.element.name != name }.map(\.element)
-        } else {
-            items.append((name, value))
-        }
     }
 
     /// Drops the `Set-Cookie` lines that set cookie `name`.
@@ -440,13 +417,31 @@ struct BodyState {
     private(set) var wantedOriginal = false
     /// `body.template` replaced the bytes (later JSON operations parse the new ones).
     private var replacedRaw = false
+    /// A form-urlencoded body: its fields once a form operation read them.
+    private var formEligible: Bool
+    private var form: [(name: String, value: String)]?
     private var maxBytes: Int64 { limit?.bytes ?? .max }
     private var limitingSet: String { limit?.ruleSet ?? "" }
 
-    init(bytes: [UInt8]?, eligible: Bool, phase: TransformPhase) {
+    init(bytes: [UInt8]?, eligible: Bool, phase: TransformPhase, formEligible: Bool = false) {
         self.bytes = bytes
         self.eligible = eligible
         self.phase = phase
+        self.formEligible = formEligible
+    }
+
+    /// A form field operation: the body's fields are read on first use (an empty body has
+    /// none) and written back by `finish`.
+    mutating func applyForm(_ op: PairOperation, context: TemplateContext, ruleSet set: TransformRuleSet) throws(TransformError) {
+        try limit(set)
+        if form == nil {
+            guard formEligible, let bytes else { return }
+            if Int64(bytes.count) > maxBytes {
+                throw TransformError(problem: .transformBodyTooLarge(phase: phase, limit: maxBytes, ruleSet: limitingSet), ruleSet: limitingSet)
+            }
+            form = QueryString.parse(String(decoding: bytes, as: UTF8.self))
+        }
+        op.apply(to: &form!, context: context)
     }
 
     /// A body operation of `set` is about to run: its limit applies from now on (a rule set
@@ -486,6 +481,8 @@ struct BodyState {
         changed = false
         replacedRaw = true
         eligible = JSONMediaType.matches(contentType)
+        formEligible = FormMediaType.matches(contentType)
+        form = nil
     }
 
     mutating func replace(with value: JSONValue, ruleSet set: TransformRuleSet) throws(TransformError) {
@@ -566,6 +563,10 @@ struct BodyState {
 
     /// Serialises a changed document and enforces the output limit.
     mutating func finish() throws(TransformError) -> BodyOutcome {
+        if let form {
+            bytes = Array(QueryString.serialize(form).utf8)
+            replacedRaw = true
+        }
         if !changed && replacedRaw {
             let count = bytes?.count ?? 0
             if Int64(count) > maxBytes {

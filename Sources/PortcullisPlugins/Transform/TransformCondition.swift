@@ -247,11 +247,10 @@ public struct MessageChanges: Sendable, Equatable {
             method = true
         case .pathTemplate, .pathRegex:
             path = true
-        case .queryAdd(let name, _), .querySet(let name, _), .queryAppend(let name, _), .queryRemove(let name),
-             .queryReplace(let name, _):
-            query = [name]
-        case .queryRename(let from, let to):
-            query = [from, to]
+        case .query(let pairOp):
+            query = Set(pairOp.names)
+        case .form:
+            headers = ["content-length"]
         case .statusMap(_, let to, let body, _):
             status = to != nil
             if body != nil {

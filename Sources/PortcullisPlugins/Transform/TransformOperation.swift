@@ -16,14 +16,10 @@ public enum TransformOperation: Sendable {
     /// Moves every value of `from` to `to` (replacing `to`'s values); nothing when `from` is absent.
     case headerRename(from: String, to: String)
 
-    /// Same semantics as the header operations, on decoded query items (names case-sensitive).
-    case queryAdd(name: String, value: Template)
-    case querySet(name: String, value: Template)
-    case queryAppend(name: String, value: Template)
-    case queryRemove(name: String)
-    case queryRename(from: String, to: String)
-    /// `querySet`, only when the parameter is present.
-    case queryReplace(name: String, value: Template)
+    /// An operation on the decoded query items (names case-sensitive).
+    case query(PairOperation)
+    /// The same on the fields of an `application/x-www-form-urlencoded` request body.
+    case form(PairOperation)
 
     /// Replaces the whole path with a rendered template. A rendered value is one segment (no
     /// `/` or backslash) unless `allowSlashes`.
@@ -51,9 +47,60 @@ public enum TransformOperation: Sendable {
 
     public var touchesBody: Bool {
         switch self {
-        case .body, .bodyTemplate: return true
+        case .body, .bodyTemplate, .form: return true
         case .statusMap(_, _, let body, _): return body != nil
         default: return false
+        }
+    }
+}
+
+/// Operations on a list of decoded `name=value` pairs (a query string, a form body), with the
+/// header operations' semantics.
+public enum PairOperation: Sendable {
+    /// Only when the name is absent.
+    case add(name: String, value: Template)
+    /// The first value is replaced (keeping its position), later ones dropped; appended when absent.
+    case set(name: String, value: Template)
+    /// `set`, only when the name is present.
+    case replace(name: String, value: Template)
+    case append(name: String, value: Template)
+    case remove(name: String)
+    /// Every `from` becomes `to` (existing `to` values are dropped); nothing when `from` is absent.
+    case rename(from: String, to: String)
+
+    /// The names it may change.
+    var names: [String] {
+        switch self {
+        case .add(let name, _), .set(let name, _), .replace(let name, _), .append(let name, _), .remove(let name): return [name]
+        case .rename(let from, let to): return [from, to]
+        }
+    }
+
+    func apply(to items: inout [(name: String, value: String)], context: TemplateContext) {
+        switch self {
+        case .add(let name, let value):
+            if !items.contains(where: { $0.name == name }) { items.append((name, value.render(context))) }
+        case .set(let name, let value):
+            Self.set(&items, name, value.render(context))
+        case .replace(let name, let value):
+            if items.contains(where: { $0.name == name }) { Self.set(&items, name, value.render(context)) }
+        case .append(let name, let value):
+            items.append((name, value.render(context)))
+        case .remove(let name):
+            items.removeAll { $0.name == name }
+        case .rename(let from, let to):
+            guard items.contains(where: { $0.name == from }) else { return }
+            items.removeAll { $0.name == to }
+            for i in items.indices where items[i].name == from { items[i].name = to }
+        }
+    }
+
+    static func set(_ items: inout [(name: String, value: String)], _ name: String, _ value: String) {
+        if let first = items.firstIndex(where: { $0.name == name }) {
+            items[first].value = value
+            items = items.enumerated().filter { $0.offset <= first || $0.element.name != name }.map(\.element)
+        } else {
+            items.append((name, value))
         }
     }
 }

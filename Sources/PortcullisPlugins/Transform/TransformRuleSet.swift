@@ -20,6 +20,10 @@ public struct TransformRuleSet: Sendable {
     public let file: String
     /// True when an operation reads or writes the body, so the pipeline must buffer it.
     public let touchesBody: Bool
+    /// True when an operation reads the JSON body / the form fields: a request body of that
+    /// kind must be buffered (`body.template` replaces a body without reading it).
+    public let readsJSON: Bool
+    public let readsForm: Bool
     /// What its operations may change (for deciding, before it runs, what later conditions see).
     public let changes: MessageChanges
 
@@ -32,6 +36,8 @@ public struct TransformRuleSet: Sendable {
         self.maxBodyBytes = maxBodyBytes
         self.file = file
         self.touchesBody = operations.contains { $0.touchesBody }
+        self.readsJSON = operations.contains { if case .body = $0 { return true }; return false }
+        self.readsForm = operations.contains { if case .form = $0 { return true }; return false }
         var changes = MessageChanges()
         for op in operations { changes.formUnion(MessageChanges(op)) }
         self.changes = changes
@@ -205,6 +211,8 @@ enum TransformSchema {
         "header.remove": ["name"], "header.rename": ["from", "to"], "header.replace": ["name", "value"],
         "query.add": ["name", "value"], "query.set": ["name", "value"], "query.append": ["name", "value"],
         "query.remove": ["name"], "query.rename": ["from", "to"], "query.replace": ["name", "value"], "host.set": ["value"],
+        "form.add": ["name", "value"], "form.set": ["name", "value"], "form.append": ["name", "value"], "form.replace": ["name", "value"],
+        "form.remove": ["name"], "form.rename": ["from", "to"],
         "path.rewrite": ["template", "regex", "replacement", "allow_slashes", "on_no_match"], "method.set": ["value"],
         "status.map": ["from", "to", "body", "content_type"],
         "body.set": ["path", "value", "strict"], "body.add": ["path", "value", "strict"],
@@ -217,6 +225,7 @@ enum TransformSchema {
         "cookie.set": ["name", "value", "attributes"], "cookie.remove": ["name"],
     ]
     static let requestOnly: Set<String> = ["query.add", "query.set", "query.append", "query.remove", "query.rename", "query.replace",
+                                           "form.add", "form.set", "form.append", "form.remove", "form.rename", "form.replace",
                                            "path.rewrite", "method.set", "host.set"]
     static let responseOnly: Set<String> = ["status.map"]
 
@@ -251,14 +260,10 @@ enum TransformSchema {
         case "header.rename":
             guard let from = headerName(node["from"]), let to = headerName(node["to"]) else { return nil }
             return .headerRename(from: from, to: to)
-        case "query.add", "query.set", "query.append", "query.replace":
-            guard let name = node["name"].nonEmptyString(required: true), let value = template(node["value"], phase: phase) else { return nil }
-            switch op {
-            case "query.add": return .queryAdd(name: name, value: value)
-            case "query.set": return .querySet(name: name, value: value)
-            case "query.replace": return .queryReplace(name: name, value: value)
-            default: return .queryAppend(name: name, value: value)
-            }
+        case "query.add", "query.set", "query.append", "query.replace", "query.remove", "query.rename":
+            return readPairOperation(node, op: String(op.dropFirst("query.".count))).map { .query($0) }
+        case "form.add", "form.set", "form.append", "form.replace", "form.remove", "form.rename":
+            return readPairOperation(node, op: String(op.dropFirst("form.".count))).map { .form($0) }
         case "host.set":
             guard let value = template(node["value"], phase: phase) else { return nil }
             if !HostValue.isValid(value.literalText, allowEmpty: !value.isStatic) {
@@ -266,11 +271,6 @@ enum TransformSchema {
                 return nil
             }
             return .hostSet(value)
-        case "query.remove":
-            return node["name"].nonEmptyString(required: true).map { .queryRemove(name: $0) }
-        case "query.rename":
-            guard let from = node["from"].nonEmptyString(required: true), let to = node["to"].nonEmptyString(required: true) else { return nil }
-            return .queryRename(from: from, to: to)
         case "path.rewrite":
             return readPathRewrite(node, phase: phase)
         case "method.set":
@@ -355,6 +355,25 @@ enum TransformSchema {
             return .body(.unwrap(path), strict: strict)
         default:
             return nil
+        }
+    }
+
+    /// The fields of a query or form operation (`verb` without its prefix).
+    static func readPairOperation(_ node: ConfigNode, op verb: String) -> PairOperation? {
+        switch verb {
+        case "remove":
+            return node["name"].nonEmptyString(required: true).map { .remove(name: $0) }
+        case "rename":
+            guard let from = node["from"].nonEmptyString(required: true), let to = node["to"].nonEmptyString(required: true) else { return nil }
+            return .rename(from: from, to: to)
+        default:
+            guard let name = node["name"].nonEmptyString(required: true), let value = template(node["value"], phase: .request) else { return nil }
+            switch verb {
+            case "add": return .add(name: name, value: value)
+            case "set": return .set(name: name, value: value)
+            case "replace": return .replace(name: name, value: value)
+            default: return .append(name: name, value: value)
+            }
         }
     }
 

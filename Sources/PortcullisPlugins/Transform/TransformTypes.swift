@@ -108,6 +108,16 @@ extension ProblemDetails {
     }
 }
 
+/// `application/x-www-form-urlencoded` (parameters such as `charset` ignored): bodies form
+/// operations may touch.
+public enum FormMediaType {
+    public static func matches(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let essence = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return essence.trimmingSpaces().lowercased() == "application/x-www-form-urlencoded"
+    }
+}
+
 /// Media types whose bodies JSON operations may touch: `application/json` and `*/*+json`.
 public enum JSONMediaType {
     public static func matches(_ contentType: String?) -> Bool {
