@@ -18,6 +18,9 @@ public struct GatewayRequest: Sendable, RoutableRequest {
     /// nginx sent the request from its location for the gateway's own pages
     /// (`PORTCULLIS_ADMIN 1`, see nginx/portcullis.conf): served by `AdminPages`, not routed.
     public var adminPages = false
+    /// FastCGI params `PORTCULLIS_VAR_<NAME>` the nginx snippet sets (rate-limit key parts
+    /// `var:<NAME>`), names without the prefix; empty unless the operator added some.
+    public var variables: [(name: String, value: String)] = []
     private var parsedQuery: [(name: String, value: String)]
 
     public init(method: String, path: String, rawQuery: String = "", host: String = "", headers: HTTPHeaders = HTTPHeaders(),
@@ -37,6 +40,8 @@ public struct GatewayRequest: Sendable, RoutableRequest {
     public func header(_ lowercaseName: String) -> String? { headers[lowercaseName] }
     public func queryValue(_ name: String) -> String? { parsedQuery.first { $0.name == name }?.value }
     public var queryItems: [(name: String, value: String)] { parsedQuery }
+    /// The value of the param `PORTCULLIS_VAR_<name>`, or nil when nginx did not send it.
+    public func variable(_ name: String) -> String? { variables.first { $0.name == name }?.value }
 }
 
 /// `application/x-www-form-urlencoded` query strings.

@@ -65,7 +65,7 @@ public enum PrometheusText {
                 sample("portcullis_auth_failures_total", [("route", route), ("reason", reason)], String(s.routes[slot][authBase + r]))
             }
         }
-        family("portcullis_rate_limited_total", "counter", "Requests refused with 429, by route and the limit that refused them.")
+        family("portcullis_rate_limited_total", "counter", "Requests refused by a rate limit, by route and the limit that refused them.")
         for (slot, count) in s.limits.enumerated() where count > 0 {
             let (route, limit) = limitLabels(slot == L.otherLimit ? nil : s.limitNames[slot])
             sample("portcullis_rate_limited_total", [("route", route), ("limit", limit)], String(count))

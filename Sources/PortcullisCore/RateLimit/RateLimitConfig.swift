@@ -28,6 +28,16 @@ public struct RateLimitSpec: Sendable, Hashable {
     /// Per consumer-group overrides (plans), in declaration order: the first group of the
     /// list that the consumer belongs to wins.
     public var groups: [(group: String, params: RateLimitParams)]
+    /// What one request charges (default 1).
+    public var cost: RateLimitCost = .constant(1)
+    /// `shadow`: counted and logged, never rejects.
+    public var mode: RateLimitMode = .enforce
+    /// How a denial is answered.
+    public var rejection: RateLimitRejection = .standard
+    /// Leave this limit out of the RateLimit response fields.
+    public var hideClientHeaders = false
+    /// Requests this limit does not apply to (nil: none).
+    public var exempt: RateLimitExemptions?
 
     public init(name: String, params: RateLimitParams, key: [RateLimitKeyPart], store: RateLimitStoreKind = .local,
                 onStoreFailure: RateLimitFailurePolicy = .local, groups: [(group: String, params: RateLimitParams)] = []) {
@@ -38,6 +48,9 @@ public struct RateLimitSpec: Sendable, Hashable {
         self.onStoreFailure = onStoreFailure
         self.groups = groups
     }
+
+    /// Whether the limit's results show in the RateLimit response fields.
+    var advertised: Bool { mode == .enforce && !hideClientHeaders && params.algorithm != .concurrency }
 
     /// The parameters that apply to a consumer in `consumerGroups`.
     public func params(forGroups consumerGroups: [String]) -> RateLimitParams {
@@ -50,7 +63,8 @@ public struct RateLimitSpec: Sendable, Hashable {
     public static func == (a: RateLimitSpec, b: RateLimitSpec) -> Bool {
         a.name == b.name && a.params == b.params && a.key == b.key && a.store == b.store
             && a.onStoreFailure == b.onStoreFailure && a.groups.map(\.group) == b.groups.map(\.group)
-            && a.groups.map(\.params) == b.groups.map(\.params)
+            && a.groups.map(\.params) == b.groups.map(\.params) && a.cost == b.cost && a.mode == b.mode
+            && a.rejection == b.rejection && a.hideClientHeaders == b.hideClientHeaders && a.exempt == b.exempt
     }
 
     public func hash(into h: inout Hasher) {
@@ -70,7 +84,8 @@ public struct RateLimitSettings: Sendable, Equatable {
 /// Reads the `limits` of a route and the top-level `rate_limit` section.
 public enum RateLimitConfigReader {
     static let limitKeys: Set<String> = ["name", "algorithm", "limit", "window_seconds", "burst", "key", "store",
-                                         "on_store_failure", "groups", "comment"]
+                                         "on_store_failure", "groups", "comment", "cost", "mode", "rejection",
+                                         "hide_client_headers", "exempt", "lease_seconds"]
 
     /// Reads `rate_limit`; `baseDirectory` (the config file's) resolves a relative Redis
     /// `password_file`, `environment` looks up `password_env`.
@@ -111,7 +126,7 @@ public enum RateLimitConfigReader {
         if let a = node["algorithm"].string(required: true) {
             algorithm = RateLimitAlgorithm(rawValue: a)
             if algorithm == nil {
-                node["algorithm"].fail("unknown algorithm \"\(a)\" (token_bucket, sliding_window or fixed_window)")
+                node["algorithm"].fail("unknown algorithm \"\(a)\" (token_bucket, sliding_window, fixed_window or concurrency)")
             }
         }
         var parts: [RateLimitKeyPart] = []
@@ -122,7 +137,7 @@ public enum RateLimitConfigReader {
                 if let part = RateLimitKeyPart(configValue: s) {
                     if parts.contains(part) { k.fail("duplicate key part \"\(s)\"") } else { parts.append(part) }
                 } else {
-                    k.fail("unknown key part \"\(s)\" (api_key, credential, consumer, ip, route, header:<Name>, claim:<name>)")
+                    k.fail("unknown key part \"\(s)\" (\(RateLimitKeyPart.syntax))")
                 }
             }
         }
@@ -147,11 +162,16 @@ public enum RateLimitConfigReader {
         var groups: [(group: String, params: RateLimitParams)] = []
         for (group, g) in node["groups"].object() ?? [] {
             guard g.object(required: true) != nil else { continue }
-            g.rejectUnknownKeys(["limit", "window_seconds", "burst"])
+            g.rejectUnknownKeys(["limit", "window_seconds", "burst", "lease_seconds"])
             if let p = readParams(g, algorithm: algorithm, defaults: params) { groups.append((group, p)) }
         }
+        if algorithm == .concurrency, store == .redis {
+            node["store"].fail("a concurrency limit is held in the shared-memory table only (store \"local\")")
+        }
         guard !parts.isEmpty else { return nil }
-        return RateLimitSpec(name: name, params: params, key: parts, store: store, onStoreFailure: policy, groups: groups)
+        var spec = RateLimitSpec(name: name, params: params, key: parts, store: store, onStoreFailure: policy, groups: groups)
+        RateLimitOptionsReader.read(node, into: &spec)
+        return spec
     }
 
     /// `limit`, `window_seconds` and `burst`, each falling back to `defaults` (group overrides).
@@ -159,8 +179,15 @@ public enum RateLimitConfigReader {
         let maxLimit = RateLimitParams.maxLimit(algorithm)
         let limit = node["limit"].int(min: 1, max: maxLimit, required: defaults == nil) ?? defaults?.limit
         let maxSeconds = RateLimitParams.maxWindowMicros / 1_000_000
-        let window = node["window_seconds"].int(min: 1, max: maxSeconds, required: defaults == nil).map { $0 * 1_000_000 }
-            ?? defaults?.windowMicros
+        // A concurrency limit has no window: its leases last `lease_seconds` (default 60).
+        let windowField = algorithm == .concurrency ? "lease_seconds" : "window_seconds"
+        if algorithm == .concurrency, node["window_seconds"].isPresent {
+            node["window_seconds"].fail("a concurrency limit has no window (its leases last \"lease_seconds\")")
+        } else if algorithm != .concurrency, node["lease_seconds"].isPresent {
+            node["lease_seconds"].fail("only applies to the concurrency algorithm")
+        }
+        let window = node[windowField].int(min: 1, max: maxSeconds, required: defaults == nil && algorithm != .concurrency)
+            .map { $0 * 1_000_000 } ?? defaults?.windowMicros ?? (algorithm == .concurrency ? 60_000_000 : nil)
         var burst: Int64?
         if node["burst"].isPresent {
             if algorithm != .tokenBucket {

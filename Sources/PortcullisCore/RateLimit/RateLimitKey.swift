@@ -11,23 +11,53 @@ public enum RateLimitKeyPart: Sendable, Hashable, CustomStringConvertible {
     case header(String)
     /// A claim of the verified JWT.
     case claim(String)
+    /// The request path (nginx's normalised `$document_uri`, without the query).
+    case path
+    /// A parameter of the matched route's path pattern (`/users/{id}` → `path_param:id`).
+    case pathParam(String)
+    case method
+    /// The first value of a query parameter (decoded).
+    case query(String)
+    /// A cookie of the `Cookie` header.
+    case cookie(String)
+    /// An nginx-provided fact: the FastCGI param `PORTCULLIS_VAR_<NAME>` set in the nginx snippet
+    /// (`fastcgi_param PORTCULLIS_VAR_TENANT $ssl_client_s_dn;` → `var:TENANT`). The name is
+    /// stored upper-case.
+    case variable(String)
 
-    /// Parses `"api_key"`, `"credential"`, `"consumer"`, `"ip"`, `"route"`, `"header:<Name>"`, `"claim:<name>"`.
+    /// The accepted spellings, for error messages.
+    public static let syntax = "api_key, credential, consumer, ip, route, path, path_param:<name>, method, "
+        + "header:<Name>, claim:<name>, query:<name>, cookie:<name>, var:<NAME>"
+
+    /// Parses one of ``syntax``.
     public init?(configValue s: String) {
         switch s {
         case "api_key", "credential": self = .credential
         case "consumer": self = .consumer
         case "ip": self = .ip
         case "route": self = .route
+        case "path": self = .path
+        case "method": self = .method
         default:
-            if s.hasPrefix("header:"), s.count > 7 {
-                let name = String(s.dropFirst(7))
+            guard let colon = s.firstIndex(of: ":") else { return nil }
+            let name = String(s[s.index(after: colon)...])
+            guard !name.isEmpty else { return nil }
+            switch s[..<colon] {
+            case "header":
                 guard name.utf8.allSatisfy({ HTTPToken.isTokenByte($0) }) else { return nil }
                 self = .header(name.asciiLowercased)
-            } else if s.hasPrefix("claim:"), s.count > 6 {
-                self = .claim(String(s.dropFirst(6)))
-            } else {
-                return nil
+            case "claim": self = .claim(name)
+            case "path_param": self = .pathParam(name)
+            case "query": self = .query(name)
+            case "cookie":
+                guard name.utf8.allSatisfy({ HTTPToken.isTokenByte($0) }) else { return nil }
+                self = .cookie(name)
+            case "var":
+                // The param name nginx sends: letters, digits and underscores.
+                guard name.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F })
+                else { return nil }
+                self = .variable(name.uppercased())
+            default: return nil
             }
         }
     }
@@ -40,6 +70,12 @@ public enum RateLimitKeyPart: Sendable, Hashable, CustomStringConvertible {
         case .route: return "route"
         case .header(let n): return "header:" + n
         case .claim(let n): return "claim:" + n
+        case .path: return "path"
+        case .pathParam(let n): return "path_param:" + n
+        case .method: return "method"
+        case .query(let n): return "query:" + n
+        case .cookie(let n): return "cookie:" + n
+        case .variable(let n): return "var:" + n
         }
     }
 }
@@ -67,6 +103,10 @@ public struct RateLimitSubject {
     public var routeName: String
     public var header: (String) -> String?
     public var claim: (String) -> String?
+    /// The request, for the `path`, `method`, `query:`, `cookie:` and `var:` key parts (nil: absent).
+    public var request: GatewayRequest?
+    /// The matched route's path parameters.
+    public var pathParams: [String: String] = [:]
 
     public init(credentialId: String?, consumerId: String?, consumerGroups: [String], clientIP: String,
                 routeName: String, header: @escaping (String) -> String? = { _ in nil },
@@ -89,6 +129,12 @@ public struct RateLimitSubject {
         case .route: return routeName
         case .header(let n): return header(n)
         case .claim(let n): return claim(n)
+        case .path: return request?.path
+        case .pathParam(let n): return pathParams[n]
+        case .method: return request?.method
+        case .query(let n): return request?.queryValue(n)
+        case .cookie(let n): return CookieHeader.value(named: n, in: request?.headers["cookie"])
+        case .variable(let n): return request?.variable(n)
         }
     }
 }

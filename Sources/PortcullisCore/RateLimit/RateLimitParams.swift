@@ -6,6 +6,8 @@ public enum RateLimitAlgorithm: String, Sendable, Hashable, CaseIterable {
     case slidingWindow = "sliding_window"
     /// Counter per aligned window (up to 2× the limit across a window boundary).
     case fixedWindow = "fixed_window"
+    /// At most `limit` requests in flight, as leases lasting `windowMicros` ([ConcurrencyLeases]).
+    case concurrency
 }
 
 /// What one limit allows: `limit` requests per `windowMicros`, and for the token bucket a
@@ -25,7 +27,7 @@ public struct RateLimitParams: Sendable, Hashable, CustomStringConvertible {
         switch algorithm {
         case .tokenBucket: return 1_000_000_000
         case .fixedWindow: return Int64(FixedWindow.countMask)
-        case .slidingWindow: return Int64(SlidingWindow.countMask)
+        case .slidingWindow, .concurrency: return Int64(SlidingWindow.countMask)
         }
     }
 
@@ -44,6 +46,16 @@ public struct RateLimitParams: Sendable, Hashable, CustomStringConvertible {
     /// The quota advertised in `RateLimit-Limit`: the bucket capacity for a token bucket,
     /// the per-window limit otherwise.
     public var quota: Int64 { algorithm == .tokenBucket ? burst : limit }
+
+    /// One quota-policy item of the IETF draft's `RateLimit-Policy` field: `q` is the quota per
+    /// window (`limit`), `w` the window in seconds. A token bucket also admits `burst` at once,
+    /// which `q` cannot say, so it adds the vendor parameter `pc-burst` (the draft lets servers
+    /// add prefixed parameters, which clients that do not know them ignore).
+    public func policyItem(name: String) -> String {
+        var item = "\"" + name + "\";q=" + String(limit) + ";w=" + String(RateLimitState.ceilSeconds(windowMicros))
+        if algorithm == .tokenBucket { item += ";pc-burst=" + String(burst) }
+        return item
+    }
 
     /// The same limit shared by `instances` gateways that each count locally (Redis fallback).
     public func divided(by instances: Int) -> RateLimitParams {
@@ -105,16 +117,20 @@ public enum RateLimitAlgorithms {
         case .tokenBucket: return GCRA.decide(params, state: state, now: now, cost: cost)
         case .fixedWindow: return FixedWindow.decide(params, state: state, now: now, cost: cost)
         case .slidingWindow: return SlidingWindow.decide(params, state: state, now: now, cost: cost)
+        case .concurrency: return ConcurrencyLeases.decide(params, state: state, now: now, cost: cost)
         }
     }
 
     /// Gives back what an admitted request of `cost` consumed (used when a later limit of the
-    /// same request rejects it). Never goes below a fresh state.
+    /// same request rejects it, and for a concurrency lease when the request ends; then `now`
+    /// must be the time the lease was taken). Never goes below a fresh state.
     public static func refund(_ params: RateLimitParams, state: UInt64, now: Int64, cost: Int64 = 1) -> UInt64 {
         switch params.algorithm {
         case .tokenBucket: return GCRA.refund(params, state: state, now: now, cost: cost)
         case .fixedWindow: return FixedWindow.refund(params, state: state, now: now, cost: cost)
         case .slidingWindow: return SlidingWindow.refund(params, state: state, now: now, cost: cost)
+        // For a lease, `now` is when it was taken (its period).
+        case .concurrency: return ConcurrencyLeases.release(params, state: state, acquiredAt: now, cost: cost)
         }
     }
 }

@@ -27,6 +27,8 @@ public enum RateLimitPath: Sendable, Equatable {
     case failOpen
     /// Redis was unavailable; refused (policy `closed`).
     case failClosed
+    /// The request is exempt (`exempt`): not counted.
+    case exempt
 }
 
 /// The result of one limit for one request.
@@ -37,6 +39,10 @@ public struct RateLimitResult: Sendable, Equatable {
     public var path: RateLimitPath
     /// The parameters that applied (after plan overrides and the local fallback's division).
     public var params: RateLimitParams
+    /// The limit is in `shadow` mode: its denials did not reject.
+    public var shadow = false
+    /// Shown in the RateLimit response fields (enforced, not hidden, not a concurrency limit).
+    public var advertised = true
 
     public init(name: String, decision: RateLimitDecision?, path: RateLimitPath, params: RateLimitParams) {
         self.name = name
@@ -44,6 +50,34 @@ public struct RateLimitResult: Sendable, Equatable {
         self.path = path
         self.params = params
     }
+
+    /// What happened, in one word per case (for the access log and metrics).
+    public enum Kind: String, Sendable {
+        case allowed, denied
+        /// A `shadow` limit would have admitted / rejected the request (it was admitted).
+        case shadowAllowed = "shadow_allowed", shadowDenied = "shadow_denied"
+        case open, closed, exempt
+    }
+
+    public var kind: Kind {
+        switch path {
+        case .failOpen: return .open
+        case .failClosed: return .closed
+        case .exempt: return .exempt
+        case .primary, .fallbackLocal:
+            let allowed = decision?.allowed ?? true
+            return shadow ? (allowed ? .shadowAllowed : .shadowDenied) : (allowed ? .allowed : .denied)
+        }
+    }
+}
+
+/// A concurrency lease an admitted request holds until it ends (``RateLimiter/release(_:)``).
+public struct RateLimitLease: Sendable, Equatable {
+    public var key: RateLimitKey
+    public var params: RateLimitParams
+    /// When it was taken: its lease period.
+    public var acquiredAt: Int64
+    public var cost: Int64
 }
 
 /// The request's verdict over all the limits of its route.
@@ -54,6 +88,8 @@ public struct RateLimitOutcome: Sendable, Equatable {
         case limited
         /// A `closed` limit's store is unavailable: 503.
         case storeUnavailable
+        /// The request's cost (header or claim) is not a valid number: 400, with the reason.
+        case invalidCost(String)
     }
     public var verdict: Verdict
     /// The limits evaluated, in route order; on rejection the last one is the rejecting limit
@@ -61,6 +97,17 @@ public struct RateLimitOutcome: Sendable, Equatable {
     public var results: [RateLimitResult]
     /// Seconds a client should wait after a 503 `storeUnavailable` (the Redis retry interval).
     public var unavailableRetrySeconds: Int64
+    /// How the rejecting limit answers (`.limited`).
+    public var rejection = RateLimitRejection.standard
+    /// Concurrency leases the admitted request holds; give them back with
+    /// ``RateLimiter/release(_:)`` when it ends.
+    public var leases: [RateLimitLease] = []
+
+    public init(verdict: Verdict, results: [RateLimitResult], unavailableRetrySeconds: Int64) {
+        self.verdict = verdict
+        self.results = results
+        self.unavailableRetrySeconds = unavailableRetrySeconds
+    }
 
     public var allowed: Bool { verdict == .allowed }
     public static let unlimited = RateLimitOutcome(verdict: .allowed, results: [], unavailableRetrySeconds: 0)
@@ -69,14 +116,14 @@ public struct RateLimitOutcome: Sendable, Equatable {
 /// One request's pass over the limits of its route, as a resumable state machine: the limiter
 /// advances it until a limit needs the remote store, hands out that question as a
 /// ``Step/remote(key:params:)`` and is resumed with the answer. No I/O of its own, so the
-/// decision logic is tested without sockets; ``RateLimiter/evaluate(_:subject:now:cost:completion:)``
+/// decision logic is tested without sockets; ``RateLimiter/evaluate(_:subject:now:completion:)``
 /// drives it.
 public struct RateLimitEvaluation {
     /// What the evaluation needs next.
     public enum Step {
-        /// Ask the remote store to acquire the evaluation's cost on `key`, then
+        /// Ask the remote store to acquire `cost` on `key`, then
         /// ``RateLimiter/resume(_:with:)`` with its answer.
-        case remote(key: RateLimitKey, params: RateLimitParams)
+        case remote(key: RateLimitKey, params: RateLimitParams, cost: Int64)
         /// Every limit is decided (or one rejected).
         case done(RateLimitOutcome)
     }
@@ -86,6 +133,7 @@ public struct RateLimitEvaluation {
         var remote: Bool
         var key: RateLimitKey
         var params: RateLimitParams
+        var cost: Int64
     }
 
     /// The limit waiting for the remote store's answer.
@@ -93,6 +141,7 @@ public struct RateLimitEvaluation {
         var spec: RateLimitSpec
         var params: RateLimitParams
         var key: RateLimitKey
+        var cost: Int64
     }
 
     public let limits: [RateLimitSpec]
@@ -100,18 +149,18 @@ public struct RateLimitEvaluation {
     /// Wall-clock microseconds of the request: every limit, and any fallback decided after a
     /// remote failure, is decided at this time.
     public let now: Int64
-    public let cost: Int64
     /// The next limit to decide.
     var next = 0
     var results: [RateLimitResult] = []
     var committed: [Commitment] = []
     var question: Question?
+    /// Whether a concurrency limit was committed (its lease goes into the outcome).
+    var holdsLeases = false
 
-    public init(limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64, cost: Int64 = 1) {
+    public init(limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64) {
         self.limits = limits
         self.subject = subject
         self.now = now
-        self.cost = cost
         results.reserveCapacity(limits.count)
     }
 }
@@ -162,20 +211,20 @@ public final class RateLimiter {
     /// later, on the loop thread, when Redis answers or its timeout fails the call and the
     /// limit's failure policy decides. Requests do not wait for each other: many may be in
     /// flight at once, each completing when its own answers are in.
-    public func evaluate(_ limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64, cost: Int64 = 1,
+    public func evaluate(_ limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64,
                          completion: @escaping (RateLimitOutcome) -> Void) {
         guard !limits.isEmpty else { return completion(.unlimited) }
-        var evaluation = RateLimitEvaluation(limits: limits, subject: subject, now: now, cost: cost)
+        var evaluation = RateLimitEvaluation(limits: limits, subject: subject, now: now)
         let step = advance(&evaluation)
         drive(evaluation, step, completion)
     }
 
     /// Decides one request and returns its outcome, for a caller whose stores answer before
     /// returning (no remote store: `portcullis microbench`, tests). Traps when an answer would
-    /// come later: on an event loop, use ``evaluate(_:subject:now:cost:completion:)``.
-    public func evaluate(_ limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64, cost: Int64 = 1) -> RateLimitOutcome {
+    /// come later: on an event loop, use ``evaluate(_:subject:now:completion:)``.
+    public func evaluate(_ limits: [RateLimitSpec], subject: RateLimitSubject, now: Int64) -> RateLimitOutcome {
         var outcome: RateLimitOutcome?
-        evaluate(limits, subject: subject, now: now, cost: cost) { outcome = $0 }
+        evaluate(limits, subject: subject, now: now) { outcome = $0 }
         guard let outcome else { preconditionFailure("a remote store answered later; use the completion form on its event loop") }
         return outcome
     }
@@ -185,9 +234,9 @@ public final class RateLimiter {
         switch step {
         case .done(let outcome):
             completion(outcome)
-        case .remote(let key, let params):
+        case .remote(let key, let params, let cost):
             // `advance` asks only when there is a remote store.
-            remote!.acquire(key, params: params, now: evaluation.now, cost: evaluation.cost) { [self] answer in
+            remote!.acquire(key, params: params, now: evaluation.now, cost: cost) { [self] answer in
                 var evaluation = evaluation
                 let step = resume(&evaluation, with: answer)
                 drive(evaluation, step, completion)
@@ -200,20 +249,50 @@ public final class RateLimiter {
         precondition(e.question == nil, "the evaluation waits for a remote answer")
         while e.next < e.limits.count {
             let spec = e.limits[e.next]
+            if let exempt = spec.exempt, exempt.exempts(e.subject) {
+                var result = RateLimitResult(name: spec.name, decision: nil, path: .exempt, params: spec.params)
+                result.shadow = spec.mode == .shadow
+                result.advertised = false
+                e.results.append(result)
+                e.next += 1
+                continue
+            }
+            let cost: Int64
+            switch spec.cost.resolve(e.subject) {
+            case .success(let c): cost = c
+            case .failure(let error):
+                refundCommitted(e)
+                return .done(RateLimitOutcome(verdict: .invalidCost("rate limit \"\(spec.name)\": " + error.message),
+                                              results: e.results, unavailableRetrySeconds: 0))
+            }
             let params = spec.params(forGroups: e.subject.consumerGroups)
             let key = RateLimitKey.make(limitName: spec.name, params: params, parts: spec.key, subject: e.subject)
             let decided: Decided
             if spec.store == .local || remote == nil {
-                decided = decideLocally(spec.name, key: key, params: params, path: .primary, now: e.now, cost: e.cost)
+                decided = decideLocally(spec.name, key: key, params: params, path: .primary, now: e.now, cost: cost)
             } else if remoteIsDue(e.now) {
-                e.question = RateLimitEvaluation.Question(spec: spec, params: params, key: key)
-                return .remote(key: key, params: params)
+                e.question = RateLimitEvaluation.Question(spec: spec, params: params, key: key, cost: cost)
+                return .remote(key: key, params: params, cost: cost)
             } else {
-                decided = applyPolicy(spec, params: params, subject: e.subject, now: e.now, cost: e.cost)
+                decided = applyPolicy(spec, params: params, subject: e.subject, now: e.now, cost: cost)
             }
-            if let outcome = record(decided, in: &e) { return .done(outcome) }
+            if let outcome = record(decided, spec: spec, in: &e) { return .done(outcome) }
         }
-        return .done(RateLimitOutcome(verdict: .allowed, results: e.results, unavailableRetrySeconds: 0))
+        var outcome = RateLimitOutcome(verdict: .allowed, results: e.results, unavailableRetrySeconds: 0)
+        if e.holdsLeases {
+            outcome.leases = e.committed.filter { $0.params.algorithm == .concurrency }.map {
+                RateLimitLease(key: $0.key, params: $0.params, acquiredAt: e.now, cost: $0.cost)
+            }
+        }
+        return .done(outcome)
+    }
+
+    /// Gives back the concurrency leases of a request that has ended (its answer is sent, or
+    /// it was abandoned). On the loop's thread, like every call of the limiter.
+    public func release(_ leases: [RateLimitLease]) {
+        for lease in leases {
+            try? local.refund(lease.key, params: lease.params, now: lease.acquiredAt, cost: lease.cost)
+        }
     }
 
     /// Continues an evaluation with the remote store's answer to its last ``RateLimitEvaluation/Step/remote(key:params:)``:
@@ -231,12 +310,12 @@ public final class RateLimiter {
             }
             remoteRetryAt = 0
             decided = Decided(result: RateLimitResult(name: q.spec.name, decision: d, path: .primary, params: q.params),
-                              commitment: .init(remote: true, key: q.key, params: q.params))
+                              commitment: d.allowed ? .init(remote: true, key: q.key, params: q.params, cost: q.cost) : nil)
         case .failure(let error):
             remoteFailed(error, now: e.now)
-            decided = applyPolicy(q.spec, params: q.params, subject: e.subject, now: e.now, cost: e.cost)
+            decided = applyPolicy(q.spec, params: q.params, subject: e.subject, now: e.now, cost: q.cost)
         }
-        if let outcome = record(decided, in: &e) { return .done(outcome) }
+        if let outcome = record(decided, spec: q.spec, in: &e) { return .done(outcome) }
         return advance(&e)
     }
 
@@ -263,24 +342,38 @@ public final class RateLimiter {
 
     /// Appends one limit's result; on a rejection refunds the earlier limits and returns the
     /// outcome.
-    private func record(_ decided: Decided, in e: inout RateLimitEvaluation) -> RateLimitOutcome? {
-        e.results.append(decided.result)
+    /// A `shadow` limit never rejects: its denial is recorded and the request goes on.
+    private func record(_ decided: Decided, spec: RateLimitSpec, in e: inout RateLimitEvaluation) -> RateLimitOutcome? {
+        var result = decided.result
+        if spec.mode == .shadow { result.shadow = true }
+        if !spec.advertised { result.advertised = false }
+        e.results.append(result)
         e.next += 1
-        let path = decided.result.path
-        guard path == .failClosed || decided.result.decision?.allowed == false else {
-            if let c = decided.commitment { e.committed.append(c) }
+        let path = result.path
+        guard spec.mode == .enforce, path == .failClosed || result.decision?.allowed == false else {
+            if let c = decided.commitment {
+                e.committed.append(c)
+                if c.params.algorithm == .concurrency { e.holdsLeases = true }
+            }
             return nil
         }
+        refundCommitted(e)
+        var outcome = RateLimitOutcome(verdict: path == .failClosed ? .storeUnavailable : .limited, results: e.results,
+                                       unavailableRetrySeconds: RateLimitState.ceilSeconds(retryMicros))
+        outcome.rejection = spec.rejection
+        return outcome
+    }
+
+    /// Gives back what the request's earlier limits consumed (it is rejected).
+    private func refundCommitted(_ e: RateLimitEvaluation) {
         for c in e.committed {
             if !c.remote {
-                try? local.refund(c.key, params: c.params, now: e.now, cost: e.cost)
+                try? local.refund(c.key, params: c.params, now: e.now, cost: c.cost)
             } else if remoteIsDue(e.now) {
                 // Not during the retry interval: Redis is not called then, refunds included.
-                remote?.refund(c.key, params: c.params, now: e.now, cost: e.cost)
+                remote?.refund(c.key, params: c.params, now: e.now, cost: c.cost)
             }
         }
-        return RateLimitOutcome(verdict: path == .failClosed ? .storeUnavailable : .limited, results: e.results,
-                                unavailableRetrySeconds: RateLimitState.ceilSeconds(retryMicros))
     }
 
     /// The limit's `on_store_failure` policy, while Redis is unavailable.
@@ -304,7 +397,7 @@ public final class RateLimiter {
         do {
             let d = try local.acquire(key, params: params, now: now, cost: cost)
             return Decided(result: RateLimitResult(name: name, decision: d, path: path, params: params),
-                           commitment: .init(remote: false, key: key, params: params))
+                           commitment: d.allowed ? .init(remote: false, key: key, params: params, cost: cost) : nil)
         } catch {
             // The shared-memory table cannot fail; a custom local store that does is not a
             // reason to refuse traffic.

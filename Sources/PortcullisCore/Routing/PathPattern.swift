@@ -18,7 +18,18 @@ public enum PathPattern {
     /// Non-empty segments of a path, split on the byte `/` as nginx splits (a `Character`
     /// split would not split `/` followed by a combining mark such as U+0338).
     public static func splitPath(_ path: String) -> [Substring] {
-        path.utf8.split(separator: 0x2F, omittingEmptySubsequences: true).map { Substring($0) }
+        var segments: [Substring] = []
+        let bytes = path.utf8
+        var start = bytes.startIndex, i = start
+        while i != bytes.endIndex {
+            if bytes[i] == 0x2F {
+                if start != i { segments.append(path[start..<i]) }
+                start = bytes.index(after: i)
+            }
+            i = bytes.index(after: i)
+        }
+        if start != bytes.endIndex { segments.append(path[start...]) }
+        return segments
     }
 
     public static func paramNames(in pattern: String) -> [String] {

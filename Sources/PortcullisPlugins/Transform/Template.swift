@@ -157,7 +157,7 @@ public enum TemplateVariable: Sendable, Equatable {
         case .clientIP: return context.clientIP
         case .host: return context.host
         case .scheme: return context.scheme
-        case .cookie(let name): return Cookies.value(named: name, in: context.requestHeaders["cookie"])
+        case .cookie(let name): return CookieHeader.value(named: name, in: context.requestHeaders["cookie"])
         case .cast(let inner, _): return inner.stringValue(context, status: status)
         }
     }

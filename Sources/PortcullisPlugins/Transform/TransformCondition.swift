@@ -60,11 +60,11 @@ public struct TransformCondition: Sendable {
             }
         }
         if !cookies.isEmpty, !undecided.changes(header: "cookie") {
-            for (name, rule) in cookies where !rule.matches(Cookies.value(named: name, in: message.cookieHeader)) { return false }
+            for (name, rule) in cookies where !rule.matches(CookieHeader.value(named: name, in: message.cookieHeader)) { return false }
         }
         if let path, !undecided.path, !path.matches(message.path) { return false }
         if let clientIP {
-            let inside = IPAddress(context.clientIP).map { address in clientIP.contains { $0.contains(address) } } ?? false
+            let inside = CIDR.any(clientIP, contains: context.clientIP)
             if inside == clientIPNegated { return false }
         }
         if let consumer, !consumer.matches(context.consumerId) { return false }

@@ -19,6 +19,7 @@ public enum RequestDecoder {
         var remote = "", scheme = "", requestScheme = "", nginxId = "", contentLength: Int64?
         var headers = HTTPHeaders()
         var certVerify: String?, certSubject: String?, certPEM: String?
+        var variables: [(name: String, value: String)] = []
         var paramBytes = 0
         var adminPages = false
         for entry in entries {
@@ -53,7 +54,11 @@ public enum RequestDecoder {
                 // of the certificate nginx verified ($ssl_client_escaped_cert, URL-encoded PEM).
                 certPEM = PercentEncoding.decode(value())
             case 28 where equals(name, "PORTCULLIS_SSL_CLIENT_VERIFY"): certVerify = value()
-            default: break
+            default:
+                // Operator-chosen nginx facts (rate-limit key parts `var:<NAME>`).
+                if name.count > 15, name[0] == UInt8(ascii: "P"), name.starts(with: "PORTCULLIS_VAR_".utf8) {
+                    variables.append((String(decoding: UnsafeBufferPointer(rebasing: name[15...]), as: UTF8.self), value()))
+                }
             }
         }
         if scheme.isEmpty { scheme = requestScheme }
@@ -72,6 +77,7 @@ public enum RequestDecoder {
             facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: host),
             requestId: requestId, contentLength: contentLength)
         request.adminPages = adminPages
+        if !variables.isEmpty { request.variables = variables }
         if let certVerify, !certVerify.isEmpty {
             let fingerprint = certPEM.flatMap { $0.isEmpty ? nil : CertificateFingerprint.sha256Hex(pem: $0) }
             request.clientCertificate = ClientCertificateFacts(verify: certVerify, fingerprint: fingerprint, subjectDN: certSubject)

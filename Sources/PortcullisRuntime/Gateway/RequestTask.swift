@@ -48,6 +48,8 @@ final class RequestTask {
     /// Body bytes read from nginx so far (the rest is drained when the request ends).
     private var bodyRead: Int64 = 0
     private var ended = false
+    /// Concurrency leases held until the request ends.
+    private var leases: [RateLimitLease] = []
     /// nginx always sends REQUEST_METHOD; without it the params were cut short.
     private let complete: Bool
     private let paramBytes: Int
@@ -139,6 +141,7 @@ final class RequestTask {
                                   upstreamMicros: log.upstreamMs.map { UInt64(max(0, $0) * 1000) })
         }
         if let slowNanos, elapsed >= slowNanos { logSlow(elapsed: elapsed) }
+        if !leases.isEmpty { context.limiter?.release(leases) }
         let record = log
         gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
         environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
@@ -203,12 +206,15 @@ final class RequestTask {
             return answer(.internalError("rate limiting is unavailable"))
         }
         let request = self.request
-        let subject = RateLimitSubject(
+        var subject = RateLimitSubject(
             credentialId: identity?.rateLimitCredential, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
             clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
             claim: { identity?.claims[$0].flatMap(Self.claimText) })
+        subject.request = request
+        subject.pathParams = match.params
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
             log.limits = outcome.logSummary
+            leases = outcome.leases
             if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
             if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
             if let problem = outcome.problem { return answer(problem) }

@@ -104,6 +104,8 @@ return {0, math.max(0, limit - used), resetAfter(prev, cur), retry}
         case .tokenBucket: return "t"
         case .fixedWindow: return "f"
         case .slidingWindow: return "s"
+        // Refused by the config reader: leases live in the shared-memory table only.
+        case .concurrency: preconditionFailure("a concurrency limit is never sent to Redis")
         }
     }
 }

@@ -64,8 +64,8 @@ final class RateLimitConfigTests: XCTestCase {
              {"name": "f", "algorithm": "fixed_window", "limit": 1, "window_seconds": 1, "key": ["ip"], "groups": {"gold": {"limit": "x"}}}]
             """))
         let expected = [
-            "test.json: /routes/0/limits/0/algorithm: unknown algorithm \"leaky\" (token_bucket, sliding_window or fixed_window)",
-            "test.json: /routes/0/limits/1/key/0: unknown key part \"cookie\" (api_key, credential, consumer, ip, route, header:<Name>, claim:<name>)",
+            "test.json: /routes/0/limits/0/algorithm: unknown algorithm \"leaky\" (token_bucket, sliding_window, fixed_window or concurrency)",
+            "test.json: /routes/0/limits/1/key/0: unknown key part \"cookie\" (api_key, credential, consumer, ip, route, path, path_param:<name>, method, header:<Name>, claim:<name>, query:<name>, cookie:<name>, var:<NAME>)",
             "test.json: /routes/0/limits/1/limit: must be between 1 and 4294967295, found 0",
             "test.json: /routes/0/limits/1/burst: only applies to the token_bucket algorithm",
             "test.json: /routes/0/limits/2/key: at least one key part is required",
@@ -95,6 +95,19 @@ final class RateLimitConfigTests: XCTestCase {
             "test.json: /rate_limit/redis/instances: must be between 1 and 10000, found 0",
             "test.json: /routes/0/limits/1/name: duplicate limit name \"a\" (first at /routes/0/limits/0)",
         ])
+    }
+
+    /// Issue 14.4: a token bucket's largest `limit` depends on its window (one request per µs).
+    func testTokenBucketMaximumDependsOnTheWindow() {
+        func bucket(_ limit: Int, _ seconds: Int) -> String {
+            document(limits: "[{\"algorithm\": \"token_bucket\", \"limit\": \(limit), \"window_seconds\": \(seconds), \"key\": [\"ip\"]}]")
+        }
+        XCTAssertEqual(issues(bucket(1_000_000, 1)), [])
+        XCTAssertEqual(issues(bucket(1_000_001, 1)),
+                       ["test.json: /routes/0/limits/0/limit: a token bucket refills at most one request per microsecond"])
+        XCTAssertEqual(issues(bucket(1_000_000_000, 1_000)), [])
+        XCTAssertEqual(issues(bucket(1_000_000_000, 999)),
+                       ["test.json: /routes/0/limits/0/limit: a token bucket refills at most one request per microsecond"])
     }
 
     func testKeyTextIsUnambiguousAndIncludesParams() {

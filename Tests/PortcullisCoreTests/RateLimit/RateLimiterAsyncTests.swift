@@ -213,7 +213,7 @@ final class RateLimiterAsyncTests: XCTestCase {
         let limiter = RateLimiter(local: InMemoryRateLimitStore(), remote: remote, settings: settings())
         let limits = [spec("local", limit: 3, store: .local), spec("remote", limit: 3)]
         var e = RateLimitEvaluation(limits: limits, subject: subject(), now: t0)
-        guard case .remote(let key, let params) = limiter.advance(&e) else { return XCTFail("expected a remote question") }
+        guard case .remote(let key, let params, _) = limiter.advance(&e) else { return XCTFail("expected a remote question") }
         XCTAssertEqual(key, limits[1].key(for: subject()))
         XCTAssertEqual(params, limits[1].params)
         let decision = RateLimitDecision(allowed: true, limit: 3, remaining: 2, resetAfterMicros: 1, retryAfterMicros: 0)

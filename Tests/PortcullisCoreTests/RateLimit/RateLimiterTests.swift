@@ -162,7 +162,11 @@ final class RateLimiterTests: XCTestCase {
         // local: limit divided by the 2 instances.
         let admitted = (0..<5).filter { _ in limiter.evaluate(fallback, subject: subject(), now: now).allowed }.count
         XCTAssertEqual(admitted, 2)
-        XCTAssertEqual(limiter.evaluate(fallback, subject: subject(), now: now).logSummary, "fallback:denied@local:0")
+        let denied = limiter.evaluate(fallback, subject: subject(), now: now)
+        XCTAssertEqual(denied.logSummary, "fallback:denied@local:0")
+        // The headers describe the divided limit that decided (documented).
+        XCTAssertEqual(denied.headers["RateLimit-Limit"], "2")
+        XCTAssertEqual(denied.headers["RateLimit-Policy"], "\"fallback\";q=2;w=10")
         XCTAssertEqual(remote.calls, callsBefore)
         XCTAssertEqual(rec.degraded, 1 + 1 + 6)
 
@@ -180,6 +184,21 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertFalse(limiter.degraded)
         XCTAssertEqual(rec.lines.filter { $0.contains("resumed") }.count, 1)
         XCTAssertEqual(rec.lines.filter { $0.contains("unavailable") }.count, 2)
+    }
+
+    /// Issue 14.1: `q` is the quota per window (the draft's meaning), never the burst; a token
+    /// bucket's burst travels in the `pc-burst` parameter and in `RateLimit-Limit` (its capacity).
+    func testTokenBucketPolicyAnnouncesQuotaPerWindowAndBurstApart() {
+        let limiter = RateLimiter(local: InMemoryRateLimitStore(), remote: nil, settings: RateLimitSettings())
+        let limits = [RateLimitSpec(name: "tb", params: RateLimitParams(algorithm: .tokenBucket, limit: 2, windowMicros: 1_000_000, burst: 10),
+                                    key: [.consumer]),
+                      spec("fw", limit: 7, window: 60)]
+        let o = limiter.evaluate(limits, subject: subject(), now: t0)
+        XCTAssertEqual(o.headers["RateLimit-Policy"], "\"tb\";q=2;w=1;pc-burst=10, \"fw\";q=7;w=60")
+        XCTAssertEqual(o.headers["RateLimit-Limit"], "7")
+        let alone = limiter.evaluate([limits[0]], subject: subject(consumer: "bob"), now: t0)
+        XCTAssertEqual(alone.headers["RateLimit-Limit"], "10")
+        XCTAssertEqual(alone.headers["RateLimit-Remaining"], "9")
     }
 
     func testMissingKeyValuesShareOneCounter() {

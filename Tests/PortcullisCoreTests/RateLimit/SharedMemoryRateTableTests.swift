@@ -104,6 +104,34 @@ final class SharedMemoryRateTableTests: XCTestCase {
         XCTAssertEqual(size, SharedMemoryRateTable.fileSize(slots: 4096))
     }
 
+    /// Issue 14.3, the documented rule and its bound: when all 8 probe slots are live, the slot
+    /// expiring soonest is evicted, whatever its count. A key held at its limit on a 60 s window
+    /// loses to single-request keys of 3600 s windows, and once evicted it admits at most its
+    /// limit again (what it had used), never more.
+    func testEvictionTakesTheSoonestExpiryAndForgetsAtMostTheVictimsCount() throws {
+        let table = try SharedMemoryRateTable.create(path: temporaryPath("evict-rule.table"), slots: 8)
+        let minute = RateLimitParams(algorithm: .fixedWindow, limit: 3, windowMicros: 60_000_000)
+        let hour = RateLimitParams(algorithm: .fixedWindow, limit: 100, windowMicros: 3_600_000_000)
+        let now = (t0 / 3_600_000_000) * 3_600_000_000 + 10_000_000  // 10 s into an hour (and a minute)
+        let hot = RateLimitKey(text: "hot")
+        XCTAssertEqual(try (0..<5).filter { _ in try table.acquire(hot, params: minute, now: now, cost: 1).allowed }.count, 3)
+        for i in 0..<7 {
+            for _ in 0..<(i + 2) { XCTAssertTrue(try table.acquire(RateLimitKey(text: "cold-\(i)"), params: hour, now: now, cost: 1).allowed) }
+        }
+        XCTAssertEqual(table.stats.evictions, 0)
+        // The table is full: the next key evicts the slot that expires soonest, the hot key's.
+        XCTAssertTrue(try table.acquire(RateLimitKey(text: "newcomer"), params: hour, now: now, cost: 1).allowed)
+        XCTAssertEqual(table.stats.evictions, 1)
+        // The hot key returns fresh, evicting in turn the hour key that used the least (equal
+        // expiries: the smallest state goes, the newcomer's single request): it admits its whole
+        // limit again, the bound on what one eviction can add, and then it is limited again.
+        let again = try (0..<5).filter { _ in try table.acquire(hot, params: minute, now: now, cost: 1).allowed }.count
+        XCTAssertEqual(again, 3)
+        XCTAssertEqual(table.stats.evictions, 2)
+        // The keys that were not evicted kept their counts: cold-6 had used 8.
+        XCTAssertEqual(try table.acquire(RateLimitKey(text: "cold-6"), params: hour, now: now, cost: 1).remaining, 91)
+    }
+
     func testObserverCountsInTheSegment() throws {
         let table = try SharedMemoryRateTable.create(path: temporaryPath("observer.table"), slots: 64)
         let observer = table.observer(log: { _ in })
