@@ -20,7 +20,7 @@ FUZZ_SECONDS ?= 60
 # Seconds of load for `make chaos`.
 CHAOS_SECONDS ?= 180
 
-.PHONY: all deps build release run test unit integration bench check clean fuzz chaos
+.PHONY: all deps build release run test unit integration bench check clean fuzz chaos install
 
 all: build
 
@@ -71,6 +71,14 @@ chaos: build
 ## check: validate the demo config
 check: build
 	$(DEBUG_BIN) check --config $(CONFIG)
+
+## install: binary, nginx snippet, example config, systemd unit and logrotate file under PREFIX
+##          (default /usr/local; BIN=path installs another build, e.g. .build/debug/portcullis)
+PREFIX ?= /usr/local
+BIN ?= $(RELEASE_BIN)
+install:
+	@if [[ "$(BIN)" == "$(RELEASE_BIN)" ]]; then $(SWIFT) build -c release; fi
+	@scripts/install.sh "$(PREFIX)" "$(BIN)"
 
 ## clean: remove build output and runtime files
 clean:

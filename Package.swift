@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(name: "portcullis", dependencies: ["PortcullisCLI"]),
         .testTarget(
             name: "PortcullisCoreTests",
-            dependencies: ["PortcullisCore", "PortcullisPlugins", "PortcullisRuntime"],
+            dependencies: ["PortcullisCore", "PortcullisPlugins", "PortcullisRuntime", "PortcullisPool"],
             resources: [.copy("Fixtures")]
         ),
     ]

@@ -27,16 +27,10 @@ fi
 echo "==> portcullis check --config $config"
 "$bin" check --config "$config"
 
-# The socket path, as the gateway will resolve it (relative to the config).
-socket=$(python3 - "$config" <<'PY'
-import json, os, sys
-path = sys.argv[1]
-with open(path) as f:
-    server = json.load(f).get("server", {})
-base = os.path.dirname(os.path.abspath(path))
-print(os.path.normpath(os.path.join(base, server.get("socket", "run/portcullis.sock"))))
-PY
-)
+# The socket path as the gateway resolves it (`check --print-effective`: defaults filled in,
+# paths absolute), so this script keeps no copy of the defaults.
+socket=$("$bin" check --print-effective --config "$config" 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["server"]["socket"])')
 # Idle kept FastCGI connections cost the pool a descriptor each (nginx/portcullis.conf).
 keepalive=32
 

@@ -39,11 +39,12 @@ public struct KeysCommand: ParsableCommand {
             let key = APIKeyMaterial.generate()
             entry["sha256"] = .string(APIKeyMaterial.digestHex(key))
             if let expires {
-                if let unix = Int64(expires) { entry["expires"] = .int(unix) } else if RFC3339.parse(expires) != nil {
-                    entry["expires"] = .string(expires)
-                } else {
+                guard let at = Int64(expires) ?? RFC3339.parse(expires) else {
                     throw ValidationError("--expires must be an RFC 3339 time or Unix seconds")
                 }
+                // A key that is already expired would be refused from its first request.
+                guard at > Int64(time(nil)) else { throw ValidationError("--expires \(expires) is in the past") }
+                entry["expires"] = Int64(expires) != nil ? .int(at) : .string(expires)
             }
             print("API key (shown once; give it to the client, it is not stored anywhere):")
             print("  \(key)")

@@ -3,31 +3,25 @@ import Foundation
 import PortcullisPool
 
 struct ScaleCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "scale", abstract: "Set the number of worker processes.")
+    static let configuration = CommandConfiguration(
+        commandName: "scale", abstract: "Set the number of worker processes (N), or change it (+N / -N).")
 
     @OptionGroup var options: ConfigOption
-    @Argument(help: "Desired worker processes (1...256).") var workers: Int
+    // Captured unparsed so that "-1" is a value, not an unknown option.
+    @Argument(parsing: .allUnrecognized, help: "Desired worker processes (1...256), or +N / -N.") var target: [String] = []
 
     func run() throws {
-        guard (1...256).contains(workers) else { throw ValidationError("workers must be 1...256") }
-        let paths = RuntimePaths.locate(configPath: options.config)
-        guard let pid = paths.runningMasterPid() else {
-            printError("portcullis: not running")
-            throw ExitCode(3)
+        guard target.count == 1, let parsed = MasterControl.ScaleTarget(target[0]) else {
+            throw ValidationError("give one worker count N (1...256) or a change +N / -N")
         }
-        try "\(workers)\n".write(toFile: paths.scaleFile, atomically: true, encoding: .utf8)
-        kill(pid, SIGUSR2)
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            usleep(100_000)
-            let state = paths.readState()
-            let live = state?["workers"]?.arrayValue?.filter { $0["retiring"]?.boolValue != true }.count ?? -1
-            if state?["desired_workers"]?.intValue == Int64(workers) && live == workers {
-                print("scaled to \(workers) workers")
-                return
-            }
+        if case .absolute(let n) = parsed, !(1...MasterControl.maxWorkers).contains(n) {
+            throw ValidationError("workers must be 1...\(MasterControl.maxWorkers)")
         }
-        printError("portcullis: master did not reach \(workers) workers within 10 s")
-        throw ExitCode(1)
+        do {
+            let reached = try MasterControl(configPath: options.config).scale(parsed)
+            print("scaled to \(reached) workers")
+        } catch {
+            throw error.exit()
+        }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CPortcullis
 import Foundation
 import PortcullisCore
 import PortcullisPool
@@ -6,31 +7,85 @@ import PortcullisRuntime
 
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "serve", abstract: "Run the master and its worker pool in the foreground.")
+        commandName: "serve", abstract: "Run the master and its worker pool (in the foreground, or --daemon).")
 
     @OptionGroup var options: ConfigOption
     @Option(help: "Worker processes (overrides server.workers).") var workers: Int?
     @Option(help: "Threads per worker (overrides server.threads).") var threads: Int?
+    @Flag(help: "Run in the background: returns once the pool serves (exit 0) or could not start (exit 1).") var daemon = false
+    @Option(name: .customLong("pid-file"), help: "Also write the master's pid to this file (removed when it stops).")
+    var pidFile: String?
+    @Option(name: .customLong("log-file"), help: "With --daemon: where the master's and workers' event log goes (default: runtime_dir/portcullis.log).")
+    var logFile: String?
 
     func run() throws {
-        let config: GatewayConfig
-        let bytes: [UInt8]
+        let loaded: LoadedGateway
         do {
-            bytes = try GatewayLoader.readConfig(options.config)
-            config = try GatewayLoader.load(configPath: options.config, bytes: bytes).config
+            loaded = try GatewayLoader.load(configPath: options.config)
         } catch {
             printError(error.description)
             throw ExitCode(1)
         }
         if let workers, !(1...256).contains(workers) { throw ValidationError("--workers must be 1...256") }
         if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads must be 1...1024") }
+        if daemon { throw ExitCode(try startDaemon(loaded)) }
         do {
-            let status = try Master(configPath: options.config, configBytes: bytes, config: config, workers: workers, threads: threads).run()
+            let status = try Master(loaded: loaded, workers: workers, threads: threads, pidFile: pidFile).run()
             throw ExitCode(status)
         } catch let error as RuntimeError {
             printError("portcullis: \(error.description)")
             throw ExitCode(1)
         }
+    }
+
+    /// Starts `serve` (without --daemon) in a session of its own and waits until its workers
+    /// are ready; the exit status of `serve --daemon`.
+    private func startDaemon(_ loaded: LoadedGateway) throws -> Int32 {
+        let control = MasterControl(configPath: options.config)
+        if let running = control.paths.runningMasterPid() {
+            printError("portcullis: already running (master \(running))")
+            return 1
+        }
+        let log = logFile ?? loaded.config.server.runtimeDirectory + "/portcullis.log"
+        try? FileManager.default.createDirectory(atPath: (log as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else {
+            printError("portcullis: cannot open \(log): \(String(cString: strerror(errno)))")
+            return 1
+        }
+        defer { close(fd) }
+        var arguments = [executablePath(), "serve", "--config", options.config]
+        if let workers { arguments += ["--workers", String(workers)] }
+        if let threads { arguments += ["--threads", String(threads)] }
+        if let pidFile { arguments += ["--pid-file", pidFile] }
+        var cArgs = arguments.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        let pid = pc_spawn_detached(arguments[0], &cArgs, environ, fd)
+        guard pid > 0 else {
+            printError("portcullis: cannot start the master: \(String(cString: strerror(-pid)))")
+            return 1
+        }
+        let desired = workers ?? loaded.config.server.workers
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                printError("portcullis: the master exited during start-up; see \(log)")
+                return 1
+            }
+            let ready = control.state()?["workers"]?.arrayValue?.filter { $0["ready"]?.boolValue == true }.count ?? 0
+            if control.paths.runningMasterPid() == pid && ready >= desired {
+                print("started master \(pid) (\(ready) workers); log: \(log)")
+                return 0
+            }
+            usleep(50_000)
+        }
+        printError("portcullis: master \(pid) did not get \(desired) workers ready within 60 s; see \(log)")
+        return 1
+    }
+
+    private func executablePath() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 }
 

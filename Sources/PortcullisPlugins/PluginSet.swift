@@ -17,11 +17,12 @@ public struct PluginSet: Sendable {
     /// Plugin types a rule file may declare in `"type"`.
     static let knownTypes = ["transform"]
 
-    /// Loads every `*.json` file of `directory` (in name order; other files such as a README
-    /// are ignored). Every file is parsed and validated; all issues are thrown together, each
-    /// with file, JSON pointer and reason. Only a fully valid set is returned.
-    public static func load(directory: String, defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
-        let loaded = loadReportingAll(directory: directory, defaultMaxBodyBytes: defaultMaxBodyBytes)
+    /// Loads every `*.json` file of `directory` from `files` (in name order; other files such as
+    /// a README are ignored). Every file is parsed and validated; all issues are thrown together,
+    /// each with file, JSON pointer and reason. Only a fully valid set is returned.
+    public static func load(directory: String, files: any ConfigFiles,
+                            defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes) throws(ConfigErrors) -> PluginSet {
+        let loaded = loadReportingAll(directory: directory, files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
         if !loaded.issues.isEmpty { throw ConfigErrors(loaded.issues) }
         return loaded.set
     }
@@ -29,28 +30,24 @@ public struct PluginSet: Sendable {
     /// What `load` reads, with every issue instead of throwing: the valid rule sets, and the
     /// names every rule set declared (valid or not), so that route references can be checked
     /// in the same run as the rule files.
-    public static func loadReportingAll(directory: String, defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes)
+    public static func loadReportingAll(directory: String, files: any ConfigFiles,
+                                        defaultMaxBodyBytes: Int64 = TransformSettings().maxBodyBytes)
         -> (set: PluginSet, issues: [ConfigIssue], declaredNames: Set<String>) {
-        let names: [String]
-        do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        } catch {
+        guard let names = files.regularFiles(in: directory) else {
             return (.empty, [ConfigIssue(file: directory, pointer: "", message: "cannot read the plugins directory")], [])
         }
-        var files: [(path: String, bytes: [UInt8])] = []
+        var ruleFiles: [(path: String, bytes: [UInt8])] = []
         var issues: [ConfigIssue] = []
         let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
         for name in names.sorted() where name.hasSuffix(".json") && !name.hasPrefix(".") {
             let path = base + "/" + name
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else { continue }
-            guard let data = FileManager.default.contents(atPath: path) else {
+            guard let bytes = files.contents(path) else {
                 issues.append(ConfigIssue(file: path, pointer: "", message: "cannot read file"))
                 continue
             }
-            files.append((path, Array(data)))
+            ruleFiles.append((path, bytes))
         }
-        let parsed = parseReportingAll(files: files, defaultMaxBodyBytes: defaultMaxBodyBytes)
+        let parsed = parseReportingAll(files: ruleFiles, defaultMaxBodyBytes: defaultMaxBodyBytes)
         return (parsed.set, issues + parsed.issues, parsed.declaredNames)
     }
 

@@ -16,6 +16,14 @@ public final class Master {
         /// The worker reported its loops accept requests.
         var ready = false
         var retiring = false
+        /// Why the worker could not start (its `boot_failed` message), before it exits 78.
+        var bootError: String?
+        /// Its slot in the worker table.
+        let slot: Int
+        /// Due for recycling: retired as soon as its replacement is ready.
+        var recycling = false
+        /// Why the master killed it (it stopped serving), for the exit event.
+        var killedBecause: String?
     }
 
     private let configPath: String
@@ -32,18 +40,30 @@ public final class Master {
     private var lastReload: JSONObject?
     private var respawnNotBefore = ContinuousClock.now
     private var recentCrashes = 0
+    private var respawnDelayMs = 0
+    /// The last unexpected worker exit, for `status`.
+    private var lastWorkerFailure: JSONObject?
     private let startedAt = Date()
     private var signalPipe: [Int32] = [-1, -1]
-    private let initialConfigBytes: [UInt8]
+    private let initialBundle: ConfigBundle
+    private let extraPidFile: String?
     private var pluginFingerprint: PluginDirectoryFingerprint?
+    private var workerTable: WorkerTable?
+    private var nextSupervision = ContinuousClock.now
     private var nextPluginCheck = ContinuousClock.now
     private var metrics: PoolMetrics?
     private var upstreams: UpstreamSupervision?
 
-    public init(configPath: String, configBytes: [UInt8], config: GatewayConfig, workers: Int?, threads: Int?) {
-        self.initialConfigBytes = configBytes
-        self.configPath = configPath
-        self.config = config
+    /// `loaded` is the validated configuration the first generation runs (its bundle is what
+    /// the workers load).
+    /// `pidFile` is an extra pid file (`serve --pid-file`, for init systems) beside the one in
+    /// the runtime directory.
+    public init(loaded: LoadedGateway, workers: Int?, threads: Int?, pidFile: String? = nil) {
+        self.extraPidFile = pidFile
+        self.initialBundle = loaded.bundle
+        self.configPath = loaded.configPath
+        self.config = loaded.config
+        let config = loaded.config
         self.workersOverride = workers
         self.threadsOverride = threads
         self.desiredWorkers = workers ?? config.server.workers
@@ -55,17 +75,22 @@ public final class Master {
         try prepareRuntimeDirectory()
         try openSocket()
         try createRateTable()
+        do {
+            workerTable = try WorkerTable.create(path: WorkerTable.defaultPath(runtimeDirectory: paths.directory))
+        } catch {
+            throw RuntimeError("cannot create the worker table: \(error)")
+        }
         metrics = try PoolMetrics(runtimeDirectory: paths.directory)
         metrics?.load(config)
         upstreams = try UpstreamSupervision(runtimeDirectory: paths.directory, config: config)
-        try writeSnapshot(initialConfigBytes, generation: generation)
+        try writeBundle(initialBundle, generation: generation)
         try writePidFile()
         pipe(&signalPipe)
         _ = pc_set_cloexec(signalPipe[0], 1)
         _ = pc_set_cloexec(signalPipe[1], 1)
         fcntl(signalPipe[0], F_SETFL, O_NONBLOCK)
         fcntl(signalPipe[1], F_SETFL, O_NONBLOCK)
-        let signals: [Int32] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR2]
+        let signals: [Int32] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGCHLD, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2]
         pc_install_signal_pipe(signalPipe[1], signals, Int32(signals.count))
         pc_ignore_signal(SIGPIPE)
 
@@ -90,6 +115,7 @@ public final class Master {
                 }
                 continue
             }
+            supervise()
             reconcile()
             watchPlugins()
             writeState()
@@ -101,12 +127,22 @@ public final class Master {
 
     private func handle(signal: Int32) {
         switch signal {
-        case SIGTERM, SIGINT, SIGQUIT:
+        case SIGTERM, SIGINT:
             guard !shuttingDown else { return }
             shuttingDown = true
             shutdownDeadline = ContinuousClock.now + .seconds(config.server.shutdownGraceSeconds + 5)
-            EventLog.emit("master_stopping", [("workers", .int(Int64(workers.count)))])
+            EventLog.emit("master_stopping", [("workers", .int(Int64(workers.count))), ("fast", .bool(false))])
             for pid in workers.keys { kill(pid, SIGTERM) }
+        case SIGQUIT:
+            // Fast stop (also after a graceful one began): workers exit at once.
+            shuttingDown = true
+            shutdownDeadline = ContinuousClock.now + .seconds(2)
+            EventLog.emit("master_stopping", [("workers", .int(Int64(workers.count))), ("fast", .bool(true))])
+            for pid in workers.keys { kill(pid, SIGQUIT) }
+        case SIGUSR1:
+            // logrotate moved the access log: every worker reopens it.
+            EventLog.emit("reopen_logs", [("workers", .int(Int64(workers.count)))])
+            for pid in workers.keys { kill(pid, SIGUSR1) }
         case SIGHUP:
             reload()
         case SIGTTIN:
@@ -131,10 +167,10 @@ public final class Master {
         // refused set is not retried until the files change again.
         notePluginFiles(of: config)
         let newConfig: GatewayConfig
-        let bytes: [UInt8]
+        let bundle: ConfigBundle
         do {
-            bytes = try GatewayLoader.readConfig(configPath)
-            newConfig = try GatewayLoader.load(configPath: configPath, bytes: bytes).config
+            let loaded = try GatewayLoader.load(configPath: configPath)
+            (newConfig, bundle) = (loaded.config, loaded.bundle)
         } catch {
             lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
                                      ("errors", .array(error.issues.map { .string($0.description) }))])
@@ -149,22 +185,23 @@ public final class Master {
         if newConfig.pluginsDirectory != config.pluginsDirectory { notePluginFiles(of: newConfig) }
         let next = generation + 1
         do {
-            try writeSnapshot(bytes, generation: next)
+            try writeBundle(bundle, generation: next)
         } catch {
             refuseReload(["\(error)"], event: "reload_failed")
             return
         }
+        // Metric slots for the new names, before any worker maps them.
+        metrics?.load(newConfig)
         // Two phases, so every worker serves the same configuration: each live worker builds
         // the new gateway beside the running one (opening logs, fetching JWKS keys) and says
         // whether it could; only when all could does every worker switch. Workers keep their
         // processes and their kept connections.
-        metrics?.load(newConfig)
         let live = workers.filter { !$0.value.retiring }.map(\.key)
-        for pid in live { workers[pid]?.control.send("prepare \(next) \(snapshotPath(next))") }
+        for pid in live { workers[pid]?.control.send("prepare \(next) \(bundlePath(next))") }
         let outcome = awaitPrepared(live, generation: next, timeout: .seconds(reloadPrepareTimeoutSeconds))
         guard outcome.failures.isEmpty else {
             for pid in live { workers[pid]?.control.send("abort \(next)") }
-            unlink(snapshotPath(next))
+            unlink(bundlePath(next))
             refuseReload(["the workers could not load the new configuration; the running configuration keeps serving"] + outcome.failures,
                          event: "reload_failed")
             return
@@ -175,9 +212,13 @@ public final class Master {
         }
         generation = next
         config = newConfig
+        // A new generation gets a fresh start: workers that could not boot the old one are
+        // tried again at once.
+        recentCrashes = 0
+        respawnNotBefore = ContinuousClock.now
         upstreams?.configure(newConfig)
         if workersOverride == nil { desiredWorkers = newConfig.server.workers }
-        if generation > 2 { unlink(snapshotPath(generation - 2)) }
+        if generation > 2 { unlink(bundlePath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
         metrics?.reload(ok: true)
@@ -198,7 +239,7 @@ public final class Master {
     }
 
     /// Waits until each of `pids` answered `prepared`/`prepare_failed` for `generation` (or
-    /// exited: a respawn starts from the new snapshot anyway). Other control messages are
+    /// exited: a respawn starts from the new bundle anyway). Other control messages are
     /// handled meanwhile, so hand-overs never wait on a reload.
     private func awaitPrepared(_ pids: [pid_t], generation: Int, timeout: Duration) -> (prepared: Set<pid_t>, failures: [String]) {
         var waiting = Set(pids)
@@ -247,8 +288,53 @@ public final class Master {
         pluginFingerprint = config.pluginsDirectory.map { PluginDirectoryFingerprint.of($0) }
     }
 
+    /// Reads every ready worker's slot (at most every 250 ms): a worker that stopped beating or
+    /// whose loop is stuck in one request beyond `hard_timeout_seconds` is killed and replaced;
+    /// one due for recycling is marked, and `reconcile` replaces it without a gap.
+    private func supervise() {
+        guard let workerTable, ContinuousClock.now >= nextSupervision else { return }
+        nextSupervision = ContinuousClock.now + .milliseconds(250)
+        let policy = WorkerSupervision(settings: config.server)
+        let now = WorkerTable.nowMs()
+        for (pid, worker) in workers where worker.ready && !worker.retiring && worker.killedBecause == nil {
+            guard let entry = workerTable.read(slot: worker.slot), entry.pid == Int64(pid) else { continue }
+            let rss = policy.recycleAboveBytes == nil ? nil : StatusReport.residentBytes(Int64(pid))
+            let fields: [(String, JSONValue)] = [("worker_pid", .int(Int64(pid))), ("generation", .int(Int64(worker.generation)))]
+            switch policy.judge(entry, rssBytes: rss, now: now) {
+            case .healthy:
+                continue
+            case .unresponsive(let age):
+                EventLog.emit("worker_unresponsive", fields + [("heartbeat_age_ms", .int(Int64(age)))])
+                workers[pid]?.killedBecause = "unresponsive"
+                kill(pid, SIGKILL)
+            case .stuck(let busy):
+                EventLog.emit("worker_stuck", fields + [("busy_ms", .int(Int64(busy))),
+                                                        ("hard_timeout_ms", .int(Int64(policy.hardTimeoutMs)))])
+                workers[pid]?.killedBecause = "stuck"
+                kill(pid, SIGKILL)
+            case .recycleAfterRequests(let served) where !worker.recycling:
+                EventLog.emit("worker_recycling", fields + [("requests", .int(Int64(served)))])
+                workers[pid]?.recycling = true
+            case .recycleAboveMemory(let rss) where !worker.recycling:
+                EventLog.emit("worker_recycling", fields + [("rss_bytes", .int(rss))])
+                workers[pid]?.recycling = true
+            default:
+                continue
+            }
+        }
+    }
+
     private func reconcile() {
-        let current = workers.values.filter { $0.generation == generation && !$0.retiring }
+        // A worker due for recycling does not count: its replacement starts now, and it retires
+        // (handing its kept connections over) once enough others are ready.
+        let current = workers.values.filter { $0.generation == generation && !$0.retiring && !$0.recycling }
+        let recycling = workers.values.filter { $0.recycling && !$0.retiring }
+        if !recycling.isEmpty && current.filter(\.ready).count >= desiredWorkers {
+            for worker in recycling {
+                workers[worker.pid]?.retiring = true
+                kill(worker.pid, SIGTERM)
+            }
+        }
         if current.count < desiredWorkers {
             guard ContinuousClock.now >= respawnNotBefore else { return }
             for _ in current.count..<desiredWorkers { spawnWorker() }
@@ -266,11 +352,13 @@ public final class Master {
             let pid = waitpid(-1, &status, WNOHANG)
             guard pid > 0 else { break }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
-            metrics?.reaped(pid)
+            metrics?.reaped(slot: worker.slot)
             upstreams?.workerExited(pid)
             // Hand-overs the worker sent just before exiting are still in the channel.
+            var bootError = worker.bootError
             while case .message(let words, let passed)? = worker.control.receive() {
                 if words.first == "handoff" { passConnections(passed, from: pid) } else { passed.forEach { close($0) } }
+                if words.first == "boot_failed" { bootError = words.count > 2 ? words[2] : "" }
             }
             close(worker.control.fd)
             let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
@@ -280,22 +368,46 @@ public final class Master {
                                             ("exit_code", exitCode >= 0 ? .int(Int64(exitCode)) : .null),
                                             ("signal", signal != 0 ? .int(Int64(signal)) : .null),
                                             ("expected", .bool(worker.retiring || shuttingDown))])
-            if !worker.retiring && !shuttingDown {
-                // A crash loop backs off (up to 10 s) instead of spinning.
-                recentCrashes = lived < 2 ? recentCrashes + 1 : 0
-                let delayMs = recentCrashes == 0 ? 0 : min(10_000, 100 << min(recentCrashes, 7))
-                respawnNotBefore = ContinuousClock.now + .milliseconds(delayMs)
+            if let reason = worker.killedBecause {
+                EventLog.emit("worker_replaced", [("worker_pid", .int(Int64(pid))), ("reason", .string(reason))])
+                lastWorkerFailure = JSONObject([("at", .string(RFC3339.format(Date(), milliseconds: true))), ("pid", .int(Int64(pid))),
+                                                ("generation", .int(Int64(worker.generation))), ("exit_code", .null),
+                                                ("signal", .int(Int64(SIGKILL))), ("error", .string("killed by the master: \(reason)"))])
+            } else if !worker.retiring && !shuttingDown {
+                // A crash loop backs off (up to 10 s) instead of spinning; a worker that could not
+                // load its generation (exit 78) will not do better at once: from 1 s up to 30 s.
+                let bootFailure = exitCode == Int32(WorkerProcess.configErrorStatus)
+                recentCrashes = lived < 2 || bootFailure ? recentCrashes + 1 : 0
+                respawnDelayMs = recentCrashes == 0 ? 0
+                    : bootFailure ? min(30_000, 1000 << min(recentCrashes - 1, 5)) : min(10_000, 100 << min(recentCrashes, 7))
+                respawnNotBefore = ContinuousClock.now + .milliseconds(respawnDelayMs)
+                var failure = JSONObject([("at", .string(RFC3339.format(Date(), milliseconds: true))), ("pid", .int(Int64(pid))),
+                                          ("generation", .int(Int64(worker.generation))),
+                                          ("exit_code", exitCode >= 0 ? .int(Int64(exitCode)) : .null),
+                                          ("signal", signal != 0 ? .int(Int64(signal)) : .null)])
+                if let bootError { failure["error"] = .string(bootError) }
+                lastWorkerFailure = failure
+                if recentCrashes > 1 {
+                    EventLog.emit("worker_crash_loop", [("failures_in_a_row", .int(Int64(recentCrashes))),
+                                                        ("respawn_delay_ms", .int(Int64(respawnDelayMs))),
+                                                        ("error", bootError.map { .string($0) } ?? .null)])
+                }
             }
         }
     }
 
     private func spawnWorker() {
         let exe = executablePath()
-        var args = [exe, "worker", "--config", configPath, "--snapshot", snapshotPath(generation),
-                    "--fd", "3", "--control", "4", "--generation", String(generation)]
+        // The lowest slot no live worker holds.
+        let taken = Set(workers.values.map(\.slot))
+        guard let slot = (0..<(workerTable?.slots ?? WorkerTable.defaultSlots)).first(where: { !taken.contains($0) }) else {
+            EventLog.emit("spawn_failed", [("error", .string("no free worker table slot"))])
+            return
+        }
+        workerTable?.claim(slot: slot, now: WorkerTable.nowMs())
+        var args = [exe, "worker", "--config", configPath, "--bundle", bundlePath(generation),
+                    "--fd", "3", "--control", "4", "--generation", String(generation), "--slot", String(slot)]
         if let threadsOverride { args += ["--threads", String(threadsOverride)] }
-        let block = metrics?.reserveBlock()
-        args += block?.arguments ?? []
         let channel: (master: ControlChannel, worker: ControlChannel)
         do {
             channel = try ControlChannel.pair()
@@ -313,8 +425,7 @@ public final class Master {
             respawnNotBefore = ContinuousClock.now + .seconds(1)
             return
         }
-        workers[pid] = Worker(pid: pid, generation: generation, startedAt: Date(), control: channel.master)
-        if let block { metrics?.spawned(pid, block: block.block) }
+        workers[pid] = Worker(pid: pid, generation: generation, startedAt: Date(), control: channel.master, slot: slot)
     }
 
     // MARK: control channels
@@ -334,6 +445,8 @@ public final class Master {
                 switch words.first {
                 case "ready":
                     workers[pid]?.ready = true
+                case "boot_failed":
+                    workers[pid]?.bootError = words.count > 2 ? words[2] : ""
                 case "handoff":
                     passConnections(passed, from: pid)
                 default:
@@ -347,7 +460,7 @@ public final class Master {
     /// writes on them is served; with no live worker (the pool is stopping) they are closed.
     private func passConnections(_ fds: [Int32], from pid: pid_t) {
         defer { for fd in fds { close(fd) } }
-        let candidates = workers.values.filter { $0.ready && !$0.retiring && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        let candidates = workers.values.filter { $0.ready && !$0.retiring && !$0.recycling && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
         guard !shuttingDown, !candidates.isEmpty else { return }
         handoffCursor &+= 1
         let target = candidates[handoffCursor % candidates.count]
@@ -419,17 +532,24 @@ public final class Master {
         }
     }
 
-    /// Each generation's workers, respawned ones included, run the config bytes the master
-    /// validated for that generation, not whatever the file holds when they start.
-    private func snapshotPath(_ generation: Int) -> String { paths.directory + "/config.generation-\(generation).json" }
+    /// Each generation's workers, respawned ones included, run the bundle the master validated
+    /// for that generation (config, rule and key files), not whatever the disk holds when they start.
+    private func bundlePath(_ generation: Int) -> String { paths.bundleFile(generation: generation) }
 
-    private func writeSnapshot(_ bytes: [UInt8], generation: Int) throws {
-        try Data(bytes).write(to: URL(fileURLWithPath: snapshotPath(generation)), options: .atomic)
-        if generation > 2 { unlink(snapshotPath(generation - 2)) }
+    private func writeBundle(_ bundle: ConfigBundle, generation: Int) throws {
+        // It may hold secrets the config refers to (a Redis password file): owner only.
+        let path = bundlePath(generation), temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(bundle.encoded()), attributes: [.posixPermissions: 0o600]),
+              rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw RuntimeError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        if generation > 2 { unlink(bundlePath(generation - 2)) }
     }
 
     private func writePidFile() throws {
         try "\(getpid())\n".write(toFile: paths.pidFile, atomically: true, encoding: .utf8)
+        if let extraPidFile { try "\(getpid())\n".write(toFile: extraPidFile, atomically: true, encoding: .utf8) }
     }
 
     private func writeState() {
@@ -438,7 +558,7 @@ public final class Master {
         let list: [JSONValue] = workers.values.sorted { $0.startedAt < $1.startedAt }.map { w in
             .object(JSONObject([("pid", .int(Int64(w.pid))), ("generation", .int(Int64(w.generation))),
                                 ("started_at", .string(RFC3339.format(w.startedAt, milliseconds: true))), ("ready", .bool(w.ready)),
-                                ("retiring", .bool(w.retiring))]))
+                                ("retiring", .bool(w.retiring)), ("recycling", .bool(w.recycling)), ("slot", .int(Int64(w.slot)))]))
         }
         var state = JSONObject([
             ("master_pid", .int(Int64(getpid()))), ("generation", .int(Int64(generation))),
@@ -448,6 +568,11 @@ public final class Master {
             ("started_at", .string(RFC3339.format(startedAt, milliseconds: true))), ("workers", .array(list)),
         ])
         if let lastReload { state["last_reload"] = .object(lastReload) }
+        if let lastWorkerFailure {
+            state["worker_failures"] = .object(JSONObject([("in_a_row", .int(Int64(recentCrashes))),
+                                                           ("respawn_delay_ms", .int(Int64(respawnDelayMs))),
+                                                           ("last", .object(lastWorkerFailure))]))
+        }
         state["upstreams"] = UpstreamSupervision.stateEntry(config)
         let text = JSONCodec.serialize(.object(state), pretty: true) + "\n"
         if text != lastStateText {
@@ -461,10 +586,12 @@ public final class Master {
         close(listenFD)
         unlink(config.server.socket)
         unlink(paths.pidFile)
+        if let extraPidFile { unlink(extraPidFile) }
         unlink(paths.stateFile)
         unlink(SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
         metrics?.remove()
+        unlink(WorkerTable.defaultPath(runtimeDirectory: paths.directory))
         upstreams?.stop()
-        for g in max(1, generation - 2)...generation { unlink(snapshotPath(g)) }
+        for g in max(1, generation - 2)...generation { unlink(bundlePath(g)) }
     }
 }

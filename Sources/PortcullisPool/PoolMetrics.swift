@@ -3,11 +3,11 @@ import PortcullisCore
 import PortcullisRuntime
 
 /// The master's side of the metrics file: creates it at start, names the slots of each
-/// configuration before the workers load it, gives each worker a block (a replacement takes a
-/// dead worker's, so sums carry on) and keeps the instance figures in the header.
+/// configuration before the workers load it, clears a dead worker's gauges (a worker counts in
+/// the block of its worker-table slot, which a replacement takes over, so sums carry on) and
+/// keeps the instance figures in the header.
 final class PoolMetrics {
     let segment: MetricsSegment
-    private var blocks: [pid_t: Int] = [:]
 
     init(runtimeDirectory: String) throws {
         let path = MetricsSegment.defaultPath(runtimeDirectory: runtimeDirectory)
@@ -24,18 +24,11 @@ final class PoolMetrics {
         segment[.metricsEnabled] = config.metrics.enabled ? 1 : 0
     }
 
-    /// Arguments giving a worker about to be spawned its block (none when every block is held).
-    func reserveBlock() -> (block: Int, arguments: [String])? {
-        guard let block = MetricsSegment.freeBlock(holding: Set(blocks.values)) else { return nil }
-        return (block, ["--metrics-block", String(block)])
-    }
-
-    func spawned(_ pid: pid_t, block: Int) { blocks[pid] = block }
-
-    /// The worker is gone: its gauges are cleared, its counts stay.
-    func reaped(_ pid: pid_t) {
-        guard let block = blocks.removeValue(forKey: pid) else { return }
-        segment.releaseBlock(block)
+    /// The worker of worker-table `slot` is gone: its gauges are cleared, its counts stay (a
+    /// worker counts in the block of its slot; slots beyond the file's blocks count nothing).
+    func reaped(slot: Int) {
+        guard slot < MetricsLayout.blockCount else { return }
+        segment.releaseBlock(slot)
     }
 
     func reload(ok: Bool) {

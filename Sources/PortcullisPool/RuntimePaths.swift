@@ -8,6 +8,8 @@ public struct RuntimePaths: Sendable {
     public var stateFile: String { directory + "/state.json" }
     /// Desired worker count written by `portcullis scale` before it signals the master.
     public var scaleFile: String { directory + "/scale" }
+    /// Everything generation `generation` runs on (config, rule and key files), one file.
+    public func bundleFile(generation: Int) -> String { directory + "/bundle.generation-\(generation).json" }
 
     public init(directory: String) { self.directory = directory }
     public init(config: GatewayConfig) { self.directory = config.server.runtimeDirectory }

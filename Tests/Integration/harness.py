@@ -468,7 +468,8 @@ class Gateway:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(1)
             s.connect(str(self.socket_path))
-        return len(self.worker_pids()) >= self.workers
+        # Ready: the worker's JWKS key sets are in (or their first fetch ended).
+        return len([w for w in self.status()["workers"] if w.get("ready")]) >= self.workers
 
     #: Extra environment for scripts/render-nginx.sh (e.g. NGINX_TEMPLATE, TLS_LISTEN).
     render_env: Mapping[str, str] = {}

@@ -20,7 +20,7 @@ import pytest
 from harness import REPO_ROOT, EchoUpstream, Gateway, GatewayFactory, assert_problem, echo_of
 
 # Second-round examples shipped in plugins/, loaded from the repository as they are.
-SHIPPED_EXAMPLES = ["maintenance-page.json", "beta-channel.json"]
+SHIPPED_EXAMPLES = ["maintenance-page.json", "beta-channel.json", "form-submitted-by.json"]
 
 DEMO_KEY = "round2-key"
 DEMO_KEY_SHA256 = hashlib.sha256(DEMO_KEY.encode()).hexdigest()
@@ -158,6 +158,7 @@ def round2_config(echo_url: str, dead_url: str) -> dict[str, Any]:
             route("form", ["form-fields"], auth={"methods": ["api_key"]}),
             route("example-maintenance", ["maintenance-page"]),
             route("example-beta", ["beta-channel"]),
+            route("example-form", ["form-submitted-by"], auth={"methods": ["api_key"]}),
         ],
     }
 
@@ -428,3 +429,12 @@ def test_example_beta_channel(gateway: Gateway) -> None:
     assert beta["headers"]["cookie"] == "sid=s"
     crawler = echo_of(gateway.get("/example-beta/x", headers={"X-Beta": "yes", "User-Agent": "Googlebot/2.1"}))
     assert crawler["headers"]["host"] != "beta.internal.example" and "x-channel" not in crawler["headers"]
+
+
+def test_example_form_submitted_by(gateway: Gateway) -> None:
+    echo = echo_of(gateway.request("POST", "/example-form/comments", headers={"X-API-Key": DEMO_KEY},
+                                   data={"text": "Hello there", "csrf_token": "abc", "submitted_by": "mallory"}))
+    assert echo["body"] == "text=Hello%20there&submitted_by=ann"
+    upload = echo_of(gateway.request("POST", "/example-form/comments", data=b"csrf_token=abc",
+                                     headers={"X-API-Key": DEMO_KEY, "Content-Type": "application/octet-stream"}))
+    assert upload["body"] == "csrf_token=abc", "a body of another media type is no form"

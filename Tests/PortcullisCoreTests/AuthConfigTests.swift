@@ -40,7 +40,7 @@ final class AuthConfigTests: XCTestCase {
     """#
 
     func testDemoConfigParsesAndAuthenticates() throws {
-        let config = try ConfigLoader.parse(bytes: Array(Self.demo.utf8), file: Self.configDir + "/portcullis.json")
+        let config = try ConfigLoader.parse(bytes: Array(Self.demo.utf8), file: Self.configDir + "/portcullis.json", files: FixtureFiles())
         XCTAssertEqual(config.routes[0].auth, RouteAuthPolicy(methods: [.apiKey, .jwt]))
         XCTAssertEqual(config.auth.jwt.issuers[0].keys.map(\.kid), ["demo-hs256", "demo-rs256"])
         let auth = Authenticator(config: config)

@@ -13,15 +13,15 @@ final class TransformExampleTests: XCTestCase {
     var plugins: PluginSet!
 
     override func setUpWithError() throws {
-        plugins = try PluginSet.load(directory: Self.pluginsDirectory)
+        plugins = try PluginSet.load(directory: Self.pluginsDirectory, files: FixtureFiles())
     }
 
     private func json(_ bytes: [UInt8]?) throws -> JSONValue { try JSONCodec.parse(bytes ?? []) }
 
     func testAllExamplesLoad() {
         XCTAssertEqual(plugins.transforms.keys.sorted(), [
-            "beta-channel", "envelope", "inject-consumer", "maintenance-page", "not-found-problem", "path-versioning",
-            "strip-internal", "v1-to-v2-request", "v2-to-v1-response",
+            "beta-channel", "envelope", "form-submitted-by", "inject-consumer", "maintenance-page", "not-found-problem",
+            "path-versioning", "strip-internal", "v1-to-v2-request", "v2-to-v1-response",
         ])
     }
 
@@ -150,5 +150,14 @@ final class TransformExampleTests: XCTestCase {
         XCTAssertEqual(try forwarded([("X-Beta", "yes")]).host, "beta.internal.example")
         XCTAssertNil(try forwarded([("X-Beta", "no")]).host)
         XCTAssertNil(try forwarded([("X-Beta", "1"), ("User-Agent", "Googlebot/2.1")]).host)
+    }
+
+    func testFormSubmittedBy() throws {
+        var req = TransformableRequest(method: "POST", path: "/comments",
+                                       headers: HTTPHeaders([("Content-Type", "application/x-www-form-urlencoded")]),
+                                       body: Array("text=Hello+there&csrf_token=abc&submitted_by=mallory".utf8))
+        XCTAssertTrue(try plugins.needsRequestBody(names: ["form-submitted-by"], request: req, context: context))
+        try plugins.applyRequest(["form-submitted-by"], to: &req, context: context)
+        XCTAssertEqual(String(decoding: req.body ?? [], as: UTF8.self), "text=Hello%20there&submitted_by=ann")
     }
 }

@@ -105,28 +105,36 @@ final class TransformLoaderTests: XCTestCase {
     }
 
     func testLoadDirectoryReadsOnlyJSONFilesInNameOrder() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pc-plugins-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try "# notes".write(toFile: dir + "/README.md", atomically: true, encoding: .utf8)
-        try #"{"name":"one","type":"transform","phase":"request","operations":[{"op":"header.remove","name":"X-A"}]}"#
-            .write(toFile: dir + "/1.json", atomically: true, encoding: .utf8)
-        try #"[{"name":"two","type":"transform","phase":"response","max_body_bytes":512,"operations":[{"op":"body.remove","path":"/a"}]}]"#
-            .write(toFile: dir + "/2.json", atomically: true, encoding: .utf8)
-        let set = try PluginSet.load(directory: dir, defaultMaxBodyBytes: 4096)
+        let dir = "/etc/pc/plugins"
+        var files = ConfigBundle(configPath: "/etc/pc/portcullis.json", configBytes: [])
+        files.record(directory: dir, names: ["2.json", "1.json", "README.md"])
+        files.record(file: dir + "/README.md", bytes: Array("# notes".utf8))
+        files.record(file: dir + "/1.json", bytes: Array(#"{"name":"one","type":"transform","phase":"request","operations":[{"op":"header.remove","name":"X-A"}]}"#.utf8))
+        files.record(file: dir + "/2.json", bytes: Array(#"[{"name":"two","type":"transform","phase":"response","max_body_bytes":512,"operations":[{"op":"body.remove","path":"/a"}]}]"#.utf8))
+        let set = try PluginSet.load(directory: dir, files: files, defaultMaxBodyBytes: 4096)
         XCTAssertEqual(set.transforms.keys.sorted(), ["one", "two"])
         XCTAssertEqual(set.transforms["one"]?.maxBodyBytes, 4096)
         XCTAssertEqual(set.transforms["two"]?.maxBodyBytes, 512)
         XCTAssertEqual(set.transforms["two"]?.file, dir + "/2.json")
 
-        try #"{"name":"three","type":"transform","phase":"request","operations":[{"op":"header.sett"}]}"#
-            .write(toFile: dir + "/3.json", atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try PluginSet.load(directory: dir)) { error in
+        files.record(directory: dir, names: ["1.json", "2.json", "3.json", "README.md"])
+        files.record(file: dir + "/3.json", bytes: Array(#"{"name":"three","type":"transform","phase":"request","operations":[{"op":"header.sett"}]}"#.utf8))
+        XCTAssertThrowsError(try PluginSet.load(directory: dir, files: files)) { error in
             XCTAssertEqual((error as? ConfigErrors)?.description, dir + #"/3.json: /operations/0/op: unknown operation "header.sett""#)
         }
-        XCTAssertThrowsError(try PluginSet.load(directory: dir + "/missing")) { error in
+        XCTAssertThrowsError(try PluginSet.load(directory: dir + "/missing", files: files)) { error in
             XCTAssertEqual((error as? ConfigErrors)?.description, dir + "/missing: /: cannot read the plugins directory")
         }
+    }
+
+    func testBundleRoundTripsThroughItsFileEncoding() throws {
+        var bundle = ConfigBundle(configPath: "config/portcullis.json", configBytes: Array(#"{"routes": []}"#.utf8))
+        bundle.record(directory: "plugins", names: ["a.json"])
+        bundle.record(file: "plugins/a.json", bytes: [0, 1, 2, 255])
+        bundle.record(file: "config/key.pem", bytes: Array("-----BEGIN PUBLIC KEY-----\n".utf8))
+        XCTAssertEqual(ConfigBundle.decode(bundle.encoded()), bundle)
+        XCTAssertNil(ConfigBundle.decode(Array(#"{"format": 2}"#.utf8)))
+        XCTAssertNil(ConfigBundle.decode(Array("not json".utf8)))
     }
 
     func testRouteReferencesAreValidated() throws {

@@ -44,6 +44,10 @@ void pc_ignore_signal(int signo);
 pid_t pc_spawn(const char *path, char *const argv[], char *const envp[],
                const int *inherit_fds, const int *target_fds, int count);
 
+/* Spawns path in a new session, stdin /dev/null, stdout and stderr to log_fd (daemon mode).
+   Returns the child's pid or -errno. */
+pid_t pc_spawn_detached(const char *path, char *const argv[], char *const envp[], int log_fd);
+
 /* ---- process lifetime ---- */
 /* Asks the kernel to send signo to this process when its parent dies; returns -1 if the
    parent is already gone. */

@@ -73,8 +73,9 @@ public enum AuthConfigReader {
         return consumers
     }
 
-    /// Reads the top-level `auth` section; relative file paths resolve against `baseDirectory`.
-    public static func readAuth(_ node: ConfigNode, baseDirectory: String) -> AuthSettings {
+    /// Reads the top-level `auth` section; relative file paths resolve against `baseDirectory`
+    /// and key files are taken from `files`.
+    public static func readAuth(_ node: ConfigNode, baseDirectory: String, files: any ConfigFiles) -> AuthSettings {
         var settings = AuthSettings()
         guard node.isPresent, node.object() != nil else { return settings }
         node.rejectUnknownKeys(["api_key", "jwt", "comment"])
@@ -93,7 +94,7 @@ public enum AuthConfigReader {
             if let v = jwtNode["cache_ttl_seconds"].int(min: 0, max: 86_400) { settings.jwt.cacheTTLSeconds = v }
             var seen: [String: String] = [:]
             for issuerNode in jwtNode["issuers"].array() ?? [] {
-                guard let issuer = readIssuer(issuerNode, baseDirectory: baseDirectory) else { continue }
+                guard let issuer = readIssuer(issuerNode, baseDirectory: baseDirectory, files: files) else { continue }
                 if let first = seen[issuer.issuer] {
                     issuerNode["issuer"].fail("duplicate issuer \"\(issuer.issuer)\" (first at \(first))")
                 } else {
@@ -105,7 +106,7 @@ public enum AuthConfigReader {
         return settings
     }
 
-    static func readIssuer(_ node: ConfigNode, baseDirectory: String) -> JWTIssuerConfig? {
+    static func readIssuer(_ node: ConfigNode, baseDirectory: String, files: any ConfigFiles) -> JWTIssuerConfig? {
         guard node.object(required: true) != nil else { return nil }
         node.rejectUnknownKeys(["issuer", "audiences", "keys", "jwks_file", "jwks_url", "jwks_refresh_seconds", "identity_claim",
                                 "leeway_seconds", "required_claims", "max_token_bytes", "comment"])
@@ -119,7 +120,7 @@ public enum AuthConfigReader {
         // Tokens without `exp` never expire; refuse them unless the operator opts out with [].
         issuer.requiredClaims = node["required_claims"].stringList() ?? ["exp"]
         for (i, keyNode) in (node["keys"].array() ?? []).enumerated() {
-            if let key = readKey(keyNode, baseDirectory: baseDirectory) {
+            if let key = readKey(keyNode, baseDirectory: baseDirectory, files: files) {
                 if let kid = key.kid, issuer.keys.contains(where: { $0.kid == kid && $0.algorithm == key.algorithm }) {
                     keyNode.fail("duplicate kid \"\(kid)\" for \(key.algorithm.rawValue) in keys/\(i)")
                 }
@@ -128,9 +129,9 @@ public enum AuthConfigReader {
         }
         if let file = node["jwks_file"].nonEmptyString() {
             let path = file.hasPrefix("/") ? file : baseDirectory + "/" + file
-            if let data = FileManager.default.contents(atPath: path) {
+            if let data = files.contents(path) {
                 do {
-                    let document = try JSONCodec.parse(Array(data), rejectDuplicateKeys: true)
+                    let document = try JSONCodec.parse(data, rejectDuplicateKeys: true)
                     let (keys, problems) = VerificationKey.jwkSet(document)
                     for p in problems { node["jwks_file"].fail("\(path): \(p)") }
                     if keys.isEmpty && problems.isEmpty { node["jwks_file"].fail("\(path): the JWK Set has no keys") }
@@ -158,7 +159,7 @@ public enum AuthConfigReader {
 
     /// One entry of an issuer's `keys`: a JWK object, `{"pem" | "pem_file", "alg", "kid"}` or
     /// `{"secret", "alg", "kid"}`.
-    static func readKey(_ node: ConfigNode, baseDirectory: String) -> VerificationKey? {
+    static func readKey(_ node: ConfigNode, baseDirectory: String, files: any ConfigFiles) -> VerificationKey? {
         guard let object = node.value?.objectValue else { node.fail("expected an object (a JWK, a PEM key or a secret)"); return nil }
         if object["kty"] != nil {
             do { return try VerificationKey.jwk(object) } catch { node.fail(error.description); return nil }
@@ -182,8 +183,13 @@ public enum AuthConfigReader {
             default:
                 guard let file = node["pem_file"].nonEmptyString() else { return nil }
                 let path = file.hasPrefix("/") ? file : baseDirectory + "/" + file
-                guard let data = FileManager.default.contents(atPath: path) else { node["pem_file"].fail("cannot read \(path)"); return nil }
-                return try VerificationKey.pem(String(decoding: data, as: UTF8.self), algorithm: alg, kid: kid)
+                guard let data = files.contents(path) else { node["pem_file"].fail("cannot read \(path)"); return nil }
+                do {
+                    return try VerificationKey.pem(String(decoding: data, as: UTF8.self), algorithm: alg, kid: kid)
+                } catch {
+                    node["pem_file"].fail("\(path): \(error.description)")
+                    return nil
+                }
             }
         } catch {
             node["alg"].fail(error.description)

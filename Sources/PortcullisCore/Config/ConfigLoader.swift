@@ -4,17 +4,11 @@ import Foundation
 public enum ConfigLoader {
     static let httpMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 
-    /// Loads and validates the file at `path`. Relative paths inside the config are resolved
-    /// against the config file's directory.
-    public static func load(path: String) throws(ConfigErrors) -> GatewayConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigErrors([ConfigIssue(file: path, pointer: "", message: "cannot read file")])
-        }
-        return try parse(bytes: Array(data), file: path)
-    }
-
-    public static func parse(bytes: [UInt8], file: String) throws(ConfigErrors) -> GatewayConfig {
-        let (config, issues) = try parseReportingAll(bytes: bytes, file: file)
+    /// Parses and validates a configuration read from `file` (relative paths inside it resolve
+    /// against its directory). Files it refers to (`pem_file`, `jwks_file`, the Redis
+    /// `password_file`) come from `files`.
+    public static func parse(bytes: [UInt8], file: String, files: any ConfigFiles = NoConfigFiles()) throws(ConfigErrors) -> GatewayConfig {
+        let (config, issues) = try parseReportingAll(bytes: bytes, file: file, files: files)
         if !issues.isEmpty { throw ConfigErrors(issues) }
         return config
     }
@@ -22,7 +16,8 @@ public enum ConfigLoader {
     /// Reads as much of the config as is valid, with every issue found, so that `check` can go
     /// on to the plugin rule files and report their issues in the same run. Throws only when
     /// the file is not JSON at all.
-    public static func parseReportingAll(bytes: [UInt8], file: String) throws(ConfigErrors) -> (GatewayConfig, [ConfigIssue]) {
+    public static func parseReportingAll(bytes: [UInt8], file: String,
+                                         files: any ConfigFiles = NoConfigFiles()) throws(ConfigErrors) -> (GatewayConfig, [ConfigIssue]) {
         let json: JSONValue
         do {
             json = try JSONCodec.parse(bytes, rejectDuplicateKeys: true)
@@ -32,11 +27,11 @@ public enum ConfigLoader {
         let diagnostics = ConfigDiagnostics(file: file)
         let root = ConfigNode(value: json, pointer: "", diagnostics: diagnostics)
         let baseDirectory = (file as NSString).deletingLastPathComponent
-        let config = read(root, baseDirectory: baseDirectory.isEmpty ? "." : baseDirectory)
+        let config = read(root, baseDirectory: baseDirectory.isEmpty ? "." : baseDirectory, files: files)
         return (config, diagnostics.issues)
     }
 
-    static func read(_ root: ConfigNode, baseDirectory: String) -> GatewayConfig {
+    static func read(_ root: ConfigNode, baseDirectory: String, files: any ConfigFiles) -> GatewayConfig {
         guard root.value?.objectValue != nil else {
             root.fail("the configuration must be a JSON object")
             return GatewayConfig()
@@ -55,8 +50,8 @@ public enum ConfigLoader {
             if let v = root["transform"]["max_body_bytes"].int(min: 1, max: 1 << 30) { config.transform.maxBodyBytes = v }
         }
         config.consumers = AuthConfigReader.readConsumers(root["consumers"])
-        config.auth = AuthConfigReader.readAuth(root["auth"], baseDirectory: baseDirectory)
-        config.rateLimit = RateLimitConfigReader.readSettings(root["rate_limit"], baseDirectory: baseDirectory)
+        config.auth = AuthConfigReader.readAuth(root["auth"], baseDirectory: baseDirectory, files: files)
+        config.rateLimit = RateLimitConfigReader.readSettings(root["rate_limit"], baseDirectory: baseDirectory, files: files)
         config.metrics = MetricsSettings.read(root["metrics"])
         for (name, node) in root["upstreams"].object(required: true) ?? [] {
             if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }
@@ -93,7 +88,8 @@ public enum ConfigLoader {
         guard node.isPresent else { return s }
         if node.object() == nil { return s }
         node.rejectUnknownKeys(["socket", "socket_mode", "socket_owner", "socket_group", "runtime_dir", "workers",
-                                "threads", "max_body_bytes", "max_header_bytes", "shutdown_grace_seconds"])
+                                "threads", "max_body_bytes", "max_header_bytes", "shutdown_grace_seconds",
+                                "hard_timeout_seconds", "recycle_after_requests", "recycle_above_rss_mb"])
         if let v = node["runtime_dir"].nonEmptyString() { s.runtimeDirectory = resolve(v, baseDirectory) }
         if let v = node["socket"].nonEmptyString() {
             s.socket = resolve(v, baseDirectory)
@@ -112,6 +108,9 @@ public enum ConfigLoader {
         if let v = node["max_body_bytes"].int(min: 0, max: 1 << 40) { s.maxBodyBytes = v }
         if let v = node["max_header_bytes"].int(min: 4096, max: 16 << 20) { s.maxHeaderBytes = Int(v) }
         if let v = node["shutdown_grace_seconds"].int(min: 0, max: 3600) { s.shutdownGraceSeconds = Int(v) }
+        if let v = node["hard_timeout_seconds"].int(min: 1, max: 86_400) { s.hardTimeoutSeconds = Int(v) }
+        if let v = node["recycle_after_requests"].int(min: 1, max: 1 << 40) { s.recycleAfterRequests = Int(v) }
+        if let v = node["recycle_above_rss_mb"].int(min: 16, max: 1 << 20) { s.recycleAboveRSSMegabytes = Int(v) }
         return s
     }
 

@@ -59,6 +59,13 @@ public struct ServerSettings: Sendable, Equatable {
     public var maxHeaderBytes = 64 * 1024
     /// Seconds a stopping worker waits for in-flight requests before exiting.
     public var shutdownGraceSeconds = 30
+    /// A worker whose heartbeat stops, or whose event loop stays inside one request's work,
+    /// this long is replaced (operations.md, Supervision).
+    public var hardTimeoutSeconds = 60
+    /// Retire (seamlessly) and replace a worker after it served this many requests.
+    public var recycleAfterRequests: Int?
+    /// Retire and replace a worker whose resident memory exceeds this many MiB.
+    public var recycleAboveRSSMegabytes: Int?
     public init() {}
 }
 

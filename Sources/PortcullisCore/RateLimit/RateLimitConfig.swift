@@ -88,8 +88,8 @@ public enum RateLimitConfigReader {
                                          "hide_client_headers", "exempt", "lease_seconds"]
 
     /// Reads `rate_limit`; `baseDirectory` (the config file's) resolves a relative Redis
-    /// `password_file`, `environment` looks up `password_env`.
-    public static func readSettings(_ node: ConfigNode, baseDirectory: String = ".",
+    /// `password_file`, whose bytes come from `files`; `environment` looks up `password_env`.
+    public static func readSettings(_ node: ConfigNode, baseDirectory: String = ".", files: any ConfigFiles = NoConfigFiles(),
                                     environment: (String) -> String? = { ProcessInfo.processInfo.environment[$0] }) -> RateLimitSettings {
         var s = RateLimitSettings()
         guard node.isPresent, node.object() != nil else { return s }
@@ -97,7 +97,7 @@ public enum RateLimitConfigReader {
         if let v = node["table_slots"].int(min: 64, max: 1 << 26) { s.tableSlots = Int(v) }
         let r = node["redis"]
         guard r.isPresent, r.object() != nil else { return s }
-        s.redis = RedisSettingsReader.read(r, baseDirectory: baseDirectory, environment: environment)
+        s.redis = RedisSettingsReader.read(r, baseDirectory: baseDirectory, files: files, environment: environment)
         return s
     }
 

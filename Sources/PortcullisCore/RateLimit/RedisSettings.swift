@@ -85,7 +85,7 @@ enum RedisSettingsReader {
 
     /// `environment` looks variables up (the process environment outside tests); relative
     /// `password_file` paths are resolved against `baseDirectory` (the config file's).
-    static func read(_ r: ConfigNode, baseDirectory: String, environment: (String) -> String?) -> RedisSettings {
+    static func read(_ r: ConfigNode, baseDirectory: String, files: any ConfigFiles, environment: (String) -> String?) -> RedisSettings {
         r.rejectUnknownKeys(keys)
         var redis = RedisSettings()
         redis.endpoint = readEndpoint(r)
@@ -97,7 +97,7 @@ enum RedisSettingsReader {
         if let user = redis.username, user.contains(where: { $0 == " " || $0.isNewline }) {
             r["username"].fail("must not contain spaces or line breaks")
         }
-        redis.password = readPassword(r, baseDirectory: baseDirectory, environment: environment)
+        redis.password = readPassword(r, baseDirectory: baseDirectory, files: files, environment: environment)
         if redis.username != nil && redis.password == nil && !r["password_file"].isPresent && !r["password_env"].isPresent {
             r["username"].fail("needs \"password_file\" or \"password_env\"")
         }
@@ -155,14 +155,15 @@ enum RedisSettingsReader {
 
     /// The password from `password_file` (its first line; one trailing line break is not part
     /// of it) or `password_env`. Messages name the file or the variable, never the value.
-    static func readPassword(_ r: ConfigNode, baseDirectory: String, environment: (String) -> String?) -> RedisPassword? {
+    static func readPassword(_ r: ConfigNode, baseDirectory: String, files: any ConfigFiles,
+                             environment: (String) -> String?) -> RedisPassword? {
         if r["password_file"].isPresent && r["password_env"].isPresent {
             r.fail("give \"password_file\" or \"password_env\", not both")
             return nil
         }
         if let file = r["password_file"].nonEmptyString() {
             let path = file.hasPrefix("/") ? file : baseDirectory + "/" + file
-            guard let data = FileManager.default.contents(atPath: path) else {
+            guard let data = files.contents(path) else {
                 r["password_file"].fail("cannot read \(path)")
                 return nil
             }

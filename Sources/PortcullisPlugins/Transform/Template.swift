@@ -25,7 +25,7 @@ public struct TemplateContext: Sendable {
     public var now: Date
     /// The client's address as nginx reports it.
     public var clientIP: String?
-    /// The host the client asked for (its `Host` header) and the scheme it used.
+    /// The host the client asked for (nginx's `$host`) and the scheme it used.
     public var host: String?
     public var scheme: String?
 

@@ -6,8 +6,9 @@ import Synchronization
 
 /// Keeps a `JWKSKeyStore` filled from a `jwks_url`: a background thread fetches the set at
 /// start, every refresh interval, and when a token named an unknown `kid` (at most once per
-/// the store's cooldown). A failed fetch or an unusable document keeps the last good set.
-/// Proxy environment variables are ignored; redirects are not followed.
+/// the store's cooldown). A failed fetch or an unusable document keeps the last good set; a
+/// good one is also saved to the `JWKSCache`. Proxy environment variables are ignored;
+/// redirects are not followed.
 public final class JWKSFetcher: Sendable {
     public let url: String
     public let store: JWKSKeyStore
@@ -15,12 +16,15 @@ public final class JWKSFetcher: Sendable {
     /// Largest JWKS document accepted.
     public let maxBytes: Int
     private let stopped = Atomic<Bool>(false)
+    private let attempted = Atomic<Bool>(false)
+    private let cache: JWKSCache?
     private let report: @Sendable (String) -> Void
 
     /// - Parameter report: receives one line per failed fetch or skipped key (for the error log).
-    public init(url: String, store: JWKSKeyStore, refreshSeconds: Int, maxBytes: Int = 1 << 20,
+    public init(url: String, store: JWKSKeyStore, refreshSeconds: Int, maxBytes: Int = 1 << 20, cache: JWKSCache? = nil,
                 report: @escaping @Sendable (String) -> Void = { _ in }) {
         self.url = url
+        self.cache = cache
         self.store = store
         self.refreshSeconds = max(1, refreshSeconds)
         self.maxBytes = maxBytes
@@ -29,17 +33,20 @@ public final class JWKSFetcher: Sendable {
 
     /// Creates one store and one started fetcher per distinct `jwks_url` of `settings`. Pass
     /// `sources` to `Authenticator(config:jwksSources:)`; keep `fetchers` alive and stop them
-    /// when the configuration is replaced.
-    public static func startAll(for settings: AuthSettings, report: @escaping @Sendable (String) -> Void = { _ in })
+    /// when the configuration is replaced. Nothing here waits for the network: a URL that
+    /// `previous` (the configuration being replaced) already fetched keeps its store, so its
+    /// last good set survives the reload; a new one starts from `cache`. Every fetcher fetches
+    /// at once on its own thread, so slow URLs are fetched in parallel (`awaitFirstFetch`).
+    public static func startAll(for settings: AuthSettings, previous: [JWKSFetcher] = [], cache: JWKSCache? = nil,
+                                report: @escaping @Sendable (String) -> Void = { _ in })
         -> (sources: [String: any JWKSSource], fetchers: [JWKSFetcher])
     {
         var sources: [String: any JWKSSource] = [:]
         var fetchers: [JWKSFetcher] = []
         for url in settings.jwksURLs {
             let refresh = settings.jwt.issuers.filter { $0.jwksURL == url }.map(\.jwksRefreshSeconds).min() ?? 300
-            let store = JWKSKeyStore()
-            let fetcher = JWKSFetcher(url: url, store: store, refreshSeconds: refresh, report: report)
-            fetcher.fetchNow()  // so the first requests after start already have keys
+            let store = previous.first { $0.url == url }?.store ?? JWKSKeyStore(keys: cache?.keys(for: url) ?? [])
+            let fetcher = JWKSFetcher(url: url, store: store, refreshSeconds: refresh, cache: cache, report: report)
             fetcher.start()
             sources[url] = store
             fetchers.append(fetcher)
@@ -57,7 +64,20 @@ public final class JWKSFetcher: Sendable {
     /// Asks the thread to end (it notices within a quarter second).
     public func stop() { stopped.store(true, ordering: .relaxed) }
 
+    /// True once the store holds a set or the first fetch has ended (well or not).
+    public var hasKeysOrTried: Bool { store.isLoaded || attempted.load(ordering: .acquiring) }
+
+    /// Waits (polling) until every fetcher `hasKeysOrTried`, or until `deadline`: what a new
+    /// configuration waits for before it serves, so that a reload does not serve a new
+    /// issuer's tokens before its keys are in. Fetches run in parallel, so this is about the
+    /// slowest URL, not their sum.
+    public static func awaitFirstFetch(_ fetchers: [JWKSFetcher], deadline: ContinuousClock.Instant) {
+        while ContinuousClock.now < deadline && !fetchers.allSatisfy(\.hasKeysOrTried) { usleep(20_000) }
+    }
+
     private func run() {
+        fetchNow()
+        attempted.store(true, ordering: .releasing)
         var nextRefresh = Date().addingTimeInterval(TimeInterval(refreshSeconds))
         while !stopped.load(ordering: .relaxed) {
             Thread.sleep(forTimeInterval: 0.25)
@@ -91,6 +111,7 @@ public final class JWKSFetcher: Sendable {
             return false
         }
         store.replace(keys: keys)
+        cache?.save(body, for: url)
         return true
     }
 

@@ -38,6 +38,10 @@ public final class EventLoop: @unchecked Sendable {
     public private(set) var now: UInt64 = EventLoop.monotonicNanos()
     /// Called once per iteration after the batch of events and timers (log hand-off).
     public var afterBatch: [() -> Void] = []
+    /// Since when (`now`, nanoseconds) the loop has been working on its current batch; 0 while
+    /// it waits for events. Read by the worker's watchdog: a loop stuck in one request's work
+    /// never gets back to waiting. Written twice per iteration (relaxed stores, no lock).
+    public let busySince = Atomic<UInt64>(0)
 
     public init(index: Int) {
         self.index = index
@@ -154,12 +158,14 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Waits up to `waitMs` for events and hands them to their handlers.
     private func dispatch(waitMs: Int) {
+        if waitMs != 0 { busySince.store(0, ordering: .relaxed) }
         let n = tokens.withUnsafeMutableBufferPointer { t in
             events.withUnsafeMutableBufferPointer { e in
                 pc_epoll_wait(epfd, t.baseAddress, e.baseAddress, 256, Int32(waitMs))
             }
         }
         now = Self.monotonicNanos()
+        if waitMs != 0 { busySince.store(now, ordering: .relaxed) }
         guard n > 0 else { return }
         for i in 0..<Int(n) {
             let token = tokens[i]

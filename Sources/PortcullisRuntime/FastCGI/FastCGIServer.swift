@@ -84,6 +84,20 @@ public final class WorkerServer: @unchecked Sendable {
         }
     }
 
+    /// Requests answered by all loops, and since when (monotonic ns) the loop that has been
+    /// busy longest has been inside one batch of work (0: every loop waits for events). Read
+    /// by the worker's main thread for the master's worker table.
+    public func health() -> (requests: UInt64, busySince: UInt64) {
+        var requests: UInt64 = 0
+        var oldest: UInt64 = 0
+        for worker in allWorkers {
+            requests &+= worker.served.load(ordering: .relaxed)
+            let since = worker.loop.busySince.load(ordering: .relaxed)
+            if since != 0 && (oldest == 0 || since < oldest) { oldest = since }
+        }
+        return (requests, oldest)
+    }
+
     /// Stops accepting; each loop ends once its requests are done (or `graceSeconds` passed),
     /// handing its idle connections to `handOff`.
     public func beginShutdown(graceSeconds: Int) {
@@ -111,6 +125,9 @@ final class LoopWorker: @unchecked Sendable {
     private var listener: Listener!
     private(set) var retiring = false
     private var busy = 0
+    /// Requests answered; written by this loop only (a plain load and store), read by the
+    /// worker's main thread.
+    let served = Atomic<UInt64>(0)
     private var context: LoopContext
     private var contextVersion: Int
     private var graceTimer: LoopTimer?
@@ -209,6 +226,7 @@ final class LoopWorker: @unchecked Sendable {
         scoreboard.ended(connection)
         connection.finish(unreadBody: unreadBody)
         busy -= 1
+        served.store(served.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
         if retiring { finishRetiring(force: false) }
     }
 

@@ -5,8 +5,8 @@ import Foundation
 /// descriptors (handed-over FastCGI connections) passed alongside with SCM_RIGHTS. Messages
 /// are atomic, so loop threads and the main thread may send at once.
 ///
-/// worker → master: `ready G`, `prepared G`, `prepare_failed G reason`, `handoff` (+ fds)
-/// master → worker: `prepare G snapshot-path`, `commit G`, `abort G`, `adopt` (+ fds)
+/// worker → master: `ready G`, `prepared G`, `prepare_failed G reason`, `boot_failed G reason`, `handoff` (+ fds)
+/// master → worker: `prepare G bundle-path`, `commit G`, `abort G`, `adopt` (+ fds)
 public struct ControlChannel: Sendable {
     public let fd: Int32
 

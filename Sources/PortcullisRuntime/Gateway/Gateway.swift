@@ -23,6 +23,8 @@ public final class Gateway: Sendable {
     let metrics: WorkerMetrics?
     /// The metrics file, mapped whenever the worker has a block (kept across reloads).
     let metricsSegment: MetricsSegment?
+    /// The worker's block in it (its worker-table slot), kept across reloads.
+    let metricsBlock: Int?
 
     /// Background JWKS refreshers of this configuration, stopped when it is replaced.
     let jwksFetchers: [JWKSFetcher]
@@ -37,10 +39,11 @@ public final class Gateway: Sendable {
     public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:],
                 jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?,
                 upstreamTable: UpstreamStateTable? = nil, upstreamColumn: Int = 0, metrics: WorkerMetrics? = nil,
-                metricsSegment: MetricsSegment? = nil) {
+                metricsSegment: MetricsSegment? = nil, metricsBlock: Int? = nil) {
         self.rateTable = rateTable
         self.metrics = metrics
         self.metricsSegment = metricsSegment ?? metrics?.segment
+        self.metricsBlock = metricsBlock ?? metrics?.blockIndex
         let table = upstreamTable ?? UpstreamStateTable.local()
         self.upstreamTable = table
         self.upstreamColumn = upstreamColumn
@@ -58,12 +61,14 @@ public final class Gateway: Sendable {
     }
 
     /// Builds what a worker serves from a loaded configuration: opens the access log (or keeps
-    /// `previous`'s when the path and size are unchanged), fetches JWKS keys once (then they
-    /// refresh in the background) and maps the shared rate table. Throws when the log cannot
-    /// be opened; a reload then keeps the running configuration.
-    /// `metricsBlock` is the worker's block of the metrics file (the master assigns it; nil when
-    /// run by hand), counted in when `metrics.enabled`.
+    /// `previous`'s when the path and size are unchanged), starts the JWKS fetchers (keeping
+    /// `previous`'s key sets of unchanged URLs, else starting from the runtime directory's
+    /// cache; see `awaitJWKS`) and maps the shared rate table. Throws when the log cannot be
+    /// opened; a reload then keeps the running configuration. `metricsBlock` is the worker's
+    /// block of the metrics file (its worker-table slot; nil when run by hand, and `previous`'s
+    /// on a reload), counted in when `metrics.enabled`.
     public static func build(_ loaded: LoadedGateway, loops: Int, previous: Gateway?, metricsBlock: Int? = nil) throws -> Gateway {
+        let metricsBlock = metricsBlock ?? previous?.metricsBlock
         let config = loaded.config
         let segment = metricsBlock.flatMap { _ in openMetrics(config, previous: previous) }
         let accessLog: AccessLog
@@ -76,7 +81,8 @@ public final class Gateway: Sendable {
             }
             accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes, loops: loops, onDropped: dropped)
         }
-        let (jwksSources, fetchers) = JWKSFetcher.startAll(for: config.auth) { message in
+        let (jwksSources, fetchers) = JWKSFetcher.startAll(for: config.auth, previous: previous?.jwksFetchers ?? [],
+                                                           cache: JWKSCache(runtimeDirectory: config.server.runtimeDirectory)) { message in
             EventLog.emit("jwks", [("detail", .string(message))])
         }
         let rateTable: SharedMemoryRateTable?
@@ -111,7 +117,8 @@ public final class Gateway: Sendable {
             metrics = WorkerMetrics(segment: segment, blockIndex: metricsBlock, config: config)
         }
         return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable,
-                       upstreamTable: upstreamTable, upstreamColumn: column, metrics: metrics, metricsSegment: segment)
+                       upstreamTable: upstreamTable, upstreamColumn: column, metrics: metrics, metricsSegment: segment,
+                       metricsBlock: metricsBlock)
     }
 
     /// The metrics file (kept from `previous` when it had it mapped).
@@ -123,6 +130,16 @@ public final class Gateway: Sendable {
             EventLog.emit("metrics_unavailable", [("error", .string("\(error)"))])
             return nil
         }
+    }
+
+    /// Longest a new gateway waits for the first fetch of a `jwks_url` it has no keys for
+    /// (a fetch gives up after 10 s).
+    public static let jwksWaitSeconds = 11
+
+    /// Waits until every `jwks_url` has a key set or its first fetch ended (at most
+    /// `jwksWaitSeconds`, all URLs in parallel).
+    public func awaitJWKS() {
+        JWKSFetcher.awaitFirstFetch(jwksFetchers, deadline: .now + .seconds(Self.jwksWaitSeconds))
     }
 
     /// Stops what runs in the background for this configuration (it has been replaced).

@@ -10,29 +10,43 @@ public enum WorkerProcess {
     /// Exit status when the configuration cannot be loaded (sysexits' EX_CONFIG).
     public static let configErrorStatus: Int32 = 78
 
-    /// `snapshotPath` holds the config bytes the master validated for this generation; they are
-    /// read as if they were `configPath` (relative paths, error messages). `controlFD` is the
+    /// `bundlePath` holds everything the master validated for this generation (without it, as
+    /// when run by hand, `configPath` and its files are read from disk). `controlFD` is the
     /// worker's end of the master's control channel (none when run by hand).
-    public static func run(configPath: String, snapshotPath: String?, listenFD: Int32, controlFD: Int32?,
-                           loops: Int?, generation: Int, metricsBlock: Int? = nil) -> Never {
+    /// `slot` is the worker's slot in the master's `WorkerTable`, where it beats.
+    public static func run(configPath: String, bundlePath: String?, listenFD: Int32, controlFD: Int32?,
+                           loops: Int?, generation: Int, slot: Int?) -> Never {
         // If the master dies (even by SIGKILL), do not linger holding the socket.
         if pc_set_parent_death_signal(SIGTERM) != 0 { exit(0) }
         pc_ignore_signal(SIGPIPE)
         pc_ignore_signal(SIGINT)  // Ctrl-C reaches the whole group; the master coordinates.
+        // Installed first: a signal that arrives while the worker starts (the master forwarding
+        // SIGUSR1, say) waits in the pipe instead of killing it.
+        var pipeFDs: [Int32] = [0, 0]
+        pipe(&pipeFDs)
+        let signals: [Int32] = [SIGTERM, SIGQUIT, SIGUSR1]
+        pc_install_signal_pipe(pipeFDs[1], signals, Int32(signals.count))
         let control = controlFD.map(ControlChannel.init(fd:))
         if let controlFD { _ = fcntl(controlFD, F_SETFL, fcntl(controlFD, F_GETFL) | O_NONBLOCK) }
 
         let loaded: LoadedGateway
         do {
-            let bytes = try GatewayLoader.readConfig(snapshotPath ?? configPath)
-            loaded = try GatewayLoader.load(configPath: configPath, bytes: bytes)
+            if let bundlePath {
+                loaded = try GatewayLoader.load(bundle: GatewayLoader.readBundle(bundlePath))
+            } else {
+                loaded = try GatewayLoader.load(configPath: configPath)
+            }
         } catch {
             EventLog.emit("worker_config_error", [("error", .string(error.description))])
+            // The master reports the reason in `status` and does not respawn in a loop.
+            control?.send("boot_failed \(generation) \(error.description.replacingOccurrences(of: "\n", with: "; "))")
             exit(configErrorStatus)
         }
         let loopCount = loops ?? loaded.config.server.threadsPerWorker
         let gateway: Gateway
         do {
+            // The worker counts its metrics in the block of its worker-table slot.
+            let metricsBlock = slot.flatMap { $0 < MetricsLayout.blockCount ? $0 : nil }
             gateway = try Gateway.build(loaded, loops: loopCount, previous: nil, metricsBlock: metricsBlock)
             if let metricsBlock { gateway.metricsSegment?.claimBlock(metricsBlock, loops: loopCount) }
         } catch {
@@ -46,15 +60,18 @@ public enum WorkerProcess {
             for fd in fds { close(fd) }
         }
 
-        var pipeFDs: [Int32] = [0, 0]
-        pipe(&pipeFDs)
-        let signals: [Int32] = [SIGTERM, SIGQUIT]
-        pc_install_signal_pipe(pipeFDs[1], signals, Int32(signals.count))
 
         server.start()
+        // Routes that need no JWKS are served from here on; the master counts the worker ready
+        // (and gives it handed-over connections) once its key sets are in or their first fetch
+        // failed. A respawn starts from the cached sets and is ready at once.
+        gateway.awaitJWKS()
         EventLog.emit("worker_started", [("generation", .int(Int64(generation))), ("loops", .int(Int64(loopCount)))])
         control?.send("ready \(generation)")
 
+        if let slot, let table = try? WorkerTable.open(path: WorkerTable.defaultPath(runtimeDirectory: loaded.config.server.runtimeDirectory)) {
+            startHeartbeat(table: table, slot: slot, server: server)
+        }
         var state = ReloadState(current: gateway, generation: generation)
         var fds = [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0),
                    pollfd(fd: controlFD ?? -1, events: Int16(POLLIN), revents: 0)]
@@ -63,7 +80,20 @@ public enum WorkerProcess {
             state.closeRetiredLogs()
             if fds[0].revents != 0 {
                 var byte: UInt8 = 0
-                if read(pipeFDs[0], &byte, 1) == 1 { break serving }
+                if read(pipeFDs[0], &byte, 1) == 1 {
+                    switch Int32(byte) {
+                    case SIGUSR1:
+                        reopenLog(state.current.accessLog)
+                        continue serving
+                    case SIGQUIT:
+                        // Fast stop: what is logged so far is written, in-flight requests are cut.
+                        state.current.accessLog.flush()
+                        EventLog.emit("worker_stopped", [("generation", .int(Int64(state.generation))), ("fast", .bool(true))])
+                        exit(0)
+                    default:
+                        break serving
+                    }
+                }
             }
             guard let control, fds[1].revents != 0 else { continue }
             while let received = control.receive() {
@@ -71,8 +101,7 @@ public enum WorkerProcess {
                 case .closed:
                     break serving  // the master is gone
                 case .message(let words, let passed):
-                    handle(words, passed: passed, server: server, control: control, configPath: configPath, loops: loopCount,
-                           metricsBlock: metricsBlock, state: &state)
+                    handle(words, passed: passed, server: server, control: control, loops: loopCount, state: &state)
                 }
             }
         }
@@ -85,6 +114,33 @@ public enum WorkerProcess {
         state.current.accessLog.flush()
         EventLog.emit("worker_stopped", [("generation", .int(Int64(state.generation)))])
         exit(0)
+    }
+
+    /// Writes the worker's slot four times a second from a thread of its own, so a reload that
+    /// waits for JWKS keys on the main thread does not look like a dead worker; a process that
+    /// is stopped or frozen stops beating, and a loop stuck in one request shows in `busySince`.
+    private static func startHeartbeat(table: WorkerTable, slot: Int, server: WorkerServer) {
+        let pid = getpid()
+        let thread = Thread {
+            while true {
+                let health = server.health()
+                table.beat(slot: slot, pid: pid, now: WorkerTable.nowMs(), requests: health.requests,
+                           busySince: health.busySince / 1_000_000)
+                usleep(250_000)
+            }
+        }
+        thread.name = "heartbeat"
+        thread.start()
+    }
+
+    /// SIGUSR1 (logrotate's postrotate via the master): the access log is reopened at its path.
+    private static func reopenLog(_ log: AccessLog) {
+        do {
+            try log.reopen()
+            EventLog.emit("access_log_reopened", [("path", .string(log.path))])
+        } catch {
+            EventLog.emit("access_log_reopen_failed", [("error", .string("\(error)"))])
+        }
     }
 
     /// What a worker keeps between the phases of a reload.
@@ -106,15 +162,17 @@ public enum WorkerProcess {
     }
 
     private static func handle(_ words: [String], passed: [Int32], server: WorkerServer, control: ControlChannel,
-                               configPath: String, loops: Int, metricsBlock: Int?, state: inout ReloadState) {
+                               loops: Int, state: inout ReloadState) {
         switch words.first {
         case "adopt":
             server.adopt(passed)
         case "prepare" where words.count == 3:
             let generation = Int(words[1]) ?? 0
             do {
-                let loaded = try GatewayLoader.load(configPath: configPath, bytes: GatewayLoader.readConfig(words[2]))
-                let gateway = try Gateway.build(loaded, loops: loops, previous: state.current, metricsBlock: metricsBlock)
+                let loaded = try GatewayLoader.load(bundle: GatewayLoader.readBundle(words[2]))
+                let gateway = try Gateway.build(loaded, loops: loops, previous: state.current)
+                // The running gateway serves meanwhile; the new one serves once its keys are in.
+                gateway.awaitJWKS()
                 if let stale = state.prepared?.gateway { stale.discard(keeping: state.current) }
                 state.prepared = (generation, gateway)
                 control.send("prepared \(generation)")

@@ -128,6 +128,22 @@ public final class AccessLog: @unchecked Sendable {
         }
     }
 
+    /// Opens `path` again and puts the new file in place of the old one under the same
+    /// descriptor (`dup2`, atomic for the writer thread), so after logrotate moved the file the
+    /// next lines land in a new one at `path`, and lines written before land in the moved one:
+    /// none is lost. Standard output is left alone. Throws the reason when `path` cannot be
+    /// opened (the old file keeps being written).
+    public func reopen() throws {
+        guard path != "-" else { return }
+        let opened = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard opened >= 0 else { throw RuntimeError("cannot reopen access log \(path): \(String(cString: strerror(errno)))") }
+        defer { Foundation.close(opened) }
+        // dup2 clears FD_CLOEXEC on the target; children must not inherit the log.
+        guard dup2(opened, fd) >= 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
+            throw RuntimeError("cannot reopen access log \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Flushes, stops the writer and closes the file (a reload that opened another log).
     public func close() {
         guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }

@@ -121,11 +121,6 @@ public final class MetricsSegment: @unchecked Sendable {
 
     func block(_ index: Int) -> UnsafeMutablePointer<UInt64> { base + MetricsLayout.blockOffset(index) }
 
-    /// A block no live worker holds, preferring one a dead worker left (master, at spawn).
-    public static func freeBlock(holding live: Set<Int>) -> Int? {
-        (0..<MetricsLayout.blockCount).first { !live.contains($0) }
-    }
-
     /// Claims block `index` for this process (worker, at start).
     public func claimBlock(_ index: Int, loops: Int) {
         let b = block(index)

@@ -20,7 +20,7 @@ final class RedisSettingsTests: XCTestCase {
     private func read(_ json: String, environment: [String: String] = [:]) -> (RedisSettings?, [String]) {
         let diagnostics = ConfigDiagnostics(file: "gw.json")
         let node = ConfigNode(value: try! JSONCodec.parse(Array(json.utf8), rejectDuplicateKeys: true), pointer: "/rate_limit", diagnostics: diagnostics)
-        let settings = RateLimitConfigReader.readSettings(node, baseDirectory: directory, environment: { environment[$0] })
+        let settings = RateLimitConfigReader.readSettings(node, baseDirectory: directory, files: FixtureFiles(), environment: { environment[$0] })
         return (settings.redis, diagnostics.issues.map(\.description))
     }
 
@@ -129,7 +129,7 @@ final class RedisSettingsTests: XCTestCase {
              "upstreams": {"echo": {"targets": ["http://127.0.0.1:9000"]}},
              "routes": [{"name": "r", "match": {"prefix": "/"}, "upstream": "echo"}]}
             """
-        let config = try ConfigLoader.parse(bytes: Array(json.utf8), file: directory + "/gw.json")
+        let config = try ConfigLoader.parse(bytes: Array(json.utf8), file: directory + "/gw.json", files: FixtureFiles())
         XCTAssertEqual(config.rateLimit.redis?.password?.secret, secret)
         XCTAssertEqual(config.rateLimit.redis?.endpoint, .unix(path: "/run/redis.sock"))
     }

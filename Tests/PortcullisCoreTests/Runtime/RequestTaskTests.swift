@@ -85,7 +85,7 @@ final class RequestTaskTests: XCTestCase {
          ]}
         """
         configText = config
-        let loaded = try GatewayLoader.load(configPath: directory.path + "/portcullis.json", bytes: Array(config.utf8))
+        let loaded = try GatewayLoader.load(bundle: ConfigBundle(configPath: directory.path + "/portcullis.json", configBytes: Array(config.utf8)))
         context = LoopContext(gateway: try Gateway.build(loaded, loops: 1, previous: nil), loop: loop)
     }
 
@@ -283,8 +283,8 @@ final class RequestTaskTests: XCTestCase {
         segment.assignNames(for: context.gateway.config)
         segment.claimBlock(0, loops: 1)
         let old = context.gateway
-        context = LoopContext(gateway: try Gateway.build(GatewayLoader.load(configPath: directory.path + "/portcullis.json",
-                                                                           bytes: Array(configText.utf8)),
+        context = LoopContext(gateway: try Gateway.build(GatewayLoader.load(bundle: ConfigBundle(configPath: directory.path + "/portcullis.json",
+                                                                                                configBytes: Array(configText.utf8))),
                                                          loops: 1, previous: old, metricsBlock: 0), loop: loop)
         return segment
     }

@@ -1,0 +1,203 @@
+"""Issue 11: running it in production — supervision, recycling, signals, the control client.
+
+- Exit 78 (a worker cannot boot its generation) is not respawned in a loop and is reported.
+- A worker that stops beating (SIGSTOP) is killed and replaced after `hard_timeout_seconds`.
+- Recycling after N requests under load loses no request.
+- SIGUSR1 reopens the access log (logrotate): lines after it land in the new file, none lost.
+- SIGQUIT stops fast; SIGTTIN / SIGTTOU scale; `scale +N/-N`; `status` table and `--json`;
+  `version`; `check --print-effective` and API key expiry warnings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from harness import Gateway, wait_until
+from test_generation_bundle import Load, live_workers
+from test_pool_lifecycle import MixedClients
+
+
+def master_events(gw: Gateway, name: str) -> list[dict]:
+    events = []
+    for line in gw.master.stderr_path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("event") == name:
+            events.append(event)
+    return events
+
+
+# -- supervision ------------------------------------------------------------------------------------
+
+
+def test_worker_that_cannot_boot_is_not_respawned_in_a_loop_and_is_reported(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=2, threads=1)
+    bundle = gw.run_dir / "bundle.generation-1.json"
+    bundle.unlink()  # what generation 1's workers boot from is gone
+    victim = live_workers(gw)[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+
+    def reported() -> dict | None:
+        failures = gw.status().get("worker_failures")
+        return failures if failures and failures["last"].get("exit_code") == 78 else None
+    failures = wait_until(reported, 15, "the boot failure in status", on_timeout=gw.diagnostics)
+    assert "cannot read the configuration bundle" in failures["last"]["error"], failures
+    text = gw.cli("status").stdout
+    assert "last worker failure" in text and "exit 78" in text, text
+    time.sleep(3)
+    boots = [e for e in master_events(gw, "worker_exited") if e.get("exit_code") == 78]
+    assert 1 <= len(boots) <= 3, f"{len(boots)} failed boots in ~3 s: respawned in a loop"
+    assert gw.status()["worker_failures"]["respawn_delay_ms"] >= 1000
+    for _ in range(5):
+        assert gw.get("/echo/still-serving").status_code == 200
+
+    # A reload writes a new bundle: the pool is whole again at once.
+    assert gw.cli("reload").returncode == 0
+    gw.wait_for_workers(lambda ws: len([w for w in ws if w["ready"] and w["generation"] == 2]) == 2 or None,
+                        15, "two ready workers of generation 2")
+
+
+def test_stopped_worker_is_killed_and_replaced_after_the_hard_timeout(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway({"server": {"hard_timeout_seconds": 2}}, workers=2, threads=1)
+    victim = live_workers(gw)[0]["pid"]
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        gw.wait_for_workers(lambda ws: victim not in [w["pid"] for w in ws] and len([w for w in ws if w["ready"]]) == 2 or None,
+                            20, "the stopped worker replaced")
+    finally:
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    (event,) = [e for e in master_events(gw, "worker_unresponsive") if e["worker_pid"] == victim]
+    assert event["heartbeat_age_ms"] > 2000, event
+    assert [e for e in master_events(gw, "worker_replaced") if e["worker_pid"] == victim and e["reason"] == "unresponsive"]
+    for _ in range(6):
+        assert gw.get("/echo/after").status_code == 200
+
+
+def test_recycling_every_1000_requests_under_load_loses_no_request(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway({"server": {"recycle_after_requests": 1000}}, workers=2, threads=2)
+    first = {w["pid"] for w in gw.status()["workers"]}
+    with MixedClients(gw, threads=6) as clients:
+        wait_until(lambda: len(master_events(gw, "worker_recycling")) >= 4, 240, "four recyclings",
+                   interval=0.5, on_timeout=gw.diagnostics)
+        clients.wait_for(50)
+    assert clients.failures == [], clients.failures[:5]
+    recycled = master_events(gw, "worker_recycling")
+    assert all(e["requests"] >= 1000 for e in recycled), recycled
+    assert first - {w["pid"] for w in gw.status()["workers"]}, "the first workers are still there"
+    assert sum(clients.ok.values()) >= 4000, clients.ok
+    status = gw.status()
+    assert all(w["requests"] < 1000 + 500 for w in status["workers"] if "requests" in w), status["workers"]
+
+
+# -- signals ------------------------------------------------------------------------------------------
+
+
+def test_usr1_reopens_the_access_log_after_it_was_moved_and_loses_no_line(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=2, threads=2)
+    with Load(gw, threads=2) as load:
+        load.wait_for(30)
+        moved = gw.access_log_path.with_suffix(".log.1")
+        gw.access_log_path.rename(moved)
+        os.kill(gw.pid_file(), signal.SIGUSR1)
+        wait_until(lambda: gw.access_log_path.exists() and gw.access_log_path.stat().st_size > 0, 10,
+                   "lines in the new access log")
+        load.wait_for(30)
+    assert load.failures == [], load.failures[:5]
+    sent = load.ok
+    gw.stop()  # workers flush what they hold
+    lines = moved.read_text().splitlines() + gw.access_log_path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    public = [e for e in entries if e.get("path") == "/echo/public"]
+    assert len(public) == sent, f"{sent} requests answered, {len(public)} logged across both files"
+    assert len(master_events(gw, "reopen_logs")) == 1
+
+
+def test_quit_stops_fast_and_ttin_ttou_scale(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=1, threads=1)
+    master = gw.pid_file()
+    os.kill(master, signal.SIGTTIN)
+    gw.wait_for_workers(lambda ws: len([w for w in ws if w["ready"]]) == 2 or None, 15, "two workers after SIGTTIN")
+    os.kill(master, signal.SIGTTOU)
+    gw.wait_for_workers(lambda ws: len(ws) == 1 or None, 15, "one worker after SIGTTOU")
+    os.kill(master, signal.SIGQUIT)
+    assert gw.master.wait(10) == 0
+    assert master_events(gw, "master_stopping")[-1]["fast"] is True
+    assert not (gw.run_dir / "portcullis.pid").exists()
+
+
+# -- the control client ---------------------------------------------------------------------------
+
+
+def test_status_scale_relative_and_version(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=1, threads=1)
+    for _ in range(5):
+        assert gw.get("/echo/counted").status_code == 200
+    status = gw.status()
+    (worker,) = status["workers"]
+    assert worker["state"] == "ready" and worker["rss_bytes"] > 1 << 20, worker
+    wait_until(lambda: gw.status()["workers"][0].get("requests", 0) >= 5, 5, "requests counted")
+    assert status["rate_limit_table"]["slots"] > 0
+    text = gw.cli("status").stdout
+    assert re.search(rf"\b{worker['pid']}\s+1\s+ready\s+\d+\s+[\d.]+ MiB", text), text
+
+    up = gw.cli("scale", "+2")
+    assert up.returncode == 0 and "scaled to 3 workers" in up.stdout, up.stderr
+    assert len([w for w in gw.status()["workers"] if w["ready"] and not w["retiring"]]) == 3
+    down = gw.cli("scale", "-1")
+    assert down.returncode == 0 and "scaled to 2 workers" in down.stdout, down.stderr
+    too_far = gw.cli("scale", "-5")
+    assert too_far.returncode == 1 and "1...256" in too_far.stderr, too_far.stderr
+    assert gw.cli("scale", "x").returncode != 0
+
+    version = subprocess.run([str(gw.binary), "version"], capture_output=True, text=True, timeout=30)
+    assert version.returncode == 0 and re.fullmatch(r"portcullis \d+\.\d+\.\d+\n", version.stdout), version.stdout
+
+
+def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(make_gateway: Callable[..., Gateway]) -> None:
+    now = int(time.time())
+    key = lambda name, expires: {"id": name, "sha256": hashlib.sha256(name.encode()).hexdigest(), "expires": expires}
+    gw = make_gateway({"consumers": [{"id": "c", "api_keys": [key("gone", now - 60), key("soon", now + 3 * 86400),
+                                                              key("later", now + 90 * 86400)]}]}, workers=1, threads=1)
+    result = gw.cli("check", "--print-effective")
+    assert result.returncode == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert effective["server"]["socket"] == str(gw.socket_path)
+    assert effective["server"]["workers"] == gw.workers and effective["server"]["hard_timeout_seconds"] == 60
+    assert effective["upstreams"]["echo"]["connect_timeout_ms"] == 1000
+    assert 'consumer "c" API key "gone" expired at' in result.stderr, result.stderr
+    assert 'consumer "c" API key "soon" expires at' in result.stderr and "(in 2 days)" in result.stderr, result.stderr
+    assert "later" not in result.stderr
+    assert "later" in gw.cli("check", "--expiry-warning-days", "100").stderr
+
+    listed = gw.status()["api_keys_expiring"]
+    assert [(k["key_id"], k["expired"]) for k in listed] == [("gone", True), ("soon", False)], listed
+    assert "api key c/gone expired" in gw.cli("status").stdout
+
+    keys = [str(gw.binary), "keys", "generate", "--consumer", "c", "--key-id", "k", "--expires"]
+    past = subprocess.run(keys + ["2020-01-01T00:00:00Z"], capture_output=True, text=True, timeout=30)
+    assert past.returncode != 0 and "in the past" in past.stderr, past.stderr
+    future = subprocess.run(keys + [str(now + 86400)], capture_output=True, text=True, timeout=30)
+    assert future.returncode == 0 and f'"expires": {now + 86400}' in future.stdout, future.stdout
+
+
+def test_cli_exit_codes_when_nothing_runs(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=1, threads=1, start=False)
+    for command in (["status"], ["reload"], ["scale", "+1"], ["stop"]):
+        result = gw.cli(*command)
+        assert result.returncode == 3, (command, result.returncode, result.stdout, result.stderr)
+    bad = Path(gw.config_path)
+    bad.write_text("{")
+    assert gw.cli("check").returncode == 1
