@@ -15,27 +15,3 @@ extension ProblemDetails {
                               detail: "upstream \"\(upstream)\" already has \(limit) requests in flight", headers: headers)
     }
 }
-
-/// Which requests may be sent twice.
-public enum IdempotentMethods {
-    /// RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE.
-    @inline(__always)
-    public static func contains(_ method: String) -> Bool {
-        switch method {
-        case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE": return true
-        default: return false
-        }
-    }
-}
-
-/// The instance's own health endpoint, for the load balancer in front of several instances.
-public enum InstanceHealth {
-    public static let path = "/_portcullis/health"
-
-    /// 503 with the reason (`draining`, `redis_unreachable`) as `state`.
-    public static func unavailable(_ state: String) -> ProblemDetails {
-        ProblemDetails(status: 503, type: "instance-unavailable", title: "Service Unavailable",
-                       detail: "this gateway instance cannot serve: \(state.replacingOccurrences(of: "_", with: " "))",
-                       extensions: JSONObject([("state", .string(state))]))
-    }
-}

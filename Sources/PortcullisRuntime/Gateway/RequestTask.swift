@@ -349,7 +349,7 @@ final class RequestTask {
         log.upstream = target
         if slowNanos != nil, transformDone == 0 { transformDone = EventLoop.monotonicNanos() }
         let body: BodySource? = call.replayBody.map { BufferedBody($0) } ?? call.body
-        environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates, target: i),
+        environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates),
                                   requestId: request.requestId) { [self] outcome, collected in
             tryEnded(pass, templates: templates, target: i, admission: admission, outcome: outcome, collected: collected)
         }
@@ -371,12 +371,12 @@ final class RequestTask {
         }
         let upstream = call.upstream
         log.error = "no target of upstream \"\(upstream.config.name)\" accepts requests"
-        answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: upstream.table.nowMs(), tried: 0)))
+        answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: upstream.table.nowMs())))
     }
 
     /// The response hooks, plus (when this request may still be retried) swallowing a
     /// retryable status so the retry's answer is the one the client gets.
-    private func retryingHooks(_ pass: RoutedRequest, context templates: TemplateContext?, target: Int) -> ResponseHooks {
+    private func retryingHooks(_ pass: RoutedRequest, context templates: TemplateContext?) -> ResponseHooks {
         var hooks = responseHooks(pass, context: templates)
         guard let call, call.idempotent, call.mayRetry else { return hooks }
         let mode = hooks.mode

@@ -52,10 +52,10 @@ final class UpstreamTargets: @unchecked Sendable {
         return breaker.isAvailable(slots[i].breaker.load(), nowMs: nowMs)
     }
 
-    /// Seconds until the first of the untried targets lets requests through again (Retry-After).
-    func secondsUntilAvailable(nowMs: UInt64, tried: UInt64) -> Int {
+    /// Seconds until the first target lets requests through again (Retry-After).
+    func secondsUntilAvailable(nowMs: UInt64) -> Int {
         var earliest = UInt64.max
-        for (i, slot) in slots.enumerated() where i >= 64 || tried & (1 << UInt64(i)) == 0 {
+        for slot in slots {
             let w = BreakerWord(raw: slot.breaker.load())
             if w.state != .closed { earliest = min(earliest, w.until) }
         }

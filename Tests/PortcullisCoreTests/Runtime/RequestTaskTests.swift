@@ -204,6 +204,22 @@ final class RequestTaskTests: XCTestCase {
         XCTAssertTrue(exchange.text.contains("upstream-circuit-open"))
     }
 
+    func testInstanceHealthIsServingOrDraining() throws {
+        let environment = ScriptedEnvironment()
+        let serving = RecordingExchange()
+        run(params("GET", "/_portcullis/health"), exchange: serving, environment: environment)
+        XCTAssertEqual(serving.status, 200)
+        XCTAssertEqual(serving.text, #"{"status":"serving"}"#)
+        XCTAssertTrue(environment.sent.isEmpty, "answered by the worker itself, before routing")
+        environment.draining = true
+        let draining = RecordingExchange()
+        run(params("GET", "/_portcullis/health"), exchange: draining, environment: environment)
+        XCTAssertEqual(draining.status, 503)
+        let body = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(draining.body)) as? [String: Any])
+        XCTAssertEqual(body["state"] as? String, "draining")
+        XCTAssertEqual(body["request_id"] as? String, "rid-1")
+    }
+
     func testUnknownRouteIsAnsweredWithoutUpstream() throws {
         let exchange = RecordingExchange(), environment = ScriptedEnvironment()
         run(params("GET", "/nowhere"), exchange: exchange, environment: environment)
