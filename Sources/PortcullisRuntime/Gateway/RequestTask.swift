@@ -26,10 +26,13 @@ protocol RequestEnvironment: AnyObject {
     var draining: Bool { get }
     /// The request was routed to route slot `metricsSlot` of the metrics file (the scoreboard).
     func routed(metricsSlot: Int)
+    /// The loop starts work on a routed request (recorded for the hard-timeout log).
+    func noteStarted(requestId: String, route: String)
 }
 
 extension RequestEnvironment {
     func routed(metricsSlot: Int) {}
+    func noteStarted(requestId: String, route: String) {}
 }
 
 /// One request on an event loop, as a chain of steps that each either answer or hand over to
@@ -115,6 +118,7 @@ final class RequestTask {
             routeIndex = match.routeIndex
             if let ms = route.slowMs ?? gateway.config.metrics.slowMs { slowNanos = UInt64(ms) * 1_000_000 }
             if let metrics = gateway.metrics { environment.routed(metricsSlot: metrics.routeSlots[match.routeIndex]) }
+            environment.noteStarted(requestId: request.requestId, route: route.name)
             if let length = request.contentLength, length > gateway.config.server.maxBodyBytes {
                 return answer(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes))
             }
