@@ -34,7 +34,8 @@ public struct WorkerSupervision: Sendable, Equatable {
         if now > entry.heartbeatMs && now - entry.heartbeatMs > hardTimeoutMs {
             return .unresponsive(heartbeatAgeMs: now - entry.heartbeatMs)
         }
-        if entry.busySinceMs != 0, now > entry.busySinceMs, now - entry.busySinceMs > hardTimeoutMs {
+        // A second more than the worker itself waits, so its log of the stuck request comes first.
+        if entry.busySinceMs != 0, now > entry.busySinceMs, now - entry.busySinceMs > hardTimeoutMs + 1000 {
             return .stuck(busyMs: now - entry.busySinceMs)
         }
         if let limit = recycleAfterRequests, entry.requests >= limit { return .recycleAfterRequests(entry.requests) }

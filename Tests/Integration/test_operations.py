@@ -15,12 +15,15 @@ import json
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from harness import Gateway, wait_until
+from test_fastcgi_bounds import FCGI_BEGIN_REQUEST, FCGI_PARAMS, FCGI_STDIN, base_params, name_value, record
 from test_generation_bundle import Load, live_workers
 from test_pool_lifecycle import MixedClients
 
@@ -84,6 +87,31 @@ def test_stopped_worker_is_killed_and_replaced_after_the_hard_timeout(make_gatew
     assert [e for e in master_events(gw, "worker_replaced") if e["worker_pid"] == victim and e["reason"] == "unresponsive"]
     for _ in range(6):
         assert gw.get("/echo/after").status_code == 200
+
+
+def test_loop_stuck_in_a_request_is_logged_with_its_request_and_the_worker_replaced(
+        make_gateway: Callable[..., Gateway]) -> None:
+    """A FastCGI client that never reads a large answer keeps the loop's blocking write to it
+    waiting (up to the 10 s send timeout): past `hard_timeout_seconds` the worker logs the
+    request and the master replaces the worker."""
+    gw = make_gateway({"server": {"hard_timeout_seconds": 2}}, workers=1, threads=1)
+    (victim,) = [w["pid"] for w in live_workers(gw)]
+    params = base_params("/echo/big") | {"QUERY_STRING": "bytes=50000000", "PORTCULLIS_REQUEST_ID": "stuck-request-1"}
+    pairs = b"".join(name_value(k.encode(), v.encode()) for k, v in params.items())
+    wire = record(FCGI_BEGIN_REQUEST, struct.pack(">HB5x", 1, 0)) + record(FCGI_PARAMS, pairs) + record(FCGI_PARAMS, b"") \
+        + record(FCGI_STDIN, b"")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(str(gw.socket_path))
+        client.sendall(wire)  # and never read
+        gw.wait_for_workers(lambda ws: victim not in [w["pid"] for w in ws] and any(w["ready"] for w in ws) or None,
+                            30, "the stuck worker replaced")
+    (logged,) = [e for e in master_events(gw, "request_hard_timeout") if e["pid"] == victim]
+    assert logged["request_id"] == "stuck-request-1" and logged["route"] == "echo", logged
+    assert logged["busy_ms"] > 2000, logged
+    (stuck,) = [e for e in master_events(gw, "worker_stuck") if e["worker_pid"] == victim]
+    assert stuck["busy_ms"] > 3000, stuck
+    assert gw.get("/echo/after").status_code == 200
 
 
 def test_recycling_every_1000_requests_under_load_loses_no_request(make_gateway: Callable[..., Gateway]) -> None:

@@ -61,9 +61,13 @@ final class AuthJWKSFetcherTests: XCTestCase {
         var issuer = JWTIssuerConfig(issuer: "https://issuer.test", audiences: ["portcullis"], jwksURL: url)
         issuer.requiredClaims = ["exp"]
         let auth = Authenticator(settings: AuthSettings(jwt: JWTSettings(issuers: [issuer])), consumers: [], jwksSources: [url: store])
-        try writeSet(kid: "b")
         fetcher.start()
         defer { fetcher.stop() }
+        // The thread fetches once when it starts; the rotation below must come after that.
+        let started = Date().addingTimeInterval(5)
+        while Date() < started, !fetcher.firstFetchEnded { Thread.sleep(forTimeInterval: 0.02) }
+        XCTAssertTrue(fetcher.firstFetchEnded)
+        try writeSet(kid: "b")
         let token = Array(TestTokens.jwt(alg: .rs256, kid: "b", claims: claims()).utf8)
         XCTAssertEqual(auth.verifyToken(token, now: testNow), .failure(.unknownKey))
         let deadline = Date().addingTimeInterval(5)

@@ -27,7 +27,8 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(p.judge(entry(heartbeat: now - 10_001), rssBytes: nil, now: now), .unresponsive(heartbeatAgeMs: 10_001))
         XCTAssertEqual(p.judge(entry(heartbeat: now - 10_000), rssBytes: nil, now: now), .healthy, "exactly the timeout is not beyond it")
         XCTAssertEqual(p.judge(entry(heartbeat: now, busySince: now - 12_000), rssBytes: nil, now: now), .stuck(busyMs: 12_000))
-        XCTAssertEqual(p.judge(entry(heartbeat: now, busySince: now - 9_000), rssBytes: nil, now: now), .healthy)
+        XCTAssertEqual(p.judge(entry(heartbeat: now, busySince: now - 10_900), rssBytes: nil, now: now), .healthy,
+                       "the worker logs the stuck request at the timeout; the master kills a second later")
         XCTAssertEqual(p.judge(entry(heartbeat: now, requests: 1000), rssBytes: nil, now: now), .recycleAfterRequests(1000))
         XCTAssertEqual(p.judge(entry(heartbeat: now, requests: 999), rssBytes: 101 << 20, now: now), .recycleAboveMemory(101 << 20))
         // A heartbeat written after the master read its clock is not an age.
@@ -50,6 +51,16 @@ final class OperationsTests: XCTestCase {
         try Data("not a table, just long enough to be one..............................".utf8).write(to: URL(fileURLWithPath: path + ".bad"))
         defer { unlink(path + ".bad") }
         XCTAssertThrowsError(try WorkerTable.open(path: path + ".bad"))
+    }
+
+    func testLoopActivityKeepsTheLastRequestStarted() {
+        let activity = LoopActivity()
+        XCTAssertNil(activity.read())
+        activity.note(requestId: "r-1", route: "echo")
+        activity.note(requestId: String(repeating: "x", count: 200), route: "ünïcode")
+        let last = activity.read()
+        XCTAssertEqual(last?.requestId, String(repeating: "x", count: LoopActivity.fieldBytes))
+        XCTAssertEqual(last?.route, "ünïcode")
     }
 
     func testScaleTargets() {

@@ -67,6 +67,8 @@ final class TransformRound2OpsTests: XCTestCase {
         }
         XCTAssertEqual(TransformFixture.errors(#"{"name":"h","type":"transform","phase":"request","operations":[{"op":"host.set","value":"a b"}]}"#),
                        ["plugins/bad.json: /operations/0/value: not a host name, IP address or host:port"])
+        XCTAssertEqual(TransformFixture.errors(#"{"name":"h","type":"transform","phase":"request","operations":[{"op":"header.set","name":"Host","value":"a"}]}"#),
+                       [#"plugins/bad.json: /operations/0/name: header "Host" is managed by the gateway and cannot be transformed (use host.set)"#])
         XCTAssertEqual(TransformFixture.errors(#"{"name":"h","type":"transform","phase":"response","operations":[{"op":"host.set","value":"a"}]}"#),
                        [#"plugins/bad.json: /operations/0/op: operation "host.set" is only allowed in the request phase"#])
     }

@@ -458,7 +458,8 @@ enum TransformSchema {
         guard let name = node.nonEmptyString(required: true) else { return nil }
         guard HeaderHygiene.isToken(name) else { node.fail("invalid header name \"\(name)\""); return nil }
         if managedHeaders.contains(name.asciiLowercased) {
-            node.fail("header \"\(name)\" is managed by the gateway and cannot be transformed")
+            let hint = name.asciiLowercased == "host" ? " (use host.set)" : ""
+            node.fail("header \"\(name)\" is managed by the gateway and cannot be transformed\(hint)")
             return nil
         }
         return name

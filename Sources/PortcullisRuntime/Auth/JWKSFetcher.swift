@@ -65,7 +65,10 @@ public final class JWKSFetcher: Sendable {
     public func stop() { stopped.store(true, ordering: .relaxed) }
 
     /// True once the store holds a set or the first fetch has ended (well or not).
-    public var hasKeysOrTried: Bool { store.isLoaded || attempted.load(ordering: .acquiring) }
+    public var hasKeysOrTried: Bool { store.isLoaded || firstFetchEnded }
+
+    /// The fetch the thread makes when it starts has ended.
+    var firstFetchEnded: Bool { attempted.load(ordering: .acquiring) }
 
     /// Waits (polling) until every fetcher `hasKeysOrTried`, or until `deadline`: what a new
     /// configuration waits for before it serves, so that a reload does not serve a new

@@ -87,15 +87,29 @@ public final class WorkerServer: @unchecked Sendable {
     /// Requests answered by all loops, and since when (monotonic ns) the loop that has been
     /// busy longest has been inside one batch of work (0: every loop waits for events). Read
     /// by the worker's main thread for the master's worker table.
-    public func health() -> (requests: UInt64, busySince: UInt64) {
-        var requests: UInt64 = 0
-        var oldest: UInt64 = 0
+    public func health() -> Health {
+        var health = Health()
         for worker in allWorkers {
-            requests &+= worker.served.load(ordering: .relaxed)
+            health.requests &+= worker.served.load(ordering: .relaxed)
             let since = worker.loop.busySince.load(ordering: .relaxed)
-            if since != 0 && (oldest == 0 || since < oldest) { oldest = since }
+            if since != 0 && (health.busySince == 0 || since < health.busySince) {
+                health.busySince = since
+                health.busiestLoop = worker.loop.index
+            }
         }
-        return (requests, oldest)
+        return health
+    }
+
+    public struct Health: Sendable {
+        public var requests: UInt64 = 0
+        public var busySince: UInt64 = 0
+        /// The loop that has been busy longest (meaningful when `busySince` is not 0).
+        public var busiestLoop = 0
+    }
+
+    /// The request id and route of the request loop `index` last started.
+    public func lastStarted(loop index: Int) -> (requestId: String, route: String)? {
+        allWorkers.first { $0.loop.index == index }?.activity.read()
     }
 
     /// Stops accepting; each loop ends once its requests are done (or `graceSeconds` passed),
@@ -128,6 +142,8 @@ final class LoopWorker: @unchecked Sendable {
     /// Requests answered; written by this loop only (a plain load and store), read by the
     /// worker's main thread.
     let served = Atomic<UInt64>(0)
+    /// The request this loop last started, for the hard-timeout log.
+    let activity = LoopActivity()
     private var context: LoopContext
     private var contextVersion: Int
     private var graceTimer: LoopTimer?
@@ -249,4 +265,5 @@ extension FastCGIConnection: RequestEnvironment {
         // Rare (retry backoff): a timer of its own, held by the loop's queue until it fires.
         owner.loop.schedule(LoopTimer(work), afterNanos: nanoseconds)
     }
+    func noteStarted(requestId: String, route: String) { owner.activity.note(requestId: requestId, route: route) }
 }

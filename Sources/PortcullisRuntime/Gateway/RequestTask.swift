@@ -24,6 +24,12 @@ protocol RequestEnvironment: AnyObject {
     func after(nanoseconds: UInt64, _ work: @escaping () -> Void)
     /// The worker is stopping (it serves what it has, but a load balancer should look elsewhere).
     var draining: Bool { get }
+    /// The loop starts work on a routed request (recorded for the hard-timeout log).
+    func noteStarted(requestId: String, route: String)
+}
+
+extension RequestEnvironment {
+    func noteStarted(requestId: String, route: String) {}
 }
 
 /// One request on an event loop, as a chain of steps that each either answer or hand over to
@@ -82,6 +88,7 @@ final class RequestTask {
         case .matched(let match):
             let route = gateway.config.routes[match.routeIndex]
             log.route = route.name
+            environment.noteStarted(requestId: request.requestId, route: route.name)
             if let length = request.contentLength, length > gateway.config.server.maxBodyBytes {
                 return answer(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes))
             }

@@ -67,7 +67,7 @@ public enum WorkerProcess {
         control?.send("ready \(generation)")
 
         if let slot, let table = try? WorkerTable.open(path: WorkerTable.defaultPath(runtimeDirectory: loaded.config.server.runtimeDirectory)) {
-            startHeartbeat(table: table, slot: slot, server: server)
+            startHeartbeat(table: table, slot: slot, server: server, hardTimeoutSeconds: loaded.config.server.hardTimeoutSeconds)
         }
         var state = ReloadState(current: gateway, generation: generation)
         var fds = [pollfd(fd: pipeFDs[0], events: Int16(POLLIN), revents: 0),
@@ -116,13 +116,24 @@ public enum WorkerProcess {
     /// Writes the worker's slot four times a second from a thread of its own, so a reload that
     /// waits for JWKS keys on the main thread does not look like a dead worker; a process that
     /// is stopped or frozen stops beating, and a loop stuck in one request shows in `busySince`.
-    private static func startHeartbeat(table: WorkerTable, slot: Int, server: WorkerServer) {
+    /// A loop stuck beyond the hard timeout is logged here, with the request it last started,
+    /// before the master (which waits a second longer) replaces the worker.
+    private static func startHeartbeat(table: WorkerTable, slot: Int, server: WorkerServer, hardTimeoutSeconds: Int) {
         let pid = getpid()
         let thread = Thread {
+            var reported: UInt64 = 0
             while true {
                 let health = server.health()
-                table.beat(slot: slot, pid: pid, now: WorkerTable.nowMs(), requests: health.requests,
-                           busySince: health.busySince / 1_000_000)
+                let now = WorkerTable.nowMs()
+                table.beat(slot: slot, pid: pid, now: now, requests: health.requests, busySince: health.busySince / 1_000_000)
+                let busyMs = health.busySince == 0 ? 0 : now &- health.busySince / 1_000_000
+                if health.busySince != 0 && busyMs > UInt64(hardTimeoutSeconds) * 1000 && reported != health.busySince {
+                    reported = health.busySince
+                    let last = server.lastStarted(loop: health.busiestLoop)
+                    EventLog.emit("request_hard_timeout", [("loop", .int(Int64(health.busiestLoop))), ("busy_ms", .int(Int64(busyMs))),
+                                                           ("request_id", last.map { .string($0.requestId) } ?? .null),
+                                                           ("route", last.map { .string($0.route) } ?? .null)])
+                }
                 usleep(250_000)
             }
         }
