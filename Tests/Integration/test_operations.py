@@ -179,7 +179,8 @@ def test_status_scale_relative_and_version(make_gateway: Callable[..., Gateway])
     wait_until(lambda: gw.status()["workers"][0].get("requests", 0) >= 5, 5, "requests counted")
     assert status["rate_limit_table"]["slots"] > 0
     text = gw.cli("status").stdout
-    assert re.search(rf"\b{worker['pid']}\s+1\s+ready\s+\d+\s+[\d.]+ MiB", text), text
+    assert re.search(rf"\b{worker['pid']}\s+1\s+ready\s+\d+\s+\d+\s+[\d.]+ MiB", text), text
+    assert 0 <= gw.status()["workers"][0]["busy_threads"] <= 1
 
     up = gw.cli("scale", "+2")
     assert up.returncode == 0 and "scaled to 3 workers" in up.stdout, up.stderr
