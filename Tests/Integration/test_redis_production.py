@@ -388,12 +388,14 @@ def test_sentinel_without_the_master_fails_by_policy(make_gateway: Callable[...,
 
 
 class Sentinel:
-    """A real ``redis-server --sentinel`` watching ``master`` as ``mymaster`` (quorum 1)."""
+    """A real ``redis-server --sentinel`` watching ``master`` as ``mymaster`` (quorum 1), its
+    clients authenticated with ``requirepass``."""
 
-    def __init__(self, workdir: Path, master: RedisServer) -> None:
+    def __init__(self, workdir: Path, master: RedisServer, requirepass: str) -> None:
         self.port = free_port()
+        self.auth = ("default", requirepass)
         conf = workdir / "sentinel.conf"
-        conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\n"
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\nrequirepass {requirepass}\n"
                         f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
                         "sentinel down-after-milliseconds mymaster 1000\n"
                         "sentinel failover-timeout mymaster 10000\n")
@@ -401,12 +403,15 @@ class Sentinel:
 
     def start(self) -> Sentinel:
         self.process.start()
-        wait_until(lambda: redis_cli(self.port, "PING") == ["PONG"] or None, 10, "redis sentinel to start",
+        wait_until(lambda: self.cli("PING") == ["PONG"] or None, 10, "redis sentinel to start",
                    on_timeout=self.process.output_tail)
         return self
 
+    def cli(self, *args: str) -> list[str]:
+        return redis_cli(self.port, *args, auth=self.auth)
+
     def master_port(self) -> int | None:
-        reply = redis_cli(self.port, "SENTINEL", "get-master-addr-by-name", "mymaster")
+        reply = self.cli("SENTINEL", "get-master-addr-by-name", "mymaster")
         return int(reply[1]) if len(reply) == 2 else None
 
     def stop(self) -> None:
@@ -416,7 +421,7 @@ class Sentinel:
 @pytest.mark.parametrize("how", ["sentinel-failover", "master-killed"])
 def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make_redis: Callable[..., RedisServer],
                                       how: str) -> None:
-    """A master, its replica and a real sentinel; a failover under load (`SENTINEL FAILOVER`, or
+    """A master, its replica and a real sentinel (clients must AUTH); a failover under load (`SENTINEL FAILOVER`, or
     the master killed and the sentinel promoting the replica on its own): every request is
     answered within its policy (`local`: 200/429, `closed`: 200/429/503), none hangs, a key at
     its limit stays limited (the replica had its counter), no worker is lost, and afterwards the
@@ -424,17 +429,21 @@ def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make
     master = make_redis()
     replica = make_redis(extra_args=["--replicaof", "127.0.0.1", str(master.port)])
     wait_until(lambda: "connected" in redis_cli(replica.port, "ROLE") or None, 10, "the replica to sync")
-    sentinel = Sentinel(Path(master.workdir), master).start()
+    sentinel_password = "Sentinel-" + uuid.uuid4().hex
+    sentinel = Sentinel(Path(master.workdir), master, requirepass=sentinel_password).start()
     try:
         window = window_with_headroom(60)
         L = 5
         gw = make_gateway({"rate_limit": {"redis": {"sentinels": [f"127.0.0.1:{sentinel.port}"], "master_name": "mymaster",
+                                                    "sentinel_password_env": "PC_TEST_SENTINEL_PASSWORD",
                                                     "namespace": "pc-fo", "timeout_ms": 200, "retry_ms": 200}},
                            "routes": [limited_route("local", limit("local", "fixed_window", L, window, store="redis",
                                                                    on_store_failure="local")),
                                       limited_route("closed", limit("closed", "fixed_window", 1000, window, store="redis",
                                                                     on_store_failure="closed"))]},
-                          workers=2, threads=2)
+                          workers=2, threads=2, start=False)
+        gw.master_env = {**os.environ, "PC_TEST_SENTINEL_PASSWORD": sentinel_password}
+        gw.start()
         workers_before = sorted(gw.worker_pids())
         hot = fresh_key("hot")
         statuses, ids = send(gw, "/local/hot", hot, L + 1)
@@ -466,11 +475,11 @@ def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make
         for client in clients:
             client.start()
         # The sentinel learns of the replica from the master's INFO; until then it has none to promote.
-        wait_until(lambda: len(redis_cli(sentinel.port, "SENTINEL", "REPLICAS", "mymaster")) > 0 or None, 20,
+        wait_until(lambda: len(sentinel.cli("SENTINEL", "REPLICAS", "mymaster")) > 0 or None, 20,
                    "the sentinel to know the replica")
         time.sleep(0.5)
         if how == "sentinel-failover":
-            wait_until(lambda: redis_cli(sentinel.port, "SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
+            wait_until(lambda: sentinel.cli("SENTINEL", "FAILOVER", "mymaster") == ["OK"] or None, 20,
                        "the sentinel to accept the failover")
         else:
             master.process.send(signal.SIGKILL)
@@ -498,5 +507,6 @@ def test_sentinel_failover_under_load(make_gateway: Callable[..., Gateway], make
         statuses, _ = send(gw, "/local/hot", hot, 1)
         assert statuses == [429], "the hot key's counter survived the failover on the new master"
         assert sorted(gw.worker_pids()) == workers_before
+        assert_no_secret(gw, sentinel_password)
     finally:
         sentinel.stop()

@@ -8,6 +8,9 @@ public struct RedisSettings: Sendable, Equatable {
     public var username: String?
     /// Sent with `AUTH` first on every new connection (nil: no `AUTH`).
     public var password: RedisPassword?
+    /// Like `username` and `password`, for the connections that ask a sentinel for the master.
+    public var sentinelUsername: String?
+    public var sentinelPassword: RedisPassword?
     /// Prefix of every key (`<namespace>:rl:…`), so several deployments can share one Redis.
     public var namespace = "portcullis"
     /// Connect and command timeout (a sentinel's answer included).
@@ -77,7 +80,8 @@ public struct RedisPassword: Sendable, Equatable, CustomStringConvertible, Custo
 /// Reads `rate_limit.redis`.
 enum RedisSettingsReader {
     static let keys: Set<String> = ["host", "port", "socket", "sentinels", "master_name", "username", "password_file",
-                                    "password_env", "tls", "namespace", "timeout_ms", "instances", "retry_ms", "comment"]
+                                    "password_env", "sentinel_username", "sentinel_password_file", "sentinel_password_env",
+                                    "tls", "namespace", "timeout_ms", "instances", "retry_ms", "comment"]
     /// Bounds what a password file may hold (one line, Redis's passwords are short).
     static let maxPasswordBytes = 4_096
     /// `sun_path` holds 108 bytes with the terminating NUL.
@@ -93,13 +97,11 @@ enum RedisSettingsReader {
             // Debian 12's libhiredis 0.14 is built without hiredis_ssl (TLS came with hiredis 1.0).
             r["tls"].fail("TLS to Redis is not supported (Debian's hiredis 0.14 has no TLS): reach Redis through a local TLS tunnel such as stunnel and point \"host\"/\"port\" or \"socket\" at it (docs/rate-limiting.md)")
         }
-        redis.username = r["username"].nonEmptyString()
-        if let user = redis.username, user.contains(where: { $0 == " " || $0.isNewline }) {
-            r["username"].fail("must not contain spaces or line breaks")
-        }
-        redis.password = readPassword(r, baseDirectory: baseDirectory, files: files, environment: environment)
-        if redis.username != nil && redis.password == nil && !r["password_file"].isPresent && !r["password_env"].isPresent {
-            r["username"].fail("needs \"password_file\" or \"password_env\"")
+        (redis.username, redis.password) = readCredentials(r, prefix: "", baseDirectory: baseDirectory, files: files, environment: environment)
+        (redis.sentinelUsername, redis.sentinelPassword) = readCredentials(r, prefix: "sentinel_", baseDirectory: baseDirectory,
+                                                                           files: files, environment: environment)
+        for key in ["sentinel_username", "sentinel_password_file", "sentinel_password_env"] where r[key].isPresent && !r["sentinels"].isPresent {
+            r[key].fail("only applies with \"sentinels\"")
         }
         if let v = r["namespace"].nonEmptyString() {
             if v.contains(where: { $0 == " " || $0 == "\n" || $0 == "\r" }) {
@@ -153,36 +155,46 @@ enum RedisSettingsReader {
         return .tcp(address)
     }
 
-    /// The password from `password_file` (its first line; one trailing line break is not part
-    /// of it) or `password_env`. Messages name the file or the variable, never the value.
-    static func readPassword(_ r: ConfigNode, baseDirectory: String, files: any ConfigFiles,
-                             environment: (String) -> String?) -> RedisPassword? {
-        if r["password_file"].isPresent && r["password_env"].isPresent {
-            r.fail("give \"password_file\" or \"password_env\", not both")
-            return nil
+    /// `<prefix>username` and the password from `<prefix>password_file` (its content; one
+    /// trailing line break is not part of it) or `<prefix>password_env`. Messages name the file
+    /// or the variable, never the value.
+    static func readCredentials(_ r: ConfigNode, prefix: String, baseDirectory: String, files: any ConfigFiles,
+                                environment: (String) -> String?) -> (String?, RedisPassword?) {
+        let (userKey, fileKey, envKey) = (prefix + "username", prefix + "password_file", prefix + "password_env")
+        let username = r[userKey].nonEmptyString()
+        if let username, username.contains(where: { $0 == " " || $0.isNewline }) {
+            r[userKey].fail("must not contain spaces or line breaks")
         }
-        if let file = r["password_file"].nonEmptyString() {
+        if username != nil && !r[fileKey].isPresent && !r[envKey].isPresent {
+            r[userKey].fail("needs \"\(fileKey)\" or \"\(envKey)\"")
+        }
+        if r[fileKey].isPresent && r[envKey].isPresent {
+            r.fail("give \"\(fileKey)\" or \"\(envKey)\", not both")
+            return (username, nil)
+        }
+        if let file = r[fileKey].nonEmptyString() {
             let path = file.hasPrefix("/") ? file : baseDirectory + "/" + file
             guard let data = files.contents(path) else {
-                r["password_file"].fail("cannot read \(path)")
-                return nil
+                r[fileKey].fail("cannot read \(path)")
+                return (username, nil)
             }
             guard data.count <= maxPasswordBytes else {
-                r["password_file"].fail("\(path) is larger than \(maxPasswordBytes) bytes")
-                return nil
+                r[fileKey].fail("\(path) is larger than \(maxPasswordBytes) bytes")
+                return (username, nil)
             }
             var text = String(decoding: data, as: UTF8.self)
-            if text.hasSuffix("\r\n") { text.removeLast(2) } else if text.hasSuffix("\n") { text.removeLast() }
-            return checked(text, node: r["password_file"], source: path)
+            // "\r\n" is one Character in Swift: one removeLast drops either line break.
+            if text.hasSuffix("\r\n") || text.hasSuffix("\n") { text.removeLast() }
+            return (username, checked(text, node: r[fileKey], source: path))
         }
-        if let name = r["password_env"].nonEmptyString() {
+        if let name = r[envKey].nonEmptyString() {
             guard let value = environment(name) else {
-                r["password_env"].fail("environment variable \(name) is not set")
-                return nil
+                r[envKey].fail("environment variable \(name) is not set")
+                return (username, nil)
             }
-            return checked(value, node: r["password_env"], source: "environment variable \(name)")
+            return (username, checked(value, node: r[envKey], source: "environment variable \(name)"))
         }
-        return nil
+        return (username, nil)
     }
 
     private static func checked(_ text: String, node: ConfigNode, source: String) -> RedisPassword? {

@@ -160,9 +160,7 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         connection = c
         // Pipelined ahead of every request of this connection: nothing waits for them.
         let deadline = EventLoop.monotonicNanos() &+ timeoutNanos
-        if let password = settings.password {
-            _ = c.send(settings.username.map { ["AUTH", $0, password.secret] } ?? ["AUTH", password.secret], .auth, deadline: deadline)
-        }
+        if let auth = Self.auth(settings.username, settings.password) { _ = c.send(auth, .auth, deadline: deadline) }
         _ = c.send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: deadline)
         return .success(c)
     }
@@ -191,6 +189,8 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         case .failure(let error): return next(error.message)
         }
         discovery = c
+        // A refused AUTH gives the connection up, which fails the question with the reason.
+        if let auth = Self.auth(settings.sentinelUsername, settings.sentinelPassword) { _ = c.send(auth, .auth, deadline: deadline) }
         let question = ["SENTINEL", "get-master-addr-by-name", masterName]
         let error = c.send(question, .raw({ [weak self] answer in
             guard let self else { return }
@@ -213,6 +213,12 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
             c.fail("unused")
             next(error.message)
         }
+    }
+
+    /// `AUTH [username] password`, or nil without a password.
+    private static func auth(_ username: String?, _ password: RedisPassword?) -> [String]? {
+        guard let password else { return nil }
+        return username.map { ["AUTH", $0, password.secret] } ?? ["AUTH", password.secret]
     }
 
     /// The sentinels named the master: the waiting commands go to a new connection to it.

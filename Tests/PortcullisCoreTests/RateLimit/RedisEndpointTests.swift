@@ -79,7 +79,8 @@ final class RedisEndpointTests: XCTestCase {
         XCTAssertTrue(message?.hasPrefix("redis: connect to unix:\(path): ") ?? false, message ?? "no failure")
     }
 
-    private func sentinel(watching master: RedisServerProcess, name: String) throws -> RedisServerProcess {
+    /// A real sentinel watching `master` as `name`; with `requirepass`, its clients must AUTH.
+    private func sentinel(watching master: RedisServerProcess, name: String, requirepass: String? = nil) throws -> RedisServerProcess {
         let conf = NSTemporaryDirectory() + "pc-sentinel-\(UUID().uuidString).conf"
         return try RedisServerProcess(arguments: { port in
             FileManager.default.createFile(atPath: conf, contents: Data("""
@@ -87,6 +88,7 @@ final class RedisEndpointTests: XCTestCase {
                 bind 127.0.0.1
                 dir \(NSTemporaryDirectory())
                 sentinel monitor \(name) 127.0.0.1 \(master.port) 1
+                \(requirepass.map { "requirepass \($0)" } ?? "")
 
                 """.utf8))
             return [conf, "--sentinel"]
@@ -120,6 +122,21 @@ final class RedisEndpointTests: XCTestCase {
         let redis = LoopDrivenRedisStore(settings: s)
         XCTAssertEqual(failure(redis), "redis: no sentinel named the master \"pcm\" (127.0.0.1:\(hung.port): no answer within 100 ms)")
         try assertCounts(redis)
+    }
+
+    func testSentinelsThatRequireAPassword() throws {
+        let master = try RedisServerProcess()
+        let live = try sentinel(watching: master, name: "pcm", requirepass: password)
+        var s = settings(.sentinel([RedisAddress(host: "127.0.0.1", port: live.port)], masterName: "pcm"))
+        s.sentinelPassword = RedisPassword(password)
+        try assertCounts(LoopDrivenRedisStore(settings: s))
+
+        s.sentinelPassword = RedisPassword("wrong-\(password)")
+        XCTAssertEqual(failure(LoopDrivenRedisStore(settings: s)), "redis: no sentinel named the master \"pcm\" (127.0.0.1:\(live.port): "
+                       + "authentication failed: WRONGPASS invalid username-password pair or user is disabled.)")
+        s.sentinelPassword = nil
+        let message = failure(LoopDrivenRedisStore(settings: s)) ?? "no failure"
+        XCTAssertTrue(message.hasSuffix("127.0.0.1:\(live.port): NOAUTH Authentication required.)"), message)
     }
 
     func testNoSentinelKnowsTheMaster() throws {

@@ -58,6 +58,18 @@ final class RedisSettingsTests: XCTestCase {
         XCTAssertEqual(redis?.password?.secret, secret, "one trailing line break is not part of the password")
     }
 
+    func testSentinelCredentials() {
+        write("sentinel.pass", secret + "\r\n")
+        let (redis, issues) = read(#"{"redis": {"sentinels": ["10.0.0.1:26379"], "master_name": "m", "password_env": "P", "sentinel_username": "watcher", "sentinel_password_file": "sentinel.pass"}}"#,
+                                   environment: ["P": "master-" + secret])
+        XCTAssertEqual(issues, [])
+        XCTAssertEqual(redis?.password?.secret, "master-" + secret)
+        XCTAssertNil(redis?.username)
+        XCTAssertEqual(redis?.sentinelUsername, "watcher")
+        XCTAssertEqual(redis?.sentinelPassword?.secret, secret)
+        XCTAssertFalse(String(describing: redis).contains(secret))
+    }
+
     func testPasswordFromTheEnvironment() {
         let (redis, issues) = read(#"{"redis": {"password_env": "PORTCULLIS_REDIS_PASSWORD"}}"#,
                                    environment: ["PORTCULLIS_REDIS_PASSWORD": secret])
@@ -111,6 +123,11 @@ final class RedisSettingsTests: XCTestCase {
              #"gw.json: /rate_limit/redis: give "password_file" or "password_env", not both"#),
             (#"{"redis": {"username": "gateway"}}"#, [:], #"gw.json: /rate_limit/redis/username: needs "password_file" or "password_env""#),
             (#"{"redis": {"password": "inline"}}"#, [:], #"gw.json: /rate_limit/redis/password: unknown field "password""#),
+            (#"{"redis": {"sentinel_password_env": "P"}}"#, ["P": secret], #"gw.json: /rate_limit/redis/sentinel_password_env: only applies with "sentinels""#),
+            (#"{"redis": {"sentinels": ["a:1"], "master_name": "m", "sentinel_username": "w"}}"#, [:],
+             #"gw.json: /rate_limit/redis/sentinel_username: needs "sentinel_password_file" or "sentinel_password_env""#),
+            (#"{"redis": {"sentinels": ["a:1"], "master_name": "m", "sentinel_password_env": "NOPE"}}"#, [:],
+             "gw.json: /rate_limit/redis/sentinel_password_env: environment variable NOPE is not set"),
             (#"{"redis": {"tls": true}}"#, [:],
              #"gw.json: /rate_limit/redis/tls: TLS to Redis is not supported (Debian's hiredis 0.14 has no TLS): reach Redis through a local TLS tunnel such as stunnel and point "host"/"port" or "socket" at it (docs/rate-limiting.md)"#),
         ]

@@ -289,6 +289,20 @@ final class RequestTaskTests: XCTestCase {
         XCTAssertFalse(RequestDecoder.decode([FastCGIParam(name: "REQUEST_URI", value: "/")]).hasMethod)
     }
 
+    /// Operator-chosen nginx facts (`PORTCULLIS_VAR_*`) are kept for `var:` key parts; a client
+    /// header of a similar name stays a header, and nothing else unknown is kept.
+    func testDecoderKeepsPortcullisVarParamsOnly() {
+        let decoded = RequestDecoder.decode([
+            FastCGIParam(name: "REQUEST_METHOD", value: "GET"), FastCGIParam(name: "PORTCULLIS_VAR_TENANT", value: "acme"),
+            FastCGIParam(name: "HTTP_PORTCULLIS_VAR_TENANT", value: "evil"), FastCGIParam(name: "PORTCULLIS_VAR_", value: "x"),
+            FastCGIParam(name: "SERVER_PORT", value: "8080"), FastCGIParam(name: "PORTCULLIS_VARIANT", value: "y"),
+        ])
+        XCTAssertEqual(decoded.request.variable("TENANT"), "acme")
+        XCTAssertEqual(decoded.request.variables.map(\.name), ["TENANT"])
+        XCTAssertEqual(decoded.request.headers["Portcullis-Var-Tenant"], "evil")
+        XCTAssertTrue(RequestDecoder.decode([FastCGIParam(name: "REQUEST_METHOD", value: "GET")]).request.variables.isEmpty)
+    }
+
     func testHostForRoutingAndForwardingIsNginxsNotTheHostHeader() {
         let decoded = RequestDecoder.decode([
             FastCGIParam(name: "REQUEST_METHOD", value: "GET"), FastCGIParam(name: "DOCUMENT_URI", value: "/"),
