@@ -59,6 +59,11 @@ sys.path.insert(0, str(REPO_ROOT / "Tests" / "Integration"))
 from harness import EchoUpstream, Gateway, RedisServer, free_port  # noqa: E402
 
 GRACE_S = 3.0
+# Upstream circuit breakers (docs/upstreams.md), tightened so their effect has a known bound:
+# open for 2 s, at most 4 s after reopening.
+BREAKER = {"consecutive_failures": 5, "open_ms": 2000, "max_open_ms": 4000}
+# After an upstream fault its breaker may stay open up to max_open_ms, plus a probe.
+UPSTREAM_GRACE_S = GRACE_S + BREAKER["max_open_ms"] / 1000 + 2
 CLIENT_TIMEOUT_S = 15.0
 
 # What each fault may cause, as (route, failure kind) pairs; "*" is any route. Kinds are the
@@ -72,9 +77,10 @@ EXPECTED: dict[str, set[tuple[str, str]]] = {
     # Policy `local`: the limit falls back to the shared-memory table, nothing fails.
     "redis_kill": set(),
     "redis_pause": set(),
-    "upstream_kill": {("echo", "502"), ("limited", "502")},
-    "upstream_slow": {("faulty", "504")},
-    "upstream_reset": {("faulty", "502"), ("faulty", "error")},
+    # The upstream's breaker opens after 5 failures: 503 upstream-circuit-open until it closes.
+    "upstream_kill": {("echo", "502"), ("limited", "502"), ("echo", "503 circuit-open"), ("limited", "503 circuit-open")},
+    "upstream_slow": {("faulty", "504"), ("faulty", "503 circuit-open")},
+    "upstream_reset": {("faulty", "502"), ("faulty", "error"), ("faulty", "503 circuit-open")},
     "reload_valid": set(),
     "reload_invalid": set(),
     "disk_full": set(),
@@ -195,23 +201,31 @@ class Load:
             with self.lock:
                 self.hot.append((start, time.time(), status))
 
+    @staticmethod
+    def _failure(r: requests.Response) -> str:
+        """The status, with the problem type for a 503 (the gateway has several)."""
+        if r.status_code == 503 and r.headers.get("Content-Type", "").startswith("application/problem+json"):
+            kind = str(r.json().get("type", "")).rsplit("/", 1)[-1]
+            return "503 " + kind.removeprefix("upstream-")
+        return str(r.status_code)
+
     def _one(self, session: requests.Session, kind: str, n: int) -> tuple[str, str]:
         url = self.gateway.url
         try:
             if kind == "echo_get":
                 r = session.get(url(f"/echo/chaos/{n}"), timeout=CLIENT_TIMEOUT_S)
-                return "echo", "ok" if r.status_code == 200 and r.json()["path"] == f"/echo/chaos/{n}" else str(r.status_code)
+                return "echo", "ok" if r.status_code == 200 and r.json()["path"] == f"/echo/chaos/{n}" else self._failure(r)
             if kind == "echo_post":
                 body = os.urandom(2048)
                 r = session.post(url("/echo/post"), data=body, headers={"Content-Type": "application/octet-stream"},
                                  timeout=CLIENT_TIMEOUT_S)
                 ok = r.status_code == 200 and r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
-                return "echo", "ok" if ok else str(r.status_code)
+                return "echo", "ok" if ok else self._failure(r)
             if kind == "limited":
                 r = session.get(url("/limited/x"), headers={"X-Client": str(n % 50)}, timeout=CLIENT_TIMEOUT_S)
-                return "limited", "ok" if r.status_code in (200, 429) else str(r.status_code)
+                return "limited", "ok" if r.status_code in (200, 429) else self._failure(r)
             r = session.get(url("/faulty/x"), timeout=CLIENT_TIMEOUT_S)
-            return "faulty", "ok" if r.status_code == 200 and len(r.content) == 4096 else str(r.status_code)
+            return "faulty", "ok" if r.status_code == 200 and len(r.content) == 4096 else self._failure(r)
         except requests.Timeout:
             return kind.split("_")[0], "timeout"
         except requests.RequestException:
@@ -253,8 +267,8 @@ def main() -> int:
     faulty = FaultyUpstream()
     config: dict[str, Any] = {
         "upstreams": {
-            "echo": {"targets": [echo.url], "connect_timeout_ms": 500, "timeout_ms": 5000},
-            "faulty": {"targets": [faulty.url], "connect_timeout_ms": 500, "timeout_ms": 1000},
+            "echo": {"targets": [echo.url], "connect_timeout_ms": 500, "timeout_ms": 5000, "circuit_breaker": BREAKER},
+            "faulty": {"targets": [faulty.url], "connect_timeout_ms": 500, "timeout_ms": 1000, "circuit_breaker": BREAKER},
         },
         "rate_limit": {"redis": {"host": "127.0.0.1", "port": redis.port, "timeout_ms": 50}},
         "routes": [
@@ -385,7 +399,7 @@ def classify(outcomes: list[tuple[float, str, str]], faults: list[tuple[str, flo
     by_cause: dict[str, Counter[str]] = defaultdict(Counter)
     unexplained: list[tuple[float, str, str]] = []
     for t, route, kind in failed:
-        active = [f for f in faults if f[1] - 0.5 <= t <= f[2] + GRACE_S]
+        active = [f for f in faults if f[1] - 0.5 <= t <= f[2] + (UPSTREAM_GRACE_S if f[0].startswith("upstream") else GRACE_S)]
         cause = next((f[0] for f in active if ("*", kind) in EXPECTED[f[0]] or (route, kind) in EXPECTED[f[0]]), None)
         if cause is None:
             unexplained.append((t, route, kind))

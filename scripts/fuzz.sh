@@ -40,10 +40,12 @@ build() {
     local module
     for module in PortcullisCore PortcullisPlugins; do
         # Rebuilt only when a source is newer than the object (the compile takes minutes).
+        # (Sources listed after the object was started count as newer: the object is removed first.)
         if [[ -f "$OUT/$module.o" && -z "$(find Sources/$module -name '*.swift' -newer "$OUT/$module.o")" && ! ( $module == PortcullisPlugins && "$OUT/PortcullisCore.o" -nt "$OUT/$module.o" ) ]]; then
             continue
         fi
         echo "fuzz: compiling $module (instrumented)"
+        rm -f "$OUT/$module.o"
         swiftc "${cflags[@]}" -module-name "$module" -emit-module -emit-module-path "$OUT/modules/$module.swiftmodule" \
             -c -o "$OUT/$module.o" $(find "Sources/$module" -name '*.swift' | sort)
     done
@@ -52,6 +54,7 @@ build() {
     for d in Crypto _CryptoExtras CryptoExtras CryptoBoringWrapper SwiftASN1 CCryptoBoringSSL CCryptoBoringSSLShims CXKCP CXKCPShims; do
         [[ -d "$dbg/$d.build" ]] && while IFS= read -r o; do deps+=("$o"); done < <(find "$dbg/$d.build" -name '*.o')
     done
+    rm -f "$BIN"
     swiftc "${cflags[@]}" -D FUZZ_BUILD -module-name PortcullisFuzz -o "$BIN" \
         Tests/Fuzz/main.swift Tests/Fuzz/FastCGIParamStub.swift Tests/PortcullisCoreTests/Fuzz/FuzzTargets.swift \
         Sources/PortcullisRuntime/Gateway/RequestDecoder.swift \

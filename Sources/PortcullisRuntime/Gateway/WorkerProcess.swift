@@ -45,7 +45,10 @@ public enum WorkerProcess {
         let loopCount = loops ?? loaded.config.server.threadsPerWorker
         let gateway: Gateway
         do {
-            gateway = try Gateway.build(loaded, loops: loopCount, previous: nil)
+            // The worker counts its metrics in the block of its worker-table slot.
+            let metricsBlock = slot.flatMap { $0 < MetricsLayout.blockCount ? $0 : nil }
+            gateway = try Gateway.build(loaded, loops: loopCount, previous: nil, metricsBlock: metricsBlock)
+            if let metricsBlock { gateway.metricsSegment?.claimBlock(metricsBlock, loops: loopCount) }
         } catch {
             EventLog.emit("worker_start_failed", [("error", .string("\(error)"))])
             exit(1)
