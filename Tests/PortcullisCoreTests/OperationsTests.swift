@@ -105,6 +105,11 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(effective["upstreams"]?["u"]?["targets"], ["http://a:1"])
         XCTAssertEqual(effective["upstreams"]?["u"]?["timeout_ms"], 30_000)
         XCTAssertEqual(effective["comment"], "kept")
+
+        let withSecret = Array(#"{"upstreams": {}, "routes": [], "auth": {"jwt": {"issuers": [{"issuer": "i", "keys": [{"secret": "s3cr3t-0123456789-0123456789-0123", "alg": "HS256", "kid": "k"}]}]}}}"#.utf8)
+        let shown = JSONCodec.serialize(EffectiveConfig.document(of: try ConfigLoader.parse(bytes: withSecret, file: "c.json"), source: withSecret))
+        XCTAssertFalse(shown.contains("s3cr3t"), shown)
+        XCTAssertTrue(shown.contains("(redacted)"), shown)
     }
 
     func testSupervisionSettingsAreValidated() {
