@@ -92,6 +92,7 @@ public final class WorkerServer: @unchecked Sendable {
         for worker in allWorkers {
             health.requests &+= worker.served.load(ordering: .relaxed)
             let since = worker.loop.busySince.load(ordering: .relaxed)
+            if since != 0 { health.busyLoops += 1 }
             if since != 0 && (health.busySince == 0 || since < health.busySince) {
                 health.busySince = since
                 health.busiestLoop = worker.loop.index
@@ -105,6 +106,8 @@ public final class WorkerServer: @unchecked Sendable {
         public var busySince: UInt64 = 0
         /// The loop that has been busy longest (meaningful when `busySince` is not 0).
         public var busiestLoop = 0
+        /// Loops inside a batch of work right now.
+        public var busyLoops: UInt64 = 0
     }
 
     /// The request id and route of the request loop `index` last started.

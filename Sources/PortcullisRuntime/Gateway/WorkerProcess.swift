@@ -128,7 +128,8 @@ public enum WorkerProcess {
             while true {
                 let health = server.health()
                 let now = WorkerTable.nowMs()
-                table.beat(slot: slot, pid: pid, now: now, requests: health.requests, busySince: health.busySince / 1_000_000)
+                table.beat(slot: slot, pid: pid, now: now, requests: health.requests, busySince: health.busySince / 1_000_000,
+                           busyLoops: health.busyLoops)
                 let busyMs = health.busySince == 0 ? 0 : now &- health.busySince / 1_000_000
                 if health.busySince != 0 && busyMs > UInt64(hardTimeoutSeconds) * 1000 && reported != health.busySince {
                     reported = health.busySince
