@@ -20,7 +20,7 @@
 #   scripts/bench.sh [--rounds 3] [--duration 3s] [--conns 32] [--workers 1] [--threads 1]
 #                    [--keep-conn on|off] [--keepalive 32] [--only ID|NAME] [--chart]
 #                    [--latency-duration 6s] [--rss-requests 1000000] [--unpinned-threads N]
-#                    [--no-unpinned] [--no-rss] [--no-latency] [--no-microbench]
+#                    [--no-unpinned] [--no-rss] [--no-latency] [--no-microbench] [--metrics on|off]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench.sh ...   (default: .build/release/portcullis,
 #                                                             built here when missing or stale)
 set -euo pipefail
@@ -29,7 +29,7 @@ cd "$here"
 export PATH=/opt/swift/usr/bin:$PATH
 started=$SECONDS
 
-rounds=3 duration=3s conns=32 workers=1 threads=1 keepconn=on keepalive=32 only="" chart=0
+rounds=3 duration=3s conns=32 workers=1 threads=1 keepconn=on keepalive=32 only="" chart=0 metrics=on
 lat_duration=6s rss_requests=1000000 rss_warm=10000 unpinned_threads=""
 do_unpinned=1 do_rss=1 do_latency=1 do_microbench=1
 while [[ $# -gt 0 ]]; do
@@ -50,11 +50,13 @@ while [[ $# -gt 0 ]]; do
         --no-rss) do_rss=0; shift ;;
         --no-latency) do_latency=0; shift ;;
         --no-microbench) do_microbench=0; shift ;;
+        --metrics) metrics=$2; shift 2 ;;              # on|off: metrics.enabled of the gateway config
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 [[ $keepconn == on || $keepconn == off ]] || { echo "--keep-conn on|off" >&2; exit 2; }
+[[ $metrics == on || $metrics == off ]] || { echo "--metrics on|off" >&2; exit 2; }
 
 # What the bench needs beyond `make test` (gcc, libfcgi-dev, haproxy, h2load, gnuplot): a fast
 # no-op when present.
@@ -142,6 +144,7 @@ start_stack() {
     mkdir -p "$dir"/front/{logs,temp}
     sed -e "s#@STATIC@#http://127.0.0.1:$static_port#" -e "s#@ECHO@#http://127.0.0.1:$echo_port#" \
         -e "s#@WORK@#$dir#g" -e "s#@REDIS_PORT@#$redis_port#" -e "s#@WORKERS@#$nworkers#" -e "s#@THREADS@#$nthreads#" \
+        -e "s#@METRICS@#$([[ $metrics == on ]] && echo true || echo false)#" \
         scripts/bench/config.json.in > "$dir/portcullis.json"
     cp -r config/demo-* "$dir/" 2>/dev/null || true
     cp -r plugins "$dir/plugins"

@@ -14,8 +14,10 @@ apt_packages=(
     # haproxy: the load balancer of the two-instance deployment test (docs/upstreams.md)
     haproxy
     python3 python3-pytest python3-requests python3-cryptography
+    python3-prometheus-client chromium
 )
-python_modules=(pytest requests cryptography)
+# prometheus_client parses the metrics text in the tests; chromium renders the status page.
+python_modules=(pytest requests cryptography prometheus_client)
 # scripts/bench.sh only: the C ceiling is compiled with gcc against libfcgi; haproxy (also a test
 # dependency above) is the peer gateway; h2load (nghttp2-client) is the rate-limited load generator; gnuplot draws the chart;
 # valgrind counts instructions per request (scripts/bench/instructions.sh).

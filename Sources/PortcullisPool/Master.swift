@@ -51,6 +51,7 @@ public final class Master {
     private var workerTable: WorkerTable?
     private var nextSupervision = ContinuousClock.now
     private var nextPluginCheck = ContinuousClock.now
+    private var metrics: PoolMetrics?
     private var upstreams: UpstreamSupervision?
 
     /// `loaded` is the validated configuration the first generation runs (its bundle is what
@@ -79,6 +80,8 @@ public final class Master {
         } catch {
             throw RuntimeError("cannot create the worker table: \(error)")
         }
+        metrics = try PoolMetrics(runtimeDirectory: paths.directory)
+        metrics?.load(config)
         upstreams = try UpstreamSupervision(runtimeDirectory: paths.directory, config: config)
         try writeBundle(initialBundle, generation: generation)
         try writePidFile()
@@ -172,6 +175,7 @@ public final class Master {
             lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
                                      ("errors", .array(error.issues.map { .string($0.description) }))])
             EventLog.emit("reload_refused", [("errors", .array(error.issues.map { .string($0.description) }))])
+            metrics?.reload(ok: false)
             writeState()
             return
         }
@@ -186,6 +190,8 @@ public final class Master {
             refuseReload(["\(error)"], event: "reload_failed")
             return
         }
+        // Metric slots for the new names, before any worker maps them.
+        metrics?.load(newConfig)
         // Two phases, so every worker serves the same configuration: each live worker builds
         // the new gateway beside the running one (opening logs, fetching JWKS keys) and says
         // whether it could; only when all could does every worker switch. Workers keep their
@@ -215,6 +221,7 @@ public final class Master {
         if generation > 2 { unlink(bundlePath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
+        metrics?.reload(ok: true)
         writeState()
     }
 
@@ -226,6 +233,8 @@ public final class Master {
         lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
                                  ("errors", .array(errors.map { .string($0) }))])
         EventLog.emit(event, [("errors", .array(errors.map { .string($0) }))])
+        metrics?.reload(ok: false)
+        metrics?.load(config)
         writeState()
     }
 
@@ -343,6 +352,7 @@ public final class Master {
             let pid = waitpid(-1, &status, WNOHANG)
             guard pid > 0 else { break }
             guard let worker = workers.removeValue(forKey: pid) else { continue }
+            metrics?.reaped(slot: worker.slot)
             upstreams?.workerExited(pid)
             // Hand-overs the worker sent just before exiting are still in the channel.
             var bootError = worker.bootError
@@ -543,6 +553,8 @@ public final class Master {
     }
 
     private func writeState() {
+        metrics?.publish(generation: generation, ready: workers.values.filter { $0.ready && !$0.retiring }.count, desired: desiredWorkers,
+                         threads: threadsOverride ?? config.server.threadsPerWorker)
         let list: [JSONValue] = workers.values.sorted { $0.startedAt < $1.startedAt }.map { w in
             .object(JSONObject([("pid", .int(Int64(w.pid))), ("generation", .int(Int64(w.generation))),
                                 ("started_at", .string(RFC3339.format(w.startedAt, milliseconds: true))), ("ready", .bool(w.ready)),
@@ -577,6 +589,7 @@ public final class Master {
         if let extraPidFile { unlink(extraPidFile) }
         unlink(paths.stateFile)
         unlink(SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
+        metrics?.remove()
         unlink(WorkerTable.defaultPath(runtimeDirectory: paths.directory))
         upstreams?.stop()
         for g in max(1, generation - 2)...generation { unlink(bundlePath(g)) }

@@ -68,6 +68,7 @@ extension StatusReport.Section {
             w["rss_bytes"] = StatusReport.residentBytes(pid).map { .int($0) } ?? .null
             if let slot = w["slot"]?.intValue, let entry = table?.read(slot: Int(slot)), entry.pid == pid {
                 w["requests"] = .int(Int64(entry.requests))
+                w["busy_threads"] = .int(Int64(entry.busyLoops))
             }
             return .object(w)
         })
@@ -75,14 +76,15 @@ extension StatusReport.Section {
         let workers = d["workers"]?.arrayValue ?? []
         var lines = ["workers: \(workers.count) running, \(d["desired_workers"]?.intValue ?? 0) desired, "
                      + "\(d["threads"]?.intValue ?? 0) event-loop threads each"]
-        lines.append("  pid       gen  state     requests  rss         since")
+        lines.append("  pid       gen  state     requests  busy  rss         since")
         for w in workers {
             let pid = String(w["pid"]?.intValue ?? 0).padding(toLength: 9, withPad: " ", startingAt: 0)
             let gen = String(w["generation"]?.intValue ?? 0).padding(toLength: 4, withPad: " ", startingAt: 0)
             let state = (w["state"]?.stringValue ?? "?").padding(toLength: 9, withPad: " ", startingAt: 0)
             let served = (w["requests"]?.intValue.map(String.init) ?? "-").padding(toLength: 9, withPad: " ", startingAt: 0)
+            let busy = (w["busy_threads"]?.intValue.map(String.init) ?? "-").padding(toLength: 5, withPad: " ", startingAt: 0)
             let rss = StatusReport.mebibytes(w["rss_bytes"]?.intValue).padding(toLength: 11, withPad: " ", startingAt: 0)
-            lines.append("  \(pid) \(gen) \(state) \(served) \(rss) \(w["started_at"]?.stringValue ?? "")")
+            lines.append("  \(pid) \(gen) \(state) \(served) \(busy) \(rss) \(w["started_at"]?.stringValue ?? "")")
         }
         return lines
     })

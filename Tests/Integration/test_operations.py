@@ -179,7 +179,8 @@ def test_status_scale_relative_and_version(make_gateway: Callable[..., Gateway])
     wait_until(lambda: gw.status()["workers"][0].get("requests", 0) >= 5, 5, "requests counted")
     assert status["rate_limit_table"]["slots"] > 0
     text = gw.cli("status").stdout
-    assert re.search(rf"\b{worker['pid']}\s+1\s+ready\s+\d+\s+[\d.]+ MiB", text), text
+    assert re.search(rf"\b{worker['pid']}\s+1\s+ready\s+\d+\s+\d+\s+[\d.]+ MiB", text), text
+    assert 0 <= gw.status()["workers"][0]["busy_threads"] <= 1
 
     up = gw.cli("scale", "+2")
     assert up.returncode == 0 and "scaled to 3 workers" in up.stdout, up.stderr
@@ -197,7 +198,7 @@ def test_status_scale_relative_and_version(make_gateway: Callable[..., Gateway])
 def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(make_gateway: Callable[..., Gateway]) -> None:
     now = int(time.time())
     key = lambda name, expires: {"id": name, "sha256": hashlib.sha256(name.encode()).hexdigest(), "expires": expires}
-    gw = make_gateway({"consumers": [{"id": "c", "api_keys": [key("gone", now - 60), key("soon", now + 3 * 86400),
+    gw = make_gateway({"consumers": [{"id": "c", "api_keys": [key("gone", now - 60), key("soon", now + 3 * 86400 - 3600),
                                                               key("later", now + 90 * 86400)]}]}, workers=1, threads=1)
     result = gw.cli("check", "--print-effective")
     assert result.returncode == 0, result.stderr

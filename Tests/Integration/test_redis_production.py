@@ -75,7 +75,7 @@ def assert_no_secret(gw: Gateway, secret: str) -> None:
         "master stdout": gw.master.stdout_path.read_text(),
         "access log": gw.access_log_path.read_text() if gw.access_log_path.exists() else "",
     }
-    for args in (("status",), ("status", "--json"), ("check",)):
+    for args in (("status",), ("status", "--json"), ("check",), ("check", "--print-effective")):
         result = gw.cli(*args)
         texts[" ".join(args)] = result.stdout + result.stderr
     for pid in gw.worker_pids():

@@ -45,8 +45,8 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(master.read(slot: 3), WorkerTable.Entry(pid: 0, heartbeatMs: 500, requests: 0, busySinceMs: 0))
         let worker = try WorkerTable.open(path: path)
         XCTAssertEqual(worker.slots, 8)
-        worker.beat(slot: 3, pid: 77, now: 900, requests: 12, busySince: 880)
-        XCTAssertEqual(master.read(slot: 3), WorkerTable.Entry(pid: 77, heartbeatMs: 900, requests: 12, busySinceMs: 880))
+        worker.beat(slot: 3, pid: 77, now: 900, requests: 12, busySince: 880, busyLoops: 2)
+        XCTAssertEqual(master.read(slot: 3), WorkerTable.Entry(pid: 77, heartbeatMs: 900, requests: 12, busySinceMs: 880, busyLoops: 2))
         XCTAssertNil(master.read(slot: 8))
         try Data("not a table, just long enough to be one..............................".utf8).write(to: URL(fileURLWithPath: path + ".bad"))
         defer { unlink(path + ".bad") }
@@ -105,6 +105,11 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(effective["upstreams"]?["u"]?["targets"], ["http://a:1"])
         XCTAssertEqual(effective["upstreams"]?["u"]?["timeout_ms"], 30_000)
         XCTAssertEqual(effective["comment"], "kept")
+
+        let withSecret = Array(#"{"upstreams": {}, "routes": [], "auth": {"jwt": {"issuers": [{"issuer": "i", "keys": [{"secret": "s3cr3t-0123456789-0123456789-0123", "alg": "HS256", "kid": "k"}]}]}}}"#.utf8)
+        let shown = JSONCodec.serialize(EffectiveConfig.document(of: try ConfigLoader.parse(bytes: withSecret, file: "c.json"), source: withSecret))
+        XCTAssertFalse(shown.contains("s3cr3t"), shown)
+        XCTAssertTrue(shown.contains("(redacted)"), shown)
     }
 
     func testSupervisionSettingsAreValidated() {

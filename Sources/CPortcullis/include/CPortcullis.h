@@ -25,6 +25,12 @@ uint64_t pc_atomic_load_u64(const volatile uint64_t *p);
 void pc_atomic_store_u64(volatile uint64_t *p, uint64_t v);
 int pc_atomic_cas_u64(volatile uint64_t *p, uint64_t expected, uint64_t desired);
 uint64_t pc_atomic_add_u64(volatile uint64_t *p, uint64_t delta);
+/* Metrics counters: relaxed (no ordering, no fence), inlined into the caller, so recording a
+   request is a few `lock add`s on the worker's own block. */
+static inline void pc_relaxed_add_u64(volatile uint64_t *p, uint64_t delta) { __atomic_fetch_add(p, delta, __ATOMIC_RELAXED); }
+static inline void pc_relaxed_sub_u64(volatile uint64_t *p, uint64_t delta) { __atomic_fetch_sub(p, delta, __ATOMIC_RELAXED); }
+static inline void pc_relaxed_store_u64(volatile uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t pc_relaxed_load_u64(const volatile uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
 /* ---- signals: the handler only writes one byte (async-signal-safe self-pipe) ---- */
 /* Installs handlers for the given signals; each delivery writes the signal number as one byte

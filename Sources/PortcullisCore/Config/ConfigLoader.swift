@@ -36,7 +36,7 @@ public enum ConfigLoader {
             root.fail("the configuration must be a JSON object")
             return GatewayConfig()
         }
-        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "plugins_watch", "transform", "$schema", "comment", "consumers", "auth", "rate_limit"])
+        root.rejectUnknownKeys(["server", "log", "upstreams", "routes", "plugins_dir", "plugins_watch", "transform", "$schema", "comment", "consumers", "auth", "rate_limit", "metrics"])
         var config = GatewayConfig()
         config.server = readServer(root["server"], baseDirectory: baseDirectory)
         config.log = readLog(root["log"], baseDirectory: baseDirectory)
@@ -52,6 +52,7 @@ public enum ConfigLoader {
         config.consumers = AuthConfigReader.readConsumers(root["consumers"])
         config.auth = AuthConfigReader.readAuth(root["auth"], baseDirectory: baseDirectory, files: files)
         config.rateLimit = RateLimitConfigReader.readSettings(root["rate_limit"], baseDirectory: baseDirectory, files: files)
+        config.metrics = MetricsSettings.read(root["metrics"])
         for (name, node) in root["upstreams"].object(required: true) ?? [] {
             if let upstream = readUpstream(name: name, node) { config.upstreams[name] = upstream }
         }
@@ -166,7 +167,7 @@ public enum ConfigLoader {
 
     static func readRoute(_ node: ConfigNode, index: Int) -> RouteConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment", "auth", "limits"])
+        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment", "auth", "limits", "slow_ms"])
         let name = node["name"].nonEmptyString() ?? "route-\(index)"
         let upstream = node["upstream"].nonEmptyString(required: true) ?? ""
         guard let match = readMatch(node["match"]) else { return nil }
@@ -174,6 +175,7 @@ public enum ConfigLoader {
         route.stripPrefix = node["strip_prefix"].bool() ?? false
         route.plugins = node["plugins"].array()?.compactMap { $0.nonEmptyString(required: true) } ?? []
         route.auth = AuthConfigReader.readRoutePolicy(node["auth"])
+        if let v = node["slow_ms"].int(min: 0, max: 3_600_000) { route.slowMs = Int(v) }
         if route.stripPrefix, case .exact = match.path {
             node["strip_prefix"].fail("strip_prefix needs a \"prefix\" match")
         }

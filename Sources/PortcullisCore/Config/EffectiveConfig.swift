@@ -3,8 +3,8 @@ import Foundation
 /// The configuration as the gateway resolved it, for `portcullis check --print-effective`:
 /// the file's own document with every `server` and `log` field at its effective value (defaults
 /// filled in, paths absolute as resolved against the config file's directory), `plugins_dir`
-/// resolved and each upstream's timeouts filled in. Scripts read the socket path and pool size
-/// from it instead of re-deriving them.
+/// resolved, each upstream's timeouts filled in, and JWT `secret`s shown as `"(redacted)"`.
+/// Scripts read the socket path and pool size from it instead of re-deriving them.
 public enum EffectiveConfig {
     public static func document(of config: GatewayConfig, source bytes: [UInt8]) -> JSONValue {
         var root = (try? JSONCodec.parse(bytes, rejectDuplicateKeys: true))?.objectValue ?? JSONObject()
@@ -20,6 +20,20 @@ public enum EffectiveConfig {
         root["server"] = .object(server)
         root["log"] = .object(JSONObject([("access_log", .string(config.log.accessLog)), ("buffer_bytes", .int(Int64(config.log.bufferBytes)))]))
         root["plugins_dir"] = config.pluginsDirectory.map { .string($0) } ?? .null
+        // Output that scripts pipe around never carries a shared secret (HS256 keys).
+        if var auth = root["auth"]?.objectValue, var jwt = auth["jwt"]?.objectValue, let issuers = jwt["issuers"]?.arrayValue {
+            jwt["issuers"] = .array(issuers.map { issuer in
+                guard var i = issuer.objectValue, let keys = i["keys"]?.arrayValue else { return issuer }
+                i["keys"] = .array(keys.map { key in
+                    guard var k = key.objectValue, k["secret"] != nil else { return key }
+                    k["secret"] = "(redacted)"
+                    return .object(k)
+                })
+                return .object(i)
+            })
+            auth["jwt"] = .object(jwt)
+            root["auth"] = .object(auth)
+        }
         if var upstreams = root["upstreams"]?.objectValue {
             for (name, upstream) in config.upstreams {
                 guard var node = upstreams[name]?.objectValue else { continue }

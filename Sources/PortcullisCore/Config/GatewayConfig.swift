@@ -19,6 +19,8 @@ public struct GatewayConfig: Sendable {
     public var auth = AuthSettings()
     /// The top-level `rate_limit` section (shared-memory table size, Redis).
     public var rateLimit = RateLimitSettings()
+    /// The top-level `metrics` section.
+    public var metrics = MetricsSettings()
 
     public init(server: ServerSettings = ServerSettings(), log: LogSettings = LogSettings(),
                 upstreams: [String: UpstreamConfig] = [:], routes: [RouteConfig] = [], pluginsDirectory: String? = nil) {
@@ -158,6 +160,8 @@ public struct RouteConfig: Sendable {
     public var auth: RouteAuthPolicy? = nil
     /// Rate limits; every one must pass (see `RateLimiter`).
     public var limits: [RateLimitSpec] = []
+    /// Requests slower than this (ms, arrival to last byte) are logged as `slow_request`.
+    public var slowMs: Int?
 
     public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
                 rewrite: String? = nil, index: Int = 0) {

@@ -15,6 +15,9 @@ public struct GatewayRequest: Sendable, RoutableRequest {
     /// The TLS client certificate as nginx reported it (FastCGI params, never headers); nil
     /// when the worker was given no such params.
     public var clientCertificate: ClientCertificateFacts? = nil
+    /// nginx sent the request from its location for the gateway's own pages
+    /// (`PORTCULLIS_ADMIN 1`, see nginx/portcullis.conf): served by `AdminPages`, not routed.
+    public var adminPages = false
     /// FastCGI params `PORTCULLIS_VAR_<NAME>` the nginx snippet sets (rate-limit key parts
     /// `var:<NAME>`), names without the prefix; empty unless the operator added some.
     public var variables: [(name: String, value: String)] = []

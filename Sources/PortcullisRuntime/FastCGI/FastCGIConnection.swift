@@ -19,6 +19,15 @@ final class FastCGIConnection: LoopHandler {
     /// Longest request body left unread that is drained to keep the connection; above it the
     /// connection is closed instead.
     static let drainLimit = 1 << 20
+    /// The loop's scoreboard list (`LoopScoreboard`): the block the running request is counted
+    /// in (nil: not counted), its start and route slot + 1, and its neighbours in start order.
+    var board: WorkerMetrics?
+    var boardSince: UInt64 = 0
+    var boardRoute: UInt64 = 0
+    var older: FastCGIConnection?
+    var newer: FastCGIConnection?
+    /// The block whose kept-connection gauge counts this connection.
+    var countedIn: WorkerMetrics?
 
     init(fd: Int32, owner: LoopWorker) {
         self.fd = fd

@@ -92,6 +92,7 @@ public final class WorkerServer: @unchecked Sendable {
         for worker in allWorkers {
             health.requests &+= worker.served.load(ordering: .relaxed)
             let since = worker.loop.busySince.load(ordering: .relaxed)
+            if since != 0 { health.busyLoops += 1 }
             if since != 0 && (health.busySince == 0 || since < health.busySince) {
                 health.busySince = since
                 health.busiestLoop = worker.loop.index
@@ -105,6 +106,8 @@ public final class WorkerServer: @unchecked Sendable {
         public var busySince: UInt64 = 0
         /// The loop that has been busy longest (meaningful when `busySince` is not 0).
         public var busiestLoop = 0
+        /// Loops inside a batch of work right now.
+        public var busyLoops: UInt64 = 0
     }
 
     /// The request id and route of the request loop `index` last started.
@@ -147,11 +150,13 @@ final class LoopWorker: @unchecked Sendable {
     private var context: LoopContext
     private var contextVersion: Int
     private var graceTimer: LoopTimer?
+    private let scoreboard: LoopScoreboard
 
     init(index: Int, server: WorkerServer) {
         loop = EventLoop(index: index)
         self.server = server
         upstream = Upstreams(loop: loop)
+        scoreboard = LoopScoreboard(loop: index)
         contextVersion = server.publishedVersion.load(ordering: .sequentiallyConsistent)
         context = LoopContext(gateway: server.currentGateway, loop: loop)
         listener = Listener(owner: self)
@@ -201,23 +206,43 @@ final class LoopWorker: @unchecked Sendable {
             return
         }
         connections[ObjectIdentifier(connection)] = connection
+        if let metrics = context.gateway.metrics {
+            metrics.connectionOpened()
+            connection.countedIn = metrics
+        }
     }
 
     func forget(_ connection: FastCGIConnection) {
         loop.deregister(connection.fd)
         connections.removeValue(forKey: ObjectIdentifier(connection))
+        uncount(connection)
+    }
+
+    private func uncount(_ connection: FastCGIConnection) {
+        connection.countedIn?.connectionClosed()
+        connection.countedIn = nil
     }
 
     /// A request arrived on `connection`.
     func serve(_ connection: FastCGIConnection) {
         busy += 1
+        let started = EventLoop.monotonicNanos()
+        let context = currentContext
         let exchange = FastCGIExchange(request: connection.request)
-        RequestTask(context: currentContext, decoded: RequestDecoder.decode(entries: exchange.paramEntries), exchange: exchange,
-                    environment: connection).start()
+        let decoded = RequestDecoder.decode(entries: exchange.paramEntries)
+        // The gateway's own pages stay off the scoreboard: a scrape would otherwise see itself.
+        if let metrics = context.gateway.metrics, !decoded.request.adminPages {
+            scoreboard.started(connection, metrics: metrics, at: started)
+        }
+        RequestTask(context: context, decoded: decoded, exchange: exchange, environment: connection, started: started).start()
     }
+
+    /// The request on `connection` was routed (route slot `slot` of the metrics file).
+    func routed(_ connection: FastCGIConnection, slot: Int) { scoreboard.routed(connection, slot: slot) }
 
     /// The request on `connection` has been answered.
     func requestEnded(_ connection: FastCGIConnection, unreadBody: Int64) {
+        scoreboard.ended(connection)
         connection.finish(unreadBody: unreadBody)
         busy -= 1
         served.store(served.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
@@ -243,6 +268,7 @@ final class LoopWorker: @unchecked Sendable {
         var idle: [Int32] = []
         for connection in connections.values where !connection.busy {
             idle.append(connection.detach())
+            uncount(connection)
         }
         connections.removeAll()
         if !idle.isEmpty { server.handOff(idle) }
@@ -260,6 +286,7 @@ extension FastCGIConnection: RequestEnvironment {
         owner.upstream.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
     }
     func requestEnded(unreadBody: Int64) { owner.requestEnded(self, unreadBody: unreadBody) }
+    func routed(metricsSlot: Int) { owner.routed(self, slot: metricsSlot) }
     var draining: Bool { owner.retiring }
     func after(nanoseconds: UInt64, _ work: @escaping () -> Void) {
         // Rare (retry backoff): a timer of its own, held by the loop's queue until it fires.

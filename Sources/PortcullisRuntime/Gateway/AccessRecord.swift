@@ -4,6 +4,7 @@ import PortcullisCore
 /// The fields of one access-log line.
 struct AccessRecord {
     var requestId: String
+    var trace: TraceContext?
     var method: String
     var path: String
     var client: String
@@ -35,6 +36,7 @@ struct AccessRecord {
         buffer = []
         w.field("time", RFC3339.format(Date(), milliseconds: true))
         w.field("request_id", requestId)
+        if let trace { w.field("trace_id", trace.traceIdHex) }
         w.field("route", route)
         w.field("method", method)
         w.field("path", path)

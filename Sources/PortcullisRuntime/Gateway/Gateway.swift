@@ -18,6 +18,14 @@ public final class Gateway: Sendable {
     /// The instance's shared-memory rate table (mapped by every worker).
     let rateTable: SharedMemoryRateTable?
 
+    /// The worker's block of the metrics file, mapped for this configuration's routes (nil:
+    /// `metrics.enabled` is off, or the file is unavailable).
+    let metrics: WorkerMetrics?
+    /// The metrics file, mapped whenever the worker has a block (kept across reloads).
+    let metricsSegment: MetricsSegment?
+    /// The worker's block in it (its worker-table slot), kept across reloads.
+    let metricsBlock: Int?
+
     /// Background JWKS refreshers of this configuration, stopped when it is replaced.
     let jwksFetchers: [JWKSFetcher]
 
@@ -30,8 +38,12 @@ public final class Gateway: Sendable {
 
     public init(loaded: LoadedGateway, accessLog: AccessLog, jwksSources: [String: any JWKSSource] = [:],
                 jwksFetchers: [JWKSFetcher] = [], rateTable: SharedMemoryRateTable?,
-                upstreamTable: UpstreamStateTable? = nil, upstreamColumn: Int = 0) {
+                upstreamTable: UpstreamStateTable? = nil, upstreamColumn: Int = 0, metrics: WorkerMetrics? = nil,
+                metricsSegment: MetricsSegment? = nil, metricsBlock: Int? = nil) {
         self.rateTable = rateTable
+        self.metrics = metrics
+        self.metricsSegment = metricsSegment ?? metrics?.segment
+        self.metricsBlock = metricsBlock ?? metrics?.blockIndex
         let table = upstreamTable ?? UpstreamStateTable.local()
         self.upstreamTable = table
         self.upstreamColumn = upstreamColumn
@@ -52,14 +64,22 @@ public final class Gateway: Sendable {
     /// `previous`'s when the path and size are unchanged), starts the JWKS fetchers (keeping
     /// `previous`'s key sets of unchanged URLs, else starting from the runtime directory's
     /// cache; see `awaitJWKS`) and maps the shared rate table. Throws when the log cannot be
-    /// opened; a reload then keeps the running configuration.
-    public static func build(_ loaded: LoadedGateway, loops: Int, previous: Gateway?) throws -> Gateway {
+    /// opened; a reload then keeps the running configuration. `metricsBlock` is the worker's
+    /// block of the metrics file (its worker-table slot; nil when run by hand, and `previous`'s
+    /// on a reload), counted in when `metrics.enabled`.
+    public static func build(_ loaded: LoadedGateway, loops: Int, previous: Gateway?, metricsBlock: Int? = nil) throws -> Gateway {
+        let metricsBlock = metricsBlock ?? previous?.metricsBlock
         let config = loaded.config
+        let segment = metricsBlock.flatMap { _ in openMetrics(config, previous: previous) }
         let accessLog: AccessLog
         if let previous, previous.accessLog.path == config.log.accessLog, previous.accessLog.bufferBytes == config.log.bufferBytes {
             accessLog = previous.accessLog
         } else {
-            accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes, loops: loops)
+            var dropped: (@Sendable (Int) -> Void)?
+            if let segment, let metricsBlock {
+                dropped = { lines in WorkerMetrics.accessLogDropped(segment, block: metricsBlock, lines: lines) }
+            }
+            accessLog = try AccessLog(path: config.log.accessLog, bufferBytes: config.log.bufferBytes, loops: loops, onDropped: dropped)
         }
         let (jwksSources, fetchers) = JWKSFetcher.startAll(for: config.auth, previous: previous?.jwksFetchers ?? [],
                                                            cache: JWKSCache(runtimeDirectory: config.server.runtimeDirectory)) { message in
@@ -92,8 +112,24 @@ public final class Gateway: Sendable {
             }
             column = upstreamTable.claimColumn(pid: getpid())
         }
+        var metrics: WorkerMetrics?
+        if config.metrics.enabled, let segment, let metricsBlock {
+            metrics = WorkerMetrics(segment: segment, blockIndex: metricsBlock, config: config)
+        }
         return Gateway(loaded: loaded, accessLog: accessLog, jwksSources: jwksSources, jwksFetchers: fetchers, rateTable: rateTable,
-                       upstreamTable: upstreamTable, upstreamColumn: column)
+                       upstreamTable: upstreamTable, upstreamColumn: column, metrics: metrics, metricsSegment: segment,
+                       metricsBlock: metricsBlock)
+    }
+
+    /// The metrics file (kept from `previous` when it had it mapped).
+    private static func openMetrics(_ config: GatewayConfig, previous: Gateway?) -> MetricsSegment? {
+        if let segment = previous?.metricsSegment { return segment }
+        do {
+            return try MetricsSegment.open(path: MetricsSegment.defaultPath(runtimeDirectory: config.server.runtimeDirectory))
+        } catch {
+            EventLog.emit("metrics_unavailable", [("error", .string("\(error)"))])
+            return nil
+        }
     }
 
     /// Longest a new gateway waits for the first fetch of a `jwks_url` it has no keys for

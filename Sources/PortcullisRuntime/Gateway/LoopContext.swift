@@ -12,6 +12,8 @@ final class LoopContext {
     private var roundRobin: [SmoothWeightedRoundRobin]
     /// Where least-requests starts looking, so equally loaded targets share the traffic.
     private var cursor = 0
+    /// Trace and span ids of this loop's requests (seeded once per loop and configuration).
+    var traceIds = TraceIdGenerator()
 
     init(gateway: Gateway, loop: EventLoop) {
         self.gateway = gateway

@@ -21,6 +21,7 @@ public enum RequestDecoder {
         var certVerify: String?, certSubject: String?, certPEM: String?
         var variables: [(name: String, value: String)] = []
         var paramBytes = 0
+        var adminPages = false
         for entry in entries {
             paramBytes += entry.count
             guard let eq = entry.firstIndex(of: UInt8(ascii: "=")) else { continue }
@@ -44,6 +45,7 @@ public enum RequestDecoder {
             case 14 where equals(name, "CONTENT_LENGTH"): contentLength = Int64(value())
             case 14 where equals(name, "REQUEST_SCHEME"): requestScheme = value()
             case 15 where equals(name, "PORTCULLIS_HOST"): host = value()
+            case 16 where equals(name, "PORTCULLIS_ADMIN"): adminPages = valueBytes.elementsEqual("1".utf8)
             case 17 where equals(name, "PORTCULLIS_SCHEME"): scheme = value()
             case 21 where equals(name, "PORTCULLIS_REQUEST_ID"): nginxId = value()
             case 26 where equals(name, "PORTCULLIS_SSL_CLIENT_S_DN"): certSubject = value()
@@ -74,6 +76,7 @@ public enum RequestDecoder {
             headers: headers,
             facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: host),
             requestId: requestId, contentLength: contentLength)
+        request.adminPages = adminPages
         if !variables.isEmpty { request.variables = variables }
         if let certVerify, !certVerify.isEmpty {
             let fingerprint = certPEM.flatMap { $0.isEmpty ? nil : CertificateFingerprint.sha256Hex(pem: $0) }

@@ -24,11 +24,14 @@ protocol RequestEnvironment: AnyObject {
     func after(nanoseconds: UInt64, _ work: @escaping () -> Void)
     /// The worker is stopping (it serves what it has, but a load balancer should look elsewhere).
     var draining: Bool { get }
+    /// The request was routed to route slot `metricsSlot` of the metrics file (the scoreboard).
+    func routed(metricsSlot: Int)
     /// The loop starts work on a routed request (recorded for the hard-timeout log).
     func noteStarted(requestId: String, route: String)
 }
 
 extension RequestEnvironment {
+    func routed(metricsSlot: Int) {}
     func noteStarted(requestId: String, route: String) {}
 }
 
@@ -53,25 +56,49 @@ final class RequestTask {
     /// nginx always sends REQUEST_METHOD; without it the params were cut short.
     private let complete: Bool
     private let paramBytes: Int
+    /// Index of the matched route in `config.routes` (nil: none matched).
+    private var routeIndex: Int?
+    /// Counted in the request metrics (not the gateway's own pages or health checks).
+    private var counted = true
+    /// The trace context sent upstream (W3C traceparent/tracestate).
+    private let trace: (context: TraceContext, tracestate: String?)
+    /// Slow-request threshold of the matched route (ns; nil: not logged, stages not timed).
+    private var slowNanos: UInt64?
+    /// When authentication, rate limiting and request transformation finished (ns, only timed
+    /// when `slowNanos` is set).
+    private var authDone: UInt64 = 0
+    private var limitDone: UInt64 = 0
+    private var transformDone: UInt64 = 0
     /// The upstream exchange across its tries (set when the request goes upstream).
     private var call: UpstreamCall?
 
     /// `decoded` and `exchange` are the request as it arrived; `environment` is the loop's
     /// (its upstream client, its log slot, what happens when the request ends).
-    init(context: LoopContext, decoded: RequestDecoder.Decoded, exchange: GatewayExchange, environment: RequestEnvironment) {
+    /// `started` is when the request arrived (CLOCK_MONOTONIC ns; now when not given).
+    init(context: LoopContext, decoded: RequestDecoder.Decoded, exchange: GatewayExchange, environment: RequestEnvironment,
+         started: UInt64? = nil) {
         self.context = context
         self.environment = environment
         self.exchange = exchange
-        started = EventLoop.monotonicNanos()
+        self.started = started ?? EventLoop.monotonicNanos()
         complete = decoded.hasMethod
         paramBytes = decoded.paramBytes
         request = decoded.request
         exchange.requestId = request.requestId
         log = AccessRecord(request: request)
+        let decided = TracePropagation.decide(traceparent: request.headers.values("traceparent"),
+                                              tracestate: request.headers.values("tracestate"), random: &context.traceIds)
+        trace = (decided.context, decided.tracestate)
+        log.trace = decided.context
     }
 
     func start() {
         guard complete else { return answer(.incompleteRequest(missing: "REQUEST_METHOD")) }
+        if request.adminPages {
+            counted = false
+            AdminPages.serve(request, gateway: gateway, exchange: exchange)
+            return end()
+        }
         // libfcgi accepts params of any size; the worker bounds them itself.
         if paramBytes > gateway.config.server.maxHeaderBytes {
             return answer(.headersTooLarge(limit: gateway.config.server.maxHeaderBytes))
@@ -88,6 +115,9 @@ final class RequestTask {
         case .matched(let match):
             let route = gateway.config.routes[match.routeIndex]
             log.route = route.name
+            routeIndex = match.routeIndex
+            if let ms = route.slowMs ?? gateway.config.metrics.slowMs { slowNanos = UInt64(ms) * 1_000_000 }
+            if let metrics = gateway.metrics { environment.routed(metricsSlot: metrics.routeSlots[match.routeIndex]) }
             environment.noteStarted(requestId: request.requestId, route: route.name)
             if let length = request.contentLength, length > gateway.config.server.maxBodyBytes {
                 return answer(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes))
@@ -108,7 +138,13 @@ final class RequestTask {
         leaveBulkhead()
         log.status = exchange.status
         log.bytesSent = exchange.bytesSent
-        log.durationMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
+        let elapsed = EventLoop.monotonicNanos() &- started
+        log.durationMs = Double(elapsed) / 1_000_000
+        if let metrics = gateway.metrics, counted {
+            metrics.recordRequest(routeSlot: metrics.routeSlot(routeIndex), status: log.status, totalMicros: elapsed / 1000,
+                                  upstreamMicros: log.upstreamMs.map { UInt64(max(0, $0) * 1000) })
+        }
+        if let slowNanos, elapsed >= slowNanos { logSlow(elapsed: elapsed) }
         if !leases.isEmpty { context.limiter?.release(leases) }
         let record = log
         gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
@@ -122,6 +158,7 @@ final class RequestTask {
     /// asynchronously like a limit's call).
     private func answerHealth() {
         log.route = InstanceHealth.path
+        counted = false
         if environment.draining { return answer(InstanceHealth.unavailable("draining")) }
         guard gateway.config.routes.contains(where: { $0.limits.contains { $0.store == .redis && $0.onStoreFailure == .closed } }),
               let redis = context.redis else {
@@ -150,6 +187,7 @@ final class RequestTask {
         if let policy = route.auth {
             switch gateway.authenticator.authenticate(request, policy: policy, now: Int64(time(nil))) {
             case .rejected(let problem):
+                gateway.metrics?.authFailure(routeIndex: match.routeIndex, problemType: problem.type)
                 return answer(problem)
             case .authenticated(let who):
                 identity = who
@@ -158,6 +196,10 @@ final class RequestTask {
             case .anonymous:
                 break
             }
+        }
+        if slowNanos != nil {
+            authDone = EventLoop.monotonicNanos()
+            limitDone = authDone
         }
         guard !route.limits.isEmpty else {
             return forward(RoutedRequest(request: request, route: route, match: match,
@@ -177,6 +219,8 @@ final class RequestTask {
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
             log.limits = outcome.logSummary
             leases = outcome.leases
+            if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
+            if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
             if let problem = outcome.problem { return answer(problem) }
             forward(RoutedRequest(request: request, route: route, match: match,
                                   upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
@@ -201,6 +245,8 @@ final class RequestTask {
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
         var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
         Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
+        headers.set("traceparent", trace.context.header)
+        if let state = trace.tracestate { headers.set("tracestate", state) } else { headers.remove("tracestate") }
         var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: headers)
         var body: BodySource = exchange
         var bodyLength = request.contentLength
@@ -213,10 +259,12 @@ final class RequestTask {
                 do {
                     limit = try pass.chain.appliedRequestBodyLimit(outgoing, context: templates)
                 } catch {
+                    transformFailed()
                     log.error = error.description
                     return answer(error.problem)
                 }
                 if let exact = limit, length > exact.bytes {
+                    transformFailed()
                     log.error = "request body above \(exact.bytes) bytes"
                     return answer(.transformBodyTooLarge(phase: .request, limit: exact.bytes, ruleSet: exact.ruleSet))
                 }
@@ -228,6 +276,7 @@ final class RequestTask {
             do {
                 try pass.chain.applyRequest(to: &outgoing, context: templates)
             } catch {
+                transformFailed()
                 log.error = error.description
                 return answer(error.problem)
             }
@@ -302,6 +351,7 @@ final class RequestTask {
         upstreamRequest.allowAccelBuffering = pass.upstream.allowAccelBuffering
         upstreamRequest.host = call.outgoing.host
         log.upstream = target
+        if slowNanos != nil, transformDone == 0 { transformDone = EventLoop.monotonicNanos() }
         let body: BodySource? = call.replayBody.map { BufferedBody($0) } ?? call.body
         environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates),
                                   requestId: request.requestId) { [self] outcome, collected in
@@ -439,6 +489,7 @@ final class RequestTask {
             })
         }
         let chain = pass.chain
+        let metrics = gateway.metrics, routeIndex = pass.match.routeIndex
         return ResponseHooks(
             mode: { status, headers in
                 guard let need = chain.responseBodyNeed(status: status, headers: headers, context: context) else { return .stream }
@@ -451,8 +502,10 @@ final class RequestTask {
                     try chain.applyResponse(status: &status, headers: &headers, body: &noBody, context: context)
                     return nil
                 } catch let error as TransformError {
+                    metrics?.transformError(routeIndex: routeIndex)
                     return error.problem
                 } catch {
+                    metrics?.transformError(routeIndex: routeIndex)
                     return .internalError("response transform failed")
                 }
             },
@@ -477,10 +530,12 @@ final class RequestTask {
                 limit = try chain.appliedResponseBodyUse(status: collected.status, headers: headers, context: context).limit
                     ?? BodyLimit(bytes: 0, ruleSet: "")
             } catch {
+                transformFailed()
                 log.error = error.description
                 exchange.sendProblem(error.problem, requestId: context.requestId)
                 return
             }
+            transformFailed()
             log.error = "response body above \(limit.bytes) bytes"
             exchange.sendProblem(.transformBodyTooLarge(phase: .response, limit: limit.bytes, ruleSet: limit.ruleSet), requestId: context.requestId)
             return
@@ -491,6 +546,7 @@ final class RequestTask {
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
         } catch {
+            transformFailed()
             log.error = error.description
             exchange.sendProblem(error.problem, requestId: context.requestId)
             return
@@ -499,6 +555,26 @@ final class RequestTask {
         headers.set("Content-Length", String(bytes.count))
         exchange.sendHead(status: status, headers: headers)
         if request.method != "HEAD" { exchange.sendBody(bytes) }
+    }
+
+    /// The slow-request line: who, where, and the time each stage took (a stage that did not
+    /// run counts 0).
+    private func logSlow(elapsed: UInt64) {
+        func ms(_ from: UInt64, _ to: UInt64) -> JSONValue { .double(to > from && from > 0 ? Double(to - from) / 1_000_000 : 0) }
+        EventLog.emit("slow_request", [
+            ("request_id", .string(request.requestId)), ("trace_id", .string(trace.context.traceIdHex)),
+            ("route", Self.jsonText(log.route)), ("consumer", Self.jsonText(log.consumer)),
+            ("upstream", Self.jsonText(log.upstream)), ("status", .int(Int64(log.status))),
+            ("duration_ms", .double(Double(elapsed) / 1_000_000)), ("threshold_ms", .double(Double(slowNanos ?? 0) / 1_000_000)),
+            ("auth_ms", ms(started, authDone)), ("limit_ms", ms(authDone, limitDone)), ("transform_ms", ms(limitDone, transformDone)),
+            ("upstream_ms", .double(log.upstreamMs ?? 0)),
+        ])
+    }
+
+    private static func jsonText(_ s: String?) -> JSONValue { s.map { .string($0) } ?? .null }
+
+    private func transformFailed() {
+        if let routeIndex { gateway.metrics?.transformError(routeIndex: routeIndex) }
     }
 
     /// The upstream's headers as response rule sets see them: cleaned for the client, with the

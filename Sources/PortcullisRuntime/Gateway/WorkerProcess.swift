@@ -45,7 +45,10 @@ public enum WorkerProcess {
         let loopCount = loops ?? loaded.config.server.threadsPerWorker
         let gateway: Gateway
         do {
-            gateway = try Gateway.build(loaded, loops: loopCount, previous: nil)
+            // The worker counts its metrics in the block of its worker-table slot.
+            let metricsBlock = slot.flatMap { $0 < MetricsLayout.blockCount ? $0 : nil }
+            gateway = try Gateway.build(loaded, loops: loopCount, previous: nil, metricsBlock: metricsBlock)
+            if let metricsBlock { gateway.metricsSegment?.claimBlock(metricsBlock, loops: loopCount) }
         } catch {
             EventLog.emit("worker_start_failed", [("error", .string("\(error)"))])
             exit(1)
@@ -125,7 +128,8 @@ public enum WorkerProcess {
             while true {
                 let health = server.health()
                 let now = WorkerTable.nowMs()
-                table.beat(slot: slot, pid: pid, now: now, requests: health.requests, busySince: health.busySince / 1_000_000)
+                table.beat(slot: slot, pid: pid, now: now, requests: health.requests, busySince: health.busySince / 1_000_000,
+                           busyLoops: health.busyLoops)
                 let busyMs = health.busySince == 0 ? 0 : now &- health.busySince / 1_000_000
                 if health.busySince != 0 && busyMs > UInt64(hardTimeoutSeconds) * 1000 && reported != health.busySince {
                     reported = health.busySince

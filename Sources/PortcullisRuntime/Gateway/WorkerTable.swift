@@ -28,6 +28,8 @@ public final class WorkerTable: @unchecked Sendable {
         /// Since when its longest-busy loop has been inside one batch of work (0: every loop
         /// is waiting for events).
         case busySince
+        /// Loops that were inside a batch of work (not waiting for events) at the last beat.
+        case busyLoops
     }
 
     /// Slots of a table: more than the largest pool, since retiring workers keep theirs.
@@ -95,12 +97,14 @@ public final class WorkerTable: @unchecked Sendable {
         public var heartbeatMs: UInt64
         public var requests: UInt64
         public var busySinceMs: UInt64
+        public var busyLoops: UInt64 = 0
     }
 
     public func read(slot: Int) -> Entry? {
         guard slot >= 0, slot < slots else { return nil }
         return Entry(pid: Int64(pc_atomic_load_u64(word(slot, .pid))), heartbeatMs: pc_atomic_load_u64(word(slot, .heartbeat)),
-                     requests: pc_atomic_load_u64(word(slot, .requests)), busySinceMs: pc_atomic_load_u64(word(slot, .busySince)))
+                     requests: pc_atomic_load_u64(word(slot, .requests)), busySinceMs: pc_atomic_load_u64(word(slot, .busySince)),
+                     busyLoops: pc_atomic_load_u64(word(slot, .busyLoops)))
     }
 
     /// Master, before spawning: the slot starts with a fresh heartbeat, so a worker is not
@@ -108,16 +112,18 @@ public final class WorkerTable: @unchecked Sendable {
     public func claim(slot: Int, now: UInt64) {
         pc_atomic_store_u64(word(slot, .requests), 0)
         pc_atomic_store_u64(word(slot, .busySince), 0)
+        pc_atomic_store_u64(word(slot, .busyLoops), 0)
         pc_atomic_store_u64(word(slot, .heartbeat), now)
         pc_atomic_store_u64(word(slot, .pid), 0)
     }
 
     /// Worker, a few times a second.
-    public func beat(slot: Int, pid: Int32, now: UInt64, requests: UInt64, busySince: UInt64) {
+    public func beat(slot: Int, pid: Int32, now: UInt64, requests: UInt64, busySince: UInt64, busyLoops: UInt64 = 0) {
         guard slot >= 0, slot < slots else { return }
         pc_atomic_store_u64(word(slot, .pid), UInt64(pid))
         pc_atomic_store_u64(word(slot, .requests), requests)
         pc_atomic_store_u64(word(slot, .busySince), busySince)
+        pc_atomic_store_u64(word(slot, .busyLoops), busyLoops)
         pc_atomic_store_u64(word(slot, .heartbeat), now)
     }
 }

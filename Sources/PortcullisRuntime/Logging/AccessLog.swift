@@ -32,10 +32,14 @@ public final class AccessLog: @unchecked Sendable {
     private let otherThreads = Mutex(Pending())
     private let wake = NSCondition()
     private let stopped = Atomic<Bool>(false)
+    /// Told how many lines were dropped each time the writer finds some (the metrics file's
+    /// counter).
+    private let onDropped: (@Sendable (Int) -> Void)?
 
     /// Opens `path` for appending ("-" is standard output) and starts the writer thread;
     /// `loops` hand-off slots share `bufferBytes`.
-    public init(path: String, bufferBytes: Int, loops: Int = 1) throws {
+    public init(path: String, bufferBytes: Int, loops: Int = 1, onDropped: (@Sendable (Int) -> Void)? = nil) throws {
+        self.onDropped = onDropped
         if path == "-" {
             fd = 1
         } else {
@@ -119,6 +123,7 @@ public final class AccessLog: @unchecked Sendable {
         writeLines(bytes)
         dropped += d
         if dropped > 0 {
+            onDropped?(dropped)
             writeLines(Array("{\"event\":\"access_log_dropped\",\"lines\":\(dropped)}\n".utf8))
         }
     }

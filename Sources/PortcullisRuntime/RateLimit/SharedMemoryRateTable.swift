@@ -41,7 +41,7 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
     static let headerWords = 8
     static let slotWords = 3
 
-    enum Header: Int { case magic = 0, version, slots, evictions, insertions, storeFailures, degradedDecisions }
+    enum Header: Int { case magic = 0, version, slots, evictions, insertions, storeFailures, degradedDecisions, used }
 
     public let path: String
     public let slots: Int
@@ -58,52 +58,35 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
     /// renamed into place, so a process still mapping an older table keeps a consistent one.
     public static func create(path: String, slots: Int) throws(SharedMemoryRateTableError) -> SharedMemoryRateTable {
         guard slots >= probeLength else { throw SharedMemoryRateTableError("a table needs at least \(probeLength) slots") }
-        let tmp = path + ".tmp.\(getpid())"
-        let fd = Glibc.open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SharedMemoryRateTableError("cannot create \(tmp): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
         let size = fileSize(slots: slots)
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw SharedMemoryRateTableError("cannot size \(tmp) to \(size) bytes: \(String(cString: strerror(e)))")
+        do {
+            let base = try MappedWords.create(path: path, bytes: size) { words in
+                words[Header.version.rawValue] = version
+                words[Header.slots.rawValue] = UInt64(slots)
+                pc_atomic_store_u64(words, magic)  // last: a reader that sees the magic sees the rest
+            }
+            return SharedMemoryRateTable(path: path, base: base, size: size, slots: slots)
+        } catch {
+            throw SharedMemoryRateTableError(error.description)
         }
-        let table = try map(fd: fd, size: size, path: path)
-        table.base[Header.version.rawValue] = version
-        table.base[Header.slots.rawValue] = UInt64(slots)
-        pc_atomic_store_u64(table.base, magic)  // last: a reader that sees the magic sees the rest
-        guard rename(tmp, path) == 0 else {
-            let e = errno
-            unlink(tmp)
-            throw SharedMemoryRateTableError("cannot rename \(tmp) to \(path): \(String(cString: strerror(e)))")
-        }
-        return table
     }
 
     /// Maps the table the master created (workers).
     public static func open(path: String) throws(SharedMemoryRateTableError) -> SharedMemoryRateTable {
-        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { throw SharedMemoryRateTableError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_size >= headerWords * 8 else {
-            throw SharedMemoryRateTableError("\(path) is not a rate-limit table (too small)")
+        let mapped: (base: UnsafeMutablePointer<UInt64>, bytes: Int)?
+        do {
+            mapped = try MappedWords.open(path: path, minimumBytes: headerWords * 8)
+        } catch {
+            throw SharedMemoryRateTableError(error.description)
         }
-        let table = try map(fd: fd, size: Int(st.st_size), path: path)
+        guard let (words, size) = mapped else { throw SharedMemoryRateTableError("\(path) is not a rate-limit table (too small)") }
+        let slots = words[Header.slots.rawValue] == 0 ? (size / 8 - headerWords) / slotWords : Int(words[Header.slots.rawValue])
+        let table = SharedMemoryRateTable(path: path, base: words, size: size, slots: slots)
         guard pc_atomic_load_u64(table.base) == magic, table.base[Header.version.rawValue] == version,
-              fileSize(slots: table.slots) == Int(st.st_size) else {
+              fileSize(slots: table.slots) == size else {
             throw SharedMemoryRateTableError("\(path) is not a version \(version) rate-limit table")
         }
         return table
-    }
-
-    private static func map(fd: Int32, size: Int, path: String) throws(SharedMemoryRateTableError) -> SharedMemoryRateTable {
-        guard let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), raw != MAP_FAILED else {
-            throw SharedMemoryRateTableError("cannot map \(path): \(String(cString: strerror(errno)))")
-        }
-        let words = raw.bindMemory(to: UInt64.self, capacity: size / 8)
-        let slots = words[Header.slots.rawValue] == 0 ? (size / 8 - headerWords) / slotWords : Int(words[Header.slots.rawValue])
-        return SharedMemoryRateTable(path: path, base: words, size: size, slots: slots)
     }
 
     private init(path: String, base: UnsafeMutablePointer<UInt64>, size: Int, slots: Int) {
@@ -127,12 +110,14 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
         public var storeFailures: UInt64
         /// Decisions made by a failure policy while Redis was unavailable.
         public var degradedDecisions: UInt64
+        /// Slots that ever held a key (slots never return to empty): the table's fill.
+        public var used: UInt64 = 0
     }
 
     public var stats: Stats {
         Stats(evictions: pc_atomic_load_u64(header(.evictions)), insertions: pc_atomic_load_u64(header(.insertions)),
               storeFailures: pc_atomic_load_u64(header(.storeFailures)),
-              degradedDecisions: pc_atomic_load_u64(header(.degradedDecisions)))
+              degradedDecisions: pc_atomic_load_u64(header(.degradedDecisions)), used: pc_atomic_load_u64(header(.used)))
     }
 
     /// An observer that counts in this segment and sends log lines to `log`.
@@ -236,6 +221,7 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
             if pc_atomic_cas_u64(keyWord(slot), p.candidateKey, hash) != 0 {
                 _ = pc_atomic_add_u64(header(.insertions), 1)
                 if p.candidateIsLive { _ = pc_atomic_add_u64(header(.evictions), 1) }
+                if p.candidateKey == 0 { _ = pc_atomic_add_u64(header(.used), 1) }
                 // The new owner starts from a fresh state even if its tag equals the old one's.
                 // If the CAS fails, a racing request of this key (or a late write of the old
                 // owner) got there first, and the next round decides from what it left.

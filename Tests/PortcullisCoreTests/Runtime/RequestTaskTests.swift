@@ -66,6 +66,7 @@ final class RequestTaskTests: XCTestCase {
 
     private var directory: URL!
     private var context: LoopContext!
+    private var configText = ""
     private let loop = EventLoop(index: 0)
 
     override func setUpWithError() throws {
@@ -83,6 +84,7 @@ final class RequestTaskTests: XCTestCase {
             "limits": [{"name": "two", "algorithm": "fixed_window", "limit": 2, "window_seconds": 60, "key": ["consumer"]}]}
          ]}
         """
+        configText = config
         let loaded = try GatewayLoader.load(bundle: ConfigBundle(configPath: directory.path + "/portcullis.json", configBytes: Array(config.utf8)))
         context = LoopContext(gateway: try Gateway.build(loaded, loops: 1, previous: nil), loop: loop)
     }
@@ -287,6 +289,85 @@ final class RequestTaskTests: XCTestCase {
                                             "CONTENT_TYPE=text/plain", "REQUEST_SCHEME=http", "PORTCULLIS_SCHEME=https"]
                                             .reduce(0) { $0 + $1.utf8.count })
         XCTAssertFalse(RequestDecoder.decode([FastCGIParam(name: "REQUEST_URI", value: "/")]).hasMethod)
+    }
+
+    // MARK: metrics, admin pages, trace context
+
+    /// The test's context, rebuilt with the metrics file mapped (block 0, as a master would give).
+    private func useMetrics() throws -> MetricsSegment {
+        let segment = try MetricsSegment.create(path: MetricsSegment.defaultPath(runtimeDirectory: directory.path))
+        segment.assignNames(for: context.gateway.config)
+        segment.claimBlock(0, loops: 1)
+        let old = context.gateway
+        context = LoopContext(gateway: try Gateway.build(GatewayLoader.load(bundle: ConfigBundle(configPath: directory.path + "/portcullis.json",
+                                                                                                configBytes: Array(configText.utf8))),
+                                                         loops: 1, previous: old, metricsBlock: 0), loop: loop)
+        return segment
+    }
+
+    func testRequestsAreCountedWhenTheyEnd() throws {
+        let segment = try useMetrics()
+        let environment = ScriptedEnvironment()
+        run(params("GET", "/open/a"), exchange: RecordingExchange(), environment: environment)
+        var snapshot = segment.snapshot(rateTable: nil)
+        let open = context.gateway.metrics!.routeSlots[0]
+        XCTAssertEqual(snapshot.requests(route: open, statusClass: 1), 0, "nothing counted while the upstream is pending")
+        environment.answer(status: 200, headers: HTTPHeaders(), body: "ok")
+        run(params("GET", "/keyed/x"), exchange: RecordingExchange(), environment: environment)
+        run(params("GET", "/nowhere"), exchange: RecordingExchange(), environment: environment)
+        snapshot = segment.snapshot(rateTable: nil)
+        XCTAssertEqual(snapshot.requests(route: open, statusClass: 1), 1)
+        XCTAssertEqual(snapshot.requests(route: MetricsLayout.unmatchedRoute, statusClass: 3), 1)
+        let text = PrometheusText.render(snapshot, version: "t")
+        XCTAssertTrue(text.contains("portcullis_upstream_duration_seconds_count{route=\"open\",class=\"2xx\"} 1\n"), text)
+        XCTAssertTrue(text.contains("portcullis_auth_failures_total{route=\"keyed\",reason=\"missing_credential\"} 1\n"))
+    }
+
+    func testAdminPagesAreServedOnlyWithNginxsMark() throws {
+        _ = try useMetrics()
+        let environment = ScriptedEnvironment()
+        let marked = RecordingExchange()
+        run(params("GET", "/_portcullis/metrics") + [FastCGIParam(name: "PORTCULLIS_ADMIN", value: "1")], exchange: marked, environment: environment)
+        XCTAssertEqual(marked.status, 200)
+        XCTAssertEqual(marked.headers["Content-Type"], PrometheusText.contentType)
+        XCTAssertTrue(String(decoding: marked.body, as: UTF8.self).contains("# TYPE portcullis_requests_total counter"))
+        let page = RecordingExchange()
+        run(params("GET", "/_portcullis/") + [FastCGIParam(name: "PORTCULLIS_ADMIN", value: "1")], exchange: page, environment: environment)
+        XCTAssertEqual(page.status, 200)
+        XCTAssertTrue(String(decoding: page.body, as: UTF8.self).hasPrefix("<!doctype html>"))
+        let spoofed = RecordingExchange()
+        run(params("GET", "/_portcullis/metrics", headers: ["HTTP_PORTCULLIS_ADMIN": "1"]), exchange: spoofed, environment: environment)
+        XCTAssertEqual(spoofed.status, 404, "a client header cannot pose as nginx's mark")
+        XCTAssertTrue(environment.ended.count == 3)
+    }
+
+    func testUpstreamGetsTraceContextAndTheLogItsTraceId() throws {
+        let environment = ScriptedEnvironment()
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        run(params("GET", "/open/t", headers: ["HTTP_TRACEPARENT": parent, "HTTP_TRACESTATE": "v=1"]), exchange: RecordingExchange(),
+            environment: environment)
+        run(params("GET", "/open/t"), exchange: RecordingExchange(), environment: environment)
+        let kept = try XCTUnwrap(TraceContext.parse(environment.sent[0].request.headers["traceparent"] ?? ""))
+        XCTAssertEqual(kept.traceIdHex, "4bf92f3577b34da6a3ce929d0e0e4736")
+        XCTAssertNotEqual(kept.spanId, 0x00f0_67aa_0ba9_02b7)
+        XCTAssertEqual(environment.sent[0].request.headers["tracestate"], "v=1")
+        let started = try XCTUnwrap(TraceContext.parse(environment.sent[1].request.headers["traceparent"] ?? ""))
+        XCTAssertNotEqual(started.traceIdHex, kept.traceIdHex)
+        XCTAssertNil(environment.sent[1].request.headers["tracestate"])
+    }
+
+    /// Operator-chosen nginx facts (`PORTCULLIS_VAR_*`) are kept for `var:` key parts; a client
+    /// header of a similar name stays a header, and nothing else unknown is kept.
+    func testDecoderKeepsPortcullisVarParamsOnly() {
+        let decoded = RequestDecoder.decode([
+            FastCGIParam(name: "REQUEST_METHOD", value: "GET"), FastCGIParam(name: "PORTCULLIS_VAR_TENANT", value: "acme"),
+            FastCGIParam(name: "HTTP_PORTCULLIS_VAR_TENANT", value: "evil"), FastCGIParam(name: "PORTCULLIS_VAR_", value: "x"),
+            FastCGIParam(name: "SERVER_PORT", value: "8080"), FastCGIParam(name: "PORTCULLIS_VARIANT", value: "y"),
+        ])
+        XCTAssertEqual(decoded.request.variable("TENANT"), "acme")
+        XCTAssertEqual(decoded.request.variables.map(\.name), ["TENANT"])
+        XCTAssertEqual(decoded.request.headers["Portcullis-Var-Tenant"], "evil")
+        XCTAssertTrue(RequestDecoder.decode([FastCGIParam(name: "REQUEST_METHOD", value: "GET")]).request.variables.isEmpty)
     }
 
     func testHostForRoutingAndForwardingIsNginxsNotTheHostHeader() {

@@ -1,0 +1,4 @@
+/// The gateway's version, as `portcullis_info` reports it.
+public enum PortcullisVersion {
+    public static let current = "0.1.0"
+}
