@@ -80,7 +80,7 @@ rm -rf "$work"; mkdir -p "$work"/static/{logs,temp}
 results=$work/results.jsonl
 : > "$results"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-static_port=$(port) echo_port=$(port) redis_port=$(port)
+static_port=$(port) static_port2=$(port) static_port3=$(port) echo_port=$(port) redis_port=$(port)
 
 pids=()        # everything, killed at exit
 stack_pids=()  # the current phase's gateway stack
@@ -125,7 +125,7 @@ http {
   access_log off; keepalive_requests 1000000;
   client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
   uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
-  server { listen 127.0.0.1:$static_port;
+  server { listen 127.0.0.1:$static_port; listen 127.0.0.1:$static_port2; listen 127.0.0.1:$static_port3;
     location /bench/transform { default_type application/json; return 200 '$(cat "$work/static/2k.json")'; }
     location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } }
 }
@@ -142,7 +142,7 @@ start_stack() {
     local phase=$1 cpus=$2 nworkers=$3 nthreads=$4 nginx_workers=$5 loops=$6
     local dir=$work/$phase
     mkdir -p "$dir"/front/{logs,temp}
-    sed -e "s#@STATIC@#http://127.0.0.1:$static_port#" -e "s#@ECHO@#http://127.0.0.1:$echo_port#" \
+    sed -e "s#@STATIC@#http://127.0.0.1:$static_port#" -e "s#@STATIC2@#http://127.0.0.1:$static_port2#" -e "s#@STATIC3@#http://127.0.0.1:$static_port3#" -e "s#@ECHO@#http://127.0.0.1:$echo_port#" \
         -e "s#@WORK@#$dir#g" -e "s#@REDIS_PORT@#$redis_port#" -e "s#@WORKERS@#$nworkers#" -e "s#@THREADS@#$nthreads#" \
         -e "s#@METRICS@#$([[ $metrics == on ]] && echo true || echo false)#" \
         scripts/bench/config.json.in > "$dir/portcullis.json"

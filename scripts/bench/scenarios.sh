@@ -6,6 +6,7 @@ hs=$(python3 scripts/mint_token.py hs256 --ttl 86400)
 rs=$(python3 scripts/mint_token.py rs256 --ttl 86400)
 scenarios=(
     "plain|route only|/bench/plain|"
+    "three|route only, three targets with health checks|/bench/three-targets|"
     "echo|/echo/ to the Python echo upstream|/echo/bench|"
     "apikey|API key|/bench/apikey|X-API-Key: demo-key-change-me"
     "limit-shm|API key + shared-memory limit|/bench/limit-local|X-API-Key: demo-key-change-me"
