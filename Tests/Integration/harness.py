@@ -23,10 +23,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +46,7 @@ __all__ = [
     "REPO_ROOT", "Gateway", "GatewayFactory", "EchoUpstream", "RedisServer", "ManagedProcess",
     "StartupError", "free_port", "wait_until", "deep_merge", "walking_skeleton_config",
     "pattern_bytes", "pattern_sha256", "peak_rss_bytes", "keep_temp_dirs",
-    "PROBLEM_JSON", "PROBLEM_BASE", "assert_problem", "echo_of", "QuietHTTPServer",
+    "PROBLEM_JSON", "PROBLEM_BASE", "assert_problem", "echo_of", "QuietHTTPServer", "answer_json",
 ]
 
 T = TypeVar("T")
@@ -72,6 +73,27 @@ class QuietHTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
             super().handle_error(request, client_address)
+
+    @classmethod
+    def serving(cls, handler: type[BaseHTTPRequestHandler]) -> "QuietHTTPServer":
+        """A server on a free loopback port, already serving `handler` from a daemon thread;
+        `shutdown()` and `server_close()` stop it."""
+        server = cls(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def answer_json(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    """Sends `body` as a whole `application/json` answer with `status` from a test server."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def assert_problem(response: requests.Response, status: int, problem_type: str | None = None) -> dict[str, Any]:

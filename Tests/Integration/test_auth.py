@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from harness import REPO_ROOT, Gateway, GatewayFactory, free_port, wait_until, assert_problem, echo_of, PROBLEM_JSON, QuietHTTPServer
+from harness import REPO_ROOT, Gateway, GatewayFactory, free_port, wait_until, assert_problem, echo_of, PROBLEM_JSON, QuietHTTPServer, answer_json
 
 
 # The demo credentials of the issue-3 contract (public demo values, config/DEMO-KEYS-README.md).
@@ -466,19 +466,13 @@ class JWKSServer:
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 server.fetches += 1
                 body = server.path.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_json(self, 200, body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/.well-known/jwks.json"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
+        self.httpd = QuietHTTPServer.serving(Handler)
+        self.url = f"{self.httpd.base_url}/.well-known/jwks.json"
 
     def publish(self, *keys: dict[str, str]) -> None:
         tmp = self.path.with_suffix(".tmp")

@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness import Gateway, QuietHTTPServer, echo_of, wait_until
+from harness import Gateway, QuietHTTPServer, answer_json, echo_of, wait_until
 from test_auth import bearer, claims, rs256, rsa_public_jwk, sign_jws
 
 
@@ -140,18 +140,13 @@ class IdentityProvider:
                     time.sleep(idp.delay)
                 status = 500 if idp.mode == "error" else 200
                 body = json.dumps({"keys": idp.keys} if status == 200 else {"error": "down"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_json(self, status, body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd = QuietHTTPServer.serving(Handler)
+        self.url = f"{self.httpd.base_url}/jwks.json"
 
     def close(self) -> None:
         self.release.set()

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from harness import (EchoUpstream, Gateway, ManagedProcess, QuietHTTPServer, assert_problem, echo_of, free_port,
+from harness import (EchoUpstream, Gateway, ManagedProcess, QuietHTTPServer, answer_json, assert_problem, echo_of, free_port,
                      wait_until)
 
 
@@ -254,18 +254,13 @@ class Switchable:
             def do_GET(self) -> None:  # noqa: N802
                 status = 200 if self.path != "/healthz" or outer.healthy else 503
                 body = json.dumps({"served_by": "switchable"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_json(self, status, body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = QuietHTTPServer.serving(Handler)
+        self.url = self.server.base_url
 
     def close(self) -> None:
         self.server.shutdown()
