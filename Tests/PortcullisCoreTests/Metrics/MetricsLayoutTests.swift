@@ -152,6 +152,8 @@ final class MetricsSegmentTests: XCTestCase {
         master.assignNames(for: config)
         let w1 = WorkerMetrics(segment: try MetricsSegment.open(path: path), blockIndex: 0, config: config)
         let w2 = WorkerMetrics(segment: try MetricsSegment.open(path: path), blockIndex: 1, config: config)
+        w1.segment.claimBlock(0, loops: 1)
+        w2.segment.claimBlock(1, loops: 1)
         // Upstreams are indexed in name order: "echo" 0, "u" 1.
         w1.countTarget(.requests, upstream: 1, target: 0)
         w1.countTarget(.failures, upstream: 1, target: 0)
