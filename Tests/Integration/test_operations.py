@@ -218,6 +218,50 @@ def test_usr1_reopens_the_access_log_after_it_was_moved_and_loses_no_line(make_g
     assert len(master_events(gw, "reopen_logs")) == 1
 
 
+def events_in(path: Path) -> list[dict]:
+    """Every line of an event log file, each of which must be one whole JSON object."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_usr1_reopens_the_master_log_and_the_access_log_after_both_were_moved(make_gateway: Callable[..., Gateway]) -> None:
+    """`serve --log-file`: after logrotate moved both files, SIGUSR1 makes the master and every
+    worker write their events to the new event log, and the workers their lines to the new
+    access log; each line is whole, in one file or the other."""
+    gw = make_gateway(workers=2, threads=2, start=False)
+    event_log = gw.workdir / "portcullis.log"
+    gw.serve_args = ["--log-file", str(event_log)]
+    gw.start()
+    workers = {w["pid"] for w in live_workers(gw)}
+    with Load(gw, threads=2) as load:
+        load.wait_for(30)
+        moved_access = gw.access_log_path.with_suffix(".log.1")
+        moved_events = event_log.with_suffix(".log.1")
+        gw.access_log_path.rename(moved_access)
+        event_log.rename(moved_events)
+        os.kill(gw.pid_file(), signal.SIGUSR1)
+        wait_until(lambda: len([e for e in events_in(event_log) if e["event"] == "access_log_reopened"]) == 2, 10,
+                   "both workers' reopen events in the new event log", on_timeout=gw.diagnostics)
+        wait_until(lambda: gw.access_log_path.exists() and gw.access_log_path.stat().st_size > 0, 10,
+                   "lines in the new access log")
+        load.wait_for(30)
+    assert load.failures == [], load.failures[:5]
+    sent = load.ok
+    gw.stop()
+
+    entries = [json.loads(line) for line in moved_access.read_text().splitlines() + gw.access_log_path.read_text().splitlines()]
+    assert len([e for e in entries if e.get("path") == "/echo/public"]) == sent, f"{sent} answered"
+
+    before, after = events_in(moved_events), events_in(event_log)
+    names = lambda events, pid=None: [e["event"] for e in events if pid is None or e["pid"] == pid]
+    master = gw.master.pid
+    assert "master_started" in names(before, master) and "reopen_logs" not in names(before)
+    assert names(after, master)[0] == "reopen_logs" and names(after, master)[-1] == "master_stopped", names(after, master)
+    for pid in workers:
+        assert "worker_started" in names(before, pid), pid
+        assert names(after, pid) == ["access_log_reopened", "worker_stopped"], (pid, names(after, pid))
+    assert gw.master.stderr_path.read_text() == "", "events bypassed --log-file"
+
+
 def test_quit_stops_fast_and_ttin_ttou_scale(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway(workers=1, threads=1)
     master = gw.pid_file()
