@@ -209,7 +209,7 @@ def test_usr1_reopens_the_access_log_after_it_was_moved_and_loses_no_line(make_g
                    "lines in the new access log")
         load.wait_for(30)
     assert load.failures == [], load.failures[:5]
-    sent = load.ok
+    sent = load.succeeded
     gw.stop()  # workers flush what they hold
     lines = moved.read_text().splitlines() + gw.access_log_path.read_text().splitlines()
     entries = [json.loads(line) for line in lines]
