@@ -245,7 +245,7 @@ def test_usr1_reopens_the_master_log_and_the_access_log_after_both_were_moved(ma
                    "lines in the new access log")
         load.wait_for(30)
     assert load.failures == [], load.failures[:5]
-    sent = load.ok
+    sent = load.succeeded
     gw.stop()
 
     entries = [json.loads(line) for line in moved_access.read_text().splitlines() + gw.access_log_path.read_text().splitlines()]
