@@ -315,6 +315,13 @@ def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(
     assert effective["server"]["socket"] == str(gw.socket_path)
     assert effective["server"]["workers"] == gw.workers and effective["server"]["hard_timeout_seconds"] == 60
     assert effective["upstreams"]["echo"]["connect_timeout_ms"] == 1000
+    # One value for scripts: a string as is, anything else as JSON.
+    assert gw.cli("check", "--field", "/server/socket").stdout == f"{gw.socket_path}\n"
+    assert gw.cli("check", "--field", "/server/workers").stdout == f"{gw.workers}\n"
+    assert json.loads(gw.cli("check", "--field", "/upstreams/echo").stdout)["connect_timeout_ms"] == 1000
+    missing = gw.cli("check", "--field", "/server/nope")
+    assert missing.returncode == 1 and "no /server/nope in the effective configuration" in missing.stderr, missing.stderr
+    assert gw.cli("check", "--field", "server").returncode == 64
     assert 'consumer "c" API key "gone" expired at' in result.stderr, result.stderr
     assert 'consumer "c" API key "soon" expires at' in result.stderr and "(in 2 days)" in result.stderr, result.stderr
     assert "later" not in result.stderr
