@@ -567,7 +567,11 @@ public final class Master {
     /// writes on them is served; with no live worker (the pool is stopping) they are closed.
     private func passConnections(_ fds: [Int32], from pid: pid_t) {
         defer { for fd in fds { close(fd) } }
-        let candidates = workers.values.filter { $0.ready && !$0.retiring && !$0.recycling && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        // A worker due for recycling still serves (it hands the connections on when it retires):
+        // it takes them only when no other ready worker can, rather than closing them.
+        let ready = workers.values.filter { $0.ready && !$0.retiring && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        let staying = ready.filter { !$0.recycling }
+        let candidates = staying.isEmpty ? ready : staying
         guard !shuttingDown, !candidates.isEmpty else { return }
         handoffCursor &+= 1
         let target = candidates[handoffCursor % candidates.count]

@@ -195,6 +195,27 @@ def test_recycling_every_1000_requests_under_load_loses_no_request(make_gateway:
     assert all(w["requests"] < 1000 + 500 for w in status["workers"] if "requests" in w), status["workers"]
 
 
+def test_recycling_above_an_rss_limit_under_load_loses_no_request(make_gateway: Callable[..., Gateway]) -> None:
+    """`recycle_above_rss_mb` at its minimum (16), below what any worker uses at rest: every
+    worker is recycled as soon as it is ready, so the pool churns all the time under mixed
+    GET/POST load, and still no request fails."""
+    gw = make_gateway({"server": {"recycle_above_rss_mb": 16}}, workers=2, threads=2)
+    first = {w["pid"] for w in gw.status()["workers"]}
+    with MixedClients(gw, threads=6) as clients:
+        wait_until(lambda: len(master_events(gw, "worker_recycling")) >= 6, 120, "six recyclings",
+                   interval=0.5, on_timeout=gw.diagnostics)
+        clients.wait_for(200, timeout=60)
+    assert clients.failures == [], clients.failures[:5]
+    recycled = master_events(gw, "worker_recycling")
+    assert all(e["rss_bytes"] > 16 << 20 and "requests" not in e for e in recycled), recycled
+    assert first <= {e["worker_pid"] for e in recycled}, "a first worker was never recycled"
+    status = gw.status()
+    assert not first & {w["pid"] for w in status["workers"] if not w["retiring"]}, status["workers"]
+    assert status["desired_workers"] == 2
+    exits = [e for e in master_events(gw, "worker_exited") if e["worker_pid"] in first]
+    assert exits and all(e["expected"] and e["exit_code"] == 0 for e in exits), exits
+
+
 # -- signals ------------------------------------------------------------------------------------------
 
 
