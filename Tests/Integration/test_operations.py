@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,53 @@ def test_worker_that_cannot_boot_is_not_respawned_in_a_loop_and_is_reported(make
     assert gw.cli("reload").returncode == 0
     gw.wait_for_workers(lambda ws: len([w for w in ws if w["ready"] and w["generation"] == 2]) == 2 or None,
                         15, "two ready workers of generation 2")
+
+
+def test_worker_crash_loop_backs_off_is_reported_and_recovers(make_gateway: Callable[..., Gateway]) -> None:
+    """A respawn that cannot open the access log (a directory now stands at its path) exits 1
+    at once: respawned with growing delays, not in a spin; `status` reports the loop; once the
+    path is usable again the pool is whole."""
+    gw = make_gateway(workers=2, threads=1)
+    gw.access_log_path.rename(gw.access_log_path.with_suffix(".log.1"))
+    gw.access_log_path.mkdir()
+    (victim, survivor) = [w["pid"] for w in live_workers(gw)]
+    os.kill(victim, signal.SIGKILL)
+
+    def looping() -> dict | None:
+        failures = gw.status().get("worker_failures")
+        return failures if failures and failures["in_a_row"] >= 3 else None
+    failures = wait_until(looping, 20, "three failures in a row", interval=0.2, on_timeout=gw.diagnostics)
+    assert failures["last"]["exit_code"] == 1 and failures["respawn_delay_ms"] >= 800, failures
+    assert re.search(r"crash loop: \d+ failures in a row, respawning after \d+ ms", gw.cli("status").stdout)
+    loops = master_events(gw, "worker_crash_loop")
+    assert loops and [e["respawn_delay_ms"] for e in loops] == sorted(e["respawn_delay_ms"] for e in loops), loops
+    quick = [e for e in master_events(gw, "worker_exited") if e.get("exit_code") == 1]
+    assert len(quick) <= 5, f"{len(quick)} failed starts: respawned in a spin"
+    for _ in range(5):
+        assert gw.get("/echo/survivor").status_code == 200
+    assert survivor in [w["pid"] for w in live_workers(gw)]
+
+    gw.access_log_path.rmdir()
+    gw.wait_for_workers(lambda ws: len([w for w in ws if w["ready"]]) == 2 or None, 30, "the pool whole again")
+
+
+def test_reload_that_a_worker_does_not_prepare_in_time_is_refused(make_gateway: Callable[..., Gateway]) -> None:
+    """A worker that does not answer `prepare` within `ready_timeout_seconds` (stopped here):
+    nobody switches, the CLI exits 1 naming it, and the next reload succeeds."""
+    gw = make_gateway({"server": {"ready_timeout_seconds": 2}}, workers=2, threads=1)
+    (frozen, _) = [w["pid"] for w in live_workers(gw)]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        refused = gw.cli("reload")
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    assert f"workers [{frozen}] did not answer within 2" in refused.stderr, refused.stderr
+    assert gw.status()["generation"] == 1 and all(w["generation"] == 1 for w in live_workers(gw))
+    assert gw.get("/echo/after").status_code == 200
+    again = gw.cli("reload")
+    assert again.returncode == 0 and "reloaded: generation 2" in again.stdout, again.stderr
+    assert all(w["generation"] == 2 for w in live_workers(gw))
 
 
 def test_scale_whose_new_workers_cannot_boot_is_withdrawn_and_the_pool_keeps_serving(
@@ -281,6 +329,19 @@ def test_usr1_reopens_the_master_log_and_the_access_log_after_both_were_moved(ma
         assert "worker_started" in names(before, pid), pid
         assert names(after, pid) == ["access_log_reopened", "worker_stopped"], (pid, names(after, pid))
     assert gw.master.stderr_path.read_text() == "", "events bypassed --log-file"
+
+
+def test_sigint_stops_gracefully_like_sigterm(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=1, threads=1)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(r=gw.get("/echo/int?delay_ms=1500", timeout=15)))
+    thread.start()
+    time.sleep(0.4)  # the request is now inside the worker, waiting for the upstream
+    os.kill(gw.pid_file(), signal.SIGINT)
+    assert gw.master.wait(15) == 0
+    thread.join(15)
+    assert outcome["r"].status_code == 200 and outcome["r"].json()["path"] == "/echo/int", outcome
+    assert master_events(gw, "master_stopping")[-1]["fast"] is False
 
 
 def test_quit_stops_fast_and_ttin_ttou_scale(make_gateway: Callable[..., Gateway]) -> None:
