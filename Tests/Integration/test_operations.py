@@ -174,7 +174,7 @@ def test_scale_whose_new_workers_are_not_ready_in_time_is_withdrawn(make_gateway
             load.wait_for(20)
         assert result.returncode == 1, (result.stdout, result.stderr)
         assert "only 1 of 2 workers ready after 2 s (server.ready_timeout_seconds)" in result.stderr, result.stderr
-        assert 2 <= took < 8, f"the verdict took {took:.1f} s"
+        assert took >= 2, f"withdrawn after {took:.1f} s, before the timeout"
         assert load.failures == [], load.failures[:5]
         assert gw.status()["desired_workers"] == 1
         # The withdrawn worker leaves once its fetch gave up; the first one stays.
