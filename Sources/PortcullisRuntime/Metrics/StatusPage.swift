@@ -21,7 +21,7 @@ section{background:#fff;border:1px solid #dde1e8;border-radius:6px;margin:0 0 14
 h2{font-size:15px;margin:4px 0 8px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:right;padding:3px 8px;border-bottom:1px solid #eef0f4;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}
+th:first-child,td:first-child,#targets th:nth-child(2),#targets td:nth-child(2){text-align:left}
 td.err,td.down,td.open{color:#b3261e;font-weight:600}
 td.half_open{color:#a15c00;font-weight:600}
 canvas{vertical-align:middle}
