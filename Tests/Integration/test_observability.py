@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import EchoUpstream, Gateway, RedisServer, assert_problem, echo_of, wait_until
+from harness import REPO_ROOT, EchoUpstream, Gateway, RedisServer, assert_problem, echo_of, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -191,6 +191,16 @@ def test_metrics_refuses_without_a_running_master(tmp_path: Path, portcullis_bin
     config.write_text(json.dumps({"server": {"runtime_dir": str(tmp_path / "run")}, "upstreams": {}, "routes": []}))
     result = subprocess.run([str(portcullis_bin), "metrics", "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 3 and "not running" in result.stderr
+
+
+def test_every_served_family_is_documented_and_the_dashboard_uses_only_those(gw: Gateway) -> None:
+    served = set(re.findall(r"^# TYPE (\S+) ", gw.get("/_portcullis/metrics").text, re.M))
+    documented = set(re.findall(r"^\| `(portcullis_[a-z_]+)` \|", (REPO_ROOT / "docs/observability.md").read_text(), re.M))
+    assert served == documented, f"served, not documented: {served - documented}; documented, not served: {documented - served}"
+    dashboard = json.loads((REPO_ROOT / "docs/grafana-dashboard.json").read_text())
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"portcullis_[a-z_]+", target["expr"])}
+    assert used <= documented, f"the dashboard queries unknown metrics: {used - documented}"
 
 
 # -- upstream targets and Redis degraded mode ---------------------------------------------
