@@ -74,8 +74,10 @@ public enum MetricsLayout {
              /// Bitmap of the target slots the running configuration names (slots 0–63, then
              /// 64–127): their gauges are shown; a target a reload removed keeps only its counters.
              servedTargets, servedTargetsHigh,
-             /// Redis degraded mode of the instance (`DegradedTime`): state, closed periods (ms).
-             redisDegradedState, redisDegradedMs
+             /// Redis degraded mode of the instance (`DegradedTime`): state, closed periods (ms),
+             /// the highest total a reader reported (a period's close is two writes; a read
+             /// between them would otherwise see the total drop).
+             redisDegradedState, redisDegradedMs, redisDegradedReportedMs
     }
 
     // MARK: block head words

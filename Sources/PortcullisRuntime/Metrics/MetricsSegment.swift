@@ -178,6 +178,16 @@ public final class MetricsSegment: @unchecked Sendable {
         }
     }
 
+    /// The degraded total to report: never below what any reader reported before.
+    private func reportDegraded(_ total: UInt64) -> UInt64 {
+        let reported = base + MetricsLayout.Header.redisDegradedReportedMs.rawValue
+        while true {
+            let before = pc_atomic_load_u64(reported)
+            if total <= before { return before }
+            if pc_atomic_cas_u64(reported, before, total) != 0 { return total }
+        }
+    }
+
     // MARK: reading
 
     /// Every block summed, with the name tables, the live workers' scoreboards and (from
@@ -227,8 +237,8 @@ public final class MetricsSegment: @unchecked Sendable {
         let now = EventLoop.monotonicNanos()
         var snapshot = MetricsSnapshot(header: header, routeNames: routeNames, limitNames: limitNames, routes: routes, limits: limits,
                                        workers: workers, accessLogDropped: dropped, rateTable: table, nowNanos: now)
-        snapshot.redisDegradedMs = DegradedTime.total(state: header[L.Header.redisDegradedState.rawValue],
-                                                      closedMs: header[L.Header.redisDegradedMs.rawValue], nowMs: now / 1_000_000)
+        snapshot.redisDegradedMs = reportDegraded(DegradedTime.total(state: header[L.Header.redisDegradedState.rawValue],
+                                                                     closedMs: header[L.Header.redisDegradedMs.rawValue], nowMs: now / 1_000_000))
         let targetNames = self.targetNames
         snapshot.targetNames = targetNames
         snapshot.targets = targets
