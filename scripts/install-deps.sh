@@ -15,6 +15,8 @@ apt_packages=(
     haproxy
     python3 python3-pytest python3-requests python3-cryptography
     python3-prometheus-client chromium
+    # systemd-analyze verifies the shipped unit file (test_install.py)
+    systemd
 )
 # prometheus_client parses the metrics text in the tests; chromium renders the status page.
 python_modules=(pytest requests cryptography prometheus_client)

@@ -53,13 +53,25 @@ public final class Master {
     private var nextPluginCheck = ContinuousClock.now
     private var metrics: PoolMetrics?
     private var upstreams: UpstreamSupervision?
+    /// A growth of the pool waiting for its new workers to be ready.
+    private var growth: PoolGrowth?
+    /// The outcome of the last change of the pool's size, for `portcullis scale` and `status`.
+    private var lastScale: JSONObject?
+    /// `serve --log-file`: where standard output and error go, reopened on SIGUSR1.
+    private let logFile: EventLogFile?
+    /// systemd's `NOTIFY_SOCKET` (`Type=notify`), read once; workers do not inherit it.
+    private let notifier = ServiceNotifier.fromEnvironment(unsetting: true)
+    /// The first generation was ready (the service manager was told `READY=1`).
+    private var announcedReady = false
 
     /// `loaded` is the validated configuration the first generation runs (its bundle is what
     /// the workers load).
     /// `pidFile` is an extra pid file (`serve --pid-file`, for init systems) beside the one in
-    /// the runtime directory.
-    public init(loaded: LoadedGateway, workers: Int?, threads: Int?, pidFile: String? = nil) {
+    /// the runtime directory. `logFile` (`serve --log-file`) receives the master's and the
+    /// workers' standard output and error.
+    public init(loaded: LoadedGateway, workers: Int?, threads: Int?, pidFile: String? = nil, logFile: String? = nil) {
         self.extraPidFile = pidFile
+        self.logFile = logFile.map(EventLogFile.init(path:))
         self.initialBundle = loaded.bundle
         self.configPath = loaded.configPath
         self.config = loaded.config
@@ -72,6 +84,7 @@ public final class Master {
 
     /// Runs until SIGTERM/SIGINT; returns the process exit status.
     public func run() throws -> Int32 {
+        try logFile?.redirectStandardStreams()
         try prepareRuntimeDirectory()
         try openSocket()
         try createRateTable()
@@ -117,7 +130,9 @@ public final class Master {
             }
             supervise()
             reconcile()
+            judgeGrowth()
             watchPlugins()
+            announceReadiness()
             writeState()
         }
         cleanup()
@@ -131,38 +146,77 @@ public final class Master {
             guard !shuttingDown else { return }
             shuttingDown = true
             shutdownDeadline = ContinuousClock.now + .seconds(config.server.shutdownGraceSeconds + 5)
+            notifier.stopping()
             EventLog.emit("master_stopping", [("workers", .int(Int64(workers.count))), ("fast", .bool(false))])
             for pid in workers.keys { kill(pid, SIGTERM) }
         case SIGQUIT:
             // Fast stop (also after a graceful one began): workers exit at once.
             shuttingDown = true
             shutdownDeadline = ContinuousClock.now + .seconds(2)
+            notifier.stopping()
             EventLog.emit("master_stopping", [("workers", .int(Int64(workers.count))), ("fast", .bool(true))])
             for pid in workers.keys { kill(pid, SIGQUIT) }
         case SIGUSR1:
-            // logrotate moved the access log: every worker reopens it.
-            EventLog.emit("reopen_logs", [("workers", .int(Int64(workers.count)))])
-            for pid in workers.keys { kill(pid, SIGUSR1) }
+            reopenLogs()
         case SIGHUP:
             reload()
         case SIGTTIN:
-            desiredWorkers = min(desiredWorkers + 1, 256)
+            resize(to: min(desiredWorkers + 1, 256))
         case SIGTTOU:
-            desiredWorkers = max(desiredWorkers - 1, 1)
+            resize(to: max(desiredWorkers - 1, 1))
         case SIGUSR2:
             if let text = try? String(contentsOfFile: paths.scaleFile, encoding: .utf8),
                let n = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), n >= 1, n <= 256 {
-                desiredWorkers = n
                 EventLog.emit("scale", [("workers", .int(Int64(n)))])
+                resize(to: n)
             }
         default:
             break  // SIGCHLD: reaping happens every loop
         }
     }
 
+    /// logrotate moved the logs: the master reopens its own (`--log-file`) and sends the new
+    /// file to every worker, which puts it in place of its standard output and error and
+    /// reopens the access log. Lines written before go to the moved files, none is lost.
+    private func reopenLogs() {
+        var newLog: [Int32] = []
+        if let logFile {
+            do {
+                let fd = try logFile.open()
+                EventLogFile.redirectStandardStreams(to: fd)
+                newLog = [fd]
+            } catch {
+                EventLog.emit("log_reopen_failed", [("error", .string("\(error)"))])
+            }
+        }
+        defer { newLog.forEach { close($0) } }
+        EventLog.emit("reopen_logs", [("workers", .int(Int64(workers.count))), ("log_file", logFile.map { .string($0.path) } ?? .null)])
+        for worker in workers.values { worker.control.send("reopen_logs", fds: newLog) }
+    }
+
+    /// Tells the service manager once that the first generation serves: every desired worker
+    /// is ready.
+    private func announceReadiness() {
+        guard !announcedReady, notifier.address != nil else { return }
+        let ready = workers.values.filter { $0.generation == generation && $0.ready && !$0.retiring }.count
+        guard ready >= desiredWorkers else { return }
+        announcedReady = true
+        notifier.ready(status: serviceStatus(ready: ready))
+    }
+
+    /// The one-line `STATUS=` systemd shows.
+    private func serviceStatus(ready: Int? = nil) -> String {
+        let count = ready ?? workers.values.filter { $0.ready && !$0.retiring }.count
+        return "generation \(generation), \(count) workers ready"
+    }
+
     /// Validates the configuration file; if valid, starts a new generation of workers with it
     /// and retires the old one once the new workers are up. If invalid, nothing changes.
     private func reload() {
+        // The service manager sees the reload (`systemctl reload` waits for `portcullis reload`
+        // anyway); it ends ready whatever the outcome: the running configuration serves.
+        if announcedReady { notifier.reloading() }
+        defer { if announcedReady { notifier.ready(status: serviceStatus()) } }
         // Taken before loading, so a change made while loading is seen by the next check; a
         // refused set is not retried until the files change again.
         notePluginFiles(of: config)
@@ -198,7 +252,7 @@ public final class Master {
         // processes and their kept connections.
         let live = workers.filter { !$0.value.retiring }.map(\.key)
         for pid in live { workers[pid]?.control.send("prepare \(next) \(bundlePath(next))") }
-        let outcome = awaitPrepared(live, generation: next, timeout: .seconds(reloadPrepareTimeoutSeconds))
+        let outcome = awaitPrepared(live, generation: next, timeout: .seconds(newConfig.server.readyTimeoutSeconds))
         guard outcome.failures.isEmpty else {
             for pid in live { workers[pid]?.control.send("abort \(next)") }
             unlink(bundlePath(next))
@@ -217,17 +271,13 @@ public final class Master {
         recentCrashes = 0
         respawnNotBefore = ContinuousClock.now
         upstreams?.configure(newConfig)
-        if workersOverride == nil { desiredWorkers = newConfig.server.workers }
+        if workersOverride == nil && newConfig.server.workers != desiredWorkers { resize(to: newConfig.server.workers) }
         if generation > 2 { unlink(bundlePath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
         metrics?.reload(ok: true)
         writeState()
     }
-
-    /// Longest a reload waits for the workers to build the new configuration (JWKS fetches
-    /// included).
-    private let reloadPrepareTimeoutSeconds = 30
 
     private func refuseReload(_ errors: [String], event: String) {
         lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
@@ -236,6 +286,59 @@ public final class Master {
         metrics?.reload(ok: false)
         metrics?.load(config)
         writeState()
+    }
+
+    /// Sets the desired pool size. Growing is judged by `judgeGrowth` once the new workers are
+    /// ready (or withdrawn); shrinking is done at once (the leaving workers retire gracefully).
+    private func resize(to n: Int) {
+        // A growth on top of a pending one still returns to the last size known to be ready.
+        let base = growth?.from ?? desiredWorkers
+        desiredWorkers = n
+        if n > base {
+            growth = PoolGrowth(from: base, to: n, timeoutSeconds: config.server.readyTimeoutSeconds, now: .now)
+        } else {
+            growth = nil
+            recordScale(ok: true, workers: n, asked: n, reason: nil)
+        }
+    }
+
+    /// A pending growth: reached once enough workers are ready; withdrawn when a new worker ends
+    /// before it is ready or `ready_timeout_seconds` pass, and the pool returns to its size.
+    private func judgeGrowth() {
+        guard let pending = growth else { return }
+        let ready = workers.values.filter { $0.generation == generation && $0.ready && !$0.retiring && !$0.recycling }.count
+        switch pending.judge(ready: ready, now: .now) {
+        case .waiting:
+            return
+        case .reached:
+            growth = nil
+            recordScale(ok: true, workers: pending.to, asked: pending.to, reason: nil)
+        case .withdraw(let reason):
+            growth = nil
+            desiredWorkers = pending.from
+            // The workers that are not ready leave first; `reconcile` retires any surplus left.
+            let staying = workers.values.filter { $0.generation == generation && !$0.retiring && !$0.recycling }
+            let unready = staying.filter { !$0.ready }.sorted { $0.startedAt > $1.startedAt }
+            for worker in unready.prefix(max(0, staying.count - pending.from)) {
+                workers[worker.pid]?.retiring = true
+                kill(worker.pid, SIGTERM)
+            }
+            // Withdrawn, the failed workers are not a crash loop to back off from.
+            recentCrashes = 0
+            respawnNotBefore = .now
+            EventLog.emit("scale_withdrawn", [("from", .int(Int64(pending.from))), ("asked", .int(Int64(pending.to))),
+                                              ("reason", .string(reason))])
+            recordScale(ok: false, workers: pending.from, asked: pending.to, reason: reason)
+            reconcile()
+        }
+        writeState()
+    }
+
+    private func recordScale(ok: Bool, workers: Int, asked: Int, reason: String?) {
+        var outcome = JSONObject([("ok", .bool(ok)), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
+                                  ("workers", .int(Int64(workers))), ("asked", .int(Int64(asked)))])
+        if let reason { outcome["reason"] = .string(reason) }
+        lastScale = outcome
     }
 
     /// Waits until each of `pids` answered `prepared`/`prepare_failed` for `generation` (or
@@ -387,6 +490,10 @@ public final class Master {
                                           ("signal", signal != 0 ? .int(Int64(signal)) : .null)])
                 if let bootError { failure["error"] = .string(bootError) }
                 lastWorkerFailure = failure
+                if !worker.ready && worker.generation == generation {
+                    let how = bootFailure ? "could not start" : signal != 0 ? "was killed by signal \(signal)" : "exited with \(exitCode)"
+                    growth?.workerEndedBeforeReady("worker \(pid) \(how) before it was ready" + (bootError.map { ": \($0)" } ?? ""))
+                }
                 if recentCrashes > 1 {
                     EventLog.emit("worker_crash_loop", [("failures_in_a_row", .int(Int64(recentCrashes))),
                                                         ("respawn_delay_ms", .int(Int64(respawnDelayMs))),
@@ -460,7 +567,11 @@ public final class Master {
     /// writes on them is served; with no live worker (the pool is stopping) they are closed.
     private func passConnections(_ fds: [Int32], from pid: pid_t) {
         defer { for fd in fds { close(fd) } }
-        let candidates = workers.values.filter { $0.ready && !$0.retiring && !$0.recycling && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        // A worker due for recycling still serves (it hands the connections on when it retires):
+        // it takes them only when no other ready worker can, rather than closing them.
+        let ready = workers.values.filter { $0.ready && !$0.retiring && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        let staying = ready.filter { !$0.recycling }
+        let candidates = staying.isEmpty ? ready : staying
         guard !shuttingDown, !candidates.isEmpty else { return }
         handoffCursor &+= 1
         let target = candidates[handoffCursor % candidates.count]
@@ -568,6 +679,8 @@ public final class Master {
             ("started_at", .string(RFC3339.format(startedAt, milliseconds: true))), ("workers", .array(list)),
         ])
         if let lastReload { state["last_reload"] = .object(lastReload) }
+        if let lastScale { state["last_scale"] = .object(lastScale) }
+        state["ready_timeout_seconds"] = .int(Int64(config.server.readyTimeoutSeconds))
         if let lastWorkerFailure {
             state["worker_failures"] = .object(JSONObject([("in_a_row", .int(Int64(recentCrashes))),
                                                            ("respawn_delay_ms", .int(Int64(respawnDelayMs))),
