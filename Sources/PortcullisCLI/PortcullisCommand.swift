@@ -7,7 +7,7 @@ public struct PortcullisCommand: ParsableCommand {
         abstract: "An API gateway that runs behind nginx over FastCGI.",
         version: VersionCommand.version,
         subcommands: [ServeCommand.self, StopCommand.self, ReloadCommand.self, StatusCommand.self, MetricsCommand.self, ScaleCommand.self,
-                      CheckCommand.self, KeysCommand.self, VersionCommand.self, WorkerCommand.self, MicrobenchCommand.self]
+                      CheckCommand.self, NginxUpstreamsCommand.self, KeysCommand.self, VersionCommand.self, WorkerCommand.self, MicrobenchCommand.self]
     )
     public init() {}
 }
