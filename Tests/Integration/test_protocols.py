@@ -6,8 +6,10 @@ grpc_pass to the target the worker chose, with the headers the worker decided.
 
 One gateway runs the demo config (its `/ws/` and `grpc-echo` routes) plus two limited test
 routes; its echo upstream also echoes WebSocket messages, and scripts/grpc_echo.py is the gRPC
-service. An idle WebSocket connection opened when the module starts is checked by the last test,
-past nginx's default 60 s proxy timeout, so the wait overlaps the other tests.
+service. An idle WebSocket connection opened with the module's first test is checked past
+nginx's default 60 s proxy timeout by a test that runs last in the session (`run_last`), so in
+a full run the wait overlaps the other modules and costs nothing; the module's gateway is
+session-scoped for that reason.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ EXTRA_ROUTES = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def grpc_echo(test_root: Path) -> Iterator[GrpcEcho]:
     service = GrpcEcho(test_root).start()
     yield service
     service.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def gw(gateway_factory: GatewayFactory, echo_upstream: EchoUpstream, grpc_echo: GrpcEcho) -> Iterator[Gateway]:
     demo = json.loads((REPO_ROOT / "config/portcullis.json").read_text())
     gateway = gateway_factory.create_from_repo_config("config/portcullis.json", {
@@ -57,9 +59,9 @@ def gw(gateway_factory: GatewayFactory, echo_upstream: EchoUpstream, grpc_echo: 
     gateway_factory.close([gateway])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def idle_connection(gw: Gateway) -> Iterator[tuple[WebSocketClient, float]]:
-    """Opened first, left idle, used by the last test."""
+    """Opened with the module's first test, left idle, used by the session's last test."""
     client = WebSocketClient(gw.port, "/ws/idle", {"X-API-Key": DEMO_KEY}, timeout=IDLE_SECONDS + 30)
     assert client.accepted, (client.status, client.headers)
     yield client, time.monotonic()
@@ -229,6 +231,7 @@ def test_grpc_calls_beyond_the_per_call_limit_are_resource_exhausted(gw: Gateway
 # -- last: the idle connection ------------------------------------------------------------------
 
 
+@pytest.mark.run_last
 def test_an_idle_websocket_connection_is_kept_past_60_seconds(idle_connection: tuple[WebSocketClient, float]) -> None:
     client, opened = idle_connection
     remaining = IDLE_SECONDS - (time.monotonic() - opened)

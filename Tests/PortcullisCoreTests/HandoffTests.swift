@@ -7,7 +7,7 @@ import XCTest
 final class HandoffTests: XCTestCase {
     private let upstreams = #""upstreams": {"echo": {"targets": ["http://127.0.0.1:9000", "https://ws.example.com"]}, "odd.name": {"targets": ["http://127.0.0.1:9001"]}}"#
 
-    private func parse(_ routes: String, extra: String = "") throws -> GatewayConfig {
+    private func parse(_ routes: String, extra: String = "") throws(ConfigErrors) -> GatewayConfig {
         try ConfigLoader.parse(bytes: Array("{\(upstreams), \(extra) \"routes\": [\(routes)]}".utf8), file: "c.json")
     }
 
@@ -110,7 +110,7 @@ final class HandoffTests: XCTestCase {
         XCTAssertEqual(status, 200)
         XCTAssertEqual(head["Content-Type"], "application/grpc")
         XCTAssertEqual(head["grpc-status"], "8")
-        XCTAssertEqual(head["grpc-message"], "limit 5%25 reached%0Anow")
+        XCTAssertEqual(head["grpc-message"], "limit 5%25 reached%0anow")
         XCTAssertEqual(head["Content-Length"], "0")
         XCTAssertEqual(head["Retry-After"], "3")
         XCTAssertEqual(head["portcullis-problem"], "https://portcullis.dev/problems/rate-limited")
