@@ -15,13 +15,7 @@ struct NginxUpstreamsCommand: ParsableCommand {
     var output: String?
 
     func run() throws {
-        let loaded: LoadedGateway
-        do {
-            loaded = try GatewayLoader.load(configPath: options.config)
-        } catch {
-            printError(error.description)
-            throw ExitCode(1)
-        }
+        let loaded = try options.load()
         let text = NginxUpstreams.render(loaded.config, source: options.config)
         guard let output else { return print(text, terminator: "") }
         do {
