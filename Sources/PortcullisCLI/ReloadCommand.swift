@@ -12,14 +12,15 @@ struct ReloadCommand: ParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() throws {
+        let loaded: LoadedGateway
         do {
-            _ = try GatewayLoader.load(configPath: options.config)
+            loaded = try GatewayLoader.load(configPath: options.config)
         } catch {
             printError("reload refused, the running configuration keeps serving:\n\(error.description)")
             throw ExitCode(1)
         }
         do {
-            let generation = try MasterControl(configPath: options.config).reload()
+            let generation = try MasterControl(configPath: options.config).reload(readyTimeoutSeconds: loaded.config.server.readyTimeoutSeconds)
             print("reloaded: generation \(generation)")
         } catch {
             throw error.exit()

@@ -53,6 +53,10 @@ public final class Master {
     private var nextPluginCheck = ContinuousClock.now
     private var metrics: PoolMetrics?
     private var upstreams: UpstreamSupervision?
+    /// A growth of the pool waiting for its new workers to be ready.
+    private var growth: PoolGrowth?
+    /// The outcome of the last change of the pool's size, for `portcullis scale` and `status`.
+    private var lastScale: JSONObject?
 
     /// `loaded` is the validated configuration the first generation runs (its bundle is what
     /// the workers load).
@@ -117,6 +121,7 @@ public final class Master {
             }
             supervise()
             reconcile()
+            judgeGrowth()
             watchPlugins()
             writeState()
         }
@@ -146,14 +151,14 @@ public final class Master {
         case SIGHUP:
             reload()
         case SIGTTIN:
-            desiredWorkers = min(desiredWorkers + 1, 256)
+            resize(to: min(desiredWorkers + 1, 256))
         case SIGTTOU:
-            desiredWorkers = max(desiredWorkers - 1, 1)
+            resize(to: max(desiredWorkers - 1, 1))
         case SIGUSR2:
             if let text = try? String(contentsOfFile: paths.scaleFile, encoding: .utf8),
                let n = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), n >= 1, n <= 256 {
-                desiredWorkers = n
                 EventLog.emit("scale", [("workers", .int(Int64(n)))])
+                resize(to: n)
             }
         default:
             break  // SIGCHLD: reaping happens every loop
@@ -198,7 +203,7 @@ public final class Master {
         // processes and their kept connections.
         let live = workers.filter { !$0.value.retiring }.map(\.key)
         for pid in live { workers[pid]?.control.send("prepare \(next) \(bundlePath(next))") }
-        let outcome = awaitPrepared(live, generation: next, timeout: .seconds(reloadPrepareTimeoutSeconds))
+        let outcome = awaitPrepared(live, generation: next, timeout: .seconds(newConfig.server.readyTimeoutSeconds))
         guard outcome.failures.isEmpty else {
             for pid in live { workers[pid]?.control.send("abort \(next)") }
             unlink(bundlePath(next))
@@ -217,17 +222,13 @@ public final class Master {
         recentCrashes = 0
         respawnNotBefore = ContinuousClock.now
         upstreams?.configure(newConfig)
-        if workersOverride == nil { desiredWorkers = newConfig.server.workers }
+        if workersOverride == nil && newConfig.server.workers != desiredWorkers { resize(to: newConfig.server.workers) }
         if generation > 2 { unlink(bundlePath(generation - 2)) }
         lastReload = JSONObject([("ok", true), ("at", .string(RFC3339.format(Date(), milliseconds: true))), ("generation", .int(Int64(generation)))])
         EventLog.emit("reloaded", [("generation", .int(Int64(generation)))])
         metrics?.reload(ok: true)
         writeState()
     }
-
-    /// Longest a reload waits for the workers to build the new configuration (JWKS fetches
-    /// included).
-    private let reloadPrepareTimeoutSeconds = 30
 
     private func refuseReload(_ errors: [String], event: String) {
         lastReload = JSONObject([("ok", false), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
@@ -236,6 +237,59 @@ public final class Master {
         metrics?.reload(ok: false)
         metrics?.load(config)
         writeState()
+    }
+
+    /// Sets the desired pool size. Growing is judged by `judgeGrowth` once the new workers are
+    /// ready (or withdrawn); shrinking is done at once (the leaving workers retire gracefully).
+    private func resize(to n: Int) {
+        // A growth on top of a pending one still returns to the last size known to be ready.
+        let base = growth?.from ?? desiredWorkers
+        desiredWorkers = n
+        if n > base {
+            growth = PoolGrowth(from: base, to: n, timeoutSeconds: config.server.readyTimeoutSeconds, now: .now)
+        } else {
+            growth = nil
+            recordScale(ok: true, workers: n, asked: n, reason: nil)
+        }
+    }
+
+    /// A pending growth: reached once enough workers are ready; withdrawn when a new worker ends
+    /// before it is ready or `ready_timeout_seconds` pass, and the pool returns to its size.
+    private func judgeGrowth() {
+        guard let pending = growth else { return }
+        let ready = workers.values.filter { $0.generation == generation && $0.ready && !$0.retiring && !$0.recycling }.count
+        switch pending.judge(ready: ready, now: .now) {
+        case .waiting:
+            return
+        case .reached:
+            growth = nil
+            recordScale(ok: true, workers: pending.to, asked: pending.to, reason: nil)
+        case .withdraw(let reason):
+            growth = nil
+            desiredWorkers = pending.from
+            // The workers that are not ready leave first; `reconcile` retires any surplus left.
+            let staying = workers.values.filter { $0.generation == generation && !$0.retiring && !$0.recycling }
+            let unready = staying.filter { !$0.ready }.sorted { $0.startedAt > $1.startedAt }
+            for worker in unready.prefix(max(0, staying.count - pending.from)) {
+                workers[worker.pid]?.retiring = true
+                kill(worker.pid, SIGTERM)
+            }
+            // Withdrawn, the failed workers are not a crash loop to back off from.
+            recentCrashes = 0
+            respawnNotBefore = .now
+            EventLog.emit("scale_withdrawn", [("from", .int(Int64(pending.from))), ("asked", .int(Int64(pending.to))),
+                                              ("reason", .string(reason))])
+            recordScale(ok: false, workers: pending.from, asked: pending.to, reason: reason)
+            reconcile()
+        }
+        writeState()
+    }
+
+    private func recordScale(ok: Bool, workers: Int, asked: Int, reason: String?) {
+        var outcome = JSONObject([("ok", .bool(ok)), ("at", .string(RFC3339.format(Date(), milliseconds: true))),
+                                  ("workers", .int(Int64(workers))), ("asked", .int(Int64(asked)))])
+        if let reason { outcome["reason"] = .string(reason) }
+        lastScale = outcome
     }
 
     /// Waits until each of `pids` answered `prepared`/`prepare_failed` for `generation` (or
@@ -387,6 +441,10 @@ public final class Master {
                                           ("signal", signal != 0 ? .int(Int64(signal)) : .null)])
                 if let bootError { failure["error"] = .string(bootError) }
                 lastWorkerFailure = failure
+                if !worker.ready && worker.generation == generation {
+                    let how = bootFailure ? "could not start" : signal != 0 ? "was killed by signal \(signal)" : "exited with \(exitCode)"
+                    growth?.workerEndedBeforeReady("worker \(pid) \(how) before it was ready" + (bootError.map { ": \($0)" } ?? ""))
+                }
                 if recentCrashes > 1 {
                     EventLog.emit("worker_crash_loop", [("failures_in_a_row", .int(Int64(recentCrashes))),
                                                         ("respawn_delay_ms", .int(Int64(respawnDelayMs))),
@@ -568,6 +626,8 @@ public final class Master {
             ("started_at", .string(RFC3339.format(startedAt, milliseconds: true))), ("workers", .array(list)),
         ])
         if let lastReload { state["last_reload"] = .object(lastReload) }
+        if let lastScale { state["last_scale"] = .object(lastScale) }
+        state["ready_timeout_seconds"] = .int(Int64(config.server.readyTimeoutSeconds))
         if let lastWorkerFailure {
             state["worker_failures"] = .object(JSONObject([("in_a_row", .int(Int64(recentCrashes))),
                                                            ("respawn_delay_ms", .int(Int64(respawnDelayMs))),

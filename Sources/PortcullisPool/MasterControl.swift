@@ -40,12 +40,13 @@ public struct MasterControl: Sendable {
     /// What the master last published (nil while it has not written it yet).
     public func state() -> JSONValue? { paths.readState() }
 
-    /// The longest a reload may take: the master waits up to 30 s for its workers to prepare.
-    public static let reloadTimeout: Duration = .seconds(40)
-
     /// SIGHUP, then waits for the master's verdict; returns the new generation.
-    public func reload(timeout: Duration = reloadTimeout) throws(Failure) -> Int {
-        let before = state()?["last_reload"]
+    /// `readyTimeoutSeconds` is the new configuration's `ready_timeout_seconds`: the master
+    /// waits up to that long for its workers to prepare it.
+    public func reload(readyTimeoutSeconds: Int? = nil) throws(Failure) -> Int {
+        let current = state()
+        let before = current?["last_reload"]
+        let timeout = Self.verdictTimeout(current, readyTimeoutSeconds: readyTimeoutSeconds)
         let outcome = try signalAndWait(SIGHUP, timeout: timeout, what: "reload result") { (state: JSONValue) -> JSONValue? in
             guard let result = state["last_reload"], result != before else { return nil }
             return result
@@ -70,14 +71,17 @@ public struct MasterControl: Sendable {
     /// Largest pool the master runs.
     public static let maxWorkers = 256
 
-    /// Sets the desired number of workers, then waits until that many live workers report
-    /// ready; returns the number reached.
-    public func scale(_ target: ScaleTarget, timeout: Duration = .seconds(30)) throws(Failure) -> Int {
+    /// Sets the desired number of workers and waits for the master's verdict: a growth is
+    /// answered once the new workers are ready, or refused when they are not ready within the
+    /// master's `ready_timeout_seconds` (it withdraws them and keeps the size it had; the
+    /// reason is thrown). Then waits until exactly that many workers serve. Returns the size.
+    public func scale(_ target: ScaleTarget) throws(Failure) -> Int {
         _ = try masterPid()  // not running: exit 3 before anything is written
+        let before = state()
         let workers: Int
         switch target {
         case .absolute(let n): workers = n
-        case .relative(let delta): workers = Int(state()?["desired_workers"]?.intValue ?? 0) + delta
+        case .relative(let delta): workers = Int(before?["desired_workers"]?.intValue ?? 0) + delta
         }
         guard (1...Self.maxWorkers).contains(workers) else {
             throw .failed("portcullis: the pool must have 1...\(Self.maxWorkers) workers (asked for \(workers))")
@@ -87,12 +91,30 @@ public struct MasterControl: Sendable {
         } catch {
             throw .failed("portcullis: cannot write \(paths.scaleFile): \(error)")
         }
-        _ = try signalAndWait(SIGUSR2, timeout: timeout, what: "\(workers) ready workers") { state -> Bool? in
+        let timeout = Self.verdictTimeout(before)
+        let start = ContinuousClock.now
+        let outcome = try signalAndWait(SIGUSR2, timeout: timeout, what: "scale result") { (state: JSONValue) -> JSONValue? in
+            guard let result = state["last_scale"], result != before?["last_scale"] else { return nil }
+            return result
+        }
+        guard outcome["ok"]?.boolValue == true else {
+            throw .failed("portcullis: scale to \(workers) workers withdrawn, the pool keeps \(outcome["workers"]?.intValue ?? 0): "
+                          + (outcome["reason"]?.stringValue ?? "no reason given"))
+        }
+        // Shrinking is answered at once: wait until the leaving workers are out of the count.
+        _ = try waitForState(timeout: timeout - (ContinuousClock.now - start), what: "\(workers) ready workers") { state -> Bool? in
             let live = state["workers"]?.arrayValue?.filter { $0["retiring"]?.boolValue != true } ?? []
             let ready = live.filter { $0["ready"]?.boolValue == true }
             return state["desired_workers"]?.intValue == Int64(workers) && live.count == workers && ready.count == workers ? true : nil
         }
         return workers
+    }
+
+    /// How long to wait for the master's verdict on a change that waits for readiness: its
+    /// `ready_timeout_seconds` (published in `state.json`), plus time to carry it out.
+    static func verdictTimeout(_ state: JSONValue?, readyTimeoutSeconds: Int? = nil) -> Duration {
+        let published = state?["ready_timeout_seconds"]?.intValue.map(Int.init) ?? ServerSettings().readyTimeoutSeconds
+        return .seconds(max(published, readyTimeoutSeconds ?? 0) + 10)
     }
 
     /// SIGTERM (graceful) or SIGQUIT (fast), then waits until the master has exited.
@@ -108,8 +130,14 @@ public struct MasterControl: Sendable {
     /// Signals the master, then polls `state.json` until `outcome` returns a value.
     func signalAndWait<T>(_ signal: Int32, timeout: Duration, what: String,
                           _ outcome: (JSONValue) -> T?) throws(Failure) -> T {
+        kill(try masterPid(), signal)
+        return try waitForState(timeout: timeout, what: what, outcome)
+    }
+
+    /// Polls `state.json` until `outcome` returns a value; fails if the master exits or
+    /// `timeout` passes first.
+    func waitForState<T>(timeout: Duration, what: String, _ outcome: (JSONValue) -> T?) throws(Failure) -> T {
         let pid = try masterPid()
-        kill(pid, signal)
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             usleep(50_000)

@@ -25,7 +25,7 @@ public struct StatusReport {
     }
 
     /// The sections, in the order the text shows them.
-    public static let sections: [Section] = [.master, .workers, .workerFailures, .rateTable, .upstreams, .keyExpiry, .lastReload]
+    public static let sections: [Section] = [.master, .workers, .workerFailures, .rateTable, .upstreams, .keyExpiry, .lastReload, .lastScale]
 
     /// The report of the master running with `paths`; nil when none runs.
     public init?(paths: RuntimePaths, keyWarningDays: Int = APIKeyExpiry.defaultWarningDays) {
@@ -135,5 +135,13 @@ extension StatusReport.Section {
     static let lastReload = Self(collect: { _, _ in }, render: { d in
         guard let reload = d["last_reload"] else { return [] }
         return ["last reload: \(reload["ok"]?.boolValue == true ? "ok" : "refused") at \(reload["at"]?.stringValue ?? "")"]
+    })
+
+    static let lastScale = Self(collect: { _, _ in }, render: { d in
+        guard let scale = d["last_scale"] else { return [] }
+        let at = scale["at"]?.stringValue ?? ""
+        if scale["ok"]?.boolValue == true { return ["last scale: ok, \(scale["workers"]?.intValue ?? 0) workers at \(at)"] }
+        return ["last scale: to \(scale["asked"]?.intValue ?? 0) workers withdrawn at \(at), kept \(scale["workers"]?.intValue ?? 0): "
+                + (scale["reason"]?.stringValue ?? "")]
     })
 }

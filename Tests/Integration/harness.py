@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -788,3 +789,62 @@ class GatewayFactory:
             if "Program crashed" in _tail(gateway.master.stderr_path, 100_000):
                 crashed.append(gateway.diagnostics(80))
         assert not crashed, "a gateway process crashed:\n" + "\n".join(crashed)
+
+
+class BackgroundClients:
+    """Client threads sending requests until the ``with`` block ends. Every success is counted
+    by kind (``ok``), every failure recorded (``failures``) for the test to assert on.
+
+    Subclasses define ``kind`` (what request ``n`` of thread ``index`` is) and ``send``, which
+    sends it and returns None on success or what went wrong; an exception counts as a failure.
+    """
+
+    def __init__(self, threads: int, join_timeout: float = 20):
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ok: Counter[str] = Counter()
+        self.failures: list[str] = []
+        self.join_timeout = join_timeout
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def kind(self, index: int, n: int) -> str:
+        raise NotImplementedError
+
+    def send(self, kind: str, index: int, n: int) -> str | None:
+        raise NotImplementedError
+
+    def __enter__(self) -> BackgroundClients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=self.join_timeout)
+
+    @property
+    def succeeded(self) -> int:
+        with self.lock:
+            return sum(self.ok.values())
+
+    def _run(self, index: int) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            kind = self.kind(index, n)
+            try:
+                failure = self.send(kind, index, n)
+            except Exception as error:  # noqa: BLE001 - every failure is recorded and asserted
+                failure = repr(error)
+            with self.lock:
+                if failure is None:
+                    self.ok[kind] += 1
+                else:
+                    self.failures.append(f"{kind} → {failure}")
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        """Waits for ``count`` more successful requests."""
+        target = self.succeeded + count
+        wait_until(lambda: self.succeeded >= target, timeout, f"{count} more successful requests")
+

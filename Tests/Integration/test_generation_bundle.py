@@ -24,7 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from harness import Gateway, QuietHTTPServer, answer_json, echo_of, wait_until
+from harness import BackgroundClients, Gateway, QuietHTTPServer, answer_json, echo_of, wait_until
 from test_auth import bearer, claims, rs256, rsa_public_jwk, sign_jws
 
 
@@ -154,49 +154,24 @@ class IdentityProvider:
         self.httpd.server_close()
 
 
-class Load:
+class Load(BackgroundClients):
     """Client threads sending requests that must all succeed: `/echo/public` and, given
     `make_token` (tokens whose kid the gateway knows), `/jwt/known` on every other thread."""
 
     def __init__(self, gw: Gateway, make_token: Callable[[], str] | None = None, threads: int = 4):
+        super().__init__(threads)
         self.gw = gw
         self.make_token = make_token
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.ok = 0
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
+    def kind(self, index: int, n: int) -> str:
+        return "jwt" if self.make_token is not None and index % 2 == 1 else "public"
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=20)
-
-    def _run(self, index: int) -> None:
-        while not self.stop.is_set():
-            jwt = self.make_token is not None and index % 2 == 1
-            try:
-                if jwt:
-                    r = self.gw.get("/jwt/known", headers=bearer(self.make_token()), timeout=15)  # type: ignore[misc]
-                else:
-                    r = self.gw.get("/echo/public", timeout=15)
-                outcome = None if r.status_code == 200 else f"{'jwt' if jwt else 'public'} → {r.status_code} {r.text[:200]}"
-            except Exception as error:  # noqa: BLE001 - recorded and asserted
-                outcome = f"{'jwt' if jwt else 'public'} → {error!r}"
-            with self.lock:
-                if outcome is None:
-                    self.ok += 1
-                else:
-                    self.failures.append(outcome)
-
-    def wait_for(self, count: int, timeout: float = 30) -> None:
-        target = self.ok + count
-        wait_until(lambda: self.ok >= target, timeout, f"{count} more successful requests")
+    def send(self, kind: str, index: int, n: int) -> str | None:
+        if kind == "jwt":
+            r = self.gw.get("/jwt/known", headers=bearer(self.make_token()), timeout=15)  # type: ignore[misc]
+        else:
+            r = self.gw.get("/echo/public", timeout=15)
+        return None if r.status_code == 200 else f"{r.status_code} {r.text[:200]}"
 
 
 def jwks_gateway(make_gateway: Callable[..., Gateway], idp: IdentityProvider, issuer: str, **kwargs: Any) -> Gateway:

@@ -12,59 +12,31 @@ import hashlib
 import json
 import os
 import signal
-import threading
 from typing import Callable
 
-from harness import Gateway, wait_until
+from harness import BackgroundClients, Gateway, wait_until
 
 
-class MixedClients:
+class MixedClients(BackgroundClients):
     """Client threads alternating GET and POST (with a body whose digest the echo checks)."""
 
     def __init__(self, gateway: Gateway, threads: int = 6):
+        super().__init__(threads, join_timeout=10)
         self.gateway = gateway
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.ok = {"GET": 0, "POST": 0}
-        self.failures: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
-    def __enter__(self) -> MixedClients:
-        for t in self.threads:
-            t.start()
-        return self
+    def kind(self, index: int, n: int) -> str:
+        return "POST" if n % 2 else "GET"
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=10)
-
-    def _run(self, index: int) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
+    def send(self, kind: str, index: int, n: int) -> str | None:
+        if kind == "POST":
             body = f"client {index} request {n} ".encode() * 50
-            method = "POST" if n % 2 else "GET"
-            try:
-                if method == "POST":
-                    r = self.gateway.request("POST", "/echo/lifecycle", data=body, timeout=10,
-                                             headers={"Content-Type": "application/octet-stream"})
-                    good = r.status_code == 200 and r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
-                else:
-                    r = self.gateway.get("/echo/lifecycle", timeout=10)
-                    good = r.status_code == 200
-                with self.lock:
-                    if good:
-                        self.ok[method] += 1
-                    else:
-                        self.failures.append(f"{method} → {r.status_code} {r.text[:200]}")
-            except Exception as error:  # noqa: BLE001 - every failure is recorded and asserted
-                with self.lock:
-                    self.failures.append(f"{method} → {error!r}")
-
-    def wait_for(self, count: int, timeout: float = 20) -> None:
-        target = sum(self.ok.values()) + count
-        wait_until(lambda: sum(self.ok.values()) >= target, timeout, f"{count} more successful requests")
+            r = self.gateway.request("POST", "/echo/lifecycle", data=body, timeout=10,
+                                     headers={"Content-Type": "application/octet-stream"})
+            good = r.status_code == 200 and r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+        else:
+            r = self.gateway.get("/echo/lifecycle", timeout=10)
+            good = r.status_code == 200
+        return None if good else f"{r.status_code} {r.text[:200]}"
 
 
 def live_worker_pids(gw: Gateway) -> set[int]:

@@ -71,6 +71,20 @@ final class OperationsTests: XCTestCase {
         XCTAssertNil(MasterControl.ScaleTarget(""))
     }
 
+    func testPoolGrowthIsReachedOrWithdrawn() {
+        let start = ContinuousClock.now
+        var growth = PoolGrowth(from: 2, to: 4, timeoutSeconds: 5, now: start)
+        XCTAssertEqual(growth.judge(ready: 3, now: start + .seconds(1)), .waiting)
+        XCTAssertEqual(growth.judge(ready: 4, now: start + .seconds(1)), .reached)
+        XCTAssertEqual(growth.judge(ready: 3, now: start + .seconds(5)),
+                       .withdraw("only 3 of 4 workers ready after 5 s (server.ready_timeout_seconds)"))
+        growth.workerEndedBeforeReady("worker 7 could not start before it was ready: no bundle")
+        growth.workerEndedBeforeReady("worker 8 exited with 1 before it was ready")
+        XCTAssertEqual(growth.judge(ready: 2, now: start + .seconds(1)),
+                       .withdraw("worker 7 could not start before it was ready: no bundle"), "the first failure is the reason")
+        XCTAssertEqual(growth.judge(ready: 4, now: start + .seconds(1)), .reached, "enough ready workers win over a failure")
+    }
+
     func testExpiringKeysSoonestFirst() throws {
         let digest = try XCTUnwrap(KeyDigest(hex: String(repeating: "ab", count: 32)))
         let other = try XCTUnwrap(KeyDigest(hex: String(repeating: "cd", count: 32)))
@@ -99,6 +113,7 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(effective["server"]?["workers"], 2)
         XCTAssertEqual(effective["server"]?["socket_mode"], "0660")
         XCTAssertEqual(effective["server"]?["hard_timeout_seconds"], 60)
+        XCTAssertEqual(effective["server"]?["ready_timeout_seconds"], 30)
         XCTAssertEqual(effective["server"]?["recycle_after_requests"], .null)
         XCTAssertEqual(effective["log"]?["access_log"], "-")
         XCTAssertEqual(effective["plugins_dir"], "/etc/pc/rules")
@@ -113,11 +128,12 @@ final class OperationsTests: XCTestCase {
     }
 
     func testSupervisionSettingsAreValidated() {
-        XCTAssertThrowsError(try ConfigLoader.parse(bytes: Array(#"{"server": {"hard_timeout_seconds": 0, "recycle_above_rss_mb": 1}, "upstreams": {}, "routes": []}"#.utf8),
+        XCTAssertThrowsError(try ConfigLoader.parse(bytes: Array(#"{"server": {"hard_timeout_seconds": 0, "ready_timeout_seconds": 601, "recycle_above_rss_mb": 1}, "upstreams": {}, "routes": []}"#.utf8),
                                                     file: "c.json")) { error in
             let text = (error as? ConfigErrors)?.description ?? ""
             XCTAssertTrue(text.contains("/server/hard_timeout_seconds"), text)
             XCTAssertTrue(text.contains("/server/recycle_above_rss_mb"), text)
+            XCTAssertTrue(text.contains("/server/ready_timeout_seconds"), text)
         }
     }
 

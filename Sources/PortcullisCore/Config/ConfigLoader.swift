@@ -90,7 +90,7 @@ public enum ConfigLoader {
         if node.object() == nil { return s }
         node.rejectUnknownKeys(["socket", "socket_mode", "socket_owner", "socket_group", "runtime_dir", "workers",
                                 "threads", "max_body_bytes", "max_header_bytes", "shutdown_grace_seconds",
-                                "hard_timeout_seconds", "recycle_after_requests", "recycle_above_rss_mb"])
+                                "hard_timeout_seconds", "ready_timeout_seconds", "recycle_after_requests", "recycle_above_rss_mb"])
         if let v = node["runtime_dir"].nonEmptyString() { s.runtimeDirectory = resolve(v, baseDirectory) }
         if let v = node["socket"].nonEmptyString() {
             s.socket = resolve(v, baseDirectory)
@@ -110,6 +110,7 @@ public enum ConfigLoader {
         if let v = node["max_header_bytes"].int(min: 4096, max: 16 << 20) { s.maxHeaderBytes = Int(v) }
         if let v = node["shutdown_grace_seconds"].int(min: 0, max: 3600) { s.shutdownGraceSeconds = Int(v) }
         if let v = node["hard_timeout_seconds"].int(min: 1, max: 86_400) { s.hardTimeoutSeconds = Int(v) }
+        if let v = node["ready_timeout_seconds"].int(min: 1, max: 600) { s.readyTimeoutSeconds = Int(v) }
         if let v = node["recycle_after_requests"].int(min: 1, max: 1 << 40) { s.recycleAfterRequests = Int(v) }
         if let v = node["recycle_above_rss_mb"].int(min: 16, max: 1 << 20) { s.recycleAboveRSSMegabytes = Int(v) }
         return s

@@ -48,7 +48,7 @@ public enum EffectiveConfig {
     }
 
     static func supervision(_ s: ServerSettings) -> [(String, JSONValue)] {
-        [("hard_timeout_seconds", .int(Int64(s.hardTimeoutSeconds))),
+        [("hard_timeout_seconds", .int(Int64(s.hardTimeoutSeconds))), ("ready_timeout_seconds", .int(Int64(s.readyTimeoutSeconds))),
          ("recycle_after_requests", s.recycleAfterRequests.map { .int(Int64($0)) } ?? .null),
          ("recycle_above_rss_mb", s.recycleAboveRSSMegabytes.map { .int(Int64($0)) } ?? .null)]
     }

@@ -62,6 +62,9 @@ public struct ServerSettings: Sendable, Equatable {
     /// A worker whose heartbeat stops, or whose event loop stays inside one request's work,
     /// this long is replaced (operations.md, Supervision).
     public var hardTimeoutSeconds = 60
+    /// How long a reload, or a pool that grows (scale), waits for its workers to be ready;
+    /// what is not ready by then is withdrawn (operations.md, Readiness).
+    public var readyTimeoutSeconds = 30
     /// Retire (seamlessly) and replace a worker after it served this many requests.
     public var recycleAfterRequests: Int?
     /// Retire and replace a worker whose resident memory exceeds this many MiB.

@@ -104,6 +104,38 @@ final class SharedMemoryRateTableTests: XCTestCase {
         XCTAssertEqual(size, SharedMemoryRateTable.fileSize(slots: 4096))
     }
 
+    /// The fixed-window tie-break, under the churn of the integration test: 400 single-request
+    /// keys through 64 slots within one window. A key that has used more than every neighbour
+    /// (2 of 3) is never the one evicted, so it is admitted exactly once more, in every one of 300
+    /// hash layouts. A key that has used only as much as its neighbours (1) ties with them and
+    /// can go like any of them; when it does, it comes back fresh (the documented bound).
+    func testFixedWindowKeyThatUsedMostOutlivesSingleRequestChurn() throws {
+        let p = RateLimitParams(algorithm: .fixedWindow, limit: 3, windowMicros: 120_000_000)
+        var tiedKeysEvicted = 0
+        for layout in 0..<300 {
+            let path = temporaryPath("churn-\(layout).table")
+            defer { unlink(path) }
+            let table = try SharedMemoryRateTable.create(path: path, slots: 64)
+            var now = (t0 / p.windowMicros) * p.windowMicros + 1_000_000
+            let hot = RateLimitKey(hash: StableHash.mix(UInt64(layout) &* 7_919 &+ 0xBEEF))
+            let tied = RateLimitKey(hash: StableHash.mix(UInt64(layout) &* 7_919 &+ 0xF00D))
+            XCTAssertTrue(try table.acquire(hot, params: p, now: now, cost: 1).allowed)
+            XCTAssertTrue(try table.acquire(hot, params: p, now: now, cost: 1).allowed)
+            XCTAssertTrue(try table.acquire(tied, params: p, now: now, cost: 1).allowed)
+            var hotAdmitted = 0
+            for i in 0..<400 {
+                now += 1_000
+                let cold = RateLimitKey(hash: StableHash.mix(UInt64(layout) << 20 | UInt64(i)))
+                XCTAssertTrue(try table.acquire(cold, params: p, now: now, cost: 1).allowed)
+                if i % 40 == 0, try table.acquire(hot, params: p, now: now, cost: 1).allowed { hotAdmitted += 1 }
+            }
+            XCTAssertEqual(hotAdmitted, 1, "layout \(layout): the key that used the most stays limited")
+            // 2 more for a key still counted at 1; 3 if the churn evicted it.
+            if try (0..<5).filter({ _ in try table.acquire(tied, params: p, now: now, cost: 1).allowed }).count == 3 { tiedKeysEvicted += 1 }
+        }
+        XCTAssertGreaterThan(tiedKeysEvicted, 0, "a key tied with the churn is evicted in some layouts (the rule has no favourite among equals)")
+    }
+
     /// Issue 14.3, the documented rule and its bound: when all 8 probe slots are live, the slot
     /// expiring soonest is evicted, whatever its count. A key held at its limit on a 60 s window
     /// loses to single-request keys of 3600 s windows, and once evicted it admits at most its
