@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -226,6 +226,41 @@ def test_grpc_calls_beyond_the_per_call_limit_are_resource_exhausted(gw: Gateway
     assert int(dict(limited.value.trailing_metadata())["retry-after"]) > 0
     entry = gw.wait_for_log_entries(lambda e: e.get("route") == "grpc-limited" and e.get("grpc_status") == 8)[0]
     assert entry["status"] == 200
+
+
+# -- the nginx reload rule ----------------------------------------------------------------------
+
+
+def test_a_new_target_needs_regenerated_upstreams_and_an_nginx_reload(
+        make_gateway: Callable[..., Gateway], echo_upstream: EchoUpstream, test_root: Path) -> None:
+    """docs/protocols.md: the worker names the target's nginx upstream block, which nginx only
+    knows once the file is regenerated and nginx reloaded. A target added by `portcullis
+    reload` alone fails in nginx (502) when the balancer picks it; after the nginx reload
+    every handshake passes, to both targets."""
+    second = EchoUpstream(test_root, name="echo-second").start()
+    try:
+        route = {"name": "ws", "match": {"prefix": "/ws/"}, "upstream": "pair", "protocol": "websocket"}
+        config = {"upstreams": {"pair": {"targets": [echo_upstream.url]}}, "routes": [route]}
+        gw = make_gateway(config=config, workers=1, threads=1)
+
+        def statuses(n: int) -> list[int]:
+            found = []
+            for _ in range(n):
+                client = WebSocketClient(gw.port, "/ws/x", {})
+                found.append(client.status if client.status != 101 or client.accepted else -1)
+                client.close()
+            return found
+
+        assert statuses(2) == [101, 101]
+        gw.set_config({**config, "upstreams": {"pair": {"targets": [echo_upstream.url, second.url]}}})
+        assert gw.cli("reload").returncode == 0
+        before = statuses(4)
+        assert sorted(set(before)) == [101, 502], f"round robin over both targets, the new one unknown to nginx: {before}"
+        assert "no resolver defined to resolve portcullis_pair_1" in gw.nginx.stderr_path.read_text()
+        gw.restart_nginx()  # regenerates portcullis-upstreams.conf from the config, as an operator would
+        assert statuses(4) == [101] * 4
+    finally:
+        second.stop()
 
 
 # -- last: the idle connection ------------------------------------------------------------------
