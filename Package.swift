@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "PortcullisCLI",
             dependencies: [
-                "PortcullisCore", "PortcullisRuntime", "PortcullisPool",
+                "PortcullisCore", "PortcullisPlugins", "PortcullisRuntime", "PortcullisPool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -17,6 +17,8 @@ apt_packages=(
     python3-prometheus-client chromium
     # grpcio: the gRPC example service (scripts/grpc_echo.py) and the tests' gRPC client
     python3-grpcio
+    # systemd-analyze verifies the shipped unit file (test_install.py)
+    systemd
 )
 # prometheus_client parses the metrics text in the tests; chromium renders the status page.
 # Each entry is an import name, or import:pip-name when they differ.

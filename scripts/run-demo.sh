@@ -31,10 +31,9 @@ fi
 echo "==> portcullis check --config $config"
 "$bin" check --config "$config"
 
-# The socket path as the gateway resolves it (`check --print-effective`: defaults filled in,
+# The socket path as the gateway resolves it (the effective configuration: defaults filled in,
 # paths absolute), so this script keeps no copy of the defaults.
-socket=$("$bin" check --print-effective --config "$config" 2>/dev/null |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["server"]["socket"])')
+socket=$("$bin" check --field /server/socket --config "$config" 2>/dev/null)
 # Idle kept FastCGI connections cost the pool a descriptor each (nginx/portcullis.conf).
 keepalive=32
 

@@ -25,6 +25,7 @@ struct MetricsCommand: ParsableCommand {
             throw ExitCode(1)
         }
         let table = try? SharedMemoryRateTable.open(path: SharedMemoryRateTable.defaultPath(runtimeDirectory: paths.directory))
-        print(PrometheusText.render(segment.snapshot(rateTable: table), version: PortcullisVersion.current), terminator: "")
+        let upstreams = try? UpstreamStateTable.open(path: UpstreamStateTable.defaultPath(runtimeDirectory: paths.directory))
+        print(PrometheusText.render(segment.snapshot(rateTable: table, upstreams: upstreams), version: PortcullisVersion.current), terminator: "")
     }
 }

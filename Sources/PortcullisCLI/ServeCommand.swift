@@ -15,7 +15,7 @@ struct ServeCommand: ParsableCommand {
     @Flag(help: "Run in the background: returns once the pool serves (exit 0) or could not start (exit 1).") var daemon = false
     @Option(name: .customLong("pid-file"), help: "Also write the master's pid to this file (removed when it stops).")
     var pidFile: String?
-    @Option(name: .customLong("log-file"), help: "With --daemon: where the master's and workers' event log goes (default: runtime_dir/portcullis.log).")
+    @Option(name: .customLong("log-file"), help: "Where the master's and workers' event log goes, reopened on SIGUSR1 (default: standard error; with --daemon runtime_dir/portcullis.log).")
     var logFile: String?
 
     func run() throws {
@@ -24,7 +24,7 @@ struct ServeCommand: ParsableCommand {
         if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads must be 1...1024") }
         if daemon { throw ExitCode(try startDaemon(loaded)) }
         do {
-            let status = try Master(loaded: loaded, workers: workers, threads: threads, pidFile: pidFile).run()
+            let status = try Master(loaded: loaded, workers: workers, threads: threads, pidFile: pidFile, logFile: logFile).run()
             throw ExitCode(status)
         } catch let error as RuntimeError {
             printError("portcullis: \(error.description)")
@@ -42,13 +42,15 @@ struct ServeCommand: ParsableCommand {
         }
         let log = logFile ?? loaded.config.server.runtimeDirectory + "/portcullis.log"
         try? FileManager.default.createDirectory(atPath: (log as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else {
-            printError("portcullis: cannot open \(log): \(String(cString: strerror(errno)))")
+        let fd: Int32
+        do {
+            fd = try EventLogFile(path: log).open()
+        } catch {
+            printError("portcullis: \(error)")
             return 1
         }
         defer { close(fd) }
-        var arguments = [executablePath(), "serve", "--config", options.config]
+        var arguments = [executablePath(), "serve", "--config", options.config, "--log-file", log]
         if let workers { arguments += ["--workers", String(workers)] }
         if let threads { arguments += ["--threads", String(threads)] }
         if let pidFile { arguments += ["--pid-file", pidFile] }
@@ -59,6 +61,9 @@ struct ServeCommand: ParsableCommand {
             printError("portcullis: cannot start the master: \(String(cString: strerror(-pid)))")
             return 1
         }
+        // Under systemd (Type=notify) the master becomes the main process now, so its READY=1
+        // is accepted; it inherits NOTIFY_SOCKET for that.
+        ServiceNotifier.fromEnvironment(unsetting: false).mainProcess(pid)
         let desired = workers ?? loaded.config.server.workers
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {

@@ -57,13 +57,21 @@ public final class Master {
     private var growth: PoolGrowth?
     /// The outcome of the last change of the pool's size, for `portcullis scale` and `status`.
     private var lastScale: JSONObject?
+    /// `serve --log-file`: where standard output and error go, reopened on SIGUSR1.
+    private let logFile: EventLogFile?
+    /// systemd's `NOTIFY_SOCKET` (`Type=notify`), read once; workers do not inherit it.
+    private let notifier = ServiceNotifier.fromEnvironment(unsetting: true)
+    /// The first generation was ready (the service manager was told `READY=1`).
+    private var announcedReady = false
 
     /// `loaded` is the validated configuration the first generation runs (its bundle is what
     /// the workers load).
     /// `pidFile` is an extra pid file (`serve --pid-file`, for init systems) beside the one in
-    /// the runtime directory.
-    public init(loaded: LoadedGateway, workers: Int?, threads: Int?, pidFile: String? = nil) {
+    /// the runtime directory. `logFile` (`serve --log-file`) receives the master's and the
+    /// workers' standard output and error.
+    public init(loaded: LoadedGateway, workers: Int?, threads: Int?, pidFile: String? = nil, logFile: String? = nil) {
         self.extraPidFile = pidFile
+        self.logFile = logFile.map(EventLogFile.init(path:))
         self.initialBundle = loaded.bundle
         self.configPath = loaded.configPath
         self.config = loaded.config
@@ -76,6 +84,7 @@ public final class Master {
 
     /// Runs until SIGTERM/SIGINT; returns the process exit status.
     public func run() throws -> Int32 {
+        try logFile?.redirectStandardStreams()
         try prepareRuntimeDirectory()
         try openSocket()
         try createRateTable()
@@ -123,6 +132,7 @@ public final class Master {
             reconcile()
             judgeGrowth()
             watchPlugins()
+            announceReadiness()
             writeState()
         }
         cleanup()
@@ -136,18 +146,18 @@ public final class Master {
             guard !shuttingDown else { return }
             shuttingDown = true
             shutdownDeadline = ContinuousClock.now + .seconds(config.server.shutdownGraceSeconds + 5)
+            notifier.stopping()
             EventLog.emit("master_stopping", [("workers", .int(Int64(workers.count))), ("fast", .bool(false))])
             for pid in workers.keys { kill(pid, SIGTERM) }
         case SIGQUIT:
             // Fast stop (also after a graceful one began): workers exit at once.
             shuttingDown = true
             shutdownDeadline = ContinuousClock.now + .seconds(2)
+            notifier.stopping()
             EventLog.emit("master_stopping", [("workers", .int(Int64(workers.count))), ("fast", .bool(true))])
             for pid in workers.keys { kill(pid, SIGQUIT) }
         case SIGUSR1:
-            // logrotate moved the access log: every worker reopens it.
-            EventLog.emit("reopen_logs", [("workers", .int(Int64(workers.count)))])
-            for pid in workers.keys { kill(pid, SIGUSR1) }
+            reopenLogs()
         case SIGHUP:
             reload()
         case SIGTTIN:
@@ -165,9 +175,48 @@ public final class Master {
         }
     }
 
+    /// logrotate moved the logs: the master reopens its own (`--log-file`) and sends the new
+    /// file to every worker, which puts it in place of its standard output and error and
+    /// reopens the access log. Lines written before go to the moved files, none is lost.
+    private func reopenLogs() {
+        var newLog: [Int32] = []
+        if let logFile {
+            do {
+                let fd = try logFile.open()
+                EventLogFile.redirectStandardStreams(to: fd)
+                newLog = [fd]
+            } catch {
+                EventLog.emit("log_reopen_failed", [("error", .string("\(error)"))])
+            }
+        }
+        defer { newLog.forEach { close($0) } }
+        EventLog.emit("reopen_logs", [("workers", .int(Int64(workers.count))), ("log_file", logFile.map { .string($0.path) } ?? .null)])
+        for worker in workers.values { worker.control.send("reopen_logs", fds: newLog) }
+    }
+
+    /// Tells the service manager once that the first generation serves: every desired worker
+    /// is ready.
+    private func announceReadiness() {
+        guard !announcedReady, notifier.address != nil else { return }
+        let ready = workers.values.filter { $0.generation == generation && $0.ready && !$0.retiring }.count
+        guard ready >= desiredWorkers else { return }
+        announcedReady = true
+        notifier.ready(status: serviceStatus(ready: ready))
+    }
+
+    /// The one-line `STATUS=` systemd shows.
+    private func serviceStatus(ready: Int? = nil) -> String {
+        let count = ready ?? workers.values.filter { $0.ready && !$0.retiring }.count
+        return "generation \(generation), \(count) workers ready"
+    }
+
     /// Validates the configuration file; if valid, starts a new generation of workers with it
     /// and retires the old one once the new workers are up. If invalid, nothing changes.
     private func reload() {
+        // The service manager sees the reload (`systemctl reload` waits for `portcullis reload`
+        // anyway); it ends ready whatever the outcome: the running configuration serves.
+        if announcedReady { notifier.reloading() }
+        defer { if announcedReady { notifier.ready(status: serviceStatus()) } }
         // Taken before loading, so a change made while loading is seen by the next check; a
         // refused set is not retried until the files change again.
         notePluginFiles(of: config)
@@ -518,7 +567,11 @@ public final class Master {
     /// writes on them is served; with no live worker (the pool is stopping) they are closed.
     private func passConnections(_ fds: [Int32], from pid: pid_t) {
         defer { for fd in fds { close(fd) } }
-        let candidates = workers.values.filter { $0.ready && !$0.retiring && !$0.recycling && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        // A worker due for recycling still serves (it hands the connections on when it retires):
+        // it takes them only when no other ready worker can, rather than closing them.
+        let ready = workers.values.filter { $0.ready && !$0.retiring && $0.pid != pid }.sorted { $0.startedAt < $1.startedAt }
+        let staying = ready.filter { !$0.recycling }
+        let candidates = staying.isEmpty ? ready : staying
         guard !shuttingDown, !candidates.isEmpty else { return }
         handoffCursor &+= 1
         let target = candidates[handoffCursor % candidates.count]

@@ -516,6 +516,8 @@ class Gateway:
         self.grpc_port = free_port()
         self.config: dict[str, Any] = {}
         self.set_config(config)
+        # More `portcullis serve` options (e.g. --log-file), set before start.
+        self.serve_args: list[str] = []
         self.master = ManagedProcess(f"{name}-portcullis", self._serve_argv(), workdir)
         self.nginx = ManagedProcess(f"{name}-nginx", self._nginx_argv(), workdir)
         self.session = requests.Session()
@@ -544,7 +546,7 @@ class Gateway:
 
     def _serve_argv(self) -> list[str]:
         return [str(self.binary), "serve", "--config", str(self.config_path),
-                "--workers", str(self.workers), "--threads", str(self.threads)]
+                "--workers", str(self.workers), "--threads", str(self.threads), *self.serve_args]
 
     def _nginx_argv(self) -> list[str]:
         conf = self.nginx_prefix / "nginx.conf"

@@ -35,6 +35,12 @@ def test_make_install_serves_the_demo_through_its_own_nginx(portcullis_bin: Path
     assert f"ExecStart={binary} serve --config {config_path}" in unit
     assert f"ExecReload={binary} reload --config {config_path}" in unit
     assert "@" not in unit
+    assert "Type=notify" in unit
+    # systemd's own parser (make deps installs it): a misspelt directive or value is only a
+    # warning on standard error, so that must be empty of the unit too.
+    unit_path = prefix / "lib/systemd/system/portcullis.service"
+    verified = subprocess.run(["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and "portcullis.service" not in verified.stderr, verified.stderr
 
     # The one change the demo needs here: its upstream is this test's echo server.
     config = json.loads(config_path.read_text())

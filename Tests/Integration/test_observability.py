@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import Gateway, assert_problem, echo_of, wait_until
+from harness import REPO_ROOT, EchoUpstream, Gateway, RedisServer, assert_problem, echo_of, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -153,11 +153,14 @@ def test_scoreboard_shows_a_busy_loop_during_a_slow_request(gw: Gateway) -> None
     s = wait_until(busy, 2.4, "a loop busy with the slow echo request")
     assert total(s, "portcullis_requests_in_flight") >= 1
     assert total(s, "portcullis_loop_requests_in_flight") >= 1
+    assert value(s, "portcullis_loops", state="busy") >= 1
+    assert value(s, "portcullis_loops", state="total") == 4  # 2 workers x 2 threads
     thread.join(15)
     assert done.is_set()
     after = scrape(gw)
     assert not [k for k in after if k[0] == "portcullis_loop_oldest_request_seconds" and ("route", "echo") in k[1]]
     assert total(after, "portcullis_requests_in_flight") == 0
+    assert value(after, "portcullis_loops", state="busy") == 0
 
 
 def test_cli_reads_the_same_counters_and_admin_paths_answer_problems(gw: Gateway) -> None:
@@ -188,6 +191,109 @@ def test_metrics_refuses_without_a_running_master(tmp_path: Path, portcullis_bin
     config.write_text(json.dumps({"server": {"runtime_dir": str(tmp_path / "run")}, "upstreams": {}, "routes": []}))
     result = subprocess.run([str(portcullis_bin), "metrics", "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 3 and "not running" in result.stderr
+
+
+def test_every_served_family_is_documented_and_the_dashboard_uses_only_those(gw: Gateway) -> None:
+    served = set(re.findall(r"^# TYPE (\S+) ", gw.get("/_portcullis/metrics").text, re.M))
+    documented = set(re.findall(r"^\| `(portcullis_[a-z_]+)` \|", (REPO_ROOT / "docs/observability.md").read_text(), re.M))
+    assert served == documented, f"served, not documented: {served - documented}; documented, not served: {documented - served}"
+    dashboard = json.loads((REPO_ROOT / "docs/grafana-dashboard.json").read_text())
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"portcullis_[a-z_]+", target["expr"])}
+    assert used <= documented, f"the dashboard queries unknown metrics: {used - documented}"
+
+
+# -- upstream targets and Redis degraded mode ---------------------------------------------
+
+HEALTH_CHECK = {"path": "/healthz", "interval_ms": 200, "timeout_ms": 500, "healthy_threshold": 2, "unhealthy_threshold": 2}
+
+
+def test_upstream_targets_are_counted_with_health_and_breaker_state(make_gateway: Callable[..., Gateway],
+                                                                     echo_upstream: EchoUpstream,
+                                                                     dead_upstream_url: str) -> None:
+    dead, echo = dead_upstream_url, echo_upstream.url
+    # "pair": no health checks, a breaker that opens on the first failure; the dead target is
+    # first, so each loop's first request tries it. "checked": health checks take it out.
+    gw = make_gateway(config={
+        "upstreams": {
+            "pair": {"targets": [dead, echo], "connect_timeout_ms": 1000, "timeout_ms": 10000,
+                     "circuit_breaker": {"consecutive_failures": 1, "open_ms": 600000, "max_open_ms": 600000}},
+            "checked": {"targets": [dead, echo], "connect_timeout_ms": 1000, "timeout_ms": 10000, "health_check": HEALTH_CHECK},
+        },
+        "routes": [{"name": "pair", "match": {"prefix": "/pair/"}, "upstream": "pair"},
+                   {"name": "checked", "match": {"prefix": "/checked/"}, "upstream": "checked"}],
+    }, workers=2, threads=2)
+    # One at a time: the first try on the dead target opens its breaker before anything else
+    # is sent, so it gets exactly one try, which fails and is retried on the echo target.
+    statuses = [gw.get("/pair/x").status_code for _ in range(20)]
+    assert statuses == [200] * 20
+    pair_dead, pair_echo = {"upstream": "pair", "target": dead}, {"upstream": "pair", "target": echo}
+    checked_dead, checked_echo = {"upstream": "checked", "target": dead}, {"upstream": "checked", "target": echo}
+    def dead_checked_down() -> Samples | None:
+        s = scrape(gw)
+        return s if value(s, "portcullis_upstream_up", **checked_dead) == 0 else None
+    s = wait_until(dead_checked_down, 10, "the health checks take the dead target out")
+    assert value(s, "portcullis_upstream_requests_total", **pair_dead) == 1
+    assert value(s, "portcullis_upstream_failures_total", **pair_dead) == 1
+    assert value(s, "portcullis_upstream_retries_total", **pair_dead) == 1
+    assert value(s, "portcullis_upstream_requests_total", **pair_echo) == 20
+    assert value(s, "portcullis_upstream_failures_total", **pair_echo) == 0
+    assert value(s, "portcullis_upstream_retries_total", **pair_echo) == 0
+    assert value(s, "portcullis_upstream_breaker_state", **pair_dead, state="open") == 1
+    assert value(s, "portcullis_upstream_breaker_state", **pair_dead, state="closed") == 0
+    assert value(s, "portcullis_upstream_breaker_state", **pair_echo, state="closed") == 1
+    assert value(s, "portcullis_upstream_up", **pair_dead) == 1, "no health check: only the breaker says it is out"
+    assert value(s, "portcullis_upstream_up", **checked_echo) == 1
+    assert value(s, "portcullis_upstream_breaker_state", **checked_dead, state="closed") == 1
+    for target in (pair_dead, pair_echo, checked_dead, checked_echo):
+        assert ("portcullis_upstream_in_flight", frozenset(target.items())) in s
+        assert value(s, "portcullis_upstream_in_flight", **target) == 0
+    # `portcullis metrics` reads the same shared state.
+    cli = parse(gw.cli("metrics").stdout)
+    assert value(cli, "portcullis_upstream_up", **checked_dead) == 0
+    assert value(cli, "portcullis_upstream_requests_total", **pair_echo) == 20
+    # A reload that drops the dead target: its counters stay, its gauges go.
+    config = json.loads(gw.config_path.read_text())
+    config["upstreams"]["pair"]["targets"] = [echo]
+    gw.set_config(config)
+    assert gw.cli("reload").returncode == 0
+    s = scrape(gw)
+    assert value(s, "portcullis_upstream_requests_total", **pair_dead) == 1
+    assert ("portcullis_upstream_up", frozenset(pair_dead.items())) not in s
+    assert value(s, "portcullis_upstream_up", **pair_echo) == 1
+
+
+def test_redis_degraded_seconds_rise_while_redis_is_down(make_gateway: Callable[..., Gateway],
+                                                         make_redis: Callable[[], RedisServer],
+                                                         echo_upstream: EchoUpstream) -> None:
+    redis = make_redis()
+    gw = make_gateway(config={
+        "rate_limit": {"redis": {"host": "127.0.0.1", "port": redis.port, "namespace": "pc-degraded", "timeout_ms": 100, "retry_ms": 300}},
+        "upstreams": {"echo": {"targets": [echo_upstream.url]}},
+        "routes": [{"name": "limited", "match": {"prefix": "/limited/"}, "upstream": "echo",
+                    "limits": [{"name": "big", "algorithm": "fixed_window", "limit": 1000000, "window_seconds": 3600,
+                                "key": ["route"], "store": "redis", "on_store_failure": "open"}]}],
+    }, workers=2, threads=2)
+    degraded = "portcullis_rate_limit_degraded_seconds_total"
+    assert send(gw, ["/limited/up"] * 8).count(200) == 8
+    assert value(scrape(gw), degraded) == 0
+    redis.stop()
+    # Requests on every loop find Redis gone and are admitted by the `open` policy.
+    assert send(gw, ["/limited/down"] * 16).count(200) == 16
+    first = value(scrape(gw), degraded)
+    time.sleep(1.0)
+    second = value(scrape(gw), degraded)
+    assert 0 < first < second, (first, second)
+    assert second - first >= 0.9, "the counter rises with the time spent degraded, not with requests"
+    redis.restart()
+    # Once each loop's retry interval is over, its next request reaches Redis again.
+    def recovered() -> float | None:
+        send(gw, ["/limited/back"] * 16)
+        a = value(scrape(gw), degraded)
+        time.sleep(0.5)
+        return a if value(scrape(gw), degraded) == a else None
+    final = wait_until(recovered, 20, "degraded mode ends", interval=0.4)
+    assert final >= second
 
 
 # -- trace context -------------------------------------------------------------------------
@@ -262,7 +368,11 @@ def run_chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_status_page_in_headless_chromium_shows_the_traffic(gw: Gateway) -> None:
+def test_status_page_in_headless_chromium_shows_the_traffic(make_gateway: Callable[..., Gateway],
+                                                            echo_upstream: EchoUpstream, dead_upstream_url: str) -> None:
+    # The dead upstream's target: health checks take it out, the /dead/ requests open its breaker.
+    gw = make_gateway({"upstreams": {"dead": {"health_check": HEALTH_CHECK}}}, workers=2, threads=2)
+    assert len([s for s in send(gw, ["/dead/x"] * 6, workers=1) if s >= 500]) == 6
     stop = threading.Event()
 
     def load() -> None:
@@ -297,4 +407,15 @@ def test_status_page_in_headless_chromium_shows_the_traffic(gw: Gateway) -> None
     assert echo["p50"].endswith("ms") or echo["p50"].endswith("µs")
     assert re.search(r'id="workers">2 / 2<', dom)
     assert re.search(r'id="generation">1<', dom)
+
+    def target(upstream: str, url: str) -> tuple[dict[str, str], dict[str, str]]:
+        m = re.search(r'<tr data-upstream="' + upstream + r'" data-target="' + re.escape(url) + r'"([^>]*)>(.*?)</tr>', dom)
+        assert m, f"no row for {upstream} {url} in {dom[-3000:]}"
+        return dict(re.findall(r'data-([a-z]+)="([^"]*)"', m.group(1))), dict(re.findall(r'<td class="([a-z_]+)">([^<]*)</td>', m.group(2)))
+    (dead_state, dead_cells), (echo_state, echo_cells) = target("dead", dead_upstream_url), target("echo", echo_upstream.url)
+    assert dead_state == {"health": "down", "breaker": "open"}, dead_state
+    assert dead_cells["down"] == "down" and dead_cells["open"] == "open"
+    assert int(dead_cells["failures"]) == value(s, "portcullis_upstream_failures_total", upstream="dead", target=dead_upstream_url) >= 5
+    assert echo_state == {"health": "up", "breaker": "closed"}, echo_state
+    assert int(echo_cells["tries"]) == value(s, "portcullis_upstream_requests_total", upstream="echo", target=echo_upstream.url) > 0
     print(f"status page screenshot: {shot}")

@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,53 @@ def test_worker_that_cannot_boot_is_not_respawned_in_a_loop_and_is_reported(make
     assert gw.cli("reload").returncode == 0
     gw.wait_for_workers(lambda ws: len([w for w in ws if w["ready"] and w["generation"] == 2]) == 2 or None,
                         15, "two ready workers of generation 2")
+
+
+def test_worker_crash_loop_backs_off_is_reported_and_recovers(make_gateway: Callable[..., Gateway]) -> None:
+    """A respawn that cannot open the access log (a directory now stands at its path) exits 1
+    at once: respawned with growing delays, not in a spin; `status` reports the loop; once the
+    path is usable again the pool is whole."""
+    gw = make_gateway(workers=2, threads=1)
+    gw.access_log_path.rename(gw.access_log_path.with_suffix(".log.1"))
+    gw.access_log_path.mkdir()
+    (victim, survivor) = [w["pid"] for w in live_workers(gw)]
+    os.kill(victim, signal.SIGKILL)
+
+    def looping() -> dict | None:
+        failures = gw.status().get("worker_failures")
+        return failures if failures and failures["in_a_row"] >= 3 else None
+    failures = wait_until(looping, 20, "three failures in a row", interval=0.2, on_timeout=gw.diagnostics)
+    assert failures["last"]["exit_code"] == 1 and failures["respawn_delay_ms"] >= 800, failures
+    assert re.search(r"crash loop: \d+ failures in a row, respawning after \d+ ms", gw.cli("status").stdout)
+    loops = master_events(gw, "worker_crash_loop")
+    assert loops and [e["respawn_delay_ms"] for e in loops] == sorted(e["respawn_delay_ms"] for e in loops), loops
+    quick = [e for e in master_events(gw, "worker_exited") if e.get("exit_code") == 1]
+    assert len(quick) <= 5, f"{len(quick)} failed starts: respawned in a spin"
+    for _ in range(5):
+        assert gw.get("/echo/survivor").status_code == 200
+    assert survivor in [w["pid"] for w in live_workers(gw)]
+
+    gw.access_log_path.rmdir()
+    gw.wait_for_workers(lambda ws: len([w for w in ws if w["ready"]]) == 2 or None, 30, "the pool whole again")
+
+
+def test_reload_that_a_worker_does_not_prepare_in_time_is_refused(make_gateway: Callable[..., Gateway]) -> None:
+    """A worker that does not answer `prepare` within `ready_timeout_seconds` (stopped here):
+    nobody switches, the CLI exits 1 naming it, and the next reload succeeds."""
+    gw = make_gateway({"server": {"ready_timeout_seconds": 2}}, workers=2, threads=1)
+    (frozen, _) = [w["pid"] for w in live_workers(gw)]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        refused = gw.cli("reload")
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    assert f"workers [{frozen}] did not answer within 2" in refused.stderr, refused.stderr
+    assert gw.status()["generation"] == 1 and all(w["generation"] == 1 for w in live_workers(gw))
+    assert gw.get("/echo/after").status_code == 200
+    again = gw.cli("reload")
+    assert again.returncode == 0 and "reloaded: generation 2" in again.stdout, again.stderr
+    assert all(w["generation"] == 2 for w in live_workers(gw))
 
 
 def test_scale_whose_new_workers_cannot_boot_is_withdrawn_and_the_pool_keeps_serving(
@@ -126,7 +174,7 @@ def test_scale_whose_new_workers_are_not_ready_in_time_is_withdrawn(make_gateway
             load.wait_for(20)
         assert result.returncode == 1, (result.stdout, result.stderr)
         assert "only 1 of 2 workers ready after 2 s (server.ready_timeout_seconds)" in result.stderr, result.stderr
-        assert 2 <= took < 8, f"the verdict took {took:.1f} s"
+        assert took >= 2, f"withdrawn after {took:.1f} s, before the timeout"
         assert load.failures == [], load.failures[:5]
         assert gw.status()["desired_workers"] == 1
         # The withdrawn worker leaves once its fetch gave up; the first one stays.
@@ -195,6 +243,27 @@ def test_recycling_every_1000_requests_under_load_loses_no_request(make_gateway:
     assert all(w["requests"] < 1000 + 500 for w in status["workers"] if "requests" in w), status["workers"]
 
 
+def test_recycling_above_an_rss_limit_under_load_loses_no_request(make_gateway: Callable[..., Gateway]) -> None:
+    """`recycle_above_rss_mb` at its minimum (16), below what any worker uses at rest: every
+    worker is recycled as soon as it is ready, so the pool churns all the time under mixed
+    GET/POST load, and still no request fails."""
+    gw = make_gateway({"server": {"recycle_above_rss_mb": 16}}, workers=2, threads=2)
+    first = {w["pid"] for w in gw.status()["workers"]}
+    with MixedClients(gw, threads=6) as clients:
+        wait_until(lambda: len(master_events(gw, "worker_recycling")) >= 6, 120, "six recyclings",
+                   interval=0.5, on_timeout=gw.diagnostics)
+        clients.wait_for(200, timeout=60)
+    assert clients.failures == [], clients.failures[:5]
+    recycled = master_events(gw, "worker_recycling")
+    assert all(e["rss_bytes"] > 16 << 20 and "requests" not in e for e in recycled), recycled
+    assert first <= {e["worker_pid"] for e in recycled}, "a first worker was never recycled"
+    status = gw.status()
+    assert not first & {w["pid"] for w in status["workers"] if not w["retiring"]}, status["workers"]
+    assert status["desired_workers"] == 2
+    exits = [e for e in master_events(gw, "worker_exited") if e["worker_pid"] in first]
+    assert exits and all(e["expected"] and e["exit_code"] == 0 for e in exits), exits
+
+
 # -- signals ------------------------------------------------------------------------------------------
 
 
@@ -216,6 +285,63 @@ def test_usr1_reopens_the_access_log_after_it_was_moved_and_loses_no_line(make_g
     public = [e for e in entries if e.get("path") == "/echo/public"]
     assert len(public) == sent, f"{sent} requests answered, {len(public)} logged across both files"
     assert len(master_events(gw, "reopen_logs")) == 1
+
+
+def events_in(path: Path) -> list[dict]:
+    """Every line of an event log file, each of which must be one whole JSON object."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_usr1_reopens_the_master_log_and_the_access_log_after_both_were_moved(make_gateway: Callable[..., Gateway]) -> None:
+    """`serve --log-file`: after logrotate moved both files, SIGUSR1 makes the master and every
+    worker write their events to the new event log, and the workers their lines to the new
+    access log; each line is whole, in one file or the other."""
+    gw = make_gateway(workers=2, threads=2, start=False)
+    event_log = gw.workdir / "portcullis.log"
+    gw.serve_args = ["--log-file", str(event_log)]
+    gw.start()
+    workers = {w["pid"] for w in live_workers(gw)}
+    with Load(gw, threads=2) as load:
+        load.wait_for(30)
+        moved_access = gw.access_log_path.with_suffix(".log.1")
+        moved_events = event_log.with_suffix(".log.1")
+        gw.access_log_path.rename(moved_access)
+        event_log.rename(moved_events)
+        os.kill(gw.pid_file(), signal.SIGUSR1)
+        wait_until(lambda: len([e for e in events_in(event_log) if e["event"] == "access_log_reopened"]) == 2, 10,
+                   "both workers' reopen events in the new event log", on_timeout=gw.diagnostics)
+        wait_until(lambda: gw.access_log_path.exists() and gw.access_log_path.stat().st_size > 0, 10,
+                   "lines in the new access log")
+        load.wait_for(30)
+    assert load.failures == [], load.failures[:5]
+    sent = load.succeeded
+    gw.stop()
+
+    entries = [json.loads(line) for line in moved_access.read_text().splitlines() + gw.access_log_path.read_text().splitlines()]
+    assert len([e for e in entries if e.get("path") == "/echo/public"]) == sent, f"{sent} answered"
+
+    before, after = events_in(moved_events), events_in(event_log)
+    names = lambda events, pid=None: [e["event"] for e in events if pid is None or e["pid"] == pid]
+    master = gw.master.pid
+    assert "master_started" in names(before, master) and "reopen_logs" not in names(before)
+    assert names(after, master)[0] == "reopen_logs" and names(after, master)[-1] == "master_stopped", names(after, master)
+    for pid in workers:
+        assert "worker_started" in names(before, pid), pid
+        assert names(after, pid) == ["access_log_reopened", "worker_stopped"], (pid, names(after, pid))
+    assert gw.master.stderr_path.read_text() == "", "events bypassed --log-file"
+
+
+def test_sigint_stops_gracefully_like_sigterm(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(workers=1, threads=1)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(r=gw.get("/echo/int?delay_ms=1500", timeout=15)))
+    thread.start()
+    time.sleep(0.4)  # the request is now inside the worker, waiting for the upstream
+    os.kill(gw.pid_file(), signal.SIGINT)
+    assert gw.master.wait(15) == 0
+    thread.join(15)
+    assert outcome["r"].status_code == 200 and outcome["r"].json()["path"] == "/echo/int", outcome
+    assert master_events(gw, "master_stopping")[-1]["fast"] is False
 
 
 def test_quit_stops_fast_and_ttin_ttou_scale(make_gateway: Callable[..., Gateway]) -> None:
@@ -271,6 +397,13 @@ def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(
     assert effective["server"]["socket"] == str(gw.socket_path)
     assert effective["server"]["workers"] == gw.workers and effective["server"]["hard_timeout_seconds"] == 60
     assert effective["upstreams"]["echo"]["connect_timeout_ms"] == 1000
+    # One value for scripts: a string as is, anything else as JSON.
+    assert gw.cli("check", "--field", "/server/socket").stdout == f"{gw.socket_path}\n"
+    assert gw.cli("check", "--field", "/server/workers").stdout == f"{gw.workers}\n"
+    assert json.loads(gw.cli("check", "--field", "/upstreams/echo").stdout)["connect_timeout_ms"] == 1000
+    missing = gw.cli("check", "--field", "/server/nope")
+    assert missing.returncode == 1 and "no /server/nope in the effective configuration" in missing.stderr, missing.stderr
+    assert gw.cli("check", "--field", "server").returncode == 64
     assert 'consumer "c" API key "gone" expired at' in result.stderr, result.stderr
     assert 'consumer "c" API key "soon" expires at' in result.stderr and "(in 2 days)" in result.stderr, result.stderr
     assert "later" not in result.stderr

@@ -1,3 +1,4 @@
+import CPortcullis
 import Foundation
 import XCTest
 import PortcullisCore
@@ -83,6 +84,16 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(growth.judge(ready: 2, now: start + .seconds(1)),
                        .withdraw("worker 7 could not start before it was ready: no bundle"), "the first failure is the reason")
         XCTAssertEqual(growth.judge(ready: 4, now: start + .seconds(1)), .reached, "enough ready workers win over a failure")
+    }
+
+    func testServiceNotificationsAreOneLinePerField() {
+        XCTAssertEqual(ServiceNotifier.message([("READY", "1"), ("STATUS", "generation 2,\n2 workers")]),
+                       "READY=1\nSTATUS=generation 2, 2 workers")
+        // Without NOTIFY_SOCKET nothing is sent; an address that is neither a path nor '@name' is refused.
+        XCTAssertNil(ServiceNotifier(address: "").address)
+        XCTAssertEqual(pc_notify_socket_send("relative.sock", "READY=1"), -EINVAL)
+        XCTAssertEqual(pc_notify_socket_send("@", "READY=1"), -EINVAL)
+        XCTAssertEqual(pc_notify_socket_send("/nonexistent/notify.sock", "READY=1"), -ENOENT)
     }
 
     func testExpiringKeysSoonestFirst() throws {

@@ -2,7 +2,7 @@
 # Instructions per request of one worker, counted by valgrind's callgrind: a figure that does
 # not depend on machine noise, for deciding an optimisation on a shared machine.
 #
-#   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis]
+#   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis] [--metrics on|off]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
 #
 # A static nginx upstream, the gateway (1 worker x 1 loop, its master and worker under callgrind)
@@ -10,21 +10,24 @@
 # counters are zeroed, wrk sends requests for --seconds, the counters are dumped, and the total
 # is divided by the requests the access log recorded. With --header, the route requires an API
 # key (the demo key). With --redis, the route has one limit in Redis (a private redis-server,
-# a limit never reached: every request is one EVALSHA). Prints the figure and writes the top
-# functions (inclusive) to run/instructions/top.txt.
+# a limit never reached: every request is one EVALSHA). With --metrics off, the gateway runs
+# with `metrics.enabled: false` (the cost of metrics is the difference to the default, on).
+# Prints the figure and writes the top functions (inclusive) to run/instructions/top.txt.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
 
-seconds=5 header="" redis=0
+seconds=5 header="" redis=0 metrics=on
 while [[ $# -gt 0 ]]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
         --header) header=$2; shift 2 ;;
         --redis) redis=1; shift ;;
+        --metrics) metrics=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
+[[ $metrics == on || $metrics == off ]] || { echo "--metrics takes on or off" >&2; exit 2; }
 for tool in valgrind callgrind_control callgrind_annotate wrk nginx; do
     command -v "$tool" >/dev/null || { echo "instructions: $tool is missing (apt-get install valgrind wrk nginx-light)" >&2; exit 1; }
 done
@@ -62,8 +65,10 @@ if (( redis )); then
     rate_limit='"rate_limit": {"redis": {"host": "127.0.0.1", "port": '$redis_port', "timeout_ms": 1000}},'
     limits=', "limits": [{"name": "r", "algorithm": "fixed_window", "limit": 4294967295, "window_seconds": 3600, "key": ["route"], "store": "redis", "on_store_failure": "closed"}]'
 fi
+metrics_section=""
+[[ $metrics == off ]] && metrics_section='"metrics": {"enabled": false},'
 cat > "$work/portcullis.json" <<CONF
-{$rate_limit "server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
+{$rate_limit $metrics_section "server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
  "log": {"access_log": "$work/access.log"},
  "upstreams": {"static": {"targets": ["http://127.0.0.1:$static_port"]}},
  "consumers": [{"id": "demo", "api_keys": [{"id": "demo-key", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}],

@@ -53,6 +53,11 @@ pid_t pc_spawn_detached(const char *path, char *const argv[], char *const envp[]
    parent is already gone. */
 int pc_set_parent_death_signal(int signo);
 
+/* ---- service manager ---- */
+/* Sends message as one datagram to the unix socket address (a path, or '@name' in the abstract
+   namespace), as sd_notify(3) does for NOTIFY_SOCKET. Returns 0 or -errno. */
+int pc_notify_socket_send(const char *address, const char *message);
+
 /* ---- unix sockets ---- */
 /* Creates, binds and listens on a unix stream socket at path. Returns the fd or -errno. */
 int pc_unix_listen(const char *path, int backlog);

@@ -6,19 +6,24 @@
 /// header            64 words   magic, version, shape, instance gauges (master)
 /// route names       routeSlots × nameWords       (master assigns, never reassigns)
 /// limit names       limitSlots × nameWords       ("route\tlimit")
+/// target names      targetSlots × nameWords      ("upstream\ttarget")
 /// blocks            blockCount × blockWords      one per live worker, summed when read
 /// ```
 /// A block: a 64-word head (pid, loops, gauges, a 16-loop scoreboard), then per route slot
 /// `routeWords` words (per status class two histograms of non-cumulative bucket counts plus a
-/// sum in µs; auth failures by reason; transform errors), then one word per limit slot.
+/// sum in µs; auth failures by reason; transform errors), then one word per limit slot, then
+/// per upstream target slot `targetWords` counters (`TargetCounter`).
 public enum MetricsLayout {
     public static let magic: UInt64 = 0x3153_4D54_4D43_5050  // "PPCMTMS1" little-endian
-    public static let version: UInt64 = 1
+    public static let version: UInt64 = 2
     public static let headerWords = 64
     /// Route slots, the two reserved ones included; a configuration's routes beyond them share
     /// the `other` slot.
     public static let routeSlots = 64
     public static let limitSlots = 128
+    /// Upstream target slots, the shared `other` one included (the header's bitmap of the
+    /// targets being served has one bit per slot).
+    public static let targetSlots = 128
     public static let blockCount = 256
     public static let nameWords = 16
     /// Route slot of requests no route matched (404, 405, bad requests).
@@ -29,6 +34,8 @@ public enum MetricsLayout {
     public static let otherName = "_other"
     /// Limit slot shared by limits beyond `limitSlots`.
     public static let otherLimit = 0
+    /// Target slot shared by targets beyond `targetSlots`.
+    public static let otherTarget = 0
 
     /// Upper bounds of the latency buckets, in µs (100 µs … 30 s), then +Inf.
     public static let bucketBoundsMicros: [UInt64] = [
@@ -47,13 +54,30 @@ public enum MetricsLayout {
     /// worker's totals only.
     public static let scoreboardLoops = 16
     public static let scoreboardWords = 3
-    public static let blockWords = blockHeadWords + routeSlots * routeWords + limitSlots
+    /// Counters of an upstream target in a block, in this order.
+    public enum TargetCounter: Int, CaseIterable {
+        /// Tries sent to the target (a retry is one more try).
+        case requests = 0
+        /// Tries that failed: refused, reset, timed out, or a status the breaker counts as a failure.
+        case failures
+        /// Tries after which the request was tried again on another target.
+        case retries
+    }
+    public static let targetWords = TargetCounter.allCases.count
+    public static let blockWords = blockHeadWords + routeSlots * routeWords + limitSlots + targetSlots * targetWords
 
     // MARK: header words (written by the master)
 
     public enum Header: Int, CaseIterable {
         case magic = 0, version, routeSlots, limitSlots, blockCount, masterPid, startedUnix, generation,
-             reloadsOK, reloadsFailed, workersReady, workersDesired, threads, metricsEnabled
+             reloadsOK, reloadsFailed, workersReady, workersDesired, threads, metricsEnabled,
+             /// Bitmap of the target slots the running configuration names (slots 0–63, then
+             /// 64–127): their gauges are shown; a target a reload removed keeps only its counters.
+             servedTargets, servedTargetsHigh,
+             /// Redis degraded mode of the instance (`DegradedTime`): state, closed periods (ms),
+             /// the highest total a reader reported (a period's close is two writes; a read
+             /// between them would otherwise see the total drop).
+             redisDegradedState, redisDegradedMs, redisDegradedReportedMs
     }
 
     // MARK: block head words
@@ -71,6 +95,9 @@ public enum MetricsLayout {
         case accessLogDropped
         /// When the worker started (Unix seconds).
         case startedUnix
+        /// The worker's event loops in Redis degraded mode (the master takes them out of the
+        /// instance's count when the worker dies).
+        case redisDegradedLoops
         /// First scoreboard entry: per loop `inFlight`, `route slot + 1` of its oldest request
         /// (0: idle), `since` (CLOCK_MONOTONIC ns) of that request.
         case scoreboard = 8
@@ -78,7 +105,8 @@ public enum MetricsLayout {
 
     public static var routeNamesOffset: Int { headerWords }
     public static var limitNamesOffset: Int { routeNamesOffset + routeSlots * nameWords }
-    public static var blocksOffset: Int { limitNamesOffset + limitSlots * nameWords }
+    public static var targetNamesOffset: Int { limitNamesOffset + limitSlots * nameWords }
+    public static var blocksOffset: Int { targetNamesOffset + targetSlots * nameWords }
     public static var fileWords: Int { blocksOffset + blockCount * blockWords }
     public static var fileBytes: Int { fileWords * 8 }
 
@@ -94,6 +122,9 @@ public enum MetricsLayout {
         blockHeadWords + route * routeWords + statusClasses.count * classWords + authReasons.count
     }
     public static func limitOffset(_ limit: Int) -> Int { blockHeadWords + routeSlots * routeWords + limit }
+    public static func targetOffset(_ target: Int, _ counter: TargetCounter) -> Int {
+        blockHeadWords + routeSlots * routeWords + limitSlots + target * targetWords + counter.rawValue
+    }
 
     /// Index 0…4 of a status's class; anything outside 100…599 (no answer was sent: the
     /// client went away) counts as 5xx.

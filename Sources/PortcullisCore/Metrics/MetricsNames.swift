@@ -6,6 +6,22 @@ public enum MetricsNames {
     /// The label of a route's limit in the limit name table.
     public static func limitKey(route: String, limit: String) -> String { route + "\t" + limit }
 
+    /// The label of an upstream's target in the target name table.
+    public static func targetKey(upstream: String, target: String) -> String { upstream + "\t" + target }
+
+    /// Every target of a configuration's upstreams as `targetKey`s, grouped by upstream in
+    /// name order (the order in which a worker indexes its upstreams).
+    public static func targetKeys(_ config: GatewayConfig) -> [[String]] {
+        config.upstreams.keys.sorted().map { name in config.upstreams[name]!.targets.map { targetKey(upstream: name, target: $0) } }
+    }
+
+    /// The two labels of a `route\tlimit` or `upstream\ttarget` key; the overflow slot (nil)
+    /// is `_other`/`_other`.
+    public static func labels(_ key: String?) -> (String, String) {
+        guard let key, let tab = key.firstIndex(of: "\t") else { return (MetricsLayout.otherName, MetricsLayout.otherName) }
+        return (String(key[..<tab]), String(key[key.index(after: tab)...]))
+    }
+
     /// Slots for `wanted` names in a table whose slots hold `existing` (nil: free), keeping
     /// slots below `firstFree` reserved. Returns the slot of each wanted name (`overflow` when
     /// the table is full or the name is too long) and the names to write into free slots.

@@ -11,6 +11,13 @@ public struct MetricsSnapshot: Sendable {
     public var routes: [[UInt64]]
     /// Per limit slot, rate-limited requests summed over every block.
     public var limits: [UInt64]
+    /// Name of each upstream target slot, `upstream\ttarget` (nil: unassigned).
+    public var targetNames: [String?] = []
+    /// Per target slot, its `MetricsLayout.TargetCounter` words summed over every block.
+    public var targets: [[UInt64]] = []
+    /// Live state of the targets the running configuration names, by target slot (read from
+    /// the shared upstream state; empty when it is not available).
+    public var targetStates: [Int: TargetState] = [:]
     /// Live workers (blocks whose pid is set), by block.
     public var workers: [Worker]
     /// Access-log lines dropped, every block (dead workers' too).
@@ -18,6 +25,9 @@ public struct MetricsSnapshot: Sendable {
     public var rateTable: RateTable?
     /// CLOCK_MONOTONIC when read (scoreboard ages are measured against it).
     public var nowNanos: UInt64
+    /// Milliseconds during which at least one event loop of the instance ran its Redis limits
+    /// on their failure policy (`DegradedTime`).
+    public var redisDegradedMs: UInt64 = 0
 
     public struct Worker: Sendable, Equatable {
         public var block: Int
@@ -49,6 +59,19 @@ public struct MetricsSnapshot: Sendable {
             self.inFlight = inFlight
             self.route = route
             self.sinceNanos = sinceNanos
+        }
+    }
+
+    /// A target's live state: its health and breaker words and requests in flight across the
+    /// instance.
+    public struct TargetState: Sendable, Equatable {
+        public var health: HealthWord
+        public var breaker: BreakerWord
+        public var inFlight: UInt64
+        public init(health: HealthWord, breaker: BreakerWord, inFlight: UInt64) {
+            self.health = health
+            self.breaker = breaker
+            self.inFlight = inFlight
         }
     }
 

@@ -67,7 +67,7 @@ public enum PrometheusText {
         }
         family("portcullis_rate_limited_total", "counter", "Requests refused by a rate limit, by route and the limit that refused them.")
         for (slot, count) in s.limits.enumerated() where count > 0 {
-            let (route, limit) = limitLabels(slot == L.otherLimit ? nil : s.limitNames[slot])
+            let (route, limit) = MetricsNames.labels(slot == L.otherLimit ? nil : s.limitNames[slot])
             sample("portcullis_rate_limited_total", [("route", route), ("limit", limit)], String(count))
         }
         family("portcullis_transform_errors_total", "counter", "Requests whose transformation failed, by route.")
@@ -75,11 +75,16 @@ public enum PrometheusText {
             sample("portcullis_transform_errors_total", [("route", route)], String(s.routes[slot][authBase + L.authReasons.count]))
         }
 
+        renderTargets(s, family: family, sample: sample)
+
         family("portcullis_workers", "gauge", "Worker processes, by state (ready: serving; desired: the pool's target size).")
         sample("portcullis_workers", [("state", "ready")], String(s.header(.workersReady)))
         sample("portcullis_workers", [("state", "desired")], String(s.header(.workersDesired)))
         family("portcullis_requests_in_flight", "gauge", "Requests being served, by worker.")
         for w in s.workers { sample("portcullis_requests_in_flight", [("pid", String(w.pid))], String(w.inFlight)) }
+        family("portcullis_loops", "gauge", "Event loops (threads) of the live workers, by state (total; busy: serving at least one request, scoreboard loops only).")
+        sample("portcullis_loops", [("state", "total")], String(s.workers.reduce(0) { $0 + $1.loops }))
+        sample("portcullis_loops", [("state", "busy")], String(s.workers.reduce(0) { $0 + $1.scoreboard.filter { $0.inFlight > 0 }.count }))
         family("portcullis_loop_requests_in_flight", "gauge", "Scoreboard: requests in flight on each event loop (the first 16 loops of a worker).")
         for w in s.workers {
             for (i, loop) in w.scoreboard.enumerated() {
@@ -116,13 +121,41 @@ public enum PrometheusText {
             family("portcullis_rate_limit_degraded_decisions_total", "counter", "Rate-limit decisions made by a failure policy while Redis was unavailable.")
             sample("portcullis_rate_limit_degraded_decisions_total", [], String(t.degradedDecisions))
         }
+        family("portcullis_rate_limit_degraded_seconds_total", "counter", "Seconds during which at least one event loop decided its Redis limits by their failure policy (Redis unavailable).")
+        sample("portcullis_rate_limit_degraded_seconds_total", [], seconds(micros: s.redisDegradedMs * 1000))
         return out
     }
 
-    /// `route\tlimit` as its two labels; the overflow slot is `_other`/`_other`.
-    static func limitLabels(_ key: String?) -> (String, String) {
-        guard let key, let tab = key.firstIndex(of: "\t") else { return (MetricsLayout.otherName, MetricsLayout.otherName) }
-        return (String(key[..<tab]), String(key[key.index(after: tab)...]))
+    /// Per upstream target: the counters (targets the running configuration names always, others
+    /// once they counted something), then the live gauges of the served targets.
+    private static func renderTargets(_ s: MetricsSnapshot, family: (String, String, String) -> Void,
+                                      sample: (String, [(String, String)], String) -> Void) {
+        let slots = (0..<s.targets.count).filter { slot in
+            s.targetStates[slot] != nil || s.targets[slot].contains { $0 > 0 }
+        }
+        let labels = slots.map { slot -> (Int, [(String, String)]) in
+            let (upstream, target) = MetricsNames.labels(slot == MetricsLayout.otherTarget ? nil : s.targetNames[slot])
+            return (slot, [("upstream", upstream), ("target", target)])
+        }
+        for (counter, name, help) in [
+            (MetricsLayout.TargetCounter.requests, "portcullis_upstream_requests_total", "Tries sent to an upstream target (each retry is one more try)."),
+            (.failures, "portcullis_upstream_failures_total", "Tries that failed: refused, reset, timed out, or answered a status the breaker counts as a failure."),
+            (.retries, "portcullis_upstream_retries_total", "Tries on a target after which the request was tried again."),
+        ] {
+            family(name, "counter", help)
+            for (slot, l) in labels { sample(name, l, String(s.targets[slot][counter.rawValue])) }
+        }
+        let served = labels.compactMap { slot, l in s.targetStates[slot].map { (l, $0) } }
+        family("portcullis_upstream_in_flight", "gauge", "Requests in flight to an upstream target, across the instance.")
+        for (l, state) in served { sample("portcullis_upstream_in_flight", l, String(state.inFlight)) }
+        family("portcullis_upstream_up", "gauge", "1 while an upstream target is healthy (its health checks pass, or it has none), 0 while it is taken out.")
+        for (l, state) in served { sample("portcullis_upstream_up", l, state.health.healthy ? "1" : "0") }
+        family("portcullis_upstream_breaker_state", "gauge", "An upstream target's circuit breaker: 1 for its current state (closed, open, half_open), 0 for the others.")
+        for (l, state) in served {
+            for each in BreakerWord.State.allCases {
+                sample("portcullis_upstream_breaker_state", l + [("state", each.name)], state.breaker.state == each ? "1" : "0")
+            }
+        }
     }
 
     /// µs as seconds with no float rounding noise ("0.0001", "2.5", "30").

@@ -7,13 +7,18 @@ public struct RateLimitObserver: Sendable {
     public var storeFailure: @Sendable () -> Void
     /// A decision was made by a failure policy instead of the configured store.
     public var degradedDecision: @Sendable () -> Void
+    /// The limiter entered (true) or left (false) degraded mode: its Redis calls fail and its
+    /// limits are decided by their failure policy. A limiter released while degraded leaves it.
+    public var degradedChanged: @Sendable (Bool) -> Void
 
     public init(log: @escaping @Sendable (String) -> Void = { _ in },
                 storeFailure: @escaping @Sendable () -> Void = {},
-                degradedDecision: @escaping @Sendable () -> Void = {}) {
+                degradedDecision: @escaping @Sendable () -> Void = {},
+                degradedChanged: @escaping @Sendable (Bool) -> Void = { _ in }) {
         self.log = log
         self.storeFailure = storeFailure
         self.degradedDecision = degradedDecision
+        self.degradedChanged = degradedChanged
     }
 }
 
@@ -203,6 +208,8 @@ public final class RateLimiter {
         self.observer = observer
     }
 
+    deinit { if degraded { observer.degradedChanged(false) } }
+
     /// Decides one request against `limits` (the route's) and hands the outcome to
     /// `completion`. `now` is wall-clock microseconds (``RateLimitClock/nowMicros()``).
     ///
@@ -306,6 +313,7 @@ public final class RateLimiter {
         case .success(let d):
             if degraded {
                 degraded = false
+                observer.degradedChanged(false)
                 observer.log("rate limit: redis answers again; distributed counting resumed")
             }
             remoteRetryAt = 0
@@ -328,7 +336,10 @@ public final class RateLimiter {
     /// began) belong to the same outage.
     private func remoteFailed(_ error: RateLimitStoreError, now: Int64) {
         observer.storeFailure()
-        degraded = true
+        if !degraded {
+            degraded = true
+            observer.degradedChanged(true)
+        }
         guard remoteIsDue(now) else { return }
         remoteRetryAt = now + retryMicros
         observer.log("rate limit: redis unavailable (\(error.message)); limits degraded to their on_store_failure policy, retry in \(retryMicros / 1_000) ms")

@@ -5,7 +5,17 @@
 /// 15–20 · probe successes 21–26 · `until` 27–63 (milliseconds on the table's clock: the end of
 /// the open period, or of a half-open round).
 public struct BreakerWord: Equatable, Sendable {
-    public enum State: UInt64, Sendable { case closed = 0, open = 1, halfOpen = 2 }
+    public enum State: UInt64, Sendable, CaseIterable {
+        case closed = 0, open = 1, halfOpen = 2
+        /// How `status` and the metrics name the state.
+        public var name: String {
+            switch self {
+            case .closed: return "closed"
+            case .open: return "open"
+            case .halfOpen: return "half_open"
+            }
+        }
+    }
     public static let maxCount = 255
     public static let maxProbes = 63
     static let maxTrips: UInt64 = 31

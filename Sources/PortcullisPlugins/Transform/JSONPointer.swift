@@ -93,7 +93,7 @@ enum PointerWrite {
 /// ends, so the container was copied on its first edit anyway.
 extension JSONValue {
     /// The value at `pointer`, or nil when the path does not exist.
-    func value(at pointer: JSONPointer) -> JSONValue? {
+    public func value(at pointer: JSONPointer) -> JSONValue? {
         var current = self
         for token in pointer.tokens {
             switch current {

@@ -19,9 +19,13 @@ final class LoopContext {
         self.gateway = gateway
         redis = gateway.config.rateLimit.redis.map { RedisRateLimitStore(settings: $0, loop: loop) }
         if let table = gateway.rateTable {
+            let segment = gateway.metricsSegment, block = gateway.metricsBlock
             limiter = RateLimiter(local: table, remote: redis,
                                   settings: gateway.config.rateLimit,
-                                  observer: table.observer(log: { EventLog.emit("rate_limit", [("detail", .string($0))]) }))
+                                  observer: table.observer(log: { EventLog.emit("rate_limit", [("detail", .string($0))]) },
+                                                           degradedChanged: { entered in
+                                                               if let segment, let block { segment.redisDegraded(entered ? 1 : -1, block: block) }
+                                                           }))
         } else {
             limiter = nil
         }

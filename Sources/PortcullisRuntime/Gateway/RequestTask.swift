@@ -393,6 +393,7 @@ final class RequestTask {
         self.call = call
         let target = upstream.config.targets[i]
         upstream.slots[i].inFlightCell(column: upstream.column).add(1)
+        gateway.metrics?.countTarget(.requests, upstream: call.index, target: i)
         let url = target + PercentEncoding.requestTarget(path: call.outgoing.path, rawQuery: call.outgoing.rawQuery)
         var upstreamRequest = UpstreamRequest(method: call.outgoing.method, url: url, headers: call.outgoing.headers, bodyLength: call.bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
@@ -467,6 +468,7 @@ final class RequestTask {
         upstream.breaker.record(slot.breaker, window: upstream.config.breaker.failureRatioPercent == nil ? nil : slot.window,
                                 success: !failed, admission: admission, nowMs: nowMs)
         if let policy = upstream.config.healthCheck { HealthWord.record(slot.health, success: !failed, policy: policy) }
+        if failed { gateway.metrics?.countTarget(.failures, upstream: call.index, target: target) }
         call.record(target: upstream.config.targets[target], outcome: outcome)
         self.call = call
 
@@ -483,6 +485,7 @@ final class RequestTask {
             again = false
         }
         guard again else { return upstreamEnded(pass, templates: templates, outcome: outcome, collected: collected) }
+        gateway.metrics?.countTarget(.retries, upstream: call.index, target: target)
         let backoff = upstream.config.retry.backoffMs
         guard backoff > 0 else { return sendTry(pass, templates: templates) }
         let delay = UInt64.random(in: 0...UInt64(backoff) * 1_000_000)

@@ -145,7 +145,8 @@ public enum WorkerProcess {
         thread.start()
     }
 
-    /// SIGUSR1 (logrotate's postrotate via the master): the access log is reopened at its path.
+    /// SIGUSR1 (a worker run by hand) or `reopen_logs` from the master: the access log is
+    /// reopened at its path.
     private static func reopenLog(_ log: AccessLog) {
         do {
             try log.reopen()
@@ -178,6 +179,12 @@ public enum WorkerProcess {
         switch words.first {
         case "adopt":
             server.adopt(passed)
+        case "reopen_logs":
+            // logrotate (SIGUSR1 to the master): the master's reopened event log, if it has one,
+            // becomes this worker's standard output and error; the access log is reopened.
+            if let log = passed.first { EventLogFile.redirectStandardStreams(to: log) }
+            passed.forEach { close($0) }
+            reopenLog(state.current.accessLog)
         case "prepare" where words.count == 3:
             let generation = Int(words[1]) ?? 0
             do {

@@ -26,7 +26,7 @@ enum AdminPages {
                                    detail: "the metrics file is not mapped (the worker was not started by a master)"),
                     requestId: request.requestId)
             }
-            body = Array(PrometheusText.render(segment.snapshot(rateTable: gateway.rateTable), version: PortcullisVersion.current).utf8)
+            body = Array(PrometheusText.render(segment.snapshot(rateTable: gateway.rateTable, upstreams: gateway.upstreamTable), version: PortcullisVersion.current).utf8)
             headers.add("Content-Type", PrometheusText.contentType)
         } else {
             body = StatusPage.html

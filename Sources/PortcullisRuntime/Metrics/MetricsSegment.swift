@@ -104,13 +104,24 @@ public final class MetricsSegment: @unchecked Sendable {
 
     public var routeNames: [String?] { names(MetricsLayout.routeNamesOffset, count: MetricsLayout.routeSlots) }
     public var limitNames: [String?] { names(MetricsLayout.limitNamesOffset, count: MetricsLayout.limitSlots) }
+    public var targetNames: [String?] { names(MetricsLayout.targetNamesOffset, count: MetricsLayout.targetSlots) }
 
-    /// Gives the configuration's routes and limits slots (master, before any worker loads it).
+    /// Gives the configuration's routes, limits and upstream targets slots, and marks its
+    /// targets as the ones served (master, before any worker loads it).
     public func assignNames(for config: GatewayConfig) {
         let routes = MetricsNames.assign(config.routes.map(\.name), existing: routeNames, firstFree: 2, overflow: MetricsLayout.otherRoute)
         for (slot, name) in routes.added { writeName(MetricsLayout.routeNamesOffset, slot, name) }
         let limits = MetricsNames.assign(Self.limitKeys(config), existing: limitNames, firstFree: 1, overflow: MetricsLayout.otherLimit)
         for (slot, name) in limits.added { writeName(MetricsLayout.limitNamesOffset, slot, name) }
+        let targets = MetricsNames.assign(MetricsNames.targetKeys(config).flatMap { $0 }, existing: targetNames, firstFree: 1,
+                                          overflow: MetricsLayout.otherTarget)
+        for (slot, name) in targets.added { writeName(MetricsLayout.targetNamesOffset, slot, name) }
+        var served: (UInt64, UInt64) = (0, 0)
+        for slot in targets.slots where slot != MetricsLayout.otherTarget {
+            if slot < 64 { served.0 |= 1 << UInt64(slot) } else { served.1 |= 1 << UInt64(slot - 64) }
+        }
+        self[.servedTargets] = served.0
+        self[.servedTargetsHigh] = served.1
     }
 
     static func limitKeys(_ config: GatewayConfig) -> [String] {
@@ -135,20 +146,58 @@ public final class MetricsSegment: @unchecked Sendable {
     public func releaseBlock(_ index: Int) {
         let b = block(index)
         typealias B = MetricsLayout.BlockHead
+        let degraded = pc_atomic_load_u64(b + B.redisDegradedLoops.rawValue)
+        if degraded != 0 {
+            pc_atomic_store_u64(b + B.redisDegradedLoops.rawValue, 0)
+            if degraded <= DegradedTime.countMask { applyDegraded(-Int64(degraded), nowMs: EventLoop.monotonicNanos() / 1_000_000) }
+        }
         for word in [B.pid, B.inFlight, B.keptConnections] { pc_atomic_store_u64(b + word.rawValue, 0) }
         for word in 0..<(MetricsLayout.scoreboardLoops * MetricsLayout.scoreboardWords) {
             pc_atomic_store_u64(b + B.scoreboard.rawValue + word, 0)
         }
     }
 
+    // MARK: Redis degraded mode
+
+    /// `delta` event loops of the worker of block `index` entered (+1) or left (-1) Redis
+    /// degraded mode (any thread of that worker).
+    public func redisDegraded(_ delta: Int64, block index: Int) {
+        _ = pc_atomic_add_u64(block(index) + MetricsLayout.BlockHead.redisDegradedLoops.rawValue, UInt64(bitPattern: delta))
+        applyDegraded(delta, nowMs: EventLoop.monotonicNanos() / 1_000_000)
+    }
+
+    private func applyDegraded(_ delta: Int64, nowMs: UInt64) {
+        let state = base + MetricsLayout.Header.redisDegradedState.rawValue
+        while true {
+            let old = pc_atomic_load_u64(state)
+            let (new, closedMs) = DegradedTime.apply(old, delta: delta, nowMs: nowMs)
+            if pc_atomic_cas_u64(state, old, new) != 0 {
+                if closedMs > 0 { _ = pc_atomic_add_u64(base + MetricsLayout.Header.redisDegradedMs.rawValue, closedMs) }
+                return
+            }
+        }
+    }
+
+    /// The degraded total to report: never below what any reader reported before.
+    private func reportDegraded(_ total: UInt64) -> UInt64 {
+        let reported = base + MetricsLayout.Header.redisDegradedReportedMs.rawValue
+        while true {
+            let before = pc_atomic_load_u64(reported)
+            if total <= before { return before }
+            if pc_atomic_cas_u64(reported, before, total) != 0 { return total }
+        }
+    }
+
     // MARK: reading
 
-    /// Every block summed, with the name tables and the live workers' scoreboards.
-    public func snapshot(rateTable: SharedMemoryRateTable?) -> MetricsSnapshot {
+    /// Every block summed, with the name tables, the live workers' scoreboards and (from
+    /// `upstreams`) the live state of the served upstream targets.
+    public func snapshot(rateTable: SharedMemoryRateTable?, upstreams: UpstreamStateTable?) -> MetricsSnapshot {
         typealias L = MetricsLayout
         typealias B = L.BlockHead
         var routes = [[UInt64]](repeating: [UInt64](repeating: 0, count: L.routeWords), count: L.routeSlots)
         var limits = [UInt64](repeating: 0, count: L.limitSlots)
+        var targets = [[UInt64]](repeating: [UInt64](repeating: 0, count: L.targetWords), count: L.targetSlots)
         var workers: [MetricsSnapshot.Worker] = []
         var dropped: UInt64 = 0
         for index in 0..<L.blockCount {
@@ -163,6 +212,9 @@ public final class MetricsSegment: @unchecked Sendable {
                 }
             }
             for l in 0..<L.limitSlots { limits[l] &+= pc_relaxed_load_u64(b + L.limitOffset(l)) }
+            for t in 0..<L.targetSlots {
+                for c in L.TargetCounter.allCases { targets[t][c.rawValue] &+= pc_relaxed_load_u64(b + L.targetOffset(t, c)) }
+            }
             let pid = pc_relaxed_load_u64(b + B.pid.rawValue)
             guard pid != 0 else { continue }
             let board = (0..<min(loops, L.scoreboardLoops)).map { loop -> MetricsSnapshot.Loop in
@@ -182,7 +234,22 @@ public final class MetricsSegment: @unchecked Sendable {
             return MetricsSnapshot.RateTable(slots: UInt64(t.slots), used: s.used, insertions: s.insertions, evictions: s.evictions,
                                              storeFailures: s.storeFailures, degradedDecisions: s.degradedDecisions)
         }
-        return MetricsSnapshot(header: header, routeNames: routeNames, limitNames: limitNames, routes: routes, limits: limits,
-                               workers: workers, accessLogDropped: dropped, rateTable: table, nowNanos: EventLoop.monotonicNanos())
+        let now = EventLoop.monotonicNanos()
+        var snapshot = MetricsSnapshot(header: header, routeNames: routeNames, limitNames: limitNames, routes: routes, limits: limits,
+                                       workers: workers, accessLogDropped: dropped, rateTable: table, nowNanos: now)
+        snapshot.redisDegradedMs = reportDegraded(DegradedTime.total(state: header[L.Header.redisDegradedState.rawValue],
+                                                                     closedMs: header[L.Header.redisDegradedMs.rawValue], nowMs: now / 1_000_000))
+        let targetNames = self.targetNames
+        snapshot.targetNames = targetNames
+        snapshot.targets = targets
+        if let upstreams {
+            let served = (header[L.Header.servedTargets.rawValue], header[L.Header.servedTargetsHigh.rawValue])
+            for (slot, name) in targetNames.enumerated() {
+                guard let name, slot < 64 ? served.0 & (1 << UInt64(slot)) != 0 : served.1 & (1 << UInt64(slot - 64)) != 0 else { continue }
+                let (upstream, target) = MetricsNames.labels(name)
+                snapshot.targetStates[slot] = upstreams.state(upstream: upstream, target: target)
+            }
+        }
+        return snapshot
     }
 }

@@ -1,7 +1,8 @@
 /// The status page served at `/_portcullis/`: one self-contained HTML document (inline CSS and
 /// JavaScript, nothing fetched but `metrics` next to it) that polls the Prometheus text every
 /// second and shows the pool, each route's rate, error ratio, p50 and p99 with sparklines of
-/// the last five minutes, the scoreboard, and limiter and authentication rejections.
+/// the last five minutes, the scoreboard, the upstream targets (health, breaker, in flight,
+/// tries, failures, retries), and limiter and authentication rejections.
 /// docs/observability.md describes what each figure means.
 enum StatusPage {
     static let html: [UInt8] = Array(text.utf8)
@@ -20,8 +21,9 @@ section{background:#fff;border:1px solid #dde1e8;border-radius:6px;margin:0 0 14
 h2{font-size:15px;margin:4px 0 8px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:right;padding:3px 8px;border-bottom:1px solid #eef0f4;white-space:nowrap}
-th:first-child,td:first-child{text-align:left}
-td.err{color:#b3261e}
+th:first-child,td:first-child,#targets th:nth-child(2),#targets td:nth-child(2){text-align:left}
+td.err,td.down,td.open{color:#b3261e;font-weight:600}
+td.half_open{color:#a15c00;font-weight:600}
 canvas{vertical-align:middle}
 .muted{color:#6b7280}
 #state.down{color:#ff8a80}
@@ -29,6 +31,7 @@ canvas{vertical-align:middle}
 <body>
 <header><h1>Portcullis</h1>
 <span>workers <b id="workers">–</b></span>
+<span>threads busy <b id="busy">–</b></span>
 <span>in flight <b id="inflight">–</b></span>
 <span>generation <b id="generation">–</b></span>
 <span>reloads <b id="reloads">–</b></span>
@@ -38,6 +41,7 @@ canvas{vertical-align:middle}
 <section><h2>Routes</h2>
 <table id="routes"><thead><tr><th>route</th><th>requests</th><th>2xx</th><th>4xx</th><th>5xx</th><th>rate /s</th><th>error ratio</th><th>p50</th><th>p99</th><th>rate, last 5 min</th></tr></thead><tbody></tbody></table>
 <p class="muted">rate and error ratio over the last 10 s; p50 and p99 from the histogram since the gateway started (5xx counts as an error).</p></section>
+<section><h2>Upstream targets</h2><table id="targets"><thead><tr><th>upstream</th><th>target</th><th>health</th><th>breaker</th><th>in flight</th><th>tries</th><th>failures</th><th>retries</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Scoreboard</h2><table id="loops"><thead><tr><th>worker</th><th>loop</th><th>in flight</th><th>oldest request</th><th>for</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Rate-limited</h2><table id="limited"><thead><tr><th>route</th><th>limit</th><th>requests</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Authentication failures</h2><table id="auth"><thead><tr><th>route</th><th>reason</th><th>requests</th></tr></thead><tbody></tbody></table></section>
@@ -91,6 +95,7 @@ function spark(canvas, points) {
 function render(samples, now) {
   const value = (name, filter) => samples.filter(s => s.name === name && Object.entries(filter || {}).every(([k, v]) => s.labels[k] === v)).reduce((a, s) => a + s.value, 0);
   document.getElementById("workers").textContent = value("portcullis_workers", {state: "ready"}) + " / " + value("portcullis_workers", {state: "desired"});
+  document.getElementById("busy").textContent = value("portcullis_loops", {state: "busy"}) + " / " + value("portcullis_loops", {state: "total"});
   document.getElementById("inflight").textContent = value("portcullis_requests_in_flight");
   document.getElementById("generation").textContent = value("portcullis_config_generation");
   document.getElementById("reloads").textContent = value("portcullis_reloads_total", {result: "ok"}) + " ok, " + value("portcullis_reloads_total", {result: "refused"}) + " refused";
@@ -145,6 +150,23 @@ function render(samples, now) {
     tr.dataset.pid = s.labels.pid; tr.dataset.loop = s.labels.loop; tr.dataset.busy = s.value > 0 ? "1" : "0";
     cell(tr, s.labels.pid); cell(tr, s.labels.loop); cell(tr, s.value, "inflight");
     cell(tr, o ? o.labels.route : "idle", "route"); cell(tr, o ? fmtSeconds(o.value) : "", "age");
+  }
+  const targets = document.querySelector("#targets tbody");
+  targets.textContent = "";
+  const perTarget = (name, u, t) => value(name, {upstream: u, target: t});
+  for (const s of samples) {
+    if (s.name !== "portcullis_upstream_up") continue;
+    const u = s.labels.upstream, t = s.labels.target;
+    const breaker = samples.find(b => b.name === "portcullis_upstream_breaker_state" && b.labels.upstream === u && b.labels.target === t && b.value === 1);
+    const health = s.value === 1 ? "up" : "down", state = breaker ? breaker.labels.state : "closed";
+    const tr = targets.insertRow();
+    tr.dataset.upstream = u; tr.dataset.target = t; tr.dataset.health = health; tr.dataset.breaker = state;
+    cell(tr, u); cell(tr, t);
+    cell(tr, health, health); cell(tr, state.replace("_", "-"), state);
+    cell(tr, perTarget("portcullis_upstream_in_flight", u, t), "inflight");
+    cell(tr, perTarget("portcullis_upstream_requests_total", u, t), "tries");
+    cell(tr, perTarget("portcullis_upstream_failures_total", u, t), "failures");
+    cell(tr, perTarget("portcullis_upstream_retries_total", u, t), "retries");
   }
   for (const [id, name, key] of [["limited", "portcullis_rate_limited_total", "limit"], ["auth", "portcullis_auth_failures_total", "reason"]]) {
     const body = document.querySelector("#" + id + " tbody");

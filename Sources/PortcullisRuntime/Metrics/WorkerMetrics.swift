@@ -13,6 +13,8 @@ public final class WorkerMetrics: @unchecked Sendable {
     let routeSlots: [Int]
     /// Limit slot per route and limit (`config.routes[i].limits` order).
     let limitSlots: [[Int]]
+    /// Target slot per upstream (name order, as `Gateway.upstreamTargets`) and target.
+    let targetSlots: [[Int]]
 
     /// The worker's view of `segment` for `config`, counting in block `blockIndex`.
     public init(segment: MetricsSegment, blockIndex: Int, config: GatewayConfig) {
@@ -25,8 +27,11 @@ public final class WorkerMetrics: @unchecked Sendable {
             MetricsNames.lookup(route.limits.map { MetricsNames.limitKey(route: route.name, limit: $0.name) }, in: limitNames,
                                 firstFree: 1, overflow: MetricsLayout.otherLimit)
         }
+        let targetNames = segment.targetNames
+        targetSlots = MetricsNames.targetKeys(config).map {
+            MetricsNames.lookup($0, in: targetNames, firstFree: 1, overflow: MetricsLayout.otherTarget)
+        }
     }
-
 
     /// The route slot of configuration route `index` (nil: no route matched).
     @inline(__always)
@@ -57,6 +62,13 @@ public final class WorkerMetrics: @unchecked Sendable {
 
     func transformError(routeIndex: Int) {
         pc_relaxed_add_u64(block + MetricsLayout.transformErrorOffset(route: routeSlots[routeIndex]), 1)
+    }
+
+    /// Counts one try, failure or retry of target `target` of upstream `upstream` (indexes as in
+    /// `Gateway.upstreamTargets`).
+    @inline(__always)
+    func countTarget(_ counter: MetricsLayout.TargetCounter, upstream: Int, target: Int) {
+        pc_relaxed_add_u64(block + MetricsLayout.targetOffset(targetSlots[upstream][target], counter), 1)
     }
 
     /// Counts access-log lines the log's writer thread dropped (any thread).

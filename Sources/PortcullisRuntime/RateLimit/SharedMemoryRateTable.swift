@@ -120,11 +120,14 @@ public final class SharedMemoryRateTable: RateLimitStore, @unchecked Sendable {
               degradedDecisions: pc_atomic_load_u64(header(.degradedDecisions)), used: pc_atomic_load_u64(header(.used)))
     }
 
-    /// An observer that counts in this segment and sends log lines to `log`.
-    public func observer(log: @escaping @Sendable (String) -> Void) -> RateLimitObserver {
+    /// An observer that counts in this segment, sends log lines to `log` and reports degraded
+    /// mode to `degradedChanged`.
+    public func observer(log: @escaping @Sendable (String) -> Void,
+                         degradedChanged: @escaping @Sendable (Bool) -> Void = { _ in }) -> RateLimitObserver {
         RateLimitObserver(log: log,
                           storeFailure: { [self] in _ = pc_atomic_add_u64(header(.storeFailures), 1) },
-                          degradedDecision: { [self] in _ = pc_atomic_add_u64(header(.degradedDecisions), 1) })
+                          degradedDecision: { [self] in _ = pc_atomic_add_u64(header(.degradedDecisions), 1) },
+                          degradedChanged: degradedChanged)
     }
 
     private func header(_ h: Header) -> UnsafeMutablePointer<UInt64> { base + h.rawValue }

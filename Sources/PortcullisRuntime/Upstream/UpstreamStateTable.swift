@@ -183,21 +183,21 @@ public final class UpstreamStateTable: @unchecked Sendable {
         }
     }
 
+    /// A target's live state (a target without a slot yet is healthy, closed, idle).
+    public func state(upstream: String, target: String) -> MetricsSnapshot.TargetState {
+        guard let slot = slot(upstream: upstream, target: target, create: false) else {
+            return MetricsSnapshot.TargetState(health: HealthWord(raw: 0), breaker: BreakerWord(raw: 0), inFlight: 0)
+        }
+        return MetricsSnapshot.TargetState(health: HealthWord(raw: slot.health.load()), breaker: BreakerWord(raw: slot.breaker.load()),
+                                           inFlight: slot.inFlightTotal)
+    }
+
     /// What `status` shows of a target.
     public func report(upstream: String, target: String) -> JSONObject {
-        guard let slot = slot(upstream: upstream, target: target, create: false) else {
-            return JSONObject([("target", .string(target)), ("health", .string("healthy")), ("breaker", .string("closed")), ("in_flight", .int(0))])
-        }
-        let health = HealthWord(raw: slot.health.load())
-        let breaker = BreakerWord(raw: slot.breaker.load())
-        let state: String
-        switch breaker.state {
-        case .closed: state = "closed"
-        case .open: state = "open"
-        case .halfOpen: state = "half_open"
-        }
-        var object = JSONObject([("target", .string(target)), ("health", .string(health.healthy ? "healthy" : "unhealthy")),
-                                 ("breaker", .string(state)), ("in_flight", .int(Int64(slot.inFlightTotal)))])
+        let state = state(upstream: upstream, target: target)
+        let breaker = state.breaker
+        var object = JSONObject([("target", .string(target)), ("health", .string(state.health.healthy ? "healthy" : "unhealthy")),
+                                 ("breaker", .string(breaker.state.name)), ("in_flight", .int(Int64(state.inFlight)))])
         object["consecutive_failures"] = .int(Int64(breaker.state == .closed ? breaker.failures : 0))
         if breaker.state != .closed {
             let now = nowMs()

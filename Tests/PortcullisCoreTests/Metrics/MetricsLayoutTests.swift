@@ -27,7 +27,8 @@ final class MetricsLayoutTests: XCTestCase {
         let last = MetricsLayout.classOffset(route: MetricsLayout.routeSlots - 1, statusClass: 4) + MetricsLayout.classWords
         XCTAssertLessThanOrEqual(last, MetricsLayout.authOffset(route: MetricsLayout.routeSlots - 1, reason: 0))
         XCTAssertLessThan(MetricsLayout.transformErrorOffset(route: MetricsLayout.routeSlots - 1), MetricsLayout.limitOffset(0))
-        XCTAssertEqual(MetricsLayout.limitOffset(MetricsLayout.limitSlots), MetricsLayout.blockWords)
+        XCTAssertEqual(MetricsLayout.limitOffset(MetricsLayout.limitSlots), MetricsLayout.targetOffset(0, .requests))
+        XCTAssertEqual(MetricsLayout.targetOffset(MetricsLayout.targetSlots, .requests), MetricsLayout.blockWords)
         XCTAssertLessThanOrEqual(MetricsLayout.BlockHead.scoreboard.rawValue + MetricsLayout.scoreboardLoops * MetricsLayout.scoreboardWords,
                                  MetricsLayout.blockHeadWords)
         XCTAssertLessThanOrEqual(MetricsLayout.Header.allCases.count, MetricsLayout.headerWords)
@@ -53,6 +54,28 @@ final class MetricsLayoutTests: XCTestCase {
         let long = String(repeating: "x", count: MetricsLayout.maxNameBytes + 1)
         XCTAssertEqual(MetricsNames.assign([long], existing: [nil, nil, nil], firstFree: 2, overflow: 1).slots, [1])
         XCTAssertEqual(MetricsNames.lookup(["b", "zzz"], in: table, firstFree: 2, overflow: 1), [3, 1])
+    }
+
+    func testDegradedTimeCountsOverlappingLoopsOnce() {
+        // Loop A degraded at 1000 ms, loop B at 1500 ms, A recovers at 2000, B at 4000: one
+        // period of 3000 ms.
+        var (state, closed) = DegradedTime.apply(0, delta: 1, nowMs: 1000)
+        XCTAssertEqual(DegradedTime.total(state: state, closedMs: 0, nowMs: 1700), 700, "an open period counts while it lasts")
+        (state, closed) = DegradedTime.apply(state, delta: 1, nowMs: 1500)
+        XCTAssertEqual(closed, 0)
+        (state, closed) = DegradedTime.apply(state, delta: -1, nowMs: 2000)
+        XCTAssertEqual(closed, 0)
+        XCTAssertEqual(DegradedTime.loops(state), 1)
+        XCTAssertEqual(DegradedTime.since(state), 1000)
+        (state, closed) = DegradedTime.apply(state, delta: -1, nowMs: 4000)
+        XCTAssertEqual(state, 0)
+        XCTAssertEqual(closed, 3000)
+        XCTAssertEqual(DegradedTime.total(state: state, closedMs: closed, nowMs: 9000), 3000, "nothing accrues while healthy")
+        // A dead worker's two loops leave at once; more leaving than entered stays at zero.
+        (state, _) = DegradedTime.apply(0, delta: 2, nowMs: 10_000)
+        (state, closed) = DegradedTime.apply(state, delta: -5, nowMs: 10_250)
+        XCTAssertEqual(state, 0)
+        XCTAssertEqual(closed, 250)
     }
 
     func testSecondsAreRenderedWithoutFloatNoise() {
@@ -91,7 +114,7 @@ final class MetricsSegmentTests: XCTestCase {
         w1.rateLimited(routeIndex: 0, limitIndex: 0)
         w2.transformError(routeIndex: 1)
 
-        let s = master.snapshot(rateTable: nil)
+        let s = master.snapshot(rateTable: nil, upstreams: nil)
         let alpha = w1.routeSlots[0]
         XCTAssertEqual(s.routeLabel(alpha), "alpha")
         XCTAssertEqual(s.requests(route: alpha, statusClass: 1), 2)
@@ -108,11 +131,61 @@ final class MetricsSegmentTests: XCTestCase {
         XCTAssertTrue(text.contains("portcullis_rate_limited_total{route=\"alpha\",limit=\"per-key\"} 1\n"))
         XCTAssertTrue(text.contains("portcullis_transform_errors_total{route=\"beta\"} 1\n"))
 
+        // Redis degraded mode: a worker's loop enters it; its death closes the period.
+        w2.segment.redisDegraded(1, block: 1)
+        XCTAssertEqual(DegradedTime.loops(master[.redisDegradedState]), 1)
         // A worker's death clears its gauges, not its counts.
         master.releaseBlock(1)
-        let after = master.snapshot(rateTable: nil)
+        XCTAssertEqual(master[.redisDegradedState], 0, "the dead worker's degraded loop is taken out")
+        let after = master.snapshot(rateTable: nil, upstreams: nil)
         XCTAssertEqual(after.workers.count, 1)
         XCTAssertEqual(after.requests(route: alpha, statusClass: 1), 2)
+    }
+
+    func testUpstreamTargetsAreCountedAndTheirLiveStateRead() throws {
+        let path = temporaryPath("metrics-targets-\(UUID().uuidString).shm")
+        let master = try MetricsSegment.create(path: path)
+        defer { unlink(path) }
+        var config = makeConfig()
+        config.upstreams = ["u": UpstreamConfig(name: "u", targets: ["http://a:1", "http://b:2"]),
+                            "echo": UpstreamConfig(name: "echo", targets: ["http://e:3"])]
+        master.assignNames(for: config)
+        let w1 = WorkerMetrics(segment: try MetricsSegment.open(path: path), blockIndex: 0, config: config)
+        let w2 = WorkerMetrics(segment: try MetricsSegment.open(path: path), blockIndex: 1, config: config)
+        w1.segment.claimBlock(0, loops: 1)
+        w2.segment.claimBlock(1, loops: 1)
+        // Upstreams are indexed in name order: "echo" 0, "u" 1.
+        w1.countTarget(.requests, upstream: 1, target: 0)
+        w1.countTarget(.failures, upstream: 1, target: 0)
+        w1.countTarget(.retries, upstream: 1, target: 0)
+        w2.countTarget(.requests, upstream: 1, target: 1)
+        w2.countTarget(.requests, upstream: 1, target: 0)
+        let table = UpstreamStateTable.local()
+        let down = try XCTUnwrap(table.slot(upstream: "u", target: "http://a:1"))
+        _ = down.health.add(HealthWord(unhealthy: true, successes: 0, failures: 2).raw)
+        _ = down.breaker.add(BreakerWord(state: .open, trips: 1, until: 5_000).raw)
+        _ = down.inFlightCell(column: 0).add(3)
+        _ = table.claimColumn(pid: getpid())
+
+        let text = PrometheusText.render(master.snapshot(rateTable: nil, upstreams: table), version: "test")
+        let a = "upstream=\"u\",target=\"http://a:1\"", b = "upstream=\"u\",target=\"http://b:2\""
+        for line in ["portcullis_upstream_requests_total{\(a)} 2", "portcullis_upstream_failures_total{\(a)} 1",
+                     "portcullis_upstream_retries_total{\(a)} 1", "portcullis_upstream_requests_total{\(b)} 1",
+                     "portcullis_upstream_failures_total{\(b)} 0",
+                     "portcullis_upstream_requests_total{upstream=\"echo\",target=\"http://e:3\"} 0",
+                     "portcullis_upstream_up{\(a)} 0", "portcullis_upstream_up{\(b)} 1", "portcullis_upstream_in_flight{\(a)} 3",
+                     "portcullis_upstream_breaker_state{\(a),state=\"open\"} 1", "portcullis_upstream_breaker_state{\(a),state=\"closed\"} 0",
+                     "portcullis_upstream_breaker_state{\(b),state=\"closed\"} 1"] {
+            XCTAssertTrue(text.contains(line + "\n"), "missing \(line) in\n\(text)")
+        }
+
+        // A reload without target a: its counters stay, its gauges go.
+        config.upstreams["u"] = UpstreamConfig(name: "u", targets: ["http://b:2"])
+        master.assignNames(for: config)
+        let after = PrometheusText.render(master.snapshot(rateTable: nil, upstreams: table), version: "test")
+        XCTAssertTrue(after.contains("portcullis_upstream_requests_total{\(a)} 2\n"), after)
+        XCTAssertFalse(after.contains("portcullis_upstream_up{\(a)}"), after)
+        XCTAssertTrue(after.contains("portcullis_upstream_up{\(b)} 1\n"), after)
     }
 
     func testOpenRefusesAFileOfAnotherShape() throws {

@@ -1,0 +1,49 @@
+"""`make run` (scripts/run-demo.sh): the demo stack serves and stops as the README says.
+
+The script runs as `make run` does but without the build (SKIP_BUILD=1, the tested binary),
+on free ports and with a copy of the demo config whose socket and runtime directory are this
+test's, so it finds the socket only through `portcullis check --field /server/socket`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from pathlib import Path
+
+import requests
+
+from harness import REPO_ROOT, ManagedProcess, free_port, wait_until
+
+
+def test_run_demo_serves_the_demo_and_stops_everything_on_sigterm(portcullis_bin: Path, test_root: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix="demo-", dir=test_root))
+    shutil.copytree(REPO_ROOT / "config", work / "config")
+    shutil.copytree(REPO_ROOT / "plugins", work / "plugins")
+    echo_port, listen = free_port(), f"127.0.0.1:{free_port()}"
+    config_path = work / "config/portcullis.json"
+    config = json.loads(config_path.read_text())
+    config["upstreams"]["echo"]["targets"] = [f"http://127.0.0.1:{echo_port}"]
+    config["server"]["socket"] = "../run/demo.sock"  # not the default name: found, not guessed
+    config_path.write_text(json.dumps(config))
+
+    env = {**os.environ, "SKIP_BUILD": "1", "PORTCULLIS_BIN": str(portcullis_bin), "CONFIG": str(config_path),
+           "LISTEN": listen, "ECHO_PORT": str(echo_port)}
+    demo = ManagedProcess("run-demo", [str(REPO_ROOT / "scripts/run-demo.sh")], work, env=env).start()
+    try:
+        wait_until(lambda: demo.ensure_running("starting") or requests.get(f"http://{listen}/echo/hello", timeout=2).status_code == 200,
+                   60, "the demo on " + listen, on_timeout=demo.output_tail)
+        assert requests.get(f"http://{listen}/echo/hello", timeout=5).json()["path"] == "/echo/hello"
+        assert (work / "run/demo.sock").is_socket()
+        demo.send(signal.SIGTERM)
+        assert demo.wait(60) == 0, demo.output_tail()
+        assert not (work / "run/portcullis.pid").exists(), "the gateway was not stopped"
+        for port in (echo_port, int(listen.rsplit(":", 1)[1])):  # the echo upstream and nginx are gone too
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on {port}"
+    finally:
+        demo.stop()
