@@ -51,7 +51,7 @@ __all__ = [
     "StartupError", "free_port", "wait_until", "deep_merge", "walking_skeleton_config",
     "pattern_bytes", "pattern_sha256", "peak_rss_bytes", "keep_temp_dirs",
     "PROBLEM_JSON", "PROBLEM_BASE", "assert_problem", "echo_of", "QuietHTTPServer", "answer_json",
-    "WebSocketClient", "GrpcEcho",
+    "WebSocketClient", "GrpcEcho", "WS_TEXT", "WS_BINARY", "WS_PING", "WS_PONG", "WS_CLOSE",
 ]
 
 T = TypeVar("T")
