@@ -13,8 +13,11 @@ public final class WorkerMetrics: @unchecked Sendable {
     let routeSlots: [Int]
     /// Limit slot per route and limit (`config.routes[i].limits` order).
     let limitSlots: [[Int]]
-    /// Target slot per upstream (name order, as `Gateway.upstreamTargets`) and target.
-    let targetSlots: [[Int]]
+    /// Target slots of every upstream's targets, upstreams in name order (as
+    /// `Gateway.upstreamTargets`); one flat array, so counting a try retains nothing.
+    let targetSlots: [Int]
+    /// Where each upstream's targets start in `targetSlots`.
+    let targetStart: [Int]
 
     /// The worker's view of `segment` for `config`, counting in block `blockIndex`.
     public init(segment: MetricsSegment, blockIndex: Int, config: GatewayConfig) {
@@ -27,10 +30,9 @@ public final class WorkerMetrics: @unchecked Sendable {
             MetricsNames.lookup(route.limits.map { MetricsNames.limitKey(route: route.name, limit: $0.name) }, in: limitNames,
                                 firstFree: 1, overflow: MetricsLayout.otherLimit)
         }
-        let targetNames = segment.targetNames
-        targetSlots = MetricsNames.targetKeys(config).map {
-            MetricsNames.lookup($0, in: targetNames, firstFree: 1, overflow: MetricsLayout.otherTarget)
-        }
+        let keys = MetricsNames.targetKeys(config)
+        targetSlots = MetricsNames.lookup(keys.flatMap { $0 }, in: segment.targetNames, firstFree: 1, overflow: MetricsLayout.otherTarget)
+        targetStart = keys.reduce(into: [0]) { $0.append($0.last! + $1.count) }
     }
 
     /// The route slot of configuration route `index` (nil: no route matched).
@@ -68,7 +70,7 @@ public final class WorkerMetrics: @unchecked Sendable {
     /// `Gateway.upstreamTargets`).
     @inline(__always)
     func countTarget(_ counter: MetricsLayout.TargetCounter, upstream: Int, target: Int) {
-        pc_relaxed_add_u64(block + MetricsLayout.targetOffset(targetSlots[upstream][target], counter), 1)
+        pc_relaxed_add_u64(block + MetricsLayout.targetOffset(targetSlots[targetStart[upstream] + target], counter), 1)
     }
 
     /// Counts access-log lines the log's writer thread dropped (any thread).
