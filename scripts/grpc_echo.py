@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """gRPC echo service: the tiny service of the Portcullis gRPC example and tests.
 
-One unary method, ``/portcullis.demo.Echo/Say``, with raw bytes as request and response (no
-protobuf schema needed): the answer is JSON, ``{"message": <request as text>, "metadata":
-{name: value}}``, where ``metadata`` is the call's invocation metadata as the service received
-it (what the gateway's handoff set: x-consumer-id, x-request-id, ...).
+Raw bytes as requests and responses (no protobuf schema needed), three methods:
+
+- ``/portcullis.demo.Echo/Say`` (unary): answers JSON, ``{"message": <request as text>,
+  "metadata": {name: value}}``, where ``metadata`` is the call's invocation metadata as the
+  service received it (what the gateway's handoff set: x-consumer-id, x-request-id, ...).
+- ``/portcullis.demo.Echo/Count`` (server streaming): the request is a number N (1-100); answers
+  the messages ``1`` ... ``N``, 50 ms apart.
+- ``/portcullis.demo.Echo/Collect`` (client streaming): answers the request messages joined
+  with ``,``.
 
     python3 scripts/grpc_echo.py --port 50051
 
@@ -18,6 +23,8 @@ import json
 import signal
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
@@ -33,9 +40,30 @@ def say(request: bytes, context: grpc.ServicerContext) -> bytes:
     return json.dumps({"message": request.decode("utf-8", "replace"), "metadata": metadata}).encode("utf-8")
 
 
+def count(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    try:
+        n = int(request)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 100:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request must be a number from 1 to 100")
+    for i in range(1, n + 1):
+        if i > 1:
+            time.sleep(0.05)
+        yield str(i).encode("ascii")
+
+
+def collect(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+    return b",".join(requests)
+
+
 def serve(host: str, port: int) -> int:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    handler = grpc.method_handlers_generic_handler(SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(say)})
+    handler = grpc.method_handlers_generic_handler(SERVICE, {
+        METHOD: grpc.unary_unary_rpc_method_handler(say),
+        "Count": grpc.unary_stream_rpc_method_handler(count),
+        "Collect": grpc.stream_unary_rpc_method_handler(collect),
+    })
     server.add_generic_rpc_handlers((handler,))
     bound = server.add_insecure_port(f"{host}:{port}")
     server.start()

@@ -228,6 +228,20 @@ def test_grpc_calls_beyond_the_per_call_limit_are_resource_exhausted(gw: Gateway
     assert entry["status"] == 200
 
 
+def test_grpc_server_and_client_streaming_calls_pass_through_the_handoff(gw: Gateway) -> None:
+    """A server-streaming answer arrives message by message through grpc_pass; a client stream
+    works once the client ended it (nginx reads the whole request first, docs/protocols.md)."""
+    metadata = [("x-api-key", DEMO_KEY)]
+    with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        counted = list(channel.unary_stream("/portcullis.demo.Echo/Count")(b"5", metadata=metadata, timeout=15))
+        collected = channel.stream_unary("/portcullis.demo.Echo/Collect")(iter([b"a", b"b", b"c"]), metadata=metadata, timeout=15)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(channel.unary_stream("/portcullis.demo.Echo/Count")(b"5", timeout=15))
+    assert counted == [b"1", b"2", b"3", b"4", b"5"]
+    assert collected == b"a,b,c"
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 # -- the nginx reload rule ----------------------------------------------------------------------
 
 
