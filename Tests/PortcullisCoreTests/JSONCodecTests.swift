@@ -241,7 +241,7 @@ final class JSONCodecTests: XCTestCase {
         w.field("g", milliseconds: 12)
         w.field("h", milliseconds: .nan)
         w.field("s", "q\"\u{01}")
-        let date = Date(timeIntervalSince1970: 1_795_000_000.123)
+        let date = Date(timeIntervalSince1970: 1_795_000_000.1235)
         w.field("t") { RFC3339.append(date, milliseconds: true, to: &$0) }
         let trace = TraceContext(traceHigh: 0x0123_4567_89AB_CDEF, traceLow: 0xF, spanId: 1, flags: 1)
         w.field("x") { trace.appendTraceIdHex(to: &$0) }
