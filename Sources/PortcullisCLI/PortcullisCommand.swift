@@ -1,4 +1,5 @@
 import ArgumentParser
+import PortcullisRuntime
 
 /// `portcullis`: the gateway's single binary — master, worker and operator CLI.
 public struct PortcullisCommand: ParsableCommand {
@@ -7,7 +8,7 @@ public struct PortcullisCommand: ParsableCommand {
         abstract: "An API gateway that runs behind nginx over FastCGI.",
         version: VersionCommand.version,
         subcommands: [ServeCommand.self, StopCommand.self, ReloadCommand.self, StatusCommand.self, MetricsCommand.self, ScaleCommand.self,
-                      CheckCommand.self, KeysCommand.self, VersionCommand.self, WorkerCommand.self, MicrobenchCommand.self]
+                      CheckCommand.self, NginxUpstreamsCommand.self, KeysCommand.self, VersionCommand.self, WorkerCommand.self, MicrobenchCommand.self]
     )
     public init() {}
 }
@@ -16,4 +17,15 @@ public struct PortcullisCommand: ParsableCommand {
 struct ConfigOption: ParsableArguments {
     @Option(name: .shortAndLong, help: "Gateway configuration file.")
     var config: String = "config/portcullis.json"
+
+    /// The configuration and the files it names, validated; every problem printed and exit 1
+    /// when it is not valid.
+    func load() throws -> LoadedGateway {
+        do {
+            return try GatewayLoader.load(configPath: config)
+        } catch {
+            printError(error.description)
+            throw ExitCode(1)
+        }
+    }
 }
