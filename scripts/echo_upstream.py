@@ -22,6 +22,11 @@ Controls (query parameters, combinable):
                           ``Connection: X-Hop-Secret``, ``X-Hop-Secret: leak``, ``Keep-Alive: timeout=5``
     set_header=Name:Value add a response header (repeatable)
 
+WebSocket: a GET with ``Upgrade: websocket`` and a ``Sec-WebSocket-Key`` is answered 101 and
+every message (text or binary) is echoed back as it came, pings are answered with pongs, a
+close with a close; the text message ``__handshake__`` is answered with the echo document of
+the handshake request (what the upstream saw: path, query, headers).
+
 ``/__health`` answers 200 ``{"ok":true}``. Request bodies may come with Content-Length or
 chunked. SIGTERM and SIGINT stop the server cleanly (exit 0).
 """
@@ -37,7 +42,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 CHUNK_SIZE = 64 * 1024
@@ -69,6 +74,63 @@ def pattern_sha256(total: int) -> str:
     for chunk in pattern_chunks(total):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+# -- WebSocket (RFC 6455), shared with the test harness's client --------------------------------
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_TEXT, WS_BINARY, WS_CLOSE, WS_PING, WS_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def ws_accept(key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` value for a handshake's ``Sec-WebSocket-Key``."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode("ascii")).digest()).decode("ascii")
+
+
+def ws_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """One final frame; clients mask (``mask``: 4 bytes), servers do not."""
+    head = bytearray([0x80 | opcode])
+    mask_bit = 0x80 if mask else 0
+    n = len(payload)
+    if n < 126:
+        head.append(mask_bit | n)
+    elif n < 1 << 16:
+        head.append(mask_bit | 126)
+        head += n.to_bytes(2, "big")
+    else:
+        head.append(mask_bit | 127)
+        head += n.to_bytes(8, "big")
+    if mask:
+        head += mask
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes(head) + payload
+
+
+def ws_read_frame(read: "Callable[[int], bytes]") -> tuple[int, bytes]:
+    """Reads one frame with ``read(n)`` (exactly n bytes, b"" at the end); its opcode and
+    unmasked payload, or (WS_CLOSE, b"") when the connection ended."""
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            part = read(n - len(data))
+            if not part:
+                raise EOFError("connection closed inside a frame")
+            data += part
+        return data
+    try:
+        b0, b1 = exactly(2)
+    except EOFError:
+        return WS_CLOSE, b""
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(exactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(exactly(8), "big")
+    mask = exactly(4) if b1 & 0x80 else None
+    payload = exactly(n)
+    if mask:
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return b0 & 0x0F, payload
 
 
 class BadControl(ValueError):
@@ -167,6 +229,9 @@ class EchoHandler(BaseHTTPRequestHandler):
     # -- response ----------------------------------------------------------------------------
 
     def _handle(self) -> None:
+        if self.headers.get("Upgrade", "").lower() == "websocket" and self.headers.get("Sec-WebSocket-Key"):
+            self._websocket()
+            return
         body = self._read_body()
         url = urlsplit(self.path)
         if url.path == "/__health":
@@ -188,6 +253,35 @@ class EchoHandler(BaseHTTPRequestHandler):
             self._send_stream(status, stream_bytes, extra, chunked)
         else:
             self._send_json(status, self._echo_document(body, url.path, url.query), extra, chunked)
+
+    def _websocket(self) -> None:
+        """Answers the handshake with 101, then echoes messages until a close or the end."""
+        url = urlsplit(self.path)
+        handshake = json.dumps(self._echo_document(b"", url.path, url.query)).encode("utf-8")
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", ws_accept(self.headers["Sec-WebSocket-Key"]))
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        while True:
+            try:
+                opcode, payload = ws_read_frame(self.rfile.read)
+            except (EOFError, OSError):
+                return
+            if opcode == WS_CLOSE:
+                self.wfile.write(ws_frame(WS_CLOSE, payload[:2]))
+                self.wfile.flush()
+                return
+            if opcode == WS_PING:
+                reply = ws_frame(WS_PONG, payload)
+            elif opcode == WS_TEXT and payload == b"__handshake__":
+                reply = ws_frame(WS_TEXT, handshake)
+            else:
+                reply = ws_frame(opcode, payload)
+            self.wfile.write(reply)
+            self.wfile.flush()
 
     def _start(self, status: int, content_type: str, length: int, extra: list[tuple[str, str]], chunked: bool) -> bool:
         """Sends the status line and headers; returns whether a body may follow."""

@@ -15,11 +15,14 @@ apt_packages=(
     haproxy
     python3 python3-pytest python3-requests python3-cryptography
     python3-prometheus-client chromium
+    # grpcio: the gRPC example service (scripts/grpc_echo.py) and the tests' gRPC client
+    python3-grpcio
     # systemd-analyze verifies the shipped unit file (test_install.py)
     systemd
 )
 # prometheus_client parses the metrics text in the tests; chromium renders the status page.
-python_modules=(pytest requests cryptography prometheus_client)
+# Each entry is an import name, or import:pip-name when they differ.
+python_modules=(pytest requests cryptography prometheus_client grpc:grpcio)
 # scripts/bench.sh only: the C ceiling is compiled with gcc against libfcgi; haproxy (also a test
 # dependency above) is the peer gateway; h2load (nghttp2-client) is the rate-limited load generator; gnuplot draws the chart;
 # valgrind counts instructions per request (scripts/bench/instructions.sh).
@@ -75,8 +78,9 @@ fi
 
 # The Python that runs the integration tests may not be the system one (pyenv, venv).
 missing_modules=()
-for module in "${python_modules[@]}"; do
-    "$python" -c "import $module" >/dev/null 2>&1 || missing_modules+=("$module")
+for entry in "${python_modules[@]}"; do
+    module=${entry%%:*}
+    "$python" -c "import $module" >/dev/null 2>&1 || missing_modules+=("${entry#*:}")
 done
 if (( ${#missing_modules[@]} )); then
     echo "install-deps: pip install ${missing_modules[*]} (for $(command -v "$python"))"

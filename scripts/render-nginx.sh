@@ -13,6 +13,11 @@
 # Environment (optional):
 #   NGINX_TEMPLATE  template to render instead of nginx/example.conf, e.g. nginx/example-mtls.conf
 #   TLS_LISTEN      fills @TLS_LISTEN@ (the TLS listener of example-mtls.conf), e.g. 127.0.0.1:8443
+#   UPSTREAMS_CONF  the output of `portcullis nginx-upstreams` (upstream blocks of websocket/grpc
+#                   route targets, the portcullis_handoff log format), included in http { };
+#                   unset: neither is included, nor the handoff.log that uses the format
+#   GRPC_LISTEN     fills @GRPC_LISTEN@ (the HTTP/2 cleartext listener gRPC clients use), e.g.
+#                   127.0.0.1:8081; unset: that server block is left out
 #
 # Then: nginx -p PREFIX -c OUT -e stderr
 set -euo pipefail
@@ -26,6 +31,8 @@ out=$1 prefix=$2 listen=$3 socket=$4 keepalive=${5:-32}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 template="${NGINX_TEMPLATE:-$here/../nginx/example.conf}"
 tls_listen=${TLS_LISTEN:-}
+upstreams_conf=${UPSTREAMS_CONF:-}
+grpc_listen=${GRPC_LISTEN:-}
 snippet_source="$here/../nginx/portcullis.conf"
 
 if ! [[ $keepalive =~ ^[1-9][0-9]*$ ]]; then
@@ -57,13 +64,26 @@ fi
 # Escapes a value for the replacement side of a sed s||| command.
 escape() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 
-sed -e "s|@USER_DIRECTIVE@|$(escape "$user_directive")|g" \
+# Optional parts: without UPSTREAMS_CONF the include and the log that uses its format go, without
+# GRPC_LISTEN the gRPC server block goes.
+optional=()
+if [[ -z $upstreams_conf ]]; then
+    optional+=(-e '/@UPSTREAMS@/d' -e '/portcullis_handoff;/d')
+else
+    case $upstreams_conf in /*) ;; *) upstreams_conf="$PWD/$upstreams_conf" ;; esac
+fi
+[[ -n $grpc_listen ]] || optional+=(-e '/# grpc-server-begin/,/# grpc-server-end/d')
+
+sed "${optional[@]}" \
+    -e "s|@USER_DIRECTIVE@|$(escape "$user_directive")|g" \
     -e "s|@PREFIX@|$(escape "$prefix")|g" \
     -e "s|@LISTEN@|$(escape "$listen")|g" \
     -e "s|@SOCKET@|$(escape "$socket")|g" \
     -e "s|@KEEPALIVE@|$(escape "$keepalive")|g" \
     -e "s|@SNIPPET@|$(escape "$snippet")|g" \
     -e "${tls_listen:+s|@TLS_LISTEN@|$(escape "$tls_listen")|g}" \
+    -e "${upstreams_conf:+s|@UPSTREAMS@|$(escape "$upstreams_conf")|g}" \
+    -e "${grpc_listen:+s|@GRPC_LISTEN@|$(escape "$grpc_listen")|g}" \
     "$template" >"$out.tmp"
 if grep -q '@[A-Z_]*@' "$out.tmp"; then
     echo "$0: unrendered placeholder left in $out:" >&2

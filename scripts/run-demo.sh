@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# `make run`: builds the release binary, then runs the echo upstream (127.0.0.1:9000), the
-# gateway pool (config/portcullis.json) and nginx (127.0.0.1:8080) in the foreground.
-# Ctrl-C (or SIGTERM) stops all three.
+# `make run`: builds the release binary, then runs the echo upstream (127.0.0.1:9000, also the
+# WebSocket echo of /ws/), the gRPC example service (127.0.0.1:50051), the gateway pool
+# (config/portcullis.json) and nginx (127.0.0.1:8080, gRPC on 127.0.0.1:8081) in the foreground.
+# Ctrl-C (or SIGTERM) stops them all.
 #
 # Environment: CONFIG (default config/portcullis.json), LISTEN (default 127.0.0.1:8080),
-# ECHO_PORT (default 9000), SKIP_BUILD=1 to skip the build, PORTCULLIS_BIN to run another binary
-# (default .build/release/portcullis).
+# GRPC_LISTEN (default 127.0.0.1:8081), ECHO_PORT (default 9000), GRPC_PORT (default 50051),
+# SKIP_BUILD=1 to skip the build, PORTCULLIS_BIN to run another binary (default
+# .build/release/portcullis).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +17,8 @@ export PATH="/opt/swift/usr/bin:$PATH"
 config=${CONFIG:-config/portcullis.json}
 listen=${LISTEN:-127.0.0.1:8080}
 echo_port=${ECHO_PORT:-9000}
+grpc_listen=${GRPC_LISTEN:-127.0.0.1:8081}
+grpc_port=${GRPC_PORT:-50051}
 bin=${PORTCULLIS_BIN:-$root/.build/release/portcullis}
 nginx_prefix="$root/run/nginx"
 
@@ -55,6 +59,10 @@ echo "==> echo upstream on 127.0.0.1:$echo_port"
 python3 scripts/echo_upstream.py --port "$echo_port" &
 pids+=($!)
 
+echo "==> gRPC echo service on 127.0.0.1:$grpc_port"
+python3 scripts/grpc_echo.py --port "$grpc_port" &
+pids+=($!)
+
 echo "==> portcullis serve --config $config"
 "$bin" serve --config "$config" &
 pids+=($!)
@@ -66,7 +74,11 @@ done
 [[ -S $socket ]] || { echo "run-demo: the gateway did not create $socket within 15 s" >&2; exit 1; }
 
 echo "==> nginx on $listen (prefix $nginx_prefix)"
-scripts/render-nginx.sh "$nginx_prefix/nginx.conf" "$nginx_prefix" "$listen" "$socket" "$keepalive"
+# The upstream blocks of the websocket/grpc routes' targets (docs/protocols.md).
+mkdir -p "$nginx_prefix"
+"$bin" nginx-upstreams --config "$config" --output "$nginx_prefix/portcullis-upstreams.conf"
+UPSTREAMS_CONF="$nginx_prefix/portcullis-upstreams.conf" GRPC_LISTEN="$grpc_listen" \
+    scripts/render-nginx.sh "$nginx_prefix/nginx.conf" "$nginx_prefix" "$listen" "$socket" "$keepalive"
 nginx -p "$nginx_prefix" -c "$nginx_prefix/nginx.conf" -e stderr &
 pids+=($!)
 
@@ -75,12 +87,15 @@ cat <<EOF
 Portcullis demo is up. Try:
     curl -i http://$listen/echo/hello
     curl -i http://$listen/no-such-route
+    curl -i -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+         -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' -H 'X-API-Key: demo-key-change-me' http://$listen/ws/
+    (gRPC on $grpc_listen: /portcullis.demo.Echo/Say with metadata x-api-key, see docs/protocols.md)
     .build/release/portcullis status --config $config
 Ctrl-C stops everything.
 
 EOF
 
-# Runs until Ctrl-C, or until one of the three exits on its own (then the others are stopped).
+# Runs until Ctrl-C, or until one of them exits on its own (then the others are stopped).
 status=0
 wait -n "${pids[@]}" || status=$?
 if (( ! stopping )); then

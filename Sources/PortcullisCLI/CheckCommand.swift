@@ -20,13 +20,7 @@ struct CheckCommand: ParsableCommand {
     var expiryWarningDays: Int = APIKeyExpiry.defaultWarningDays
 
     func run() throws {
-        let loaded: LoadedGateway
-        do {
-            loaded = try GatewayLoader.load(configPath: options.config)
-        } catch {
-            printError(error.description)
-            throw ExitCode(1)
-        }
+        let loaded = try options.load()
         let config = loaded.config
         let now = Int64(time(nil))
         for key in APIKeyExpiry.expiring(config.consumers, now: now, warningDays: max(0, expiryWarningDays)) {

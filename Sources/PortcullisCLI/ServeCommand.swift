@@ -19,13 +19,7 @@ struct ServeCommand: ParsableCommand {
     var logFile: String?
 
     func run() throws {
-        let loaded: LoadedGateway
-        do {
-            loaded = try GatewayLoader.load(configPath: options.config)
-        } catch {
-            printError(error.description)
-            throw ExitCode(1)
-        }
+        let loaded = try options.load()
         if let workers, !(1...256).contains(workers) { throw ValidationError("--workers must be 1...256") }
         if let threads, !(1...1024).contains(threads) { throw ValidationError("--threads must be 1...1024") }
         if daemon { throw ExitCode(try startDaemon(loaded)) }

@@ -101,6 +101,16 @@ def make_redis(test_root: Path) -> Iterator[Callable[..., RedisServer]]:
         server.stop()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "run_last: run after every other test of the session (a long idle wait then "
+                                       "overlaps the rest of the run; its fixtures must be session-scoped)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `run_last` go to the end, in their order (a stable sort)."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """On failure, attach the tails of every live gateway's and nginx's output to the report."""

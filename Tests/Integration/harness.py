@@ -14,6 +14,7 @@ Main pieces:
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -41,13 +42,16 @@ ECHO_UPSTREAM = SCRIPTS / "echo_upstream.py"
 
 # The pattern served by the echo upstream's `bytes=N` control.
 sys.path.insert(0, str(SCRIPTS))
-from echo_upstream import pattern_bytes, pattern_sha256  # noqa: E402
+from echo_upstream import (  # noqa: E402
+    WS_BINARY, WS_CLOSE, WS_PING, WS_PONG, WS_TEXT, pattern_bytes, pattern_sha256, ws_accept, ws_frame, ws_read_frame,
+)
 
 __all__ = [
     "REPO_ROOT", "Gateway", "GatewayFactory", "EchoUpstream", "RedisServer", "ManagedProcess",
     "StartupError", "free_port", "wait_until", "deep_merge", "walking_skeleton_config",
     "pattern_bytes", "pattern_sha256", "peak_rss_bytes", "keep_temp_dirs",
     "PROBLEM_JSON", "PROBLEM_BASE", "assert_problem", "echo_of", "QuietHTTPServer", "answer_json",
+    "WebSocketClient", "GrpcEcho", "WS_TEXT", "WS_BINARY", "WS_PING", "WS_PONG", "WS_CLOSE",
 ]
 
 T = TypeVar("T")
@@ -322,6 +326,79 @@ class EchoUpstream:
         self.process.stop()
 
 
+class GrpcEcho:
+    """scripts/grpc_echo.py (the gRPC example service) on a free loopback port."""
+
+    def __init__(self, workdir: Path, name: str = "grpc-echo"):
+        self.port = free_port()
+        self.process = ManagedProcess(name, [sys.executable, str(SCRIPTS / "grpc_echo.py"), "--port", str(self.port)],
+                                      workdir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GrpcEcho:
+        self.process.start()
+
+        def listening() -> bool:
+            self.process.ensure_running("starting")
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        wait_until(listening, STARTUP_TIMEOUT, f"grpc echo on port {self.port}", on_timeout=self.process.output_tail)
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class WebSocketClient:
+    """A minimal RFC 6455 client over a plain socket: the handshake (its status and headers are
+    kept whatever they are), then masked frames out and frames in."""
+
+    def __init__(self, port: int, path: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0):
+        self.key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket", "Connection: Upgrade",
+                 f"Sec-WebSocket-Key: {self.key}", "Sec-WebSocket-Version: 13"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.reader = self.sock.makefile("rb")
+        status_line = self.reader.readline().decode("latin-1")
+        self.status = int(status_line.split()[1])
+        self.headers: dict[str, str] = {}
+        while (line := self.reader.readline().decode("latin-1").rstrip("\r\n")):
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        # A refusal's body (problem+json), when it has one.
+        length = int(self.headers.get("content-length", "0") or 0)
+        self.body = self.reader.read(length) if self.status != 101 and length else b""
+
+    @property
+    def accepted(self) -> bool:
+        """101 with the Sec-WebSocket-Accept the key calls for."""
+        return self.status == 101 and self.headers.get("sec-websocket-accept") == ws_accept(self.key)
+
+    def send(self, payload: bytes | str, opcode: int | None = None) -> None:
+        data = payload.encode("utf-8") if isinstance(payload, str) else payload
+        kind = opcode if opcode is not None else (WS_TEXT if isinstance(payload, str) else WS_BINARY)
+        self.sock.sendall(ws_frame(kind, data, mask=os.urandom(4)))
+
+    def receive(self) -> tuple[int, bytes]:
+        return ws_read_frame(self.reader.read)
+
+    def exchange(self, payload: bytes | str) -> tuple[int, bytes]:
+        self.send(payload)
+        return self.receive()
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(ws_frame(WS_CLOSE, b"\x03\xe8", mask=os.urandom(4)))
+        except OSError:
+            pass
+        self.sock.close()
+
+
 class RedisServer:
     """A private redis-server on a free loopback port, no persistence.
 
@@ -435,6 +512,8 @@ class Gateway:
         self.config_path = config_path or workdir / "portcullis.json"
         self.nginx_prefix = workdir / "nginx"
         self.port = free_port()
+        # nginx's HTTP/2 cleartext listener (gRPC clients).
+        self.grpc_port = free_port()
         self.config: dict[str, Any] = {}
         self.set_config(config)
         # More `portcullis serve` options (e.g. --log-file), set before start.
@@ -500,9 +579,18 @@ class Gateway:
     render_env: Mapping[str, str] = {}
 
     def _render_nginx(self) -> None:
+        # The http-level part for websocket/grpc routes, generated from this config as an
+        # operator would (docs/protocols.md).
+        self.nginx_prefix.mkdir(parents=True, exist_ok=True)
+        upstreams = self.nginx_prefix / "portcullis-upstreams.conf"
+        generated = self.cli("nginx-upstreams", "--output", str(upstreams))
+        if generated.returncode != 0:
+            raise StartupError(f"portcullis nginx-upstreams failed: {generated.stderr}")
+        env = {**os.environ, "UPSTREAMS_CONF": str(upstreams), "GRPC_LISTEN": f"127.0.0.1:{self.grpc_port}",
+               **self.render_env}
         subprocess.run([str(RENDER_NGINX), str(self.nginx_prefix / "nginx.conf"), str(self.nginx_prefix),
                         f"127.0.0.1:{self.port}", str(self.socket_path), str(self.keepalive)],
-                       check=True, capture_output=True, text=True, env={**os.environ, **self.render_env})
+                       check=True, capture_output=True, text=True, env=env)
 
     def _answers(self) -> bool:
         self.nginx.ensure_running("starting")
@@ -611,6 +699,14 @@ class Gateway:
             except json.JSONDecodeError:
                 continue
         return entries
+
+    def nginx_log(self) -> list[dict[str, Any]]:
+        """nginx's `portcullis_handoff` log lines so far, parsed (nginx writes a line when a
+        request, a handed-off WebSocket connection or gRPC call included, ends)."""
+        path = self.nginx_prefix / "logs" / "handoff.log"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def wait_for_log_entries(self, predicate: Callable[[dict[str, Any]], bool], count: int = 1,
                              timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -15,9 +15,12 @@ import socket
 import tempfile
 from pathlib import Path
 
+import grpc
 import requests
 
-from harness import REPO_ROOT, ManagedProcess, free_port, wait_until
+from harness import REPO_ROOT, WS_TEXT, ManagedProcess, WebSocketClient, free_port, wait_until
+
+DEMO_KEY = "demo-key-change-me"
 
 
 def test_run_demo_serves_the_demo_and_stops_everything_on_sigterm(portcullis_bin: Path, test_root: Path) -> None:
@@ -25,24 +28,36 @@ def test_run_demo_serves_the_demo_and_stops_everything_on_sigterm(portcullis_bin
     shutil.copytree(REPO_ROOT / "config", work / "config")
     shutil.copytree(REPO_ROOT / "plugins", work / "plugins")
     echo_port, listen = free_port(), f"127.0.0.1:{free_port()}"
+    grpc_port, grpc_listen = free_port(), f"127.0.0.1:{free_port()}"
     config_path = work / "config/portcullis.json"
     config = json.loads(config_path.read_text())
     config["upstreams"]["echo"]["targets"] = [f"http://127.0.0.1:{echo_port}"]
+    config["upstreams"]["grpc_echo"]["targets"] = [f"http://127.0.0.1:{grpc_port}"]
     config["server"]["socket"] = "../run/demo.sock"  # not the default name: found, not guessed
     config_path.write_text(json.dumps(config))
 
     env = {**os.environ, "SKIP_BUILD": "1", "PORTCULLIS_BIN": str(portcullis_bin), "CONFIG": str(config_path),
-           "LISTEN": listen, "ECHO_PORT": str(echo_port)}
+           "LISTEN": listen, "ECHO_PORT": str(echo_port), "GRPC_LISTEN": grpc_listen, "GRPC_PORT": str(grpc_port)}
     demo = ManagedProcess("run-demo", [str(REPO_ROOT / "scripts/run-demo.sh")], work, env=env).start()
     try:
         wait_until(lambda: demo.ensure_running("starting") or requests.get(f"http://{listen}/echo/hello", timeout=2).status_code == 200,
                    60, "the demo on " + listen, on_timeout=demo.output_tail)
         assert requests.get(f"http://{listen}/echo/hello", timeout=5).json()["path"] == "/echo/hello"
         assert (work / "run/demo.sock").is_socket()
+        # The WebSocket and gRPC examples (docs/protocols.md): nginx has the generated upstreams
+        # and the gRPC listener.
+        ws = WebSocketClient(int(listen.rsplit(":", 1)[1]), "/ws/", {"X-API-Key": DEMO_KEY})
+        assert ws.accepted and ws.exchange("hi") == (WS_TEXT, b"hi"), (ws.status, ws.headers)
+        ws.close()
+        wait_until(lambda: socket.create_connection(("127.0.0.1", grpc_port), timeout=1), 30, "the gRPC example service")
+        with grpc.insecure_channel(grpc_listen) as channel:
+            answer = channel.unary_unary("/portcullis.demo.Echo/Say")(b"hello", metadata=[("x-api-key", DEMO_KEY)], timeout=10)
+        assert json.loads(answer)["metadata"]["x-consumer-id"] == "demo"
         demo.send(signal.SIGTERM)
         assert demo.wait(60) == 0, demo.output_tail()
         assert not (work / "run/portcullis.pid").exists(), "the gateway was not stopped"
-        for port in (echo_port, int(listen.rsplit(":", 1)[1])):  # the echo upstream and nginx are gone too
+        # The echo upstream, the gRPC service and nginx (both listeners) are gone too.
+        for port in (echo_port, grpc_port, int(listen.rsplit(":", 1)[1]), int(grpc_listen.rsplit(":", 1)[1])):
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0, f"something still listens on {port}"
     finally:

@@ -61,7 +61,7 @@ public enum Base64URL {
 
 /// Lower-case hexadecimal, used for key digests and certificate fingerprints.
 public enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
+    static let digits = Array("0123456789abcdef".utf8)
 
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var out: [UInt8] = []

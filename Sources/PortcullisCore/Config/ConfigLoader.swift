@@ -72,6 +72,7 @@ public enum ConfigLoader {
             if let policy = route.auth {
                 AuthConfigReader.validateRoutePolicy(policy, node: node["auth"], settings: config.auth, consumers: config.consumers)
             }
+            if route.protocol.handsOff { validateHandoff(route, node: node, auth: config.auth) }
             config.routes.append(route)
         }
         return config
@@ -168,7 +169,7 @@ public enum ConfigLoader {
 
     static func readRoute(_ node: ConfigNode, index: Int) -> RouteConfig? {
         guard node.object(required: true) != nil else { return nil }
-        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment", "auth", "limits", "slow_ms"])
+        node.rejectUnknownKeys(["name", "match", "upstream", "strip_prefix", "rewrite", "plugins", "comment", "auth", "limits", "slow_ms", "protocol"])
         let name = node["name"].nonEmptyString() ?? "route-\(index)"
         let upstream = node["upstream"].nonEmptyString(required: true) ?? ""
         guard let match = readMatch(node["match"]) else { return nil }
@@ -177,6 +178,11 @@ public enum ConfigLoader {
         route.plugins = node["plugins"].array()?.compactMap { $0.nonEmptyString(required: true) } ?? []
         route.auth = AuthConfigReader.readRoutePolicy(node["auth"])
         if let v = node["slow_ms"].int(min: 0, max: 3_600_000) { route.slowMs = Int(v) }
+        if let p = node["protocol"].string() {
+            if let known = RouteProtocol(rawValue: p) { route.protocol = known } else {
+                node["protocol"].fail("unknown protocol \"\(p)\" (http, websocket or grpc)")
+            }
+        }
         if route.stripPrefix, case .exact = match.path {
             node["strip_prefix"].fail("strip_prefix needs a \"prefix\" match")
         }
@@ -189,6 +195,28 @@ public enum ConfigLoader {
             route.rewrite = rewrite
         }
         return route
+    }
+
+    /// What a `websocket` or `grpc` route cannot have: nginx carries its request after the
+    /// handoff, with the fixed set of headers the snippet names (docs/protocols.md).
+    static func validateHandoff(_ route: RouteConfig, node: ConfigNode, auth: AuthSettings) {
+        let kind = route.protocol.rawValue
+        if !route.plugins.isEmpty {
+            node["plugins"].fail("rule sets do not apply to a \(kind) route: nginx carries its request after the handoff")
+        }
+        if route.protocol == .grpc {
+            if route.stripPrefix { node["strip_prefix"].fail("a grpc route forwards the path unchanged") }
+            if route.rewrite != nil { node["rewrite"].fail("a grpc route forwards the path unchanged") }
+        }
+        for (i, limit) in route.limits.enumerated() where limit.params.algorithm == .concurrency {
+            node["limits"]["\(i)"]["algorithm"].fail("a concurrency limit cannot count \(kind) connections: the worker's part ends at the handoff")
+        }
+        if !NginxUpstreams.isBlockNameSafe(route.upstream) {
+            node["upstream"].fail("the upstream of a \(kind) route needs a name of letters, digits, \"_\" and \"-\" (it names nginx upstream blocks)")
+        }
+        if route.auth != nil, !auth.apiKey.header.caseInsensitiveEquals(Handoff.apiKeyHeader) {
+            node["auth"].fail("a \(kind) route needs auth.api_key.header \"\(Handoff.apiKeyHeader)\": the nginx snippet removes only that header from the client's request")
+        }
     }
 
     static func pathText(_ rule: RouteMatch.PathRule) -> String {

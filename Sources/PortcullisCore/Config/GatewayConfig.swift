@@ -146,6 +146,16 @@ public struct RouteMatch: Sendable, Equatable {
     }
 }
 
+/// What a route carries. `http` requests are proxied by the worker; `websocket` and `grpc`
+/// requests are admitted by the worker and then proxied by nginx (`X-Accel-Redirect` to the
+/// snippet's named location), since FastCGI carries neither an upgraded connection nor trailers.
+public enum RouteProtocol: String, Sendable, CaseIterable {
+    case http, websocket, grpc
+
+    /// Whether nginx, not the worker, carries the request to the upstream.
+    @inlinable public var handsOff: Bool { self != .http }
+}
+
 /// One route: what it matches, where it sends the request and what it does on the way.
 public struct RouteConfig: Sendable {
     public var name: String
@@ -165,6 +175,9 @@ public struct RouteConfig: Sendable {
     public var limits: [RateLimitSpec] = []
     /// Requests slower than this (ms, arrival to last byte) are logged as `slow_request`.
     public var slowMs: Int?
+    /// What the route carries: plain HTTP through the worker, or a WebSocket / gRPC request
+    /// the worker admits and then hands to nginx (docs/protocols.md).
+    public var `protocol`: RouteProtocol = .http
 
     public init(name: String, match: RouteMatch, upstream: String, stripPrefix: Bool = false,
                 rewrite: String? = nil, index: Int = 0) {

@@ -18,6 +18,9 @@ public struct GatewayRequest: Sendable, RoutableRequest {
     /// nginx sent the request from its location for the gateway's own pages
     /// (`PORTCULLIS_ADMIN 1`, see nginx/portcullis.conf): served by `AdminPages`, not routed.
     public var adminPages = false
+    /// The client asked for a WebSocket (`Upgrade: websocket`, which the snippet passes as
+    /// the param `PORTCULLIS_UPGRADE` only when present), decided while decoding.
+    public var websocketUpgrade = false
     /// FastCGI params `PORTCULLIS_VAR_<NAME>` the nginx snippet sets (rate-limit key parts
     /// `var:<NAME>`), names without the prefix; empty unless the operator added some.
     public var variables: [(name: String, value: String)] = []
@@ -95,6 +98,13 @@ public enum PercentEncoding {
 
     /// Encodes the bytes ≥ 0x80 of a raw query (kept by `RawText`) and nothing else: a query
     /// is forwarded as the client sent it, as a valid request target.
+    /// The request target sent upstream: the path percent-encoded, then `?` and the raw query
+    /// (non-ASCII bytes encoded) when there is one.
+    public static func requestTarget(path: String, rawQuery: String) -> String {
+        let encoded = encode(path, allowed: .path)
+        return rawQuery.isEmpty ? encoded : encoded + "?" + encodeNonASCII(rawQuery)
+    }
+
     public static func encodeNonASCII(_ s: String) -> String {
         guard s.utf8.contains(where: { $0 >= 0x80 }) else { return s }
         return encode(bytes: RawText.bytes(of: s), table: asciiBytes)

@@ -19,6 +19,10 @@ struct AccessRecord {
     var consumer: String?
     var credential: String?
     var limits: String?
+    /// The snippet location a `websocket` or `grpc` request was handed to (`websocket`, `grpc`).
+    var handoff: String?
+    /// The `grpc-status` of a refusal on a `grpc` route (its HTTP status is 200).
+    var grpcStatus: Int?
     /// Each try of a retried request (a JSON array), only when there was more than one.
     var tries: [UInt8]?
 
@@ -34,9 +38,9 @@ struct AccessRecord {
     func append(to buffer: inout [UInt8]) {
         var w = JSONLineWriter(appendingTo: buffer)
         buffer = []
-        w.field("time", RFC3339.format(Date(), milliseconds: true))
+        w.field("time") { RFC3339.append(Date(), milliseconds: true, to: &$0) }
         w.field("request_id", requestId)
-        if let trace { w.field("trace_id", trace.traceIdHex) }
+        if let trace { w.field("trace_id") { trace.appendTraceIdHex(to: &$0) } }
         w.field("route", route)
         w.field("method", method)
         w.field("path", path)
@@ -47,6 +51,8 @@ struct AccessRecord {
         w.field("duration_ms", milliseconds: durationMs)
         w.field("upstream_ms", milliseconds: upstreamMs)
         w.field("bytes_sent", bytesSent)
+        if let handoff { w.field("handoff", handoff) }
+        if let grpcStatus { w.field("grpc_status", grpcStatus) }
         if let consumer { w.field("consumer", consumer) }
         if let credential { w.field("credential", credential) }
         if let limits { w.field("limits", limits) }

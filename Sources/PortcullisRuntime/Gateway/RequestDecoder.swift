@@ -21,7 +21,7 @@ public enum RequestDecoder {
         var certVerify: String?, certSubject: String?, certPEM: String?
         var variables: [(name: String, value: String)] = []
         var paramBytes = 0
-        var adminPages = false
+        var adminPages = false, websocketUpgrade = false
         for entry in entries {
             paramBytes += entry.count
             guard let eq = entry.firstIndex(of: UInt8(ascii: "=")) else { continue }
@@ -47,6 +47,7 @@ public enum RequestDecoder {
             case 15 where equals(name, "PORTCULLIS_HOST"): host = value()
             case 16 where equals(name, "PORTCULLIS_ADMIN"): adminPages = valueBytes.elementsEqual("1".utf8)
             case 17 where equals(name, "PORTCULLIS_SCHEME"): scheme = value()
+            case 18 where equals(name, "PORTCULLIS_UPGRADE"): websocketUpgrade = value().caseInsensitiveEquals("websocket")
             case 21 where equals(name, "PORTCULLIS_REQUEST_ID"): nginxId = value()
             case 26 where equals(name, "PORTCULLIS_SSL_CLIENT_S_DN"): certSubject = value()
             case 26 where equals(name, "PORTCULLIS_SSL_CLIENT_CERT"):
@@ -77,6 +78,7 @@ public enum RequestDecoder {
             facts: ConnectionFacts(clientAddress: remote, scheme: scheme.isEmpty ? "http" : scheme, host: host),
             requestId: requestId, contentLength: contentLength)
         request.adminPages = adminPages
+        request.websocketUpgrade = websocketUpgrade
         if !variables.isEmpty { request.variables = variables }
         if let certVerify, !certVerify.isEmpty {
             let fingerprint = certPEM.flatMap { $0.isEmpty ? nil : CertificateFingerprint.sha256Hex(pem: $0) }

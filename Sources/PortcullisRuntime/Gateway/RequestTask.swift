@@ -71,6 +71,8 @@ final class RequestTask {
     private var transformDone: UInt64 = 0
     /// The upstream exchange across its tries (set when the request goes upstream).
     private var call: UpstreamCall?
+    /// The matched route is a `grpc` route: refusals are answered with a gRPC status.
+    private var grpcRoute = false
 
     /// `decoded` and `exchange` are the request as it arrived; `environment` is the loop's
     /// (its upstream client, its log slot, what happens when the request ends).
@@ -116,6 +118,13 @@ final class RequestTask {
             let route = gateway.config.routes[match.routeIndex]
             log.route = route.name
             routeIndex = match.routeIndex
+            // One branch for plain HTTP: the rest only for handoff routes and handshakes.
+            if route.protocol.handsOff || request.websocketUpgrade {
+                grpcRoute = route.protocol == .grpc
+                if request.websocketUpgrade, route.protocol != .websocket {
+                    return answer(.websocketNotEnabled(route: route.name, protocol: route.protocol))
+                }
+            }
             if let ms = route.slowMs ?? gateway.config.metrics.slowMs { slowNanos = UInt64(ms) * 1_000_000 }
             if let metrics = gateway.metrics { environment.routed(metricsSlot: metrics.routeSlots[match.routeIndex]) }
             environment.noteStarted(requestId: request.requestId, route: route.name)
@@ -126,9 +135,17 @@ final class RequestTask {
         }
     }
 
-    /// Answers a gateway error and ends the request.
+    /// Answers a gateway error and ends the request: problem+json, or on a `grpc` route the
+    /// gRPC status it maps to.
     private func answer(_ problem: ProblemDetails) {
-        exchange.sendProblem(problem, requestId: request.requestId)
+        if grpcRoute {
+            let (status, headers) = GRPCRefusal.head(problem)
+            log.grpcStatus = GRPCRefusal.code(forHTTPStatus: problem.status)
+            log.error = problem.detail
+            exchange.sendHead(status: status, headers: headers)
+        } else {
+            exchange.sendProblem(problem, requestId: request.requestId)
+        }
         end()
     }
 
@@ -241,13 +258,10 @@ final class RequestTask {
 
     /// Applies request transforms and sends the request upstream.
     private func forward(_ pass: RoutedRequest) {
+        if pass.route.protocol.handsOff { return handOff(pass) }
         let request = pass.request
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
-        var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
-        Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
-        headers.set("traceparent", trace.context.header)
-        if let state = trace.tracestate { headers.set("tracestate", state) } else { headers.remove("tracestate") }
-        var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: headers)
+        var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: upstreamHeaders(pass))
         var body: BodySource = exchange
         var bodyLength = request.contentLength
         let templates = pass.chain.isEmpty ? nil : templateContext(pass)
@@ -313,6 +327,41 @@ final class RequestTask {
         sendTry(pass, templates: templates)
     }
 
+    /// The headers the upstream gets before any rule set: hop-by-hop and forged gateway
+    /// fields removed, forwarding, correlation, identity and trace fields set.
+    private func upstreamHeaders(_ pass: RoutedRequest) -> HTTPHeaders {
+        var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
+        Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
+        headers.set("traceparent", trace.context.header)
+        if let state = trace.tracestate { headers.set("tracestate", state) } else { headers.remove("tracestate") }
+        return headers
+    }
+
+    /// A `websocket` or `grpc` request, admitted: the worker picks the target and answers with
+    /// `X-Accel-Redirect` to the snippet's named location, which proxies it (docs/protocols.md).
+    /// The worker's part of the request ends here; nginx carries the connection or call.
+    private func handOff(_ pass: RoutedRequest) {
+        let proto = pass.route.protocol
+        if proto == .websocket, !request.websocketUpgrade { return answer(.websocketUpgradeRequired(route: pass.route.name)) }
+        let index = gateway.routeUpstreamIndex[pass.match.routeIndex]
+        let upstream = gateway.upstreamTargets[index]
+        let nowMs = upstream.table.nowMs()
+        guard let target = context.pickTarget(upstream: index, hashKey: hashKey(upstream.config.balancer, pass), tried: 0, nowMs: nowMs) else {
+            log.error = "no target of upstream \"\(upstream.config.name)\" accepts requests"
+            return answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: nowMs)))
+        }
+        let targetURL = upstream.config.targets[target]
+        let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
+        var fields = Handoff.answerFields(proto: proto, upstream: upstream.config.name, targetIndex: target, targetURL: targetURL,
+                                          uri: PercentEncoding.requestTarget(path: path, rawQuery: upstreamQuery(request)),
+                                          upstreamHeaders: upstreamHeaders(pass))
+        fields.add("Content-Length", "0")
+        log.upstream = targetURL
+        log.handoff = proto.rawValue
+        exchange.sendHead(status: 200, headers: fields)
+        end()
+    }
+
     /// The request's key for a hash balancer; nil (round-robin) when the request has none.
     private func hashKey(_ balancer: BalancerAlgorithm, _ pass: RoutedRequest) -> UInt64? {
         guard case .hash(let on) = balancer else { return nil }
@@ -345,8 +394,7 @@ final class RequestTask {
         let target = upstream.config.targets[i]
         upstream.slots[i].inFlightCell(column: upstream.column).add(1)
         gateway.metrics?.countTarget(.requests, upstream: call.index, target: i)
-        var url = target + PercentEncoding.encode(call.outgoing.path, allowed: .path)
-        if !call.outgoing.rawQuery.isEmpty { url += "?" + PercentEncoding.encodeNonASCII(call.outgoing.rawQuery) }
+        let url = target + PercentEncoding.requestTarget(path: call.outgoing.path, rawQuery: call.outgoing.rawQuery)
         var upstreamRequest = UpstreamRequest(method: call.outgoing.method, url: url, headers: call.outgoing.headers, bodyLength: call.bodyLength,
                                               connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
         upstreamRequest.allowAccelBuffering = pass.upstream.allowAccelBuffering

@@ -81,7 +81,9 @@ final class RequestTaskTests: XCTestCase {
          "routes": [
            {"name": "open", "match": {"prefix": "/open/"}, "upstream": "svc"},
            {"name": "keyed", "match": {"prefix": "/keyed/"}, "upstream": "svc", "auth": {"methods": ["api_key"]},
-            "limits": [{"name": "two", "algorithm": "fixed_window", "limit": 2, "window_seconds": 60, "key": ["consumer"]}]}
+            "limits": [{"name": "two", "algorithm": "fixed_window", "limit": 2, "window_seconds": 60, "key": ["consumer"]}]},
+           {"name": "ws", "match": {"prefix": "/ws/"}, "upstream": "svc", "protocol": "websocket", "strip_prefix": true},
+           {"name": "rpc", "match": {"prefix": "/pkg.Svc/"}, "upstream": "svc", "protocol": "grpc", "auth": {"methods": ["api_key"]}}
          ]}
         """
         configText = config
@@ -122,6 +124,59 @@ final class RequestTaskTests: XCTestCase {
         XCTAssertEqual(String(decoding: exchange.body, as: UTF8.self), "made")
         XCTAssertNil(exchange.headers["X-Hop"], "hop-by-hop headers named by Connection never reach the client")
         XCTAssertEqual(environment.ended, [0])
+    }
+
+    func testWebSocketHandshakeIsHandedToNginxWithTheTargetAndTheDecidedHeaders() {
+        let environment = ScriptedEnvironment()
+        var answers: [RecordingExchange] = []
+        for _ in 0..<2 {
+            let exchange = RecordingExchange()
+            run(params("GET", "/ws/chat?room=1", headers: ["PORTCULLIS_UPGRADE": "WebSocket", "HTTP_UPGRADE": "WebSocket",
+                                                           "HTTP_X_CONSUMER_ID": "mallory", "HTTP_COOKIE": "a=b"]),
+                exchange: exchange, environment: environment)
+            answers.append(exchange)
+        }
+        XCTAssertTrue(environment.sent.isEmpty, "the worker never proxies a handed-off request itself")
+        XCTAssertEqual(environment.ended, [0, 0])
+        XCTAssertEqual(answers.map(\.status), [200, 200])
+        XCTAssertEqual(answers.map { $0.headers["X-Portcullis-Target"] }, ["http://portcullis_svc_0", "http://portcullis_svc_1"],
+                       "the balancer picks the target")
+        let first = answers[0].headers
+        XCTAssertEqual(first["X-Accel-Redirect"], "@portcullis_websocket")
+        XCTAssertEqual(first["X-Portcullis-Host"], "10.0.0.1:8080")
+        XCTAssertEqual(first["X-Portcullis-URI"], "/chat?room=1", "strip_prefix applies")
+        XCTAssertEqual(first["X-Portcullis-Set-X-Forwarded-For"], "192.0.2.7")
+        XCTAssertEqual(first["X-Portcullis-Set-X-Request-ID"], "rid-1")
+        XCTAssertNil(first["X-Portcullis-Set-X-Consumer-ID"], "the forged identity is dropped, so nginx sends none")
+        XCTAssertTrue(answers[0].body.isEmpty)
+    }
+
+    func testHandshakeOnAnHTTPRouteAndPlainRequestOnAWebSocketRouteAreRefused() {
+        let onHTTP = RecordingExchange(), plain = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("GET", "/open/x", headers: ["PORTCULLIS_UPGRADE": "websocket"]), exchange: onHTTP, environment: environment)
+        run(params("GET", "/ws/x"), exchange: plain, environment: environment)
+        XCTAssertEqual(onHTTP.status, 400)
+        XCTAssertTrue(onHTTP.text.contains("websocket-not-enabled"), onHTTP.text)
+        XCTAssertEqual(plain.status, 426)
+        XCTAssertEqual(plain.headers["Upgrade"], "websocket")
+        XCTAssertTrue(environment.sent.isEmpty)
+        // Another Upgrade (h2c) on an http route is not a WebSocket handshake: proxied as before.
+        run(params("GET", "/open/y", headers: ["PORTCULLIS_UPGRADE": "h2c"]), exchange: RecordingExchange(), environment: environment)
+        XCTAssertEqual(environment.sent.count, 1)
+    }
+
+    func testRefusalOnAGRPCRouteIsAGRPCStatus() {
+        let refused = RecordingExchange(), admitted = RecordingExchange(), environment = ScriptedEnvironment()
+        run(params("POST", "/pkg.Svc/Call"), exchange: refused, environment: environment)
+        XCTAssertEqual(refused.status, 200)
+        XCTAssertEqual(refused.headers["grpc-status"], "16")
+        XCTAssertEqual(refused.headers["Content-Type"], "application/grpc")
+        XCTAssertTrue(refused.body.isEmpty)
+        run(params("POST", "/pkg.Svc/Call", headers: ["HTTP_X_API_KEY": "demo-key-change-me"]), exchange: admitted, environment: environment)
+        XCTAssertEqual(admitted.headers["X-Accel-Redirect"], "@portcullis_grpc")
+        XCTAssertEqual(admitted.headers["X-Portcullis-Set-X-Consumer-ID"], "demo")
+        XCTAssertNil(admitted.headers["X-Portcullis-Set-X-API-Key"], "the credential never reaches the service")
+        XCTAssertNil(admitted.headers["X-Portcullis-URI"])
     }
 
     func testTargetsRotatePerLoop() {
