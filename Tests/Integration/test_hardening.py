@@ -205,6 +205,19 @@ def test_a_client_proxy_header_never_reaches_the_upstream(plain: Gateway) -> Non
         assert "proxy" not in seen, seen
 
 
+def test_gateway_owned_forwarding_fields_are_replaced_and_other_x_forwarded_pass(plain: Gateway) -> None:
+    """configuration.md, Header hygiene: exactly these client fields are dropped (and the
+    gateway's own set); any other X-Forwarded-* field reaches the upstream as sent."""
+    sent = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Port": "1", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6", "X-Forwarded-Prefix": "/p"}
+    seen = echo_of(plain.get("/echo/fwd", headers=sent))["headers"]
+    assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-forwarded-proto"] == "http", seen
+    assert seen["x-forwarded-host"] != "evil.example", seen
+    for name in ("x-forwarded-port", "forwarded", "x-real-ip"):
+        assert name not in seen, seen
+    assert seen["x-forwarded-prefix"] == "/p", seen
+
+
 # -- 4. header totals: the gateway's 431 on both sides of nginx's limits, never nginx's 500 ------
 
 
