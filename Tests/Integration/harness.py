@@ -392,10 +392,13 @@ class WebSocketClient:
         return self.receive()
 
     def close(self) -> None:
-        try:
-            self.sock.sendall(ws_frame(WS_CLOSE, b"\x03\xe8", mask=os.urandom(4)))
-        except OSError:
-            pass
+        """A close frame on an upgraded connection (on a refused one it would be a bad HTTP
+        request), then the socket."""
+        if self.status == 101:
+            try:
+                self.sock.sendall(ws_frame(WS_CLOSE, b"\x03\xe8", mask=os.urandom(4)))
+            except OSError:
+                pass
         self.sock.close()
 
 
