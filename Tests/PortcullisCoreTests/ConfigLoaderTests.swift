@@ -81,6 +81,21 @@ final class ConfigLoaderTests: XCTestCase {
                        ["config/portcullis.json: /upstreams/u/targets/0: target \"http://user:pw@host\" must not contain credentials"])
     }
 
+    /// configuration.md: a target is `http(s)://host[:port]`, port 1-65535 (80/443 when absent), a
+    /// trailing "/" ignored; anything else is refused at load rather than failing every request.
+    func testTargetPortsAreCheckedAtLoad() throws {
+        let config = try ConfigLoader.parse(bytes: Array("""
+        {"upstreams": {"u": {"targets": ["http://10.0.0.5", "https://api.example.com:8443/", "http://[fd00::5]:65535",
+                                         {"url": "http://[fd00::6]", "weight": 2}]}}, "routes": []}
+        """.utf8), file: "c.json")
+        XCTAssertEqual(config.upstreams["u"]?.targets, ["http://10.0.0.5", "https://api.example.com:8443", "http://[fd00::5]:65535", "http://[fd00::6]"])
+        for bad in ["http://h:0", "http://h:65536", "http://h:", "http://h:+80", "http://h:8o", "http://[fd00::5]:x", "http://[fd00::5"] {
+            XCTAssertEqual(errors("{\"upstreams\": {\"u\": {\"targets\": [\"\(bad)\"]}}, \"routes\": []}").count, 1, bad)
+        }
+        XCTAssertEqual(errors(#"{"upstreams": {"u": {"targets": ["http://10.0.0.5:99999"]}}, "routes": []}"#),
+                       [#"config/portcullis.json: /upstreams/u/targets/0: target "http://10.0.0.5:99999" has an invalid port (1-65535)"#])
+    }
+
     func testRelativePathsResolveAgainstConfigDirectory() throws {
         let config = try ConfigLoader.parse(bytes: Array("{\(upstreams), \"routes\": [], \"server\": {\"socket\": \"run/x.sock\"}}".utf8),
                                             file: "/etc/portcullis/gw.json")

@@ -229,4 +229,26 @@ final class JSONCodecTests: XCTestCase {
         XCTAssertEqual(String(decoding: bytes, as: UTF8.self),
                        #"{"a":[1,-2,3.5,true,false,null,"x\n\u0000é😀"],"b":{},"c":[],"d":-0.0,"e":1e-07,"f":{"g":{"h":"\"\\"}}}"#)
     }
+
+    /// The access log's byte writers give what the `String` formatting gave.
+    func testLineWriterWritesNumbersTimesAndHexAsBytes() {
+        var w = JSONLineWriter()
+        w.field("a", Int.min)
+        w.field("b", 0)
+        w.field("c", 1_234_567)
+        w.field("d", nil as Int?)
+        w.field("e", milliseconds: 1.05)
+        w.field("g", milliseconds: 12)
+        w.field("h", milliseconds: .nan)
+        w.field("s", "q\"\u{01}")
+        let date = Date(timeIntervalSince1970: 1_795_000_000.1235)
+        w.field("t") { RFC3339.append(date, milliseconds: true, to: &$0) }
+        let trace = TraceContext(traceHigh: 0x0123_4567_89AB_CDEF, traceLow: 0xF, spanId: 1, flags: 1)
+        w.field("x") { trace.appendTraceIdHex(to: &$0) }
+        let line = String(decoding: w.finish(), as: UTF8.self)
+        XCTAssertEqual(line, #"{"a":\#(Int.min),"b":0,"c":1234567,"d":null,"e":1.050,"g":12,"h":null,"s":"q\"\u0001","#
+            + #""t":"\#(RFC3339.format(date, milliseconds: true))","x":"\#(trace.traceIdHex)"}"# + "\n")
+        XCTAssertEqual(RFC3339.format(date, milliseconds: true), "2026-11-18T11:06:40.123Z")
+        XCTAssertEqual(trace.traceIdHex, "0123456789abcdef000000000000000f")
+    }
 }

@@ -149,7 +149,7 @@ public enum ConfigLoader {
         return u
     }
 
-    /// Targets are `http(s)://host[:port]` with no path, query or credentials.
+    /// Targets are `http(s)://host[:port]` (port 1-65535) with no path, query or credentials.
     static func validateTargetURL(_ url: String) -> String? {
         let lower = url.lowercased()
         guard lower.hasPrefix("http://") || lower.hasPrefix("https://") else {
@@ -164,6 +164,15 @@ public enum ConfigLoader {
         if authority.isEmpty { return "target \"\(url)\" has no host" }
         if authority.contains("@") { return "target \"\(url)\" must not contain credentials" }
         if authority.contains(where: { $0 == "?" || $0 == "#" || $0 == " " }) { return "target \"\(url)\" is not a valid URL" }
+        // A bad port would otherwise only show up as a 502 on every request.
+        let hostEnd = authority.hasPrefix("[") ? authority.firstIndex(of: "]") : authority.startIndex
+        guard let hostEnd else { return "target \"\(url)\" is not a valid URL" }
+        if let colon = authority[hostEnd...].lastIndex(of: ":") {
+            let port = authority[authority.index(after: colon)...]
+            guard port.count <= 5, port.allSatisfy({ $0.isASCII && $0.isNumber }), let p = Int(port), p >= 1, p <= 65_535 else {
+                return "target \"\(url)\" has an invalid port (1-65535)"
+            }
+        }
         return nil
     }
 

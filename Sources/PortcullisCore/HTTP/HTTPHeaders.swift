@@ -68,6 +68,15 @@ public enum ASCIICase {
     @inlinable
     public static func lower(_ c: UInt8) -> UInt8 { (c >= 65 && c <= 90) ? c + 32 : c }
 
+    /// `x` equals `lower` (a lower-case ASCII literal) ignoring ASCII case.
+    @inlinable
+    public static func equal(_ x: UnsafeBufferPointer<UInt8>, lower: StaticString) -> Bool {
+        guard x.count == lower.utf8CodeUnitCount else { return false }
+        let y = lower.utf8Start
+        for i in 0..<x.count where ASCIICase.lower(x[i]) != y[i] { return false }
+        return true
+    }
+
     @inlinable
     public static func equal(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Bool {
         guard x.count == y.count else { return false }

@@ -100,6 +100,86 @@ public enum HeaderHygiene {
         return headers
     }
 
+    /// Appends `Name: value\r\n` for each of `headers` that may be placed in a head (a token
+    /// name, a safe value), the value's bytes as they came (`RawText`).
+    public static func appendFields(_ headers: HTTPHeaders, to out: inout [UInt8]) {
+        for (name, value) in headers where isSafeHeaderValue(value) && isToken(name) {
+            out.append(contentsOf: name.utf8)
+            out.append(contentsOf: ": ".utf8)
+            RawText.append(value, to: &out)
+            out.append(contentsOf: "\r\n".utf8)
+        }
+    }
+
+    /// What `appendFields(downstreamResponseHeaders(raw.headers(), ...))` appends, decided on
+    /// the bytes as they arrived: no `String` per field, nothing allocated unless a
+    /// `Connection` field names a field that is not hop-by-hop itself.
+    public static func appendDownstreamFields(_ raw: RawHeaderFields, allowAccelBuffering: Bool, to out: inout [UInt8]) {
+        raw.bytes.withUnsafeBufferPointer { all in
+            func slice(_ range: Range<Int>) -> UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(rebasing: all[range]) }
+            // Fields a `Connection` field names are hop-by-hop too (as ranges of `all`).
+            var named: [Range<Int>] = []
+            for f in raw.fields where ASCIICase.equal(slice(f.nameStart..<f.valueStart), lower: "connection") {
+                var start = f.valueStart
+                while start <= f.valueEnd {
+                    var end = start
+                    while end < f.valueEnd, all[end] != UInt8(ascii: ",") { end += 1 }
+                    var lo = start, hi = end
+                    while lo < hi, all[lo] == 0x20 || all[lo] == 0x09 { lo += 1 }
+                    while hi > lo, all[hi - 1] == 0x20 || all[hi - 1] == 0x09 { hi -= 1 }
+                    let token = slice(lo..<hi)
+                    if !token.isEmpty, !isHopByHop(token), !ASCIICase.equal(token, lower: "close") { named.append(lo..<hi) }
+                    start = end + 1
+                }
+            }
+            for f in raw.fields {
+                let name = slice(f.nameStart..<f.valueStart), value = slice(f.valueStart..<f.valueEnd)
+                guard isToken(name), isSafeHeaderValue(value), !isHopByHop(name) else { continue }
+                if !named.isEmpty, named.contains(where: { ASCIICase.equal(slice($0), name) }) { continue }
+                switch name.count {
+                case 6 where ASCIICase.equal(name, lower: "status"): continue
+                case 12 where ASCIICase.equal(name, lower: "x-request-id"): continue
+                case 9...:
+                    if isAccel(name) && !(allowAccelBuffering && ASCIICase.equal(name, lower: "x-accel-buffering")) { continue }
+                default: break
+                }
+                out.append(contentsOf: name)
+                out.append(contentsOf: ": ".utf8)
+                out.append(contentsOf: value)
+                out.append(contentsOf: "\r\n".utf8)
+            }
+        }
+    }
+
+    /// `isHopByHop` on bytes.
+    static func isHopByHop(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        switch name.count {
+        case 2: return ASCIICase.equal(name, lower: "te")
+        case 7: return ASCIICase.equal(name, lower: "trailer") || ASCIICase.equal(name, lower: "upgrade")
+        case 10: return ASCIICase.equal(name, lower: "connection") || ASCIICase.equal(name, lower: "keep-alive")
+        case 16: return ASCIICase.equal(name, lower: "proxy-connection")
+        case 17: return ASCIICase.equal(name, lower: "transfer-encoding")
+        case 18: return ASCIICase.equal(name, lower: "proxy-authenticate")
+        case 19: return ASCIICase.equal(name, lower: "proxy-authorization")
+        default: return false
+        }
+    }
+
+    /// `isAccel` on bytes.
+    static func isAccel(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        name.count > 8 && ASCIICase.equal(UnsafeBufferPointer(rebasing: name[..<8]), lower: "x-accel-")
+    }
+
+    /// `isSafeHeaderValue` on bytes.
+    public static func isSafeHeaderValue(_ value: UnsafeBufferPointer<UInt8>) -> Bool {
+        !value.contains { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }
+    }
+
+    /// `isToken` on bytes.
+    public static func isToken(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        !name.isEmpty && name.allSatisfy { tokenBytes[Int($0)] }
+    }
+
     /// Whether `name` starts with `X-Accel-` (any case).
     @inlinable
     static func isAccel(_ name: String) -> Bool {

@@ -4,6 +4,19 @@ import Foundation
 public enum RFC3339 {
     /// Formats `date` in UTC; `milliseconds` adds a `.mmm` fraction (for logs).
     public static func format(_ date: Date, milliseconds: Bool = false) -> String {
+        String(unsafeUninitializedCapacity: 24) { write(date, milliseconds: milliseconds, into: $0) }
+    }
+
+    /// Appends what `format` returns to `bytes`, without making the `String` (the access log).
+    public static func append(_ date: Date, milliseconds: Bool = false, to bytes: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { out in
+            let n = write(date, milliseconds: milliseconds, into: out)
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: out[..<n]))
+        }
+    }
+
+    /// Writes the text into `out` (at least 24 bytes); returns its length.
+    private static func write(_ date: Date, milliseconds: Bool, into out: UnsafeMutableBufferPointer<UInt8>) -> Int {
         let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
         var days = seconds / 86_400
         var secondOfDay = seconds % 86_400
@@ -21,7 +34,7 @@ public enum RFC3339 {
         let millis = milliseconds ? Int(min(999, max(0, (date.timeIntervalSince1970 - Double(seconds)) * 1000))) : -1
         // Written digit by digit into one buffer: the access log formats a time per request,
         // and interpolating padded pieces cost a dozen small strings each time.
-        return String(unsafeUninitializedCapacity: 24) { out in
+        do {
             var i = 0
             func put(_ value: Int64, _ width: Int) {
                 var v = value

@@ -16,35 +16,47 @@ public struct JSONLineWriter {
         bytes.append(UInt8(ascii: "{"))
     }
 
-    public mutating func field(_ key: String, _ value: String?) {
+    // Keys are literals (letters, digits, `_`): written as they are, never scanned for escapes.
+
+    public mutating func field(_ key: StaticString, _ value: String?) {
         appendKey(key)
         if let value { appendString(value) } else { bytes.append(contentsOf: "null".utf8) }
     }
 
-    public mutating func field(_ key: String, _ value: Int?) {
+    public mutating func field(_ key: StaticString, _ value: Int?) {
         appendKey(key)
-        bytes.append(contentsOf: (value.map(String.init) ?? "null").utf8)
+        guard let value else { return bytes.append(contentsOf: "null".utf8) }
+        Self.appendDecimal(value, to: &bytes)
     }
 
     /// A number with at most three decimals (milliseconds with microsecond resolution).
-    public mutating func field(_ key: String, milliseconds value: Double?) {
+    public mutating func field(_ key: StaticString, milliseconds value: Double?) {
         appendKey(key)
         guard let value, value.isFinite else { bytes.append(contentsOf: "null".utf8); return }
         let micros = Int((value * 1000).rounded())
-        bytes.append(contentsOf: String(micros / 1000).utf8)
+        Self.appendDecimal(micros / 1000, to: &bytes)
         let frac = abs(micros % 1000)
         if frac != 0 {
             bytes.append(UInt8(ascii: "."))
-            let digits = String(frac)
-            bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: 3 - digits.utf8.count))
-            bytes.append(contentsOf: digits.utf8)
+            bytes.append(0x30 + UInt8(frac / 100))
+            bytes.append(0x30 + UInt8(frac / 10 % 10))
+            bytes.append(0x30 + UInt8(frac % 10))
         }
     }
 
     /// A value already serialised as JSON (an array or object), copied as it is.
-    public mutating func field(_ key: String, rawJSON: [UInt8]) {
+    public mutating func field(_ key: StaticString, rawJSON: [UInt8]) {
         appendKey(key)
         bytes.append(contentsOf: rawJSON)
+    }
+
+    /// A string whose bytes `write` appends, which need no escaping (hex digits, a timestamp):
+    /// written between quotes without a `String` or a scan.
+    public mutating func field(_ key: StaticString, unescaped write: (inout [UInt8]) -> Void) {
+        appendKey(key)
+        bytes.append(UInt8(ascii: "\""))
+        write(&bytes)
+        bytes.append(UInt8(ascii: "\""))
     }
 
     /// The finished line, newline-terminated.
@@ -54,11 +66,25 @@ public struct JSONLineWriter {
         return bytes
     }
 
-    private mutating func appendKey(_ key: String) {
+    private mutating func appendKey(_ key: StaticString) {
         if !first { bytes.append(UInt8(ascii: ",")) }
         first = false
-        appendString(key)
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
+    }
+
+    /// `value` in decimal, as `String(value)` writes it, without making the `String`.
+    static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        let magnitude = value.magnitude
+        var divisor: UInt = 1
+        while magnitude / divisor >= 10 { divisor *= 10 }
+        while divisor > 0 {
+            bytes.append(0x30 + UInt8(magnitude / divisor % 10))
+            divisor /= 10
+        }
     }
 
     private mutating func appendString(_ s: String) { Self.appendQuoted(s, to: &bytes) }

@@ -50,9 +50,21 @@ public struct TraceContext: Sendable, Equatable {
     /// The trace id as 32 lower-case hex digits (one allocation, written in place).
     public var traceIdHex: String {
         String(unsafeUninitializedCapacity: 32) { out in
-            Self.writeHex(traceHigh, digits: 16, into: out, at: 0)
-            Self.writeHex(traceLow, digits: 16, into: out, at: 16)
+            writeTraceId(into: out)
             return 32
+        }
+    }
+
+    private func writeTraceId(into out: UnsafeMutableBufferPointer<UInt8>) {
+        Self.writeHex(traceHigh, digits: 16, into: out, at: 0)
+        Self.writeHex(traceLow, digits: 16, into: out, at: 16)
+    }
+
+    /// Appends the trace id as 32 lower-case hex digits (no `String`: the access log).
+    public func appendTraceIdHex(to bytes: inout [UInt8]) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { out in
+            writeTraceId(into: out)
+            bytes.append(contentsOf: UnsafeBufferPointer(out))
         }
     }
 

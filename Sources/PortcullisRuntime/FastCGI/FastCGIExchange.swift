@@ -21,6 +21,9 @@ public protocol ResponseSink: AnyObject {
     var bytesSent: Int { get }
     var status: Int { get }
     func sendHead(status: Int, headers: HTTPHeaders)
+    /// Sends an upstream's head as it arrived, cleaned as `HeaderHygiene.downstreamResponseHeaders`
+    /// cleans it (the streaming path: no hook looks at the headers).
+    func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool)
     func sendBody(_ bytes: UnsafeRawBufferPointer)
 }
 
@@ -32,6 +35,10 @@ public protocol BodySource: AnyObject {
 
 extension ResponseSink {
     public func sendBody(_ bytes: [UInt8]) { bytes.withUnsafeBytes { sendBody($0) } }
+
+    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool) {
+        sendHead(status: status, headers: HeaderHygiene.downstreamResponseHeaders(fields.headers(), allowAccelBuffering: allowAccelBuffering))
+    }
 
     /// Answers a gateway error as problem+json.
     public func sendProblem(_ problem: ProblemDetails, requestId: String) {
@@ -79,6 +86,15 @@ public final class FastCGIExchange: ResponseSink, BodySource {
     }
 
     public func sendHead(status: Int, headers: HTTPHeaders) {
+        writeHead(status: status) { HeaderHygiene.appendFields(headers, to: &$0) }
+    }
+
+    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool) {
+        writeHead(status: status) { HeaderHygiene.appendDownstreamFields(fields, allowAccelBuffering: allowAccelBuffering, to: &$0) }
+    }
+
+    /// The status line, the fields `appendFields` writes, then the request id.
+    private func writeHead(status: Int, _ appendFields: (inout [UInt8]) -> Void) {
         guard !headSent else { return }
         headSent = true
         self.status = status
@@ -90,12 +106,7 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         head.append(0x20)
         head.append(contentsOf: HTTPStatus.reason(status).utf8)
         head.append(contentsOf: "\r\n".utf8)
-        for (name, value) in headers where HeaderHygiene.isSafeHeaderValue(value) && HeaderHygiene.isToken(name) {
-            head.append(contentsOf: name.utf8)
-            head.append(contentsOf: ": ".utf8)
-            RawText.append(value, to: &head)
-            head.append(contentsOf: "\r\n".utf8)
-        }
+        appendFields(&head)
         head.append(contentsOf: "X-Request-ID: ".utf8)
         head.append(contentsOf: requestId.utf8)
         head.append(contentsOf: "\r\n\r\n".utf8)

@@ -38,9 +38,9 @@ struct AccessRecord {
     func append(to buffer: inout [UInt8]) {
         var w = JSONLineWriter(appendingTo: buffer)
         buffer = []
-        w.field("time", RFC3339.format(Date(), milliseconds: true))
+        w.field("time") { RFC3339.append(Date(), milliseconds: true, to: &$0) }
         w.field("request_id", requestId)
-        if let trace { w.field("trace_id", trace.traceIdHex) }
+        if let trace { w.field("trace_id") { trace.appendTraceIdHex(to: &$0) } }
         w.field("route", route)
         w.field("method", method)
         w.field("path", path)

@@ -15,6 +15,9 @@ final class ResponseRelay {
     let completion: (UpstreamOutcome, CollectedResponse?) -> Void
     private(set) var status = 0
     private(set) var headers = HTTPHeaders()
+    /// The head as the lean client parsed it, while `hooks.streamsPlainly` lets it go out as
+    /// bytes (`headers` stays empty then).
+    private var rawHead: RawHeaderFields?
     private(set) var clientGone = false
     /// A head hook refused the response and a problem was sent instead.
     private(set) var answeredProblem = false
@@ -69,11 +72,16 @@ final class ResponseRelay {
         return (outcome, nil)
     }
 
-    /// The final (non-1xx) response's status and headers, as a parser produced them.
-    func head(status: Int, headers: HTTPHeaders) {
+    /// The final (non-1xx) response's status and header fields, as the lean client's parser
+    /// produced them.
+    func head(status: Int, fields: RawHeaderFields) {
         self.status = status
-        self.headers = headers
-        headComplete()
+        if hooks.streamsPlainly {
+            rawHead = fields
+        } else {
+            headers = fields.headers()
+            headComplete()
+        }
     }
 
     /// One raw header line from libcurl, parsed on bytes (no Character handling on the hot path).
@@ -124,6 +132,11 @@ final class ResponseRelay {
     func sendHeadIfNeeded() -> Bool {
         if answeredProblem { return false }
         guard !sink.headSent else { return true }
+        if let rawHead {
+            sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering)
+            self.rawHead = nil
+            return true
+        }
         var outgoing = HeaderHygiene.downstreamResponseHeaders(headers, allowAccelBuffering: allowAccelBuffering)
         var code = status
         if let hook = hooks.head, let problem = hook(&code, &outgoing) {

@@ -40,15 +40,18 @@ public enum ResponseMode {
 /// Decisions taken when the upstream's status and headers are known.
 public struct ResponseHooks {
     /// Stream or collect this response.
-    public var mode: (_ status: Int, _ headers: HTTPHeaders) -> ResponseMode
+    public var mode: (_ status: Int, _ headers: HTTPHeaders) -> ResponseMode { didSet { streamsPlainly = false } }
     /// Rewrites a streamed response's status and headers before they are sent; a returned
     /// problem is answered instead and the upstream body discarded.
-    public var head: ((_ status: inout Int, _ headers: inout HTTPHeaders) -> ProblemDetails?)?
+    public var head: ((_ status: inout Int, _ headers: inout HTTPHeaders) -> ProblemDetails?)? { didSet { streamsPlainly = false } }
     /// A collected body grew past its limit (`size` bytes with the next chunk): how to go on.
     /// `.collect` with a larger limit keeps collecting, `.stream` sends what was collected and
     /// streams the rest, `.discard` drops it; anything else (or no hook) aborts the exchange
     /// and the collected response reports `overflowed`.
-    public var overflow: ((_ status: Int, _ headers: HTTPHeaders, _ size: Int) -> ResponseMode)?
+    public var overflow: ((_ status: Int, _ headers: HTTPHeaders, _ size: Int) -> ResponseMode)? { didSet { streamsPlainly = false } }
+    /// `.streaming` as it is (no hook changed): every response is streamed and no hook looks
+    /// at its headers, so the relay never builds `HTTPHeaders` for them.
+    public private(set) var streamsPlainly = false
 
     public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },
                 head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil,
@@ -58,7 +61,11 @@ public struct ResponseHooks {
         self.overflow = overflow
     }
 
-    public static var streaming: ResponseHooks { ResponseHooks() }
+    public static var streaming: ResponseHooks {
+        var hooks = ResponseHooks()
+        hooks.streamsPlainly = true
+        return hooks
+    }
 }
 
 /// One request to send upstream.

@@ -8,6 +8,19 @@ import XCTest
 /// sockets, one thread per connection): framing, interim responses, bodiless answers, kept
 /// connections and their retry, and every failure mapped to its outcome.
 final class HTTP1ClientTests: XCTestCase {
+    func testURLSplitOnBytes() throws {
+        let plain = try XCTUnwrap(HTTP1URL("http://127.0.0.1:8080/a/b?q=1#frag"))
+        XCTAssertEqual(plain.authority, "127.0.0.1:8080")
+        XCTAssertEqual(plain.target, "/a/b?q=1")
+        XCTAssertEqual(HTTP1URL("http://[::1]:9?x")?.target, "?x")
+        XCTAssertEqual(HTTP1URL("http://h")?.authority, "h")
+        XCTAssertEqual(HTTP1URL("http://h")?.target, "")
+        XCTAssertEqual(HTTP1URL("http://h/caf\u{E9}#x")?.target, "/caf\u{E9}")
+        for bad in ["", "http://", "http:///path", "https://h/", "HTTP://h/", "http://user@h/", "http:/h", "ftp://h"] {
+            XCTAssertNil(HTTP1URL(bad), bad)
+        }
+    }
+
     /// Answers by request path; counts accepted connections.
     final class ScriptedServer: @unchecked Sendable {
         let port: UInt16

@@ -9,17 +9,31 @@ struct HTTP1URL {
     let target: Substring
 
     init?(_ url: String) {
-        // On UTF-8 bytes: this runs once per request, and Character-wise scanning (grapheme
-        // breaking over the whole path and query) cost more than the rest of the exchange.
-        let bytes = url.utf8
-        guard bytes.starts(with: "http://".utf8) else { return nil }
-        let start = bytes.index(bytes.startIndex, offsetBy: 7)
-        let rest = bytes[start...]
-        let end = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") } ?? rest.endIndex
-        guard end > start, !bytes[start..<end].contains(UInt8(ascii: "@")) else { return nil }
+        // On the contiguous UTF-8 bytes, by offset: this runs once per request, and walking
+        // `String.UTF8View` indices (or Characters) cost more than the rest of the exchange.
+        var copy = url
+        guard let (authorityEnd, targetEnd) = copy.withUTF8({ Self.split($0) }) else { return nil }
+        let u = url.utf8
+        let start = u.index(u.startIndex, offsetBy: 7), end = u.index(u.startIndex, offsetBy: authorityEnd)
         authority = url[start..<end]
-        let targetEnd = bytes[end...].firstIndex(of: UInt8(ascii: "#")) ?? bytes.endIndex
-        target = url[end..<targetEnd]
+        target = url[end..<u.index(u.startIndex, offsetBy: targetEnd)]
+    }
+
+    /// Offsets of the authority's end and the target's end (before a fragment) in an
+    /// `http://` URL; nil when it is not one, has no authority, or has user info.
+    static func split(_ b: UnsafeBufferPointer<UInt8>) -> (authorityEnd: Int, targetEnd: Int)? {
+        guard b.count > 7, b[0] == 0x68, b[1] == 0x74, b[2] == 0x74, b[3] == 0x70, b[4] == 0x3A, b[5] == 0x2F, b[6] == 0x2F else {
+            return nil
+        }
+        var end = 7
+        while end < b.count, b[end] != UInt8(ascii: "/"), b[end] != UInt8(ascii: "?"), b[end] != UInt8(ascii: "#") {
+            if b[end] == UInt8(ascii: "@") { return nil }
+            end += 1
+        }
+        guard end > 7 else { return nil }
+        var targetEnd = end
+        while targetEnd < b.count, b[targetEnd] != UInt8(ascii: "#") { targetEnd += 1 }
+        return (end, targetEnd)
     }
 }
 

@@ -3,7 +3,7 @@ import PortcullisCore
 
 /// One connection's response parser: nodejs http-parser (Debian's libhttp-parser) fed with
 /// the bytes as they arrive. It frames the body (Content-Length, chunked, until close),
-/// skips 1xx interim responses and knows keep-alive; status and headers go to the exchange's
+/// skips 1xx interim responses and knows keep-alive; status and header fields (bytes, `RawHeaderFields`) go to the exchange's
 /// `ResponseRelay` once the final head is complete, body bytes straight from the read buffer.
 final class HTTP1ResponseParser {
     enum Progress: Equatable {
@@ -19,10 +19,8 @@ final class HTTP1ResponseParser {
     private var relay: ResponseRelay?
     private var skipsBody = false
     private var status = 0
-    private var headers = HTTPHeaders()
-    private var field: [UInt8] = []
-    private var value: [UInt8] = []
-    private var inValue = false
+    /// The head's fields as bytes, reused from one response to the next.
+    private var fields = RawHeaderFields()
     private var complete = false
     private var keepAlive = false
     /// Bytes followed the final response: the connection is not in a known state.
@@ -75,27 +73,16 @@ final class HTTP1ResponseParser {
 
     private func beginMessage() {
         status = 0
-        headers = HTTPHeaders()
-        field.removeAll(keepingCapacity: true)
-        value.removeAll(keepingCapacity: true)
-        inValue = false
-    }
-
-    private func flushHeader() {
-        while let last = value.last, last == 0x20 || last == 0x09 { value.removeLast() }
-        headers.add(String(decoding: field, as: UTF8.self), RawText.decode(value))
-        field.removeAll(keepingCapacity: true)
-        value.removeAll(keepingCapacity: true)
-        inValue = false
+        fields.removeAll()
     }
 
     /// 1 tells http-parser the response has no body (HEAD, 204, 304, 1xx) whatever its
     /// framing headers say, as curl treats them.
     private func headersComplete() -> Int32 {
-        if inValue { flushHeader() }
+        fields.finish()
         status = Int(parser.pointee.status_code)
         if status < 200 { return 1 }
-        relay?.head(status: status, headers: headers)
+        relay?.head(status: status, fields: fields)
         return skipsBody || status == 204 || status == 304 ? 1 : 0
     }
 
@@ -120,15 +107,11 @@ final class HTTP1ResponseParser {
             return 0
         }
         s.pointee.on_header_field = { p, at, length in
-            let me = HTTP1ResponseParser.of(p)
-            if me.inValue { me.flushHeader() }
-            me.field.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
+            HTTP1ResponseParser.of(p).fields.appendName(UnsafeRawBufferPointer(start: at, count: length))
             return 0
         }
         s.pointee.on_header_value = { p, at, length in
-            let me = HTTP1ResponseParser.of(p)
-            me.inValue = true
-            me.value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: length))
+            HTTP1ResponseParser.of(p).fields.appendValue(UnsafeRawBufferPointer(start: at, count: length))
             return 0
         }
         s.pointee.on_headers_complete = { p in HTTP1ResponseParser.of(p).headersComplete() }
