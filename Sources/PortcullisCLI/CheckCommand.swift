@@ -10,7 +10,7 @@ struct CheckCommand: ParsableCommand {
         abstract: "Validate the configuration (and plugin rules, key files); print every error and expiry warning.")
 
     @OptionGroup var options: ConfigOption
-    @Flag(name: .customLong("print-effective"), help: "Print the resolved configuration as JSON (defaults filled in, paths absolute).")
+    @Flag(name: .customLong("print-effective"), help: "Print the resolved configuration as JSON (defaults filled in, paths resolved against the config file's directory).")
     var printEffective = false
     @Option(name: .customLong("field"), help: ArgumentHelp(
         "Print only the value at this JSON Pointer of the resolved configuration (a string as is, anything else as JSON), e.g. /server/socket.",

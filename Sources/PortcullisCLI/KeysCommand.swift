@@ -64,8 +64,9 @@ public struct KeysCommand: ParsableCommand {
         public func run() throws {
             let data = FileHandle.standardInput.readDataToEndOfFile()
             var key = String(decoding: data, as: UTF8.self)
-            // `echo key | portcullis keys hash` adds a newline that is not part of the key.
-            while let last = key.last, last == "\n" || last == "\r" { key.removeLast() }
+            // `echo key | portcullis keys hash` adds a newline that is not part of the key. A
+            // CRLF is one Character in Swift, so it is compared as such.
+            while let last = key.last, last == "\n" || last == "\r" || last == "\r\n" { key.removeLast() }
             guard !key.isEmpty else { throw ValidationError("no key on standard input") }
             print(APIKeyMaterial.digestHex(key))
         }

@@ -6,7 +6,8 @@ public struct PortcullisCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "portcullis",
         abstract: "An API gateway that runs behind nginx over FastCGI.",
-        version: VersionCommand.version,
+        // `--version` prints what `portcullis version` prints, so scripts may use either.
+        version: VersionCommand.line,
         subcommands: [ServeCommand.self, StopCommand.self, ReloadCommand.self, StatusCommand.self, MetricsCommand.self, ScaleCommand.self,
                       CheckCommand.self, NginxUpstreamsCommand.self, KeysCommand.self, VersionCommand.self, WorkerCommand.self, MicrobenchCommand.self]
     )

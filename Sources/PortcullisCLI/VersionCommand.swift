@@ -1,12 +1,14 @@
 import ArgumentParser
+import PortcullisCore
 
 struct VersionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version of this binary.")
 
-    /// The release this source tree is.
-    static let version = "0.1.0"
+    /// What `portcullis version` and `portcullis --version` print (the version the metrics
+    /// report too, `portcullis_info{version=...}`).
+    static let line = "portcullis \(PortcullisVersion.current)"
 
     func run() {
-        print("portcullis \(Self.version)")
+        print(Self.line)
     }
 }

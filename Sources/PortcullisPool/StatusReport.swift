@@ -134,7 +134,10 @@ extension StatusReport.Section {
 
     static let lastReload = Self(collect: { _, _ in }, render: { d in
         guard let reload = d["last_reload"] else { return [] }
-        return ["last reload: \(reload["ok"]?.boolValue == true ? "ok" : "refused") at \(reload["at"]?.stringValue ?? "")"]
+        let at = reload["at"]?.stringValue ?? ""
+        if reload["ok"]?.boolValue == true { return ["last reload: ok at \(at)"] }
+        // A reload by SIGHUP, `systemctl reload` or `plugins_watch` has no CLI to print why.
+        return ["last reload: refused at \(at):"] + (reload["errors"]?.arrayValue ?? []).map { "  \($0.stringValue ?? "")" }
     })
 
     static let lastScale = Self(collect: { _, _ in }, render: { d in

@@ -115,6 +115,10 @@ def test_respawn_serves_the_generation_bundle_and_reload_applies_edited_rule_and
     refusal = wait_until(lambda: gw.status()["last_reload"] if not gw.status()["last_reload"]["ok"] else None, 10,
                          "the master's refusal")
     assert any("key.pem" in e for e in refusal["errors"]), refusal
+    # The text names the reasons too: nobody saw a CLI's output.
+    text = gw.cli("status").stdout
+    assert f"last reload: refused at {refusal['at']}:\n" in text, text
+    assert all(f"\n  {e}" in text for e in refusal["errors"]), text
     serves("new", key_b, key_a)
 
 

@@ -197,6 +197,14 @@ def test_connection_tokens_above_the_cap_are_400_problem(plain: Gateway) -> None
     assert_raw_problem(int(head.split()[1]), headers, body, 400, "too-many-connection-tokens")
 
 
+def test_a_client_proxy_header_never_reaches_the_upstream(plain: Gateway) -> None:
+    """httpoxy (nginx.md): the snippet blanks HTTP_PROXY, so neither the client's `Proxy:` value
+    nor an empty `Proxy` field is forwarded."""
+    for extra in ({"Proxy": "http://evil.example:3128"}, {}):
+        seen = echo_of(plain.get("/echo/proxy", headers=extra))["headers"]
+        assert "proxy" not in seen, seen
+
+
 # -- 4. header totals: the gateway's 431 on both sides of nginx's limits, never nginx's 500 ------
 
 

@@ -171,8 +171,18 @@ def test_cli_reads_the_same_counters_and_admin_paths_answer_problems(gw: Gateway
     s = parse(result.stdout)
     assert value(s, "portcullis_requests_total", route="echo", **{"class": "2xx"}) == 7
     assert value(s, "portcullis_info", version="0.1.0", master_pid=str(gw.pid_file())) == 1
-    assert_problem(gw.get("/_portcullis/nope"), 404)
-    assert_problem(gw.request("POST", "/_portcullis/metrics"), 405)
+    assert_problem(gw.get("/_portcullis/nope"), 404, "route-not-found")
+    refused = gw.request("POST", "/_portcullis/metrics")
+    assert_problem(refused, 405, "method-not-allowed")
+    assert refused.headers["Allow"] == "GET, HEAD"
+    head = gw.request("HEAD", "/_portcullis/metrics")
+    assert head.status_code == 200 and head.content == b"", head.content[:100]
+    assert head.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert head.headers["Cache-Control"] == "no-store"
+    for page in ("/_portcullis/", "/_portcullis/status"):
+        html = gw.get(page)
+        assert html.status_code == 200 and html.headers["Content-Type"] == "text/html; charset=utf-8", (page, html.headers)
+        assert html.text.lstrip().lower().startswith("<!doctype html"), html.text[:80]
     # Scrapes are not counted as requests.
     assert value(scrape(gw), "portcullis_requests_total", route="_unmatched", **{"class": "4xx"}) == unmatched
 

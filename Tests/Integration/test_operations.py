@@ -380,10 +380,15 @@ def test_status_scale_relative_and_version(make_gateway: Callable[..., Gateway])
     assert down.returncode == 0 and "scaled to 2 workers" in down.stdout, down.stderr
     too_far = gw.cli("scale", "-5")
     assert too_far.returncode == 1 and "1...256" in too_far.stderr, too_far.stderr
-    assert gw.cli("scale", "x").returncode != 0
+    assert gw.cli("scale", "x").returncode == 64
 
-    version = subprocess.run([str(gw.binary), "version"], capture_output=True, text=True, timeout=30)
-    assert version.returncode == 0 and re.fullmatch(r"portcullis \d+\.\d+\.\d+\n", version.stdout), version.stdout
+    for spelling in (["version"], ["--version"]):
+        version = subprocess.run([str(gw.binary), *spelling], capture_output=True, text=True, timeout=30)
+        assert version.returncode == 0 and re.fullmatch(r"portcullis \d+\.\d+\.\d+\n", version.stdout), (spelling, version.stdout)
+
+    stopped = gw.cli("stop")
+    assert stopped.returncode == 0 and stopped.stdout == f"stopped master {status['master_pid']}\n", (stopped.stdout, stopped.stderr)
+    assert gw.cli("status").stdout == "not running\n"
 
 
 def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(make_gateway: Callable[..., Gateway]) -> None:
@@ -415,16 +420,38 @@ def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(
 
     keys = [str(gw.binary), "keys", "generate", "--consumer", "c", "--key-id", "k", "--expires"]
     past = subprocess.run(keys + ["2020-01-01T00:00:00Z"], capture_output=True, text=True, timeout=30)
-    assert past.returncode != 0 and "in the past" in past.stderr, past.stderr
+    assert past.returncode == 64 and "in the past" in past.stderr, past.stderr
     future = subprocess.run(keys + [str(now + 86400)], capture_output=True, text=True, timeout=30)
     assert future.returncode == 0 and f'"expires": {now + 86400}' in future.stdout, future.stdout
 
 
 def test_cli_exit_codes_when_nothing_runs(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway(workers=1, threads=1, start=False)
-    for command in (["status"], ["reload"], ["scale", "+1"], ["stop"]):
+    for command in (["status"], ["reload"], ["scale", "+1"], ["stop"], ["metrics"]):
         result = gw.cli(*command)
         assert result.returncode == 3, (command, result.returncode, result.stdout, result.stderr)
+    assert gw.cli("status").stdout == "not running\n"
+    assert json.loads(gw.cli("status", "--json").stdout) == {"running": False}
+    checked = gw.cli("check")
+    assert checked.returncode == 0, checked.stderr
+    assert re.fullmatch(rf"{re.escape(str(gw.config_path))}: ok \(\d+ routes, \d+ upstreams\)\n", checked.stdout), checked.stdout
+
+    # Usage errors: 64, before anything is looked up.
+    for command in (["scale", "x"], ["scale", "0"], ["scale", "257"], ["scale"], ["scale", "1", "2"],
+                    ["serve", "--workers", "0"], ["serve", "--threads", "1025"], ["stop", "--nope"]):
+        result = gw.cli(*command)
+        assert result.returncode == 64, (command, result.returncode, result.stdout, result.stderr)
+    keys = lambda *args, stdin="": subprocess.run([str(gw.binary), "keys", *args], input=stdin, capture_output=True,
+                                                  text=True, timeout=30)
+    assert keys("generate", "--consumer", "c", "--key-id", "k", "--expires", "tomorrow").returncode == 64
+    assert keys("generate", "--consumer", "", "--key-id", "k").returncode == 64
+    assert keys("hash", stdin="\n").returncode == 64
+    hashed = keys("hash", stdin="demo-key-change-me\r\n")
+    assert hashed.returncode == 0 and hashed.stdout == hashlib.sha256(b"demo-key-change-me").hexdigest() + "\n", hashed.stdout
+
     bad = Path(gw.config_path)
     bad.write_text("{")
     assert gw.cli("check").returncode == 1
+    # The configuration is validated before the master is looked for.
+    refused = gw.cli("reload")
+    assert refused.returncode == 1 and refused.stderr.startswith("reload refused, the running configuration keeps serving:\n"), refused.stderr

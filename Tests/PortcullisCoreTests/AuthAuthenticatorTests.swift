@@ -120,6 +120,34 @@ final class AuthAuthenticatorTests: XCTestCase {
         XCTAssertEqual(forbidden?.type, "https://portcullis.dev/problems/forbidden-group")
     }
 
+    /// authentication.md: groups are checked before scopes, and a 403 for a scope names the
+    /// route's scopes in the header and in `required_scopes`.
+    func testGroupsAreCheckedBeforeScopesAndTheScopeAnswerNamesTheRequiredScopes() {
+        let auth = makeAuth()
+        let both = RouteAuthPolicy(methods: [.apiKey], scopes: ["admin"], groups: ["staff"])
+        let p = problem(auth.authenticate(request([("X-API-Key", Self.keyA)]), policy: both, now: testNow))
+        XCTAssertEqual(p?.type, "https://portcullis.dev/problems/forbidden-group")
+        XCTAssertNil(p?.headers["WWW-Authenticate"])
+        let scoped = RouteAuthPolicy(methods: [.apiKey], scopes: ["admin", "orders:read"])
+        let s = problem(auth.authenticate(request([("X-API-Key", Self.keyA)]), policy: scoped, now: testNow))
+        XCTAssertEqual(s?.type, "https://portcullis.dev/problems/insufficient-scope")
+        XCTAssertEqual(s?.extensions["required_scopes"], .array(["admin", "orders:read"]))
+        XCTAssertEqual(s?.headers["WWW-Authenticate"]?.hasSuffix(#"scope="admin orders:read""#), true)
+    }
+
+    /// authentication.md: with `audiences` configured a token without `aud` is refused, and
+    /// `scp` as a string is split on spaces like `scope`.
+    func testMissingAudienceIsRefusedAndScpStringIsSpaceSeparated() {
+        let auth = makeAuth()
+        let policy = RouteAuthPolicy(methods: [.jwt])
+        let noAud = TestTokens.jwt(alg: .hs256, claims: .object(JSONObject([("iss", "https://issuer.test"), ("sub", "alice"),
+                                                                             ("exp", .int(testNow + 600))])))
+        XCTAssertEqual(problem(auth.authenticate(request([("Authorization", "Bearer " + noAud)]), policy: policy, now: testNow))?.detail,
+                       "the token lacks the required claim aud")
+        let scp = TestTokens.jwt(alg: .hs256, claims: claims(extra: [("scp", "a b")]))
+        XCTAssertEqual(auth.authenticate(request([("Authorization", "Bearer " + scp)]), policy: policy, now: testNow).identity?.scopes, ["a", "b"])
+    }
+
     func testClientCertificates() {
         let auth = makeAuth()
         let policy = RouteAuthPolicy(methods: [.mtls])
@@ -164,5 +192,14 @@ final class AuthAuthenticatorTests: XCTestCase {
         var open = HTTPHeaders([("Authorization", "Basic YTpi"), ("X-Consumer-ID", "admin")])
         Authenticator.upstreamHeaders(&open, identity: nil, settings: settings, policy: nil)
         XCTAssertEqual(open.fields.map(\.name), ["Authorization"])
+        // Routes without auth pass the key header and a Bearer token on; routes with auth pass
+        // only other Authorization schemes.
+        var unguarded = HTTPHeaders([("Authorization", "Bearer abc.def.ghi"), ("X-API-Key", "secret")])
+        Authenticator.upstreamHeaders(&unguarded, identity: nil, settings: settings, policy: nil)
+        XCTAssertEqual(unguarded.fields.map(\.name), ["Authorization", "X-API-Key"])
+        var basic = HTTPHeaders([("Authorization", "Basic YTpi"), ("X-API-Key", "secret")])
+        Authenticator.upstreamHeaders(&basic, identity: identity, settings: settings, policy: RouteAuthPolicy())
+        XCTAssertEqual(basic["authorization"], "Basic YTpi")
+        XCTAssertNil(basic["x-api-key"])
     }
 }

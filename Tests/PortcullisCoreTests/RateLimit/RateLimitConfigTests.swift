@@ -97,6 +97,32 @@ final class RateLimitConfigTests: XCTestCase {
         ])
     }
 
+    /// rate-limiting.md's table of a limit's errors and the Redis ranges, as documented.
+    func testDocumentedRefusalsAndDefaultName() throws {
+        let found = issues(document(limits: """
+            [{"name": "a|b", "algorithm": "token_bucket", "limit": 1, "window_seconds": 1, "burst": 0, "key": ["ip"]},
+             {"algorithm": "concurrency", "limit": 1, "window_seconds": 1, "key": ["ip"], "store": "redis"},
+             {"algorithm": "fixed_window", "limit": 1, "window_seconds": 1, "lease_seconds": 5, "key": ["ip"]}]
+            """, rateLimit: """
+            {"redis": {"retry_ms": 9, "namespace": "a b", "instances": 10001}}
+            """))
+        XCTAssertEqual(Set(found), [
+            "test.json: /rate_limit/redis/retry_ms: must be between 10 and 600000, found 9",
+            "test.json: /rate_limit/redis/namespace: must not contain spaces or line breaks",
+            "test.json: /rate_limit/redis/instances: must be between 1 and 10000, found 10001",
+            "test.json: /routes/0/limits/0/name: must not contain \"|\"",
+            "test.json: /routes/0/limits/0/burst: must be between 1 and 1000000000, found 0",
+            "test.json: /routes/0/limits/1/window_seconds: a concurrency limit has no window (its leases last \"lease_seconds\")",
+            "test.json: /routes/0/limits/1/store: a concurrency limit is held in the shared-memory table only (store \"local\")",
+            "test.json: /routes/0/limits/2/lease_seconds: only applies to the concurrency algorithm",
+        ])
+        let config = try parse(document(limits: """
+            [{"algorithm": "fixed_window", "limit": 1, "window_seconds": 1, "key": ["ip"]},
+             {"algorithm": "fixed_window", "limit": 2, "window_seconds": 1, "key": ["ip"]}]
+            """))
+        XCTAssertEqual(config.routes[0].limits.map(\.name), ["limit-0", "limit-1"])
+    }
+
     /// Issue 14.4: a token bucket's largest `limit` depends on its window (one request per µs).
     func testTokenBucketMaximumDependsOnTheWindow() {
         func bucket(_ limit: Int, _ seconds: Int) -> String {

@@ -138,6 +138,10 @@ final class RateLimiterAsyncTests: XCTestCase {
                        ["open:open", "closed:closed", "fallback:allowed@local:1", "fallback:allowed@local:0", "fallback:denied@local:0"])
         XCTAssertEqual(outcomes[1].problem?.status, 503)
         XCTAssertEqual(outcomes[1].problem?.headers["Retry-After"], "1")
+        // rate-limiting.md, Answers: the closed policy's problem, as documented.
+        XCTAssertEqual(outcomes[1].problem?.type, "https://portcullis.dev/problems/rate-limit-store-unavailable")
+        XCTAssertEqual(outcomes[1].problem?.detail, #"rate limit "closed" cannot be checked right now"#)
+        XCTAssertEqual(outcomes[1].problem?.extensions["limit"], .string("closed"))
         XCTAssertEqual(outcomes[2].results[0].params.limit, 2, "4 divided by 2 instances")
         XCTAssertTrue(limiter.degraded)
         // Every failed call is counted, but one outage is logged once.

@@ -101,4 +101,25 @@ final class UpstreamConfigTests: XCTestCase {
             "c.json: /upstreams/svc/retries/attempts: must be between 0 and 10, found 11",
         ])
     }
+
+    /// upstreams.md's refusals that a config author meets without writing the named field, or
+    /// with a short form that is not accepted.
+    func testRefusalsTheDocsName() throws {
+        XCTAssertEqual(errors(#"{"targets": ["http://a:1"], "circuit_breaker": {"open_ms": 70000}}"#),
+                       ["c.json: /upstreams/svc/circuit_breaker/max_open_ms: must be at least open_ms (70000)"])
+        XCTAssertEqual(errors(#"{"targets": ["http://a:1"], "retries": true}"#),
+                       ["c.json: /upstreams/svc/retries: expected an object, found boolean"])
+        XCTAssertEqual(errors(#"{"targets": ["http://a:1"], "balancer": "hash"}"#),
+                       [#"c.json: /upstreams/svc/balancer: "hash" needs an object with "hash_on""#])
+        XCTAssertEqual(errors(#"{"targets": ["http://a:1"], "health_check": {"timeout_ms": 9, "host": "a/b", "failure_statuses": []}}"#).sorted(), [
+            #"c.json: /upstreams/svc/health_check/failure_statuses: unknown field "failure_statuses""#,
+            "c.json: /upstreams/svc/health_check/host: not a valid Host header value",
+            "c.json: /upstreams/svc/health_check/timeout_ms: must be between 10 and 600000, found 9",
+        ])
+        XCTAssertEqual(errors(#"{"targets": ["http://a:1"], "retries": {"on_statuses": []}}"#),
+                       ["c.json: /upstreams/svc/retries/on_statuses: at least one status is required"])
+        XCTAssertTrue(try parse(#"{"targets": ["http://a:1"], "circuit_breaker": true}"#).breaker.enabled)
+        XCTAssertEqual(try parse(#"{"targets": ["http://a:1"], "health_check": {}}"#).healthCheck, HealthCheckPolicy())
+        XCTAssertEqual(try parse(#"{"targets": ["http://a:1"], "retries": {"on_statuses": [500]}}"#).retry.onStatuses, [500])
+    }
 }
