@@ -205,6 +205,44 @@ def test_a_client_proxy_header_never_reaches_the_upstream(plain: Gateway) -> Non
         assert "proxy" not in seen, seen
 
 
+def test_gateway_owned_forwarding_fields_are_replaced_and_other_x_forwarded_pass(plain: Gateway) -> None:
+    """configuration.md, Header hygiene: exactly these client fields are dropped (and the
+    gateway's own set); any other X-Forwarded-* field reaches the upstream as sent."""
+    sent = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Port": "1", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6", "X-Forwarded-Prefix": "/p"}
+    seen = echo_of(plain.get("/echo/fwd", headers=sent))["headers"]
+    assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-forwarded-proto"] == "http", seen
+    assert seen["x-forwarded-host"] != "evil.example", seen
+    for name in ("x-forwarded-port", "forwarded", "x-real-ip"):
+        assert name not in seen, seen
+    assert seen["x-forwarded-prefix"] == "/p", seen
+
+
+# -- 3b. server.max_body_bytes: the gateway's 413, decided after routing, before the upstream ----
+
+
+@pytest.fixture(scope="module")
+def small_bodies(gateway_factory: GatewayFactory) -> Iterator[Gateway]:
+    gw = gateway_factory.create({"server": {"max_body_bytes": 1000}}, workers=1, threads=1)
+    yield gw
+    gateway_factory.close([gw])
+
+
+def test_body_above_max_body_bytes_is_413_after_routing(small_bodies: Gateway) -> None:
+    """configuration.md, `server.max_body_bytes`: a Content-Length above it is 413
+    payload-too-large (nothing reaches the upstream); at it the body passes; an unmatched path
+    is still 404 and a wrong method still 405."""
+    assert echo_of(small_bodies.request("POST", "/echo/b", data=b"x" * 1000))["body_length"] == 1000
+    problem = assert_problem(small_bodies.request("POST", "/echo/b", data=b"x" * 1001), 413, "payload-too-large")
+    assert problem["detail"] == "request body exceeds 1000 bytes", problem
+    entry = small_bodies.wait_for_log_entries(lambda e: e.get("request_id") == problem["request_id"])[0]
+    assert entry["route"] == "echo" and entry.get("upstream") in (None, ""), entry
+    assert_problem(small_bodies.request("POST", "/nowhere", data=b"x" * 5000), 404, "route-not-found")
+    assert_problem(small_bodies.request("POST", "/users/1", data=b"x" * 5000,
+                                        headers={"Host": "api.example.com", "x-version": "2", "x-debug": "1"},
+                                        params={"v": "2"}), 405, "method-not-allowed")
+
+
 # -- 4. header totals: the gateway's 431 on both sides of nginx's limits, never nginx's 500 ------
 
 

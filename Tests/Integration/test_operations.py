@@ -446,6 +446,7 @@ def test_cli_exit_codes_when_nothing_runs(make_gateway: Callable[..., Gateway]) 
     assert keys("generate", "--consumer", "c", "--key-id", "k", "--expires", "tomorrow").returncode == 64
     assert keys("generate", "--consumer", "", "--key-id", "k").returncode == 64
     assert keys("hash", stdin="\n").returncode == 64
+    assert keys("hash", "--config", str(gw.config_path), stdin="k").returncode == 64, "keys takes no --config"
     hashed = keys("hash", stdin="demo-key-change-me\r\n")
     assert hashed.returncode == 0 and hashed.stdout == hashlib.sha256(b"demo-key-change-me").hexdigest() + "\n", hashed.stdout
 

@@ -567,6 +567,7 @@ def test_policy_header_and_upstream_ratelimit_fields(make_gateway: Callable[...,
     gw = make_gateway({"routes": [
         limited_route("tb", limit("tb", "token_bucket", 2, 1, burst=10)),
         limited_route("fw", limit("fw", "fixed_window", 1, window_with_headroom(10))),
+        {**limited_route("dl", limit("dl", "fixed_window", 5, 60)), "upstream": "dead"},
     ]}, workers=1, threads=2)
     key = {CLIENT_HEADER: fresh_key("policy")}
     response = gw.get("/tb/x", headers=key)
@@ -584,3 +585,9 @@ def test_policy_header_and_upstream_ratelimit_fields(make_gateway: Callable[...,
     denied = gw.get("/fw/x", headers=key)
     body = assert_problem(denied, 429, "rate-limited")
     assert body["retry_after"] == retry_after(denied) and 1 <= body["retry_after"] <= 180, (body, denied.headers)
+
+    # rate-limiting.md, Answers: the fields go on upstream answers and rejections only; an
+    # answer the gateway makes itself after admitting the request (here 502) carries none.
+    dead = gw.get("/dl/x", headers={CLIENT_HEADER: fresh_key("dead")})
+    assert_problem(dead, 502, "upstream-unavailable")
+    assert not any(h.lower().startswith("ratelimit") for h in dead.headers), dead.headers

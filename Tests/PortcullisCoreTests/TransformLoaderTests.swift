@@ -127,6 +127,30 @@ final class TransformLoaderTests: XCTestCase {
         }
     }
 
+    /// plugins.md, Rule files: hidden `.json` files are ignored, a file holds an object or a
+    /// non-empty array, and the managed headers are exactly the listed ones.
+    func testDocumentedRuleFileShapeAndManagedHeaders() throws {
+        let dir = "/etc/pc/plugins"
+        var files = ConfigBundle(configPath: "/etc/pc/portcullis.json", configBytes: [])
+        files.record(directory: dir, names: [".draft.json", "1.json"])
+        files.record(file: dir + "/.draft.json", bytes: Array("not json".utf8))
+        files.record(file: dir + "/1.json", bytes: Array(#"{"name":"one","type":"transform","phase":"request","operations":[{"op":"header.remove","name":"X-A"}]}"#.utf8))
+        XCTAssertEqual(try PluginSet.load(directory: dir, files: files).transforms.keys.sorted(), ["one"])
+
+        XCTAssertEqual(TransformFixture.errors("[]"), ["plugins/bad.json: /: a rule file must hold at least one rule set"])
+        XCTAssertEqual(TransformFixture.errors("3"), ["plugins/bad.json: /: a rule file must hold a rule set object or an array of them, found number"])
+        func setting(_ name: String) -> [String] {
+            TransformFixture.errors(#"{"name":"h","type":"transform","phase":"request","operations":[{"op":"header.set","name":"\#(name)","value":"v"}]}"#)
+        }
+        for managed in ["Connection", "keep-alive", "Transfer-Encoding", "TE", "Trailer", "Upgrade", "Proxy-Connection",
+                        "Proxy-Authenticate", "Proxy-Authorization", "Content-Length", "X-Request-ID", "X-Forwarded-For",
+                        "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "Forwarded", "X-Real-IP"] {
+            XCTAssertEqual(setting(managed), [#"plugins/bad.json: /operations/0/name: header "\#(managed)" is managed by the gateway and cannot be transformed"#])
+        }
+        XCTAssertEqual(setting("Host"), [#"plugins/bad.json: /operations/0/name: header "Host" is managed by the gateway and cannot be transformed (use host.set)"#])
+        for free in ["X-Forwarded-Prefix", "Proxy", "Expect"] { XCTAssertEqual(setting(free), [], free) }
+    }
+
     func testBundleRoundTripsThroughItsFileEncoding() throws {
         var bundle = ConfigBundle(configPath: "config/portcullis.json", configBytes: Array(#"{"routes": []}"#.utf8))
         bundle.record(directory: "plugins", names: ["a.json"])

@@ -22,8 +22,9 @@ extension RateLimitOutcome {
         max(1, RateLimitState.ceilSeconds(results.last?.decision?.retryAfterMicros ?? 0))
     }
 
-    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds), on every response of
-    /// a limited route; `Retry-After` on a 429 or 503; and the IETF draft fields `RateLimit-Policy`
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds), on the upstream's
+    /// answers and the rejections of a limited route (not on the gateway's own errors after
+    /// admission); `Retry-After` on a 429 or 503; and the IETF draft fields `RateLimit-Policy`
     /// (every advertised limit) and `RateLimit` (the headline one).
     public var headers: HTTPHeaders {
         var h = HTTPHeaders()

@@ -346,6 +346,29 @@ final class RequestTaskTests: XCTestCase {
         XCTAssertFalse(RequestDecoder.decode([FastCGIParam(name: "REQUEST_URI", value: "/")]).hasMethod)
     }
 
+    /// authentication.md: the fingerprint is the SHA-256 of PORTCULLIS_SSL_CLIENT_CERT; the
+    /// FINGERPRINT param (nginx's SHA-1) is never read, and without a certificate only the DN
+    /// remains.
+    func testCertificateFactsComeFromTheCertificateParamNotTheFingerprintParam() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/auth")
+        let pem = try String(contentsOf: dir.appendingPathComponent("client-cert.pem"), encoding: .utf8)
+        let sha256 = try String(contentsOf: dir.appendingPathComponent("client-cert.sha256"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let escaped = pem.utf8.map { byte in
+            (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte) ? String(UnicodeScalar(byte)) : String(format: "%%%02X", byte)
+        }.joined()
+        let facts = { (extra: [FastCGIParam]) in
+            RequestDecoder.decode([FastCGIParam(name: "REQUEST_METHOD", value: "GET"), FastCGIParam(name: "DOCUMENT_URI", value: "/"),
+                                   FastCGIParam(name: "PORTCULLIS_SSL_CLIENT_VERIFY", value: "SUCCESS"),
+                                   FastCGIParam(name: "PORTCULLIS_SSL_CLIENT_S_DN", value: "CN=x")] + extra).request.clientCertificate
+        }
+        XCTAssertEqual(facts([FastCGIParam(name: "PORTCULLIS_SSL_CLIENT_CERT", value: escaped),
+                              FastCGIParam(name: "PORTCULLIS_SSL_CLIENT_FINGERPRINT", value: String(repeating: "ab", count: 20))])?.fingerprint, sha256)
+        let withoutCert = facts([FastCGIParam(name: "PORTCULLIS_SSL_CLIENT_FINGERPRINT", value: sha256)])
+        XCTAssertNil(withoutCert?.fingerprint)
+        XCTAssertEqual(withoutCert?.subjectDN, "CN=x")
+    }
+
     // MARK: metrics, admin pages, trace context
 
     /// The test's context, rebuilt with the metrics file mapped (block 0, as a master would give).
