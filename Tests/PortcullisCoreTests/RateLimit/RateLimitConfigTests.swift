@@ -121,6 +121,10 @@ final class RateLimitConfigTests: XCTestCase {
              {"algorithm": "fixed_window", "limit": 2, "window_seconds": 1, "key": ["ip"]}]
             """))
         XCTAssertEqual(config.routes[0].limits.map(\.name), ["limit-0", "limit-1"])
+        XCTAssertEqual(issues(document(limits: #"[{"algorithm": "fixed_window", "limit": 1, "window_seconds": 1, "key": ["api_key", "credential"]}]"#)),
+                       [#"test.json: /routes/0/limits/0/key/1: duplicate key part "credential""#])
+        let lower = try parse(document(limits: #"[{"algorithm": "fixed_window", "limit": 1, "window_seconds": 1, "key": ["var:tenant"]}]"#))
+        XCTAssertEqual(lower.routes[0].limits[0].key, [.variable("TENANT")])
     }
 
     /// Issue 14.4: a token bucket's largest `limit` depends on its window (one request per µs).
