@@ -83,4 +83,16 @@ final class HeaderHygieneTests: XCTestCase {
         HeaderHygiene.stripHopByHop(&headers)
         XCTAssertEqual(headers, HTTPHeaders([("Content-Type", "text/plain"), ("X-Close", "1")]))
     }
+
+    /// The length-first check names exactly the gateway-owned fields plus the client's framing.
+    func testReplacedUpstreamIsGatewayOwnedPlusFraming() {
+        let expected = HeaderHygiene.gatewayOwned.union(["content-length", "expect"])
+        for name in expected {
+            XCTAssertTrue(HeaderHygiene.isReplacedUpstream(name), name)
+            XCTAssertTrue(HeaderHygiene.isReplacedUpstream(name.uppercased()), name)
+        }
+        for name in ["x-forwarded-fox", "forwarder", "x-request-i", "content-lengths", "expects", "", "x-real-ip2", "X-Forwarded-Prot"] {
+            XCTAssertFalse(HeaderHygiene.isReplacedUpstream(name), name)
+        }
+    }
 }

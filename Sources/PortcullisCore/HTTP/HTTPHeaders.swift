@@ -25,6 +25,9 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
 
     public mutating func add(_ name: String, _ value: String) { fields.append((name, value)) }
 
+    /// Room for `count` fields without growing again (one allocation where fields are added).
+    public mutating func reserveCapacity(_ count: Int) { fields.reserveCapacity(count) }
+
     /// Replaces every value of `name` with one.
     public mutating func set(_ name: String, _ value: String) {
         if let i = fields.firstIndex(where: { $0.name.caseInsensitiveEquals(name) }) {

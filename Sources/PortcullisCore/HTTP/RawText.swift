@@ -52,7 +52,7 @@ public enum RawText {
 
     /// Appends the bytes `text` stands for to `out`.
     public static func append(_ text: String, to out: inout [UInt8]) {
-        guard hasEscapes(text) else { return out.append(contentsOf: text.utf8) }
+        guard hasEscapes(text) else { return out.appendUTF8(text) }
         let u = Array(text.utf8)
         var i = 0
         while i < u.count {

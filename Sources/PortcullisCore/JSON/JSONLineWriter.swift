@@ -26,7 +26,7 @@ public struct JSONLineWriter {
     public mutating func field(_ key: StaticString, _ value: Int?) {
         appendKey(key)
         guard let value else { return bytes.append(contentsOf: "null".utf8) }
-        Self.appendDecimal(value, to: &bytes)
+        bytes.appendDecimal(value)
     }
 
     /// A number with at most three decimals (milliseconds with microsecond resolution).
@@ -34,7 +34,7 @@ public struct JSONLineWriter {
         appendKey(key)
         guard let value, value.isFinite else { bytes.append(contentsOf: "null".utf8); return }
         let micros = Int((value * 1000).rounded())
-        Self.appendDecimal(micros / 1000, to: &bytes)
+        bytes.appendDecimal(micros / 1000)
         let frac = abs(micros % 1000)
         if frac != 0 {
             bytes.append(UInt8(ascii: "."))
@@ -73,18 +73,6 @@ public struct JSONLineWriter {
         bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
         bytes.append(UInt8(ascii: "\""))
         bytes.append(UInt8(ascii: ":"))
-    }
-
-    /// `value` in decimal, as `String(value)` writes it, without making the `String`.
-    static func appendDecimal(_ value: Int, to bytes: inout [UInt8]) {
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        let magnitude = value.magnitude
-        var divisor: UInt = 1
-        while magnitude / divisor >= 10 { divisor *= 10 }
-        while divisor > 0 {
-            bytes.append(0x30 + UInt8(magnitude / divisor % 10))
-            divisor /= 10
-        }
     }
 
     private mutating func appendString(_ s: String) { Self.appendQuoted(s, to: &bytes) }

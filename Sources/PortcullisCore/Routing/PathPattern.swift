@@ -19,6 +19,7 @@ public enum PathPattern {
     /// split would not split `/` followed by a combining mark such as U+0338).
     public static func splitPath(_ path: String) -> [Substring] {
         var segments: [Substring] = []
+        segments.reserveCapacity(4)  // one allocation for a typical path, not one per segment
         let bytes = path.utf8
         var start = bytes.startIndex, i = start
         while i != bytes.endIndex {

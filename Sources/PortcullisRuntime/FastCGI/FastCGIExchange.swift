@@ -102,13 +102,13 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         var head: [UInt8] = []
         head.reserveCapacity(512)
         head.append(contentsOf: "Status: ".utf8)
-        head.append(contentsOf: String(status).utf8)
+        head.appendDecimal(status)
         head.append(0x20)
-        head.append(contentsOf: HTTPStatus.reason(status).utf8)
+        head.appendUTF8(HTTPStatus.reason(status))
         head.append(contentsOf: "\r\n".utf8)
         appendFields(&head)
         head.append(contentsOf: "X-Request-ID: ".utf8)
-        head.append(contentsOf: requestId.utf8)
+        head.appendUTF8(requestId)
         head.append(contentsOf: "\r\n\r\n".utf8)
         head.withUnsafeBytes { write($0) }
     }

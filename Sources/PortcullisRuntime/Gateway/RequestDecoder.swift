@@ -29,7 +29,7 @@ public enum RequestDecoder {
             let valueBytes = UnsafeBufferPointer(rebasing: entry[(eq + 1)...])
             // Bytes that are not UTF-8 are kept (RawText), never replaced by U+FFFD.
             func value() -> String { RawText.decode(valueBytes) }
-            if name.starts(with: "HTTP_".utf8) {
+            if hasPrefix(name, "HTTP_") {
                 // nginx passes these twice; CONTENT_TYPE/CONTENT_LENGTH are the authoritative copies.
                 if equals(name, "HTTP_CONTENT_TYPE") || equals(name, "HTTP_CONTENT_LENGTH") { continue }
                 headers.add(headerName(fromParam: name), value())
@@ -57,7 +57,7 @@ public enum RequestDecoder {
             case 28 where equals(name, "PORTCULLIS_SSL_CLIENT_VERIFY"): certVerify = value()
             default:
                 // Operator-chosen nginx facts (rate-limit key parts `var:<NAME>`).
-                if name.count > 15, name[0] == UInt8(ascii: "P"), name.starts(with: "PORTCULLIS_VAR_".utf8) {
+                if name.count > 15, name[0] == UInt8(ascii: "P"), hasPrefix(name, "PORTCULLIS_VAR_") {
                     variables.append((String(decoding: UnsafeBufferPointer(rebasing: name[15...]), as: UTF8.self), value()))
                 }
             }
@@ -107,6 +107,14 @@ public enum RequestDecoder {
     static func equals(_ bytes: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
         bytes.count == literal.utf8CodeUnitCount
             && memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
+    }
+
+    /// `bytes` starts with `literal` (a `memcmp`: the generic `starts(with:)` cost more than
+    /// the rest of a param's decoding).
+    @inline(__always)
+    static func hasPrefix(_ bytes: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
+        bytes.count >= literal.utf8CodeUnitCount
+            && memcmp(bytes.baseAddress!, literal.utf8Start, literal.utf8CodeUnitCount) == 0
     }
 
     /// `HTTP_X_REQUEST_ID` → `X-Request-Id` (ASCII bytes; params are ASCII names).

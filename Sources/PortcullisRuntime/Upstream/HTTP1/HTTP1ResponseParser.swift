@@ -19,8 +19,14 @@ final class HTTP1ResponseParser {
     private var relay: ResponseRelay?
     private var skipsBody = false
     private var status = 0
-    /// The head's fields as bytes, reused from one response to the next.
-    private var fields = RawHeaderFields()
+    /// The head's fields as bytes, reused from one response to the next. Behind a pointer:
+    /// a stored property of the class would be checked for exclusive access on every
+    /// callback (several per header field).
+    private let fields: UnsafeMutablePointer<RawHeaderFields> = {
+        let p = UnsafeMutablePointer<RawHeaderFields>.allocate(capacity: 1)
+        p.initialize(to: RawHeaderFields())
+        return p
+    }()
     private var complete = false
     private var keepAlive = false
     /// Bytes followed the final response: the connection is not in a known state.
@@ -29,7 +35,11 @@ final class HTTP1ResponseParser {
 
     init() {}
 
-    deinit { parser.deallocate() }
+    deinit {
+        parser.deallocate()
+        fields.deinitialize(count: 1)
+        fields.deallocate()
+    }
 
     /// Starts a response to a request sent with `method`.
     func reset(relay: ResponseRelay, method: String) {
@@ -73,16 +83,16 @@ final class HTTP1ResponseParser {
 
     private func beginMessage() {
         status = 0
-        fields.removeAll()
+        fields.pointee.removeAll()
     }
 
     /// 1 tells http-parser the response has no body (HEAD, 204, 304, 1xx) whatever its
     /// framing headers say, as curl treats them.
     private func headersComplete() -> Int32 {
-        fields.finish()
+        fields.pointee.finish()
         status = Int(parser.pointee.status_code)
         if status < 200 { return 1 }
-        relay?.head(status: status, fields: fields)
+        relay?.head(status: status, fields: fields.pointee)
         return skipsBody || status == 204 || status == 304 ? 1 : 0
     }
 
@@ -107,11 +117,11 @@ final class HTTP1ResponseParser {
             return 0
         }
         s.pointee.on_header_field = { p, at, length in
-            HTTP1ResponseParser.of(p).fields.appendName(UnsafeRawBufferPointer(start: at, count: length))
+            HTTP1ResponseParser.of(p).fields.pointee.appendName(UnsafeRawBufferPointer(start: at, count: length))
             return 0
         }
         s.pointee.on_header_value = { p, at, length in
-            HTTP1ResponseParser.of(p).fields.appendValue(UnsafeRawBufferPointer(start: at, count: length))
+            HTTP1ResponseParser.of(p).fields.pointee.appendValue(UnsafeRawBufferPointer(start: at, count: length))
             return 0
         }
         s.pointee.on_headers_complete = { p in HTTP1ResponseParser.of(p).headersComplete() }
