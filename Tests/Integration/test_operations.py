@@ -343,6 +343,19 @@ def test_sigint_stops_gracefully_like_sigterm(make_gateway: Callable[..., Gatewa
     thread.join(15)
     assert outcome["r"].status_code == 200 and outcome["r"].json()["path"] == "/echo/int", outcome
     assert master_events(gw, "master_stopping")[-1]["fast"] is False
+    # The lifecycle events carry the fields operations.md#event-log lists.
+    (started,) = master_events(gw, "master_started")
+    assert started["socket"] == str(gw.socket_path) and started["workers"] == 1 and started["config"] == str(gw.config_path)
+    (worker,) = master_events(gw, "worker_started")
+    assert worker["generation"] == 1 and worker["loops"] == 1 and worker["pid"] != started["pid"], worker
+    (stopped,) = master_events(gw, "worker_stopped")
+    assert stopped["pid"] == worker["pid"] and stopped["generation"] == 1 and "fast" not in stopped, stopped
+    (exited,) = master_events(gw, "worker_exited")
+    assert exited == exited | {"pid": started["pid"], "worker_pid": worker["pid"], "generation": 1, "exit_code": 0,
+                               "signal": None, "expected": True}, exited
+    assert master_events(gw, "master_stopped")[-1]["pid"] == started["pid"]
+    for event in (started, worker, stopped, exited):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["time"]), event
 
 
 def test_quit_stops_fast_and_ttin_ttou_scale(make_gateway: Callable[..., Gateway]) -> None:
