@@ -90,6 +90,8 @@ def test_worker_crash_loop_backs_off_is_reported_and_recovers(make_gateway: Call
     assert re.search(r"crash loop: \d+ failures in a row, respawning after \d+ ms", gw.cli("status").stdout)
     loops = master_events(gw, "worker_crash_loop")
     assert loops and [e["respawn_delay_ms"] for e in loops] == sorted(e["respawn_delay_ms"] for e in loops), loops
+    # operations.md: 200 ms after the first quick death, doubling with each one in a row, up to 10 s.
+    assert all(e["respawn_delay_ms"] == min(10_000, 200 << (e["failures_in_a_row"] - 1)) for e in loops), loops
     quick = [e for e in master_events(gw, "worker_exited") if e.get("exit_code") == 1]
     assert len(quick) <= 5, f"{len(quick)} failed starts: respawned in a spin"
     for _ in range(5):
