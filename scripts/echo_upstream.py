@@ -265,6 +265,8 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
+        # An upgraded connection may idle far longer than a keep-alive one (`timeout` above).
+        self.connection.settimeout(3600)
         while True:
             try:
                 opcode, payload = ws_read_frame(self.rfile.read)

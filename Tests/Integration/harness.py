@@ -392,10 +392,13 @@ class WebSocketClient:
         return self.receive()
 
     def close(self) -> None:
-        try:
-            self.sock.sendall(ws_frame(WS_CLOSE, b"\x03\xe8", mask=os.urandom(4)))
-        except OSError:
-            pass
+        """A close frame on an upgraded connection (on a refused one it would be a bad HTTP
+        request), then the socket."""
+        if self.status == 101:
+            try:
+                self.sock.sendall(ws_frame(WS_CLOSE, b"\x03\xe8", mask=os.urandom(4)))
+            except OSError:
+                pass
         self.sock.close()
 
 
@@ -583,7 +586,8 @@ class Gateway:
         # operator would (docs/protocols.md).
         self.nginx_prefix.mkdir(parents=True, exist_ok=True)
         upstreams = self.nginx_prefix / "portcullis-upstreams.conf"
-        generated = self.cli("nginx-upstreams", "--output", str(upstreams))
+        # The master's environment: the config may name variables only it has (password_env).
+        generated = self.cli("nginx-upstreams", "--output", str(upstreams), env=self.master_env)
         if generated.returncode != 0:
             raise StartupError(f"portcullis nginx-upstreams failed: {generated.stderr}")
         env = {**os.environ, "UPSTREAMS_CONF": str(upstreams), "GRPC_LISTEN": f"127.0.0.1:{self.grpc_port}",
@@ -646,10 +650,10 @@ class Gateway:
 
     # -- CLI and state ---------------------------------------------------------------------
 
-    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """Runs ``portcullis ARGS --config <this config>``."""
+    def cli(self, *args: str, timeout: float = 30, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs ``portcullis ARGS --config <this config>`` (with ``env``: in that environment)."""
         return subprocess.run([str(self.binary), *args, "--config", str(self.config_path)],
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
     def cli_background(self, *args: str) -> subprocess.Popen[str]:
         """Starts ``portcullis ARGS --config <this config>`` without waiting for it.

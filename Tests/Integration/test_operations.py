@@ -90,6 +90,8 @@ def test_worker_crash_loop_backs_off_is_reported_and_recovers(make_gateway: Call
     assert re.search(r"crash loop: \d+ failures in a row, respawning after \d+ ms", gw.cli("status").stdout)
     loops = master_events(gw, "worker_crash_loop")
     assert loops and [e["respawn_delay_ms"] for e in loops] == sorted(e["respawn_delay_ms"] for e in loops), loops
+    # operations.md: 200 ms after the first quick death, doubling with each one in a row, up to 10 s.
+    assert all(e["respawn_delay_ms"] == min(10_000, 200 << (e["failures_in_a_row"] - 1)) for e in loops), loops
     quick = [e for e in master_events(gw, "worker_exited") if e.get("exit_code") == 1]
     assert len(quick) <= 5, f"{len(quick)} failed starts: respawned in a spin"
     for _ in range(5):
@@ -343,6 +345,19 @@ def test_sigint_stops_gracefully_like_sigterm(make_gateway: Callable[..., Gatewa
     thread.join(15)
     assert outcome["r"].status_code == 200 and outcome["r"].json()["path"] == "/echo/int", outcome
     assert master_events(gw, "master_stopping")[-1]["fast"] is False
+    # The lifecycle events carry the fields operations.md#event-log lists.
+    (started,) = master_events(gw, "master_started")
+    assert started["socket"] == str(gw.socket_path) and started["workers"] == 1 and started["config"] == str(gw.config_path)
+    (worker,) = master_events(gw, "worker_started")
+    assert worker["generation"] == 1 and worker["loops"] == 1 and worker["pid"] != started["pid"], worker
+    (stopped,) = master_events(gw, "worker_stopped")
+    assert stopped["pid"] == worker["pid"] and stopped["generation"] == 1 and "fast" not in stopped, stopped
+    (exited,) = master_events(gw, "worker_exited")
+    assert exited == exited | {"pid": started["pid"], "worker_pid": worker["pid"], "generation": 1, "exit_code": 0,
+                               "signal": None, "expected": True}, exited
+    assert master_events(gw, "master_stopped")[-1]["pid"] == started["pid"]
+    for event in (started, worker, stopped, exited):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", event["time"]), event
 
 
 def test_quit_stops_fast_and_ttin_ttou_scale(make_gateway: Callable[..., Gateway]) -> None:

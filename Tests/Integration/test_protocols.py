@@ -202,6 +202,11 @@ def test_grpc_unary_call_with_a_key_reaches_the_service_with_the_consumer_header
     line = wait_until(lambda: next((e for e in gw.nginx_log() if e["request_id"] == metadata["x-request-id"]), None), 10,
                       "nginx's handoff log line")
     assert line["status"] == 200 and line["protocol"] == "HTTP/2.0"
+    # The handed-off call counts as a request to the target it went to.
+    metrics = gw.get("/_portcullis/metrics").text
+    counted = [float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines()
+               if l.startswith('portcullis_upstream_requests_total{upstream="grpc_echo"')]
+    assert counted and counted[0] >= 1, [l for l in metrics.splitlines() if "upstream_requests_total" in l]
 
 
 def test_grpc_call_without_a_key_is_unauthenticated(gw: Gateway) -> None:

@@ -350,6 +350,7 @@ final class RequestTask {
             log.error = "no target of upstream \"\(upstream.config.name)\" accepts requests"
             return answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: nowMs)))
         }
+        gateway.metrics?.countTarget(.requests, upstream: index, target: target)
         let targetURL = upstream.config.targets[target]
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
         var fields = Handoff.answerFields(proto: proto, upstream: upstream.config.name, targetIndex: target, targetURL: targetURL,
