@@ -346,7 +346,10 @@ final class RequestTask {
         let index = gateway.routeUpstreamIndex[pass.match.routeIndex]
         let upstream = gateway.upstreamTargets[index]
         let nowMs = upstream.table.nowMs()
-        guard let target = context.pickTarget(upstream: index, hashKey: hashKey(upstream.config.balancer, pass), tried: 0, nowMs: nowMs) else {
+        // A breaker is only ever opened by HTTP routes' tries (a handoff's outcome is nginx's),
+        // but an open one is honoured here too, for one target as for several.
+        guard let target = context.pickTarget(upstream: index, hashKey: hashKey(upstream.config.balancer, pass), tried: 0, nowMs: nowMs),
+              upstream.eligible(target, tried: 0, nowMs: nowMs, ignoringHealth: true) else {
             log.error = "no target of upstream \"\(upstream.config.name)\" accepts requests"
             return answer(.upstreamCircuitOpen(upstream.config.name, retryAfterSeconds: upstream.secondsUntilAvailable(nowMs: nowMs)))
         }

@@ -257,6 +257,15 @@ final class RequestTaskTests: XCTestCase {
         XCTAssertEqual(exchange.status, 503)
         XCTAssertEqual(exchange.headers["Retry-After"], "5")
         XCTAssertTrue(exchange.text.contains("upstream-circuit-open"))
+        // Breakers the HTTP route opened hold for handoffs too: no X-Accel-Redirect, a 503
+        // (a gRPC status on a grpc route).
+        let handshake = RecordingExchange(), call = RecordingExchange()
+        run(params("GET", "/ws/x", headers: ["PORTCULLIS_UPGRADE": "websocket"]), exchange: handshake, environment: environment)
+        run(params("POST", "/pkg.Svc/Call", headers: ["HTTP_X_API_KEY": "demo-key-change-me"]), exchange: call, environment: environment)
+        XCTAssertEqual(handshake.status, 503)
+        XCTAssertNil(handshake.headers["X-Accel-Redirect"])
+        XCTAssertEqual(call.headers["grpc-status"], "14")
+        XCTAssertNil(call.headers["X-Accel-Redirect"])
     }
 
     func testInstanceHealthIsServingOrDraining() throws {
