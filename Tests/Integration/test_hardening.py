@@ -205,17 +205,20 @@ def test_a_client_proxy_header_never_reaches_the_upstream(plain: Gateway) -> Non
         assert "proxy" not in seen, seen
 
 
-def test_gateway_owned_forwarding_fields_are_replaced_and_other_x_forwarded_pass(plain: Gateway) -> None:
-    """configuration.md, Header hygiene: exactly these client fields are dropped (and the
-    gateway's own set); any other X-Forwarded-* field reaches the upstream as sent."""
+def test_client_forwarding_fields_are_replaced_or_dropped(plain: Gateway) -> None:
+    """configuration.md, Header hygiene: a client's `Forwarded`, `X-Real-IP` and every
+    `X-Forwarded-*` field (any case) are dropped; the gateway sets -For, -Proto and -Host from
+    nginx's facts. Other fields pass as sent."""
     sent = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.example",
-            "X-Forwarded-Port": "1", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6", "X-Forwarded-Prefix": "/p"}
+            "X-Forwarded-Port": "1", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6", "X-Forwarded-Prefix": "/p",
+            "x-forwarded-ssl": "on", "X-FORWARDED-SCHEME": "https", "X-Forwarded-": "x", "X-Forwardedness": "kept"}
     seen = echo_of(plain.get("/echo/fwd", headers=sent))["headers"]
     assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-forwarded-proto"] == "http", seen
     assert seen["x-forwarded-host"] != "evil.example", seen
-    for name in ("x-forwarded-port", "forwarded", "x-real-ip"):
+    for name in ("x-forwarded-port", "forwarded", "x-real-ip", "x-forwarded-prefix", "x-forwarded-ssl",
+                 "x-forwarded-scheme", "x-forwarded-"):
         assert name not in seen, seen
-    assert seen["x-forwarded-prefix"] == "/p", seen
+    assert seen["x-forwardedness"] == "kept", seen
 
 
 # -- 3b. server.max_body_bytes: the gateway's 413, decided after routing, before the upstream ----

@@ -84,14 +84,17 @@ final class HeaderHygieneTests: XCTestCase {
         XCTAssertEqual(headers, HTTPHeaders([("Content-Type", "text/plain"), ("X-Close", "1")]))
     }
 
-    /// The length-first check names exactly the gateway-owned fields plus the client's framing.
-    func testReplacedUpstreamIsGatewayOwnedPlusFraming() {
-        let expected = HeaderHygiene.gatewayOwned.union(["content-length", "expect"])
+    /// The check names exactly the gateway-owned fields, every other `X-Forwarded-*` field and
+    /// the client's framing.
+    func testReplacedUpstreamIsGatewayOwnedEveryXForwardedPlusFraming() {
+        let expected = HeaderHygiene.gatewayOwned.union(["content-length", "expect", "x-forwarded-prefix", "x-forwarded-ssl",
+                                                         "x-forwarded-fox", "X-Forwarded-Prot", "x-forwarded-", "x-forwarded-é"])
         for name in expected {
             XCTAssertTrue(HeaderHygiene.isReplacedUpstream(name), name)
             XCTAssertTrue(HeaderHygiene.isReplacedUpstream(name.uppercased()), name)
         }
-        for name in ["x-forwarded-fox", "forwarder", "x-request-i", "content-lengths", "expects", "", "x-real-ip2", "X-Forwarded-Prot"] {
+        for name in ["x-forwarded", "x-forwardedd-for", "forwarder", "x-request-i", "content-lengths", "expects", "", "x-real-ip2",
+                     "y-forwarded-for", "x_forwarded_for"] {
             XCTAssertFalse(HeaderHygiene.isReplacedUpstream(name), name)
         }
     }

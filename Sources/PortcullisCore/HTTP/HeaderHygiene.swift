@@ -68,19 +68,31 @@ public enum HeaderHygiene {
         }
     }
 
-    /// Whether `name` is one of ``gatewayOwned``, `Content-Length` or `Expect` (any case): the
-    /// fields a client's request never passes upstream as they are. Decided by length first.
+    /// Whether `name` is one of ``gatewayOwned``, any other `X-Forwarded-*` field,
+    /// `Content-Length` or `Expect` (any case): the fields a client's request never passes
+    /// upstream as they are. Decided by length first.
     static func isReplacedUpstream(_ name: String) -> Bool {
-        switch name.utf8.count {
+        let count = name.utf8.count
+        // Frameworks build URLs and decide the scheme from X-Forwarded-Prefix, -Ssl, -Scheme,
+        // -Server...: only the gateway (or an operator's rule set, applied after this) may set
+        // them, never the client.
+        if count >= 12, isForwardedPrefix(name) { return true }
+        switch count {
         case 6: return name.caseInsensitiveEquals("expect")
         case 9: return name.caseInsensitiveEquals("forwarded") || name.caseInsensitiveEquals("x-real-ip")
         case 12: return name.caseInsensitiveEquals("x-request-id")
         case 14: return name.caseInsensitiveEquals("content-length")
-        case 15: return name.caseInsensitiveEquals("x-forwarded-for")
-        case 16: return name.caseInsensitiveEquals("x-forwarded-host") || name.caseInsensitiveEquals("x-forwarded-port")
-        case 17: return name.caseInsensitiveEquals("x-forwarded-proto")
         default: return false
         }
+    }
+
+    /// Whether `name` starts with `X-Forwarded-` (any case).
+    private static func isForwardedPrefix(_ name: String) -> Bool {
+        var bytes = name.utf8.makeIterator()
+        for expected in "x-forwarded-".utf8 {
+            guard let c = bytes.next(), ASCIICase.lower(c) == expected else { return false }
+        }
+        return true
     }
 
     /// The request headers to forward upstream: hop-by-hop and gateway-owned fields removed,
