@@ -38,7 +38,11 @@ EXTRA_ROUTES = [
     {"name": "grpc-limited", "match": {"path": SAY, "headers": {"x-limited": True}}, "upstream": "grpc_echo",
      "protocol": "grpc", "auth": {"methods": ["api_key"]},
      "limits": [{"name": "per-call", "algorithm": "fixed_window", "limit": 2, "window_seconds": 600, "key": ["route"]}]},
+    {"name": "ws-open", "match": {"prefix": "/ws-open/"}, "upstream": "echo", "protocol": "websocket"},
 ]
+RATELIMIT_FIELDS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy", "ratelimit")
+# The upstream's own RateLimit fields, which the client must not get on a handed-off route.
+UPSTREAM_RATELIMIT = "set_header=RateLimit-Limit:999&set_header=RateLimit-Policy:upstream&set_header=X-Upstream-Own:kept"
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +152,38 @@ def test_upstream_sees_the_gateways_headers_and_not_the_clients_forged_ones(gw: 
     assert str(echo_upstream.port) in line["upstream"], line
 
 
+def test_the_101_carries_the_gateways_ratelimit_fields_and_not_the_upstreams(gw: Gateway) -> None:
+    """docs/rate-limiting.md: the answer to an admitted request carries the RateLimit fields of
+    the route's limits (`ws`: 30 handshakes a minute per key), the upstream's own replaced."""
+    client = WebSocketClient(gw.port, f"/ws/limits?{UPSTREAM_RATELIMIT}", {"X-API-Key": DEMO_KEY})
+    try:
+        assert client.accepted, (client.status, client.headers)
+        assert client.exchange("framed") == (WS_TEXT, b"framed")
+    finally:
+        client.close()
+    fields = [(name, value) for name, value in client.header_lines if name.startswith("ratelimit")]
+    assert sorted(name for name, _ in fields) == sorted(RATELIMIT_FIELDS), f"each once: {fields}"
+    headers = client.headers
+    assert headers["ratelimit-limit"] == "30"
+    assert headers["ratelimit-policy"] == '"connections-per-key";q=30;w=60'
+    remaining, reset = int(headers["ratelimit-remaining"]), int(headers["ratelimit-reset"])
+    assert 0 <= remaining < 30 and 1 <= reset <= 60
+    assert headers["ratelimit"] == f'"connections-per-key";r={remaining};t={reset}'
+    assert headers["x-upstream-own"] == "kept", "other upstream fields of the 101 pass"
+    entry = gw.wait_for_log_entries(lambda e: e.get("request_id") == headers["x-request-id"])[0]
+    assert entry["limits"] == f"connections-per-key:allowed:{remaining}"
+
+
+def test_a_route_without_limits_sends_no_ratelimit_fields_not_even_the_upstreams(gw: Gateway) -> None:
+    client = WebSocketClient(gw.port, f"/ws-open/x?{UPSTREAM_RATELIMIT}", {})
+    try:
+        assert client.accepted, (client.status, client.headers)
+    finally:
+        client.close()
+    assert not [line for line in client.header_lines if line[0].startswith("ratelimit")], client.header_lines
+    assert client.headers["x-upstream-own"] == "kept"
+
+
 def test_a_websocket_handshake_on_an_http_route_gets_a_clear_problem(gw: Gateway) -> None:
     client = WebSocketClient(gw.port, "/echo/socket", {})
     try:
@@ -207,6 +243,24 @@ def test_grpc_unary_call_with_a_key_reaches_the_service_with_the_consumer_header
     counted = [float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines()
                if l.startswith('portcullis_upstream_requests_total{upstream="grpc_echo"')]
     assert counted and counted[0] >= 1, [l for l in metrics.splitlines() if "upstream_requests_total" in l]
+
+
+def test_grpc_response_headers_carry_the_gateways_ratelimit_fields_and_not_the_services(gw: Gateway) -> None:
+    metadata = [("x-api-key", DEMO_KEY), ("x-echo-metadata", "ratelimit-limit=999"),
+                ("x-echo-metadata", "ratelimit=upstream"), ("x-echo-metadata", "x-service-own=kept")]
+    with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        answer, outcome = channel.unary_unary(SAY).with_call(b"limits", metadata=metadata, timeout=15)
+    assert json.loads(answer)["message"] == "limits"
+    initial = list(outcome.initial_metadata())
+    fields = [(name, value) for name, value in initial if name.startswith("ratelimit")]
+    assert sorted(name for name, _ in fields) == sorted(RATELIMIT_FIELDS), f"each once: {initial}"
+    headers = dict(initial)
+    assert headers["ratelimit-limit"] == "30"
+    assert headers["ratelimit-policy"] == '"calls-per-key";q=30;w=60'
+    remaining, reset = int(headers["ratelimit-remaining"]), int(headers["ratelimit-reset"])
+    assert 0 <= remaining < 30 and 1 <= reset <= 60
+    assert headers["ratelimit"] == f'"calls-per-key";r={remaining};t={reset}'
+    assert headers["x-service-own"] == "kept", "the service's other metadata passes"
 
 
 def test_grpc_call_without_a_key_is_unauthenticated(gw: Gateway) -> None:
