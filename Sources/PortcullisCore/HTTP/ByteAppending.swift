@@ -14,6 +14,13 @@ extension Array where Element == UInt8 {
         text.withUTF8 { append(contentsOf: $0) }
     }
 
+    /// Appends an ASCII literal with one copy (a literal's `.utf8` view goes through the
+    /// generic path too).
+    @inlinable
+    public mutating func appendASCII(_ literal: StaticString) {
+        append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
     /// Appends `value` in decimal, as `String(value)` writes it, without making the `String`.
     public mutating func appendDecimal(_ value: Int) {
         if value < 0 { append(UInt8(ascii: "-")) }

@@ -130,9 +130,9 @@ public enum HeaderHygiene {
     public static func appendFields(_ headers: HTTPHeaders, to out: inout [UInt8]) {
         for (name, value) in headers where isSafeHeaderValue(value) && isToken(name) {
             out.appendUTF8(name)
-            out.append(contentsOf: ": ".utf8)
+            out.appendASCII(": ")
             RawText.append(value, to: &out)
-            out.append(contentsOf: "\r\n".utf8)
+            out.appendASCII("\r\n")
         }
     }
 
@@ -169,9 +169,9 @@ public enum HeaderHygiene {
                 default: break
                 }
                 out.append(contentsOf: name)
-                out.append(contentsOf: ": ".utf8)
+                out.appendASCII(": ")
                 out.append(contentsOf: value)
-                out.append(contentsOf: "\r\n".utf8)
+                out.appendASCII("\r\n")
             }
         }
     }

@@ -20,19 +20,19 @@ public struct JSONLineWriter {
 
     public mutating func field(_ key: StaticString, _ value: String?) {
         appendKey(key)
-        if let value { appendString(value) } else { bytes.append(contentsOf: "null".utf8) }
+        if let value { appendString(value) } else { bytes.appendASCII("null") }
     }
 
     public mutating func field(_ key: StaticString, _ value: Int?) {
         appendKey(key)
-        guard let value else { return bytes.append(contentsOf: "null".utf8) }
+        guard let value else { return bytes.appendASCII("null") }
         bytes.appendDecimal(value)
     }
 
     /// A number with at most three decimals (milliseconds with microsecond resolution).
     public mutating func field(_ key: StaticString, milliseconds value: Double?) {
         appendKey(key)
-        guard let value, value.isFinite else { bytes.append(contentsOf: "null".utf8); return }
+        guard let value, value.isFinite else { bytes.appendASCII("null"); return }
         let micros = Int((value * 1000).rounded())
         bytes.appendDecimal(micros / 1000)
         let frac = abs(micros % 1000)

@@ -101,15 +101,15 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         // Bytes straight into one buffer sized for a typical head: no String growth per field.
         var head: [UInt8] = []
         head.reserveCapacity(512)
-        head.append(contentsOf: "Status: ".utf8)
+        head.appendASCII("Status: ")
         head.appendDecimal(status)
         head.append(0x20)
         head.appendUTF8(HTTPStatus.reason(status))
-        head.append(contentsOf: "\r\n".utf8)
+        head.appendASCII("\r\n")
         appendFields(&head)
-        head.append(contentsOf: "X-Request-ID: ".utf8)
+        head.appendASCII("X-Request-ID: ")
         head.appendUTF8(requestId)
-        head.append(contentsOf: "\r\n\r\n".utf8)
+        head.appendASCII("\r\n\r\n")
         head.withUnsafeBytes { write($0) }
     }
 

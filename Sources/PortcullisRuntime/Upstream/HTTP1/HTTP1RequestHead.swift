@@ -23,23 +23,23 @@ enum HTTP1RequestHead {
         out.append(0x20)
         if target.utf8.first != UInt8(ascii: "/") { out.append(UInt8(ascii: "/")) }
         out.appendUTF8(target)
-        out.append(contentsOf: " HTTP/1.1\r\nHost: ".utf8)
+        out.appendASCII(" HTTP/1.1\r\nHost: ")
         out.appendUTF8(hostHeader)
-        out.append(contentsOf: crlf)
+        out.appendASCII("\r\n")
         for (name, value) in request.headers {
             if isClientFraming(name) { continue }
             guard value.utf8.contains(where: { $0 != 0x20 && $0 != 0x09 }) else { continue }
             out.appendUTF8(name)
-            out.append(contentsOf: ": ".utf8)
+            out.appendASCII(": ")
             RawText.append(value, to: &out)
-            out.append(contentsOf: crlf)
+            out.appendASCII("\r\n")
         }
         if hasBody(request) {
-            out.append(contentsOf: "Content-Length: ".utf8)
+            out.appendASCII("Content-Length: ")
             out.appendDecimal(Int(request.bodyLength ?? 0))
-            out.append(contentsOf: crlf)
+            out.appendASCII("\r\n")
         }
-        out.append(contentsOf: crlf)
+        out.appendASCII("\r\n")
     }
 
     /// `Host` and `Content-Length` are the client's: the head writes its own.
@@ -50,6 +50,4 @@ enum HTTP1RequestHead {
         default: return false
         }
     }
-
-    private static let crlf: [UInt8] = [0x0D, 0x0A]
 }
