@@ -77,6 +77,20 @@ def _idle_opened_first(idle_connection: tuple[WebSocketClient, float]) -> None:
     """Every test of the module depends on it, so the idle clock starts with the first test."""
 
 
+def assert_ratelimit_fields(lines: list[tuple[str, str]], limit: str) -> int:
+    """The five RateLimit fields, each once, for `limit` (30 a minute per key in the demo
+    config) and not the upstream's; returns RateLimit-Remaining."""
+    fields = [(name, value) for name, value in lines if name.startswith("ratelimit")]
+    assert sorted(name for name, _ in fields) == sorted(RATELIMIT_FIELDS), f"each once: {fields}"
+    values = dict(fields)
+    assert values["ratelimit-limit"] == "30"
+    assert values["ratelimit-policy"] == f'"{limit}";q=30;w=60'
+    remaining, reset = int(values["ratelimit-remaining"]), int(values["ratelimit-reset"])
+    assert 0 <= remaining < 30 and 1 <= reset <= 60
+    assert values["ratelimit"] == f'"{limit}";r={remaining};t={reset}'
+    return remaining
+
+
 def handshake_echo(client: WebSocketClient) -> dict:
     """What the echo upstream saw in the handshake request."""
     opcode, payload = client.exchange("__handshake__")
@@ -161,16 +175,9 @@ def test_the_101_carries_the_gateways_ratelimit_fields_and_not_the_upstreams(gw:
         assert client.exchange("framed") == (WS_TEXT, b"framed")
     finally:
         client.close()
-    fields = [(name, value) for name, value in client.header_lines if name.startswith("ratelimit")]
-    assert sorted(name for name, _ in fields) == sorted(RATELIMIT_FIELDS), f"each once: {fields}"
-    headers = client.headers
-    assert headers["ratelimit-limit"] == "30"
-    assert headers["ratelimit-policy"] == '"connections-per-key";q=30;w=60'
-    remaining, reset = int(headers["ratelimit-remaining"]), int(headers["ratelimit-reset"])
-    assert 0 <= remaining < 30 and 1 <= reset <= 60
-    assert headers["ratelimit"] == f'"connections-per-key";r={remaining};t={reset}'
-    assert headers["x-upstream-own"] == "kept", "other upstream fields of the 101 pass"
-    entry = gw.wait_for_log_entries(lambda e: e.get("request_id") == headers["x-request-id"])[0]
+    remaining = assert_ratelimit_fields(client.header_lines, "connections-per-key")
+    assert client.headers["x-upstream-own"] == "kept", "other upstream fields of the 101 pass"
+    entry = gw.wait_for_log_entries(lambda e: e.get("request_id") == client.headers["x-request-id"])[0]
     assert entry["limits"] == f"connections-per-key:allowed:{remaining}"
 
 
@@ -252,15 +259,8 @@ def test_grpc_response_headers_carry_the_gateways_ratelimit_fields_and_not_the_s
         answer, outcome = channel.unary_unary(SAY).with_call(b"limits", metadata=metadata, timeout=15)
     assert json.loads(answer)["message"] == "limits"
     initial = list(outcome.initial_metadata())
-    fields = [(name, value) for name, value in initial if name.startswith("ratelimit")]
-    assert sorted(name for name, _ in fields) == sorted(RATELIMIT_FIELDS), f"each once: {initial}"
-    headers = dict(initial)
-    assert headers["ratelimit-limit"] == "30"
-    assert headers["ratelimit-policy"] == '"calls-per-key";q=30;w=60'
-    remaining, reset = int(headers["ratelimit-remaining"]), int(headers["ratelimit-reset"])
-    assert 0 <= remaining < 30 and 1 <= reset <= 60
-    assert headers["ratelimit"] == f'"calls-per-key";r={remaining};t={reset}'
-    assert headers["x-service-own"] == "kept", "the service's other metadata passes"
+    assert_ratelimit_fields(initial, "calls-per-key")
+    assert dict(initial)["x-service-own"] == "kept", "the service's other metadata passes"
 
 
 def test_grpc_call_without_a_key_is_unauthenticated(gw: Gateway) -> None:
