@@ -87,7 +87,8 @@ final class HandoffTests: XCTestCase {
 
     /// The snippet sets every carried header in both named locations from its carrier; a name
     /// added to `Handoff.carried` without its nginx lines would let the client's copy through.
-    /// Likewise every answered field is captured, hidden from the upstream and added.
+    /// Every removed field is set empty. Likewise every answered field is captured, hidden from
+    /// the upstream and added.
     func testTheSnippetSetsEveryCarriedHeaderInBothLocations() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let snippet = try String(contentsOf: root.appendingPathComponent("nginx/portcullis.conf"), encoding: .utf8)
@@ -105,6 +106,9 @@ final class HandoffTests: XCTestCase {
                 XCTAssertTrue(body.contains("set \(variable) \(carrier);"), "\(proto): \(name) is not captured")
                 XCTAssertTrue(body.contains("\(directive) \(name) \(variable);"), "\(proto): \(name) is not set")
             }
+            for name in Handoff.removed {
+                XCTAssertTrue(body.contains("\(directive) \(name) \"\";"), "\(proto): the client's \(name) is not dropped")
+            }
             let hide = directive == "proxy_set_header" ? "proxy_hide_header" : "grpc_hide_header"
             for name in Handoff.answered {
                 let variable = "$portcullis_answer_" + name.lowercased().replacingOccurrences(of: "-", with: "_")
@@ -115,6 +119,8 @@ final class HandoffTests: XCTestCase {
             }
         }
         XCTAssertTrue(snippet.contains("fastcgi_param PORTCULLIS_UPGRADE     $http_upgrade if_not_empty;"))
+        XCTAssertTrue(Set(Handoff.removed.map { $0.lowercased() }).isDisjoint(with: Handoff.carried.map { $0.lowercased() }),
+                      "a removed field set empty after its carried value would win or clash")
     }
 
     func testGRPCRefusalsAreTrailersOnlyWithTheMappedStatus() {

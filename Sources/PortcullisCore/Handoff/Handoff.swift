@@ -21,6 +21,15 @@ public enum Handoff {
         "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Uri", "Proxy-Authorization",
     ]
     public static let carrierPrefix = "X-Portcullis-Set-"
+    /// Well-known `X-Forwarded-*` fields the gateway never sets, which upstreams may trust as
+    /// identity or scheme (oauth2-proxy, Envoy's XFCC, Rack): the snippet sets each empty, so a
+    /// client's copy never passes. nginx has no directive that removes fields by prefix, so an
+    /// `X-Forwarded-*` name in neither list passes on these routes (docs/protocols.md).
+    public static let removed = [
+        "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Forwarded-Method",
+        "X-Forwarded-Client-Cert", "X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups",
+        "X-Forwarded-Preferred-Username", "X-Forwarded-Access-Token",
+    ]
     /// Fields the gateway adds to the client's response on these routes, as on the answers of
     /// HTTP routes: the RateLimit fields of the request's admission (docs/rate-limiting.md).
     /// Each travels in the answer as ``answerPrefix`` + its name; the snippet adds it to the
