@@ -89,16 +89,29 @@ def test_killed_target_under_load_fails_no_idempotent_request(make_gateway: Any,
     assert first[0]["target"] == b.url and "error" in first[0] and first[-1]["status"] == 200
 
 
-class Blackhole:
+class Silent:
+    """A target that accepts TCP connections (the kernel completes them, up to ``backlog``) and
+    never answers."""
+
+    def __init__(self, backlog: int = 64) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.fillers: list[socket.socket] = []
+
+    def close(self) -> None:
+        for s in self.fillers:
+            s.close()
+        self.sock.close()
+
+
+class Blackhole(Silent):
     """A listening socket that never accepts: once its small queue is full, connects hang."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(0)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        super().__init__(backlog=0)
         # Fill the accept queue so later connects wait for the timeout.
-        self.fillers = []
         for _ in range(4):
             s = socket.socket()
             s.setblocking(False)
@@ -107,11 +120,6 @@ class Blackhole:
             except BlockingIOError:
                 pass
             self.fillers.append(s)
-
-    def close(self) -> None:
-        for s in self.fillers:
-            s.close()
-        self.sock.close()
 
 
 def test_open_breaker_spares_the_connect_timeout(make_gateway: Any, make_echo: Any) -> None:
@@ -295,6 +303,29 @@ def test_health_checks_remove_and_return_a_target(make_gateway: Any, make_echo: 
         assert answered_by_switchable(10) == 0
     finally:
         switchable.close()
+
+
+def test_a_target_that_never_answers_delays_no_other_targets_checks(make_gateway: Any, make_echo: Any) -> None:
+    """Checks run concurrently: while a check of a silent target waits out its 60 s timeout,
+    another upstream's target still goes down and comes back on its own 200 ms checks."""
+    switchable, echo, silent = Switchable(), make_echo(), Silent()
+    try:
+        config = upstream_config(
+            [switchable.url, echo.url],
+            health_check={"path": "/healthz", "interval_ms": 200, "timeout_ms": 500, "healthy_threshold": 2, "unhealthy_threshold": 2})
+        # Planned first (upstreams are checked in name order).
+        config["upstreams"]["a-silent"] = {"targets": [silent.url], "health_check": {"interval_ms": 100, "timeout_ms": 60000}}
+        config["routes"].append({"name": "silent", "match": {"prefix": "/silent/"}, "upstream": "a-silent"})
+        gw = make_gateway(config=config)
+        switchable.healthy = False
+        wait_until(lambda: target_state(gw, "pair", switchable.url)["health"] == "unhealthy", 10, "the target is unhealthy")
+        switchable.healthy = True
+        wait_until(lambda: target_state(gw, "pair", switchable.url)["health"] == "healthy", 10, "the target is healthy again")
+        entry = target_state(gw, "a-silent", silent.url)
+        assert entry["health"] == "healthy", "the silent target's one check is still waiting for its timeout"
+    finally:
+        switchable.close()
+        silent.close()
 
 
 # -- bulkhead -----------------------------------------------------------------------------------

@@ -6,20 +6,24 @@ import Synchronization
 
 /// The instance's one active health checker: a thread (in the master) that sends each
 /// configured target its check request when due and records the result in the target's health
-/// word in the shared upstream state, where every worker's balancer reads it. Probes run one
-/// after the other with libcurl's blocking API, each bounded by its `timeout_ms`, on this
-/// thread only: the master's own loop never waits on a target.
+/// word in the shared upstream state, where every worker's balancer reads it. The checks run
+/// concurrently on libcurl's multi interface (non-blocking sockets, one poll), each bounded by
+/// its own `timeout_ms`, so a target that never answers delays no other target's checks; the
+/// master's own loop never waits on a target.
 public final class HealthProber: @unchecked Sendable {
     struct Check {
-        let upstream: String
-        let target: String
         let policy: HealthCheckPolicy
         let slot: UpstreamStateTable.Slot
-        var due: ContinuousClock.Instant
+    }
+
+    /// A check under way: what its easy handle belongs to, and the header list it holds.
+    private struct Running {
+        let key: ProbeSchedule<Check>.Key
+        let headers: UnsafeMutablePointer<curl_slist>?
     }
 
     private let table: UpstreamStateTable
-    private let plan = Mutex<[Check]>([])
+    private let schedule = Mutex(ProbeSchedule<Check>())
     private let stopping = Atomic<Bool>(false)
     private var thread: Thread?
 
@@ -29,7 +33,7 @@ public final class HealthProber: @unchecked Sendable {
     /// change keeps its health and its next check time; a target with no health check (any
     /// more) is healthy.
     public func configure(_ config: GatewayConfig) {
-        var checks: [Check] = []
+        var checks: [(ProbeSchedule<Check>.Key, Check)] = []
         for (name, upstream) in config.upstreams.sorted(by: { $0.key < $1.key }) {
             for target in upstream.targets {
                 guard let slot = table.slot(upstream: name, target: target) else { continue }
@@ -37,17 +41,10 @@ public final class HealthProber: @unchecked Sendable {
                     slot.health.update { _ in 0 }
                     continue
                 }
-                checks.append(Check(upstream: name, target: target, policy: policy, slot: slot, due: .now))
+                checks.append((.init(upstream: name, target: target), Check(policy: policy, slot: slot)))
             }
         }
-        plan.withLock { current in
-            for i in checks.indices {
-                if let old = current.first(where: { $0.upstream == checks[i].upstream && $0.target == checks[i].target }) {
-                    checks[i].due = old.due
-                }
-            }
-            current = checks
-        }
+        schedule.withLock { $0.replace(with: checks, now: .now) }
     }
 
     public func start() {
@@ -61,37 +58,47 @@ public final class HealthProber: @unchecked Sendable {
     public func stop() { stopping.store(true, ordering: .relaxed) }
 
     private func run() {
-        let handle = curl_easy_init()!
-        defer { curl_easy_cleanup(handle) }
+        let multi = curl_multi_init()!
+        var running: [UnsafeMutableRawPointer: Running] = [:]
+        defer {
+            for (handle, check) in running { finish(multi, handle, check) }
+            curl_multi_cleanup(multi)
+        }
         while !stopping.load(ordering: .relaxed) {
-            let now = ContinuousClock.now
-            let due = plan.withLock { $0.filter { $0.due <= now } }
-            for check in due {
-                if stopping.load(ordering: .relaxed) { return }
-                let (success, detail) = probe(handle, check)
-                let (before, after) = HealthWord.record(check.slot.health, success: success, policy: check.policy)
-                if before.healthy != after.healthy {
-                    EventLog.emit(after.healthy ? "target_healthy" : "target_unhealthy",
-                                  [("upstream", .string(check.upstream)), ("target", .string(check.target)), ("detail", .string(detail))])
-                }
-                let next = ContinuousClock.now + .milliseconds(check.policy.intervalMs)
-                plan.withLock { current in
-                    if let i = current.firstIndex(where: { $0.upstream == check.upstream && $0.target == check.target }) {
-                        current[i].due = next
-                    }
-                }
+            for (key, check) in schedule.withLock({ $0.takeDue(now: .now) }) {
+                let (handle, headers) = request(key, check)
+                running[handle] = Running(key: key, headers: headers)
+                curl_multi_add_handle(multi, handle)
             }
-            usleep(20_000)
+            var active: Int32 = 0
+            curl_multi_perform(multi, &active)
+            var queued: Int32 = 0
+            while let message = curl_multi_info_read(multi, &queued) {
+                guard message.pointee.msg == CURLMSG_DONE, let handle = message.pointee.easy_handle,
+                      let check = running.removeValue(forKey: handle) else { continue }
+                let code = message.pointee.data.result
+                let status = Int(pc_curl_response_code(handle))
+                finish(multi, handle, check)
+                record(check.key, code: code, status: status)
+            }
+            // Sleeps until a socket is ready, curl's next timeout, or the next check is due;
+            // at most 100 ms so that `stop` is seen.
+            var waitMs: Int32 = 100
+            if let due = schedule.withLock({ $0.nextDue }) {
+                let left = ContinuousClock.now.duration(to: due).components
+                waitMs = Int32(max(0, min(100, left.seconds * 1000 + left.attoseconds / 1_000_000_000_000_000)))
+            }
+            curl_multi_poll(multi, nil, 0, waitMs, nil)
         }
     }
 
-    /// One check request: success when the status is an expected one.
-    private func probe(_ h: UnsafeMutableRawPointer, _ check: Check) -> (Bool, String) {
-        curl_easy_reset(h)
+    /// The easy handle of one check request (the header list is freed when the check ends).
+    private func request(_ key: ProbeSchedule<Check>.Key, _ check: Check) -> (UnsafeMutableRawPointer, UnsafeMutablePointer<curl_slist>?) {
+        let h = curl_easy_init()!
         pc_curl_set_long(h, CURLOPT_NOSIGNAL, 1)
         pc_curl_set_str(h, CURLOPT_PROXY, "")
         pc_curl_set_str(h, CURLOPT_PROTOCOLS_STR, "http,https")
-        pc_curl_set_str(h, CURLOPT_URL, check.target + check.policy.path)
+        pc_curl_set_str(h, CURLOPT_URL, key.target + check.policy.path)
         pc_curl_set_long(h, CURLOPT_TIMEOUT_MS, check.policy.timeoutMs)
         pc_curl_set_long(h, CURLOPT_CONNECTTIMEOUT_MS, check.policy.timeoutMs)
         pc_curl_set_long(h, CURLOPT_FORBID_REUSE, 1)
@@ -105,10 +112,26 @@ public final class HealthProber: @unchecked Sendable {
         list = curl_slist_append(list, "User-Agent: portcullis-health-check")
         if let host = check.policy.host { list = curl_slist_append(list, "Host: " + host) }
         pc_curl_set_slist(h, CURLOPT_HTTPHEADER, list)
-        defer { curl_slist_free_all(list) }
-        let code = curl_easy_perform(h)
-        guard code == CURLE_OK else { return (false, String(cString: curl_easy_strerror(code))) }
-        let status = pc_curl_response_code(h)
-        return (check.policy.expectedStatuses.contains(Int(status)), "status \(status)")
+        return (h, list)
+    }
+
+    private func finish(_ multi: UnsafeMutableRawPointer, _ handle: UnsafeMutableRawPointer, _ check: Running) {
+        curl_multi_remove_handle(multi, handle)
+        curl_easy_cleanup(handle)
+        curl_slist_free_all(check.headers)
+    }
+
+    /// One check's result: success when the status is an expected one. A target a reload removed
+    /// meanwhile is not recorded; the next check is due `interval_ms` after this one ended.
+    private func record(_ key: ProbeSchedule<Check>.Key, code: CURLcode, status: Int) {
+        let ended = ContinuousClock.now
+        guard let check = schedule.withLock({ $0.finished(key, next: { ended + .milliseconds($0.policy.intervalMs) }) }) else { return }
+        let success = code == CURLE_OK && check.policy.expectedStatuses.contains(status)
+        let detail = code == CURLE_OK ? "status \(status)" : String(cString: curl_easy_strerror(code))
+        let (before, after) = HealthWord.record(check.slot.health, success: success, policy: check.policy)
+        if before.healthy != after.healthy {
+            EventLog.emit(after.healthy ? "target_healthy" : "target_unhealthy",
+                          [("upstream", .string(key.upstream)), ("target", .string(key.target)), ("detail", .string(detail))])
+        }
     }
 }
