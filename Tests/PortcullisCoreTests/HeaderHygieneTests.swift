@@ -98,4 +98,16 @@ final class HeaderHygieneTests: XCTestCase {
             XCTAssertFalse(HeaderHygiene.isReplacedUpstream(name), name)
         }
     }
+
+    /// Every byte: a token byte exactly when RFC 9110 lists it as `tchar`.
+    func testTokenBytesAreRFC9110Tchar() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for c in UInt8.min...UInt8.max {
+            XCTAssertEqual(HeaderHygiene.isTokenByte(c), tchar.contains(c), "byte \(c)")
+            XCTAssertEqual([c].withUnsafeBufferPointer { HeaderHygiene.isToken($0) }, tchar.contains(c), "byte \(c)")
+        }
+        XCTAssertFalse(HeaderHygiene.isToken(""))
+        XCTAssertTrue(HeaderHygiene.isToken("X-Request-ID"))
+        XCTAssertFalse(HeaderHygiene.isToken("X Request"))
+    }
 }
