@@ -22,7 +22,8 @@ Controls (query parameters, combinable):
                           ``Connection: X-Hop-Secret``, ``X-Hop-Secret: leak``, ``Keep-Alive: timeout=5``
     set_header=Name:Value add a response header (repeatable)
 
-WebSocket: a GET with ``Upgrade: websocket`` and a ``Sec-WebSocket-Key`` is answered 101 and
+WebSocket: a GET with ``Upgrade: websocket`` and a ``Sec-WebSocket-Key`` is answered 101 (with
+the ``set_header`` fields of its query) and
 every message (text or binary) is echoed back as it came, pings are answered with pongs, a
 close with a close; the text message ``__handshake__`` is answered with the echo document of
 the handshake request (what the upstream saw: path, query, headers).
@@ -258,10 +259,17 @@ class EchoHandler(BaseHTTPRequestHandler):
         """Answers the handshake with 101, then echoes messages until a close or the end."""
         url = urlsplit(self.path)
         handshake = json.dumps(self._echo_document(b"", url.path, url.query)).encode("utf-8")
+        try:  # only set_header: hop=1 would replace the handshake's own Connection field
+            extra = _extra_headers({"set_header": parse_qs(url.query, keep_blank_values=True).get("set_header", [])})
+        except BadControl as problem:
+            self._send_json(400, {"error": str(problem)}, [])
+            return
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
         self.send_header("Sec-WebSocket-Accept", ws_accept(self.headers["Sec-WebSocket-Key"]))
+        for name, value in extra:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True

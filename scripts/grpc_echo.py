@@ -6,6 +6,8 @@ Raw bytes as requests and responses (no protobuf schema needed), three methods:
 - ``/portcullis.demo.Echo/Say`` (unary): answers JSON, ``{"message": <request as text>,
   "metadata": {name: value}}``, where ``metadata`` is the call's invocation metadata as the
   service received it (what the gateway's handoff set: x-consumer-id, x-request-id, ...).
+  Each ``x-echo-metadata: name=value`` the call carries is sent back as initial (response)
+  metadata ``name: value``.
 - ``/portcullis.demo.Echo/Count`` (server streaming): the request is a number N (1-100); answers
   the messages ``1`` ... ``N``, 50 ms apart.
 - ``/portcullis.demo.Echo/Collect`` (client streaming): answers the request messages joined
@@ -37,6 +39,10 @@ FULL_METHOD = f"/{SERVICE}/{METHOD}"
 def say(request: bytes, context: grpc.ServicerContext) -> bytes:
     metadata = {item.key: item.value for item in context.invocation_metadata()
                 if isinstance(item.value, str)}
+    echoed = [tuple(item.value.split("=", 1)) for item in context.invocation_metadata()
+              if item.key == "x-echo-metadata" and "=" in item.value]
+    if echoed:
+        context.send_initial_metadata(echoed)
     return json.dumps({"message": request.decode("utf-8", "replace"), "metadata": metadata}).encode("utf-8")
 
 

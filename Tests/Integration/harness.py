@@ -367,8 +367,11 @@ class WebSocketClient:
         status_line = self.reader.readline().decode("latin-1")
         self.status = int(status_line.split()[1])
         self.headers: dict[str, str] = {}
+        #: Every header line in order, names lower-cased: shows repeated fields ``headers`` folds.
+        self.header_lines: list[tuple[str, str]] = []
         while (line := self.reader.readline().decode("latin-1").rstrip("\r\n")):
             name, _, value = line.partition(":")
+            self.header_lines.append((name.strip().lower(), value.strip()))
             self.headers[name.strip().lower()] = value.strip()
         # A refusal's body (problem+json), when it has one.
         length = int(self.headers.get("content-length", "0") or 0)

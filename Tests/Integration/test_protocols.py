@@ -38,7 +38,11 @@ EXTRA_ROUTES = [
     {"name": "grpc-limited", "match": {"path": SAY, "headers": {"x-limited": True}}, "upstream": "grpc_echo",
      "protocol": "grpc", "auth": {"methods": ["api_key"]},
      "limits": [{"name": "per-call", "algorithm": "fixed_window", "limit": 2, "window_seconds": 600, "key": ["route"]}]},
+    {"name": "ws-open", "match": {"prefix": "/ws-open/"}, "upstream": "echo", "protocol": "websocket"},
 ]
+RATELIMIT_FIELDS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy", "ratelimit")
+# The upstream's own RateLimit fields, which the client must not get on a handed-off route.
+UPSTREAM_RATELIMIT = "set_header=RateLimit-Limit:999&set_header=RateLimit-Policy:upstream&set_header=X-Upstream-Own:kept"
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +75,20 @@ def idle_connection(gw: Gateway) -> Iterator[tuple[WebSocketClient, float]]:
 @pytest.fixture(autouse=True)
 def _idle_opened_first(idle_connection: tuple[WebSocketClient, float]) -> None:
     """Every test of the module depends on it, so the idle clock starts with the first test."""
+
+
+def assert_ratelimit_fields(lines: list[tuple[str, str]], limit: str) -> int:
+    """The five RateLimit fields, each once, for `limit` (30 a minute per key in the demo
+    config) and not the upstream's; returns RateLimit-Remaining."""
+    fields = [(name, value) for name, value in lines if name.startswith("ratelimit")]
+    assert sorted(name for name, _ in fields) == sorted(RATELIMIT_FIELDS), f"each once: {fields}"
+    values = dict(fields)
+    assert values["ratelimit-limit"] == "30"
+    assert values["ratelimit-policy"] == f'"{limit}";q=30;w=60'
+    remaining, reset = int(values["ratelimit-remaining"]), int(values["ratelimit-reset"])
+    assert 0 <= remaining < 30 and 1 <= reset <= 60
+    assert values["ratelimit"] == f'"{limit}";r={remaining};t={reset}'
+    return remaining
 
 
 def handshake_echo(client: WebSocketClient) -> dict:
@@ -115,7 +133,8 @@ def test_upstream_sees_the_gateways_headers_and_not_the_clients_forged_ones(gw: 
     forged = {"X-API-Key": DEMO_KEY, "X-Consumer-ID": "mallory", "X-Credential-ID": "forged", "X-Consumer-Groups": "admin",
               "X-Authenticated-Scopes": "root", "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example",
               "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6", "X-Forwarded-Port": "1", "X-Request-ID": "bad id!",
-              "Cookie": "session=kept"}
+              "X-Forwarded-User": "admin", "X-Forwarded-Email": "root@evil.example", "X-Forwarded-Client-Cert": "Hash=forged",
+              "X-Forwarded-Ssl": "on", "X-Forwarded-Custom": "passes", "Cookie": "session=kept"}
     client = WebSocketClient(gw.port, "/ws/who", forged)
     try:
         assert client.accepted, (client.status, client.headers)
@@ -132,8 +151,11 @@ def test_upstream_sees_the_gateways_headers_and_not_the_clients_forged_ones(gw: 
     assert headers["host"] == echo_upstream.url.removeprefix("http://")
     assert headers["upgrade"].lower() == "websocket"
     assert headers["cookie"] == "session=kept", "a header the gateway does not own passes as the client sent it"
-    for name in ("x-api-key", "x-authenticated-scopes", "x-real-ip", "forwarded", "x-forwarded-port"):
+    for name in ("x-api-key", "x-authenticated-scopes", "x-real-ip", "forwarded", "x-forwarded-port",
+                 "x-forwarded-user", "x-forwarded-email", "x-forwarded-client-cert", "x-forwarded-ssl"):
         assert name not in headers, f"{name} reached the upstream: {headers}"
+    # The documented limit: nginx cannot drop X-Forwarded-* by prefix, so an unlisted name passes.
+    assert headers["x-forwarded-custom"] == "passes"
     # One correlation id: the upstream's, the client's, the gateway's log and nginx's log.
     request_id = headers["x-request-id"]
     assert request_id != "bad id!" and client.headers["x-request-id"] == request_id
@@ -146,6 +168,31 @@ def test_upstream_sees_the_gateways_headers_and_not_the_clients_forged_ones(gw: 
     assert line["status"] == 101 and line["uri"] == "/ws/who"
     assert line["bytes_sent"] > 0 and line["duration_s"] >= 0
     assert str(echo_upstream.port) in line["upstream"], line
+
+
+def test_the_101_carries_the_gateways_ratelimit_fields_and_not_the_upstreams(gw: Gateway) -> None:
+    """docs/rate-limiting.md: the answer to an admitted request carries the RateLimit fields of
+    the route's limits (`ws`: 30 handshakes a minute per key), the upstream's own replaced."""
+    client = WebSocketClient(gw.port, f"/ws/limits?{UPSTREAM_RATELIMIT}", {"X-API-Key": DEMO_KEY})
+    try:
+        assert client.accepted, (client.status, client.headers)
+        assert client.exchange("framed") == (WS_TEXT, b"framed")
+    finally:
+        client.close()
+    remaining = assert_ratelimit_fields(client.header_lines, "connections-per-key")
+    assert client.headers["x-upstream-own"] == "kept", "other upstream fields of the 101 pass"
+    entry = gw.wait_for_log_entries(lambda e: e.get("request_id") == client.headers["x-request-id"])[0]
+    assert entry["limits"] == f"connections-per-key:allowed:{remaining}"
+
+
+def test_a_route_without_limits_sends_no_ratelimit_fields_not_even_the_upstreams(gw: Gateway) -> None:
+    client = WebSocketClient(gw.port, f"/ws-open/x?{UPSTREAM_RATELIMIT}", {})
+    try:
+        assert client.accepted, (client.status, client.headers)
+    finally:
+        client.close()
+    assert not [line for line in client.header_lines if line[0].startswith("ratelimit")], client.header_lines
+    assert client.headers["x-upstream-own"] == "kept"
 
 
 def test_a_websocket_handshake_on_an_http_route_gets_a_clear_problem(gw: Gateway) -> None:
@@ -191,12 +238,12 @@ def call(gw: Gateway, metadata: list[tuple[str, str]]) -> bytes:
 
 
 def test_grpc_unary_call_with_a_key_reaches_the_service_with_the_consumer_headers(gw: Gateway) -> None:
-    answer = json.loads(call(gw, [("x-api-key", DEMO_KEY), ("x-consumer-id", "mallory")]))
+    answer = json.loads(call(gw, [("x-api-key", DEMO_KEY), ("x-consumer-id", "mallory"), ("x-forwarded-user", "admin")]))
     assert answer["message"] == "hi there"
     metadata = answer["metadata"]
     assert metadata["x-consumer-id"] == "demo"
     assert metadata["x-credential-id"] == "demo-key"
-    assert "x-api-key" not in metadata
+    assert "x-api-key" not in metadata and "x-forwarded-user" not in metadata
     entry = gw.wait_for_log_entries(lambda e: e.get("request_id") == metadata["x-request-id"])[0]
     assert entry["route"] == "grpc-echo" and entry["handoff"] == "grpc"
     line = wait_until(lambda: next((e for e in gw.nginx_log() if e["request_id"] == metadata["x-request-id"]), None), 10,
@@ -207,6 +254,17 @@ def test_grpc_unary_call_with_a_key_reaches_the_service_with_the_consumer_header
     counted = [float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines()
                if l.startswith('portcullis_upstream_requests_total{upstream="grpc_echo"')]
     assert counted and counted[0] >= 1, [l for l in metrics.splitlines() if "upstream_requests_total" in l]
+
+
+def test_grpc_response_headers_carry_the_gateways_ratelimit_fields_and_not_the_services(gw: Gateway) -> None:
+    metadata = [("x-api-key", DEMO_KEY), ("x-echo-metadata", "ratelimit-limit=999"),
+                ("x-echo-metadata", "ratelimit=upstream"), ("x-echo-metadata", "x-service-own=kept")]
+    with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        answer, outcome = channel.unary_unary(SAY).with_call(b"limits", metadata=metadata, timeout=15)
+    assert json.loads(answer)["message"] == "limits"
+    initial = list(outcome.initial_metadata())
+    assert_ratelimit_fields(initial, "calls-per-key")
+    assert dict(initial)["x-service-own"] == "kept", "the service's other metadata passes"
 
 
 def test_grpc_call_without_a_key_is_unauthenticated(gw: Gateway) -> None:

@@ -65,6 +65,18 @@ final class HandoffTests: XCTestCase {
         XCTAssertEqual(fields["X-Portcullis-Set-X-Forwarded-For"], "10.1.2.3")
         XCTAssertNil(fields["X-Portcullis-Set-Cookie"])
         XCTAssertNil(fields["X-Portcullis-Set-X-Credential-ID"], "absent: nginx sets it empty, so it is not sent")
+        XCTAssertNil(fields["X-Portcullis-Answer-RateLimit-Limit"], "no limits decided: nothing for the client")
+
+        var limits = HTTPHeaders()
+        limits.add("RateLimit-Limit", "30")
+        limits.add("RateLimit-Policy", #""per-key";q=30;w=60"#)
+        limits.add("Retry-After", "3")   // not an answered field: never carried
+        let limited = Handoff.answerFields(proto: .websocket, upstream: "echo", targetIndex: 0, targetURL: "http://127.0.0.1:9000",
+                                           uri: "/x", upstreamHeaders: decided, clientHeaders: limits)
+        XCTAssertEqual(limited["X-Portcullis-Answer-RateLimit-Limit"], "30")
+        XCTAssertEqual(limited["X-Portcullis-Answer-RateLimit-Policy"], #""per-key";q=30;w=60"#)
+        XCTAssertNil(limited["X-Portcullis-Answer-Retry-After"])
+        XCTAssertNil(limited["RateLimit-Limit"], "nginx drops the answer's own fields at the redirect")
 
         let grpc = Handoff.answerFields(proto: .grpc, upstream: "echo", targetIndex: 0, targetURL: "http://127.0.0.1:9000",
                                         uri: "/x", upstreamHeaders: decided)
@@ -75,6 +87,8 @@ final class HandoffTests: XCTestCase {
 
     /// The snippet sets every carried header in both named locations from its carrier; a name
     /// added to `Handoff.carried` without its nginx lines would let the client's copy through.
+    /// Every removed field is set empty. Likewise every answered field is captured, hidden from
+    /// the upstream and added.
     func testTheSnippetSetsEveryCarriedHeaderInBothLocations() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let snippet = try String(contentsOf: root.appendingPathComponent("nginx/portcullis.conf"), encoding: .utf8)
@@ -92,8 +106,21 @@ final class HandoffTests: XCTestCase {
                 XCTAssertTrue(body.contains("set \(variable) \(carrier);"), "\(proto): \(name) is not captured")
                 XCTAssertTrue(body.contains("\(directive) \(name) \(variable);"), "\(proto): \(name) is not set")
             }
+            for name in Handoff.removed {
+                XCTAssertTrue(body.contains("\(directive) \(name) \"\";"), "\(proto): the client's \(name) is not dropped")
+            }
+            let hide = directive == "proxy_set_header" ? "proxy_hide_header" : "grpc_hide_header"
+            for name in Handoff.answered {
+                let variable = "$portcullis_answer_" + name.lowercased().replacingOccurrences(of: "-", with: "_")
+                let carrier = "$upstream_http_" + (Handoff.answerPrefix + name).lowercased().replacingOccurrences(of: "-", with: "_")
+                XCTAssertTrue(body.contains("set \(variable) \(carrier);"), "\(proto): \(name) is not captured")
+                XCTAssertTrue(body.contains("\(hide) \(name);"), "\(proto): the upstream's \(name) is not hidden")
+                XCTAssertTrue(body.contains("add_header \(name) \(variable) always;"), "\(proto): \(name) is not added")
+            }
         }
         XCTAssertTrue(snippet.contains("fastcgi_param PORTCULLIS_UPGRADE     $http_upgrade if_not_empty;"))
+        XCTAssertTrue(Set(Handoff.removed.map { $0.lowercased() }).isDisjoint(with: Handoff.carried.map { $0.lowercased() }),
+                      "a removed field set empty after its carried value would win or clash")
     }
 
     func testGRPCRefusalsAreTrailersOnlyWithTheMappedStatus() {

@@ -21,6 +21,21 @@ public enum Handoff {
         "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Uri", "Proxy-Authorization",
     ]
     public static let carrierPrefix = "X-Portcullis-Set-"
+    /// Well-known `X-Forwarded-*` fields the gateway never sets, which upstreams may trust as
+    /// identity or scheme (oauth2-proxy, Envoy's XFCC, Rack): the snippet sets each empty, so a
+    /// client's copy never passes. nginx has no directive that removes fields by prefix, so an
+    /// `X-Forwarded-*` name in neither list passes on these routes (docs/protocols.md).
+    public static let removed = [
+        "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Forwarded-Method",
+        "X-Forwarded-Client-Cert", "X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups",
+        "X-Forwarded-Preferred-Username", "X-Forwarded-Access-Token",
+    ]
+    /// Fields the gateway adds to the client's response on these routes, as on the answers of
+    /// HTTP routes: the RateLimit fields of the request's admission (docs/rate-limiting.md).
+    /// Each travels in the answer as ``answerPrefix`` + its name; the snippet adds it to the
+    /// 101 or gRPC response headers and hides the upstream's own field of that name.
+    public static let answered = ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "RateLimit"]
+    public static let answerPrefix = "X-Portcullis-Answer-"
     /// `scheme://block` of the chosen target (an nginx upstream block, ``NginxUpstreams``).
     public static let targetField = "X-Portcullis-Target"
     /// The `Host` (gRPC `:authority`) the upstream gets: the target's `host:port`, as on HTTP routes.
@@ -37,9 +52,10 @@ public enum Handoff {
     /// The answer's header fields for a request of `proto` sent to target `targetIndex`
     /// (`targetURL`, e.g. `http://10.0.0.5:8080`) of upstream `upstream`, with the request
     /// target `uri` and the upstream headers the worker decided (`upstreamHeaders`, as an HTTP
-    /// route would send them).
+    /// route would send them), and the fields the client's response gets (`clientHeaders`: the
+    /// admission's RateLimit fields; only ``answered`` names travel).
     public static func answerFields(proto: RouteProtocol, upstream: String, targetIndex: Int, targetURL: String,
-                                    uri: String, upstreamHeaders: HTTPHeaders) -> HTTPHeaders {
+                                    uri: String, upstreamHeaders: HTTPHeaders, clientHeaders: HTTPHeaders = HTTPHeaders()) -> HTTPHeaders {
         var fields = HTTPHeaders()
         fields.add(redirectField, location(proto))
         let tls = targetURL.utf8.count > 5 && targetURL.prefix(6).lowercased() == "https:"
@@ -53,6 +69,11 @@ public enum Handoff {
         if proto == .websocket { fields.add(uriField, uri) }
         for name in carried {
             if let value = upstreamHeaders.values(name).first { fields.add(carrierPrefix + name, value) }
+        }
+        if clientHeaders.count > 0 {
+            for name in answered {
+                if let value = clientHeaders.values(name).first { fields.add(answerPrefix + name, value) }
+            }
         }
         return fields
     }

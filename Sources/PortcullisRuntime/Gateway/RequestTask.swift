@@ -358,7 +358,7 @@ final class RequestTask {
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
         var fields = Handoff.answerFields(proto: proto, upstream: upstream.config.name, targetIndex: target, targetURL: targetURL,
                                           uri: PercentEncoding.requestTarget(path: path, rawQuery: upstreamQuery(request)),
-                                          upstreamHeaders: upstreamHeaders(pass))
+                                          upstreamHeaders: upstreamHeaders(pass), clientHeaders: pass.responseHeaders)
         fields.add("Content-Length", "0")
         log.upstream = targetURL
         log.handoff = proto.rawValue
