@@ -425,6 +425,10 @@ def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(
     assert effective["server"]["socket"] == str(gw.socket_path)
     assert effective["server"]["workers"] == gw.workers and effective["server"]["hard_timeout_seconds"] == 60
     assert effective["upstreams"]["echo"]["connect_timeout_ms"] == 1000
+    # Resilience defaults are shown as resolved (docs/upstreams.md).
+    assert effective["upstreams"]["echo"]["retries"]["attempts"] == 2
+    assert effective["upstreams"]["echo"]["circuit_breaker"]["consecutive_failures"] == 5
+    assert effective["upstreams"]["echo"]["balancer"] == "round_robin" and effective["upstreams"]["echo"]["max_in_flight"] is None
     # One value for scripts: a string as is, anything else as JSON.
     assert gw.cli("check", "--field", "/server/socket").stdout == f"{gw.socket_path}\n"
     assert gw.cli("check", "--field", "/server/workers").stdout == f"{gw.workers}\n"

@@ -6,6 +6,7 @@ following a demoted master and a real failover under load).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -361,6 +362,36 @@ def test_sentinel_rotation_and_a_demoted_master(make_gateway: Callable[..., Gate
         stderr = gw.master.stderr_path.read_text()
         assert "READONLY" in stderr, stderr[-2000:]
         assert sorted(gw.worker_pids()) == workers_before
+    finally:
+        fake.close()
+
+
+def test_sentinel_given_by_host_name(make_gateway: Callable[..., Gateway], make_redis: Callable[..., RedisServer]) -> None:
+    """A sentinel written as `localhost:port` is resolved when the configuration is loaded and
+    asked like an address; a name that does not resolve refuses the reload, and the running
+    configuration keeps counting."""
+    master = make_redis()
+    fake = FakeSentinel("pcmaster")
+    try:
+        fake.master = ("127.0.0.1", master.port)
+        gw = make_gateway({"rate_limit": {"redis": {"sentinels": [f"localhost:{fake.port}"], "master_name": "pcmaster",
+                                                    "namespace": "pc-name", "timeout_ms": 500}},
+                           "routes": [limited_route("nm", limit("nm", "fixed_window", 3, 60, store="redis",
+                                                                on_store_failure="closed"))]},
+                          workers=1, threads=1)
+        statuses, ids = send(gw, "/nm/x", fresh_key("named"), 4)
+        assert statuses == [200, 200, 200, 429], statuses
+        assert all("@local" not in d for d in decided_by(gw, ids)), decided_by(gw, ids)
+        assert fake.questions >= 1 and redis_int(master, "DBSIZE") == 1
+
+        config = json.loads(gw.config_path.read_text())
+        config["rate_limit"]["redis"]["sentinels"] = [f"localhost:{fake.port}", "no-such-sentinel.invalid:26379"]
+        gw.set_config(config)
+        refused = gw.cli("reload")
+        assert refused.returncode == 1, refused.stdout
+        assert '/rate_limit/redis/sentinels/1: cannot resolve "no-such-sentinel.invalid": ' in refused.stderr, refused.stderr
+        statuses, _ = send(gw, "/nm/y", fresh_key("after"), 4)
+        assert statuses == [200, 200, 200, 429], statuses
     finally:
         fake.close()
 

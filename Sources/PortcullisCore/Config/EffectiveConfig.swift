@@ -3,7 +3,7 @@ import Foundation
 /// The configuration as the gateway resolved it, for `portcullis check --print-effective`:
 /// the file's own document with every `server` and `log` field at its effective value (defaults
 /// filled in, paths absolute as resolved against the config file's directory), `plugins_dir`
-/// resolved, each upstream's timeouts filled in, and JWT `secret`s shown as `"(redacted)"`.
+/// resolved, every upstream field at its value in use, and JWT `secret`s shown as `"(redacted)"`.
 /// Scripts read the socket path and pool size from it instead of re-deriving them.
 public enum EffectiveConfig {
     public static func document(of config: GatewayConfig, source bytes: [UInt8]) -> JSONValue {
@@ -35,12 +35,8 @@ public enum EffectiveConfig {
             root["auth"] = .object(auth)
         }
         if var upstreams = root["upstreams"]?.objectValue {
-            for (name, upstream) in config.upstreams {
-                guard var node = upstreams[name]?.objectValue else { continue }
-                node["targets"] = .array(upstream.targets.map { .string($0) })
-                node["connect_timeout_ms"] = .int(Int64(upstream.connectTimeoutMs))
-                node["timeout_ms"] = .int(Int64(upstream.timeoutMs))
-                upstreams[name] = .object(node)
+            for (name, upstream) in config.upstreams where upstreams[name] != nil {
+                upstreams[name] = EffectiveUpstream.document(upstream)
             }
             root["upstreams"] = .object(upstreams)
         }

@@ -22,8 +22,9 @@ public struct RedisSettings: Sendable, Equatable {
     public init() {}
 }
 
-/// A TCP address as written in the configuration (an IP address should be used: hiredis
-/// resolves a name with a blocking `getaddrinfo`).
+/// A TCP address: `host` as written in the configuration for `host`/`port` (an IP address
+/// should be used there: hiredis resolves a name with a blocking `getaddrinfo`), a numeric
+/// address for a sentinel (names are resolved when the configuration is loaded).
 public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
@@ -133,13 +134,25 @@ enum RedisSettingsReader {
             return .unix(path: path)
         }
         if r["sentinels"].isPresent {
+            var written: [RedisAddress] = []
             var addresses: [RedisAddress] = []
             if let items = r["sentinels"].array() {
                 if items.isEmpty { r["sentinels"].fail("at least one sentinel is required") }
                 for item in items {
                     guard let text = item.nonEmptyString(required: true) else { continue }
                     if let a = RedisAddress(parsing: text) {
-                        if addresses.contains(a) { item.fail("duplicate sentinel \"\(text)\"") } else { addresses.append(a) }
+                        if written.contains(a) { item.fail("duplicate sentinel \"\(text)\""); continue }
+                        written.append(a)
+                        // Resolved here, once per load, because the sentinels are asked on the
+                        // event loop, where hiredis's blocking lookup must not run.
+                        switch HostResolver.addresses(of: a.host) {
+                        case .success(let hosts):
+                            for host in hosts where !addresses.contains(RedisAddress(host: host, port: a.port)) {
+                                addresses.append(RedisAddress(host: host, port: a.port))
+                            }
+                        case .failure(let why):
+                            item.fail("cannot resolve \"\(a.host)\": \(why.reason)")
+                        }
                     } else {
                         item.fail("expected \"host:port\" (or \"[v6 address]:port\"), found \"\(text)\"")
                     }

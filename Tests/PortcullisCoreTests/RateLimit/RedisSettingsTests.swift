@@ -43,11 +43,32 @@ final class RedisSettingsTests: XCTestCase {
     }
 
     func testSentinels() {
-        let (redis, issues) = read(#"{"redis": {"sentinels": ["10.0.0.1:26379", "[::1]:26380", "sentinel-3:26381"], "master_name": "mymaster"}}"#)
+        let (redis, issues) = read(#"{"redis": {"sentinels": ["10.0.0.1:26379", "[::1]:26380", "[::ffff:10.0.0.3]:26381"], "master_name": "mymaster"}}"#)
         XCTAssertEqual(issues, [])
         XCTAssertEqual(redis?.endpoint, .sentinel([RedisAddress(host: "10.0.0.1", port: 26379), RedisAddress(host: "::1", port: 26380),
-                                                   RedisAddress(host: "sentinel-3", port: 26381)], masterName: "mymaster"))
+                                                   RedisAddress(host: "::ffff:10.0.0.3", port: 26381)], masterName: "mymaster"))
         XCTAssertEqual(RedisAddress(host: "::1", port: 26380).description, "[::1]:26380")
+    }
+
+    /// A sentinel's host name is resolved when the configuration is read: the store asks the
+    /// numeric addresses, every one a name has, in the resolver's order, each once.
+    func testSentinelHostNamesAreResolvedAtLoad() throws {
+        let (redis, issues) = read(#"{"redis": {"sentinels": ["localhost:26379", "127.0.0.1:26379", "10.0.0.1:26380"], "master_name": "m"}}"#)
+        XCTAssertEqual(issues, [])
+        guard case .sentinel(let addresses, "m")? = redis?.endpoint else { return XCTFail("\(String(describing: redis?.endpoint))") }
+        let localhost = try HostResolver.addresses(of: "localhost").get()
+        XCTAssertTrue(localhost.contains("127.0.0.1"), "\(localhost)")
+        XCTAssertTrue(localhost.allSatisfy { $0 == "127.0.0.1" || $0 == "::1" }, "\(localhost)")
+        XCTAssertEqual(addresses, localhost.map { RedisAddress(host: $0, port: 26379) } + [RedisAddress(host: "10.0.0.1", port: 26380)],
+                       "127.0.0.1:26379 is already one of localhost's addresses")
+    }
+
+    func testAnUnresolvableSentinelIsRefused() {
+        let (_, issues) = read(#"{"redis": {"sentinels": ["10.0.0.1:26379", "no-such-host.invalid:26379"], "master_name": "m"}}"#)
+        XCTAssertEqual(issues.count, 1, "\(issues)")
+        XCTAssertTrue(issues.first?.hasPrefix(#"gw.json: /rate_limit/redis/sentinels/1: cannot resolve "no-such-host.invalid": "#) == true, "\(issues)")
+        XCTAssertEqual(HostResolver.addresses(of: "[::1]").map { $0 }, .failure(HostResolver.Failure(reason: String(cString: gai_strerror(EAI_NONAME)))),
+                       "brackets are the configuration's syntax, not a name")
     }
 
     func testPasswordFromAFileRelativeToTheConfig() {
@@ -110,7 +131,7 @@ final class RedisSettingsTests: XCTestCase {
              #"gw.json: /rate_limit/redis/sentinels/0: expected "host:port" (or "[v6 address]:port"), found "10.0.0.1""#),
             (#"{"redis": {"sentinels": ["10.0.0.1:0"], "master_name": "m"}}"#, [:],
              #"gw.json: /rate_limit/redis/sentinels/0: expected "host:port" (or "[v6 address]:port"), found "10.0.0.1:0""#),
-            (#"{"redis": {"sentinels": ["a:1", "a:1"], "master_name": "m"}}"#, [:], #"gw.json: /rate_limit/redis/sentinels/1: duplicate sentinel "a:1""#),
+            (#"{"redis": {"sentinels": ["localhost:1", "localhost:1"], "master_name": "m"}}"#, [:], #"gw.json: /rate_limit/redis/sentinels/1: duplicate sentinel "localhost:1""#),
             (#"{"redis": {"master_name": "m"}}"#, [:], #"gw.json: /rate_limit/redis/master_name: only applies with "sentinels""#),
             (#"{"redis": {"password_file": "missing.pass"}}"#, [:], "gw.json: /rate_limit/redis/password_file: cannot read \(directory)/missing.pass"),
             (#"{"redis": {"password_file": "empty.pass"}}"#, [:], "gw.json: /rate_limit/redis/password_file: \(directory)/empty.pass holds an empty password"),
@@ -124,9 +145,9 @@ final class RedisSettingsTests: XCTestCase {
             (#"{"redis": {"username": "gateway"}}"#, [:], #"gw.json: /rate_limit/redis/username: needs "password_file" or "password_env""#),
             (#"{"redis": {"password": "inline"}}"#, [:], #"gw.json: /rate_limit/redis/password: unknown field "password""#),
             (#"{"redis": {"sentinel_password_env": "P"}}"#, ["P": secret], #"gw.json: /rate_limit/redis/sentinel_password_env: only applies with "sentinels""#),
-            (#"{"redis": {"sentinels": ["a:1"], "master_name": "m", "sentinel_username": "w"}}"#, [:],
+            (#"{"redis": {"sentinels": ["127.0.0.1:1"], "master_name": "m", "sentinel_username": "w"}}"#, [:],
              #"gw.json: /rate_limit/redis/sentinel_username: needs "sentinel_password_file" or "sentinel_password_env""#),
-            (#"{"redis": {"sentinels": ["a:1"], "master_name": "m", "sentinel_password_env": "NOPE"}}"#, [:],
+            (#"{"redis": {"sentinels": ["127.0.0.1:1"], "master_name": "m", "sentinel_password_env": "NOPE"}}"#, [:],
              "gw.json: /rate_limit/redis/sentinel_password_env: environment variable NOPE is not set"),
             (#"{"redis": {"tls": true}}"#, [:],
              #"gw.json: /rate_limit/redis/tls: TLS to Redis is not supported (Debian's hiredis 0.14 has no TLS): reach Redis through a local TLS tunnel such as stunnel and point "host"/"port" or "socket" at it (docs/rate-limiting.md)"#),

@@ -19,6 +19,52 @@ final class UpstreamConfigTests: XCTestCase {
         }
     }
 
+    private func effective(_ upstream: String) throws -> JSONValue {
+        let json = Array(#"{"upstreams": {"svc": \#(upstream)}, "routes": [{"match": {"prefix": "/"}, "upstream": "svc"}]}"#.utf8)
+        let document = EffectiveConfig.document(of: try ConfigLoader.parse(bytes: json, file: "c.json"), source: json)
+        return try XCTUnwrap(document["upstreams"]?["svc"])
+    }
+
+    func testEffectiveUpstreamShowsEveryDefault() throws {
+        let shown = try effective(#"{"targets": ["http://10.0.0.1:80", {"url": "http://10.0.0.2:80", "weight": 3}]}"#)
+        XCTAssertEqual(shown["targets"], ["http://10.0.0.1:80", ["url": "http://10.0.0.2:80", "weight": 3]])
+        XCTAssertEqual(shown["connect_timeout_ms"], 2_000)
+        XCTAssertEqual(shown["timeout_ms"], 30_000)
+        XCTAssertEqual(shown["balancer"], "round_robin")
+        XCTAssertEqual(shown["retries"], ["attempts": 2, "budget_percent": 20, "budget_min": 10, "budget_window_s": 10, "backoff_ms": 20,
+                                          "on_statuses": [502, 503, 504]])
+        XCTAssertEqual(shown["circuit_breaker"], ["consecutive_failures": 5, "failure_ratio_percent": nil, "minimum_calls": 20, "window_s": 10,
+                                                  "open_ms": 5_000, "max_open_ms": 60_000, "half_open_probes": 1,
+                                                  "failure_statuses": [502, 503, 504]])
+        XCTAssertEqual(shown["health_check"], .null)
+        XCTAssertEqual(shown["max_in_flight"], .null)
+        XCTAssertEqual(shown["x_accel_buffering"], true)
+    }
+
+    func testEffectiveUpstreamFillsAHealthCheckAndKeepsShorthands() throws {
+        let shown = try effective(#"{"targets": ["http://10.0.0.1:80"], "health_check": {"path": "/healthz"}, "retries": false,"#
+                                  + #" "circuit_breaker": false, "balancer": {"algorithm": "hash", "hash_on": "header:X-User"}, "max_in_flight": 7}"#)
+        XCTAssertEqual(shown["health_check"], ["method": "GET", "path": "/healthz", "interval_ms": 2_000, "timeout_ms": 1_000,
+                                               "healthy_threshold": 2, "unhealthy_threshold": 3,
+                                               "expected_statuses": .array((200...399).map { .int(Int64($0)) }), "host": nil])
+        XCTAssertEqual(shown["retries"]?["attempts"], 0)
+        XCTAssertEqual(shown["circuit_breaker"], false)
+        XCTAssertEqual(shown["balancer"], ["algorithm": "hash", "hash_on": "header:x-user"])
+        XCTAssertEqual(shown["max_in_flight"], 7)
+    }
+
+    /// The effective document is configuration: loaded back, it gives the same upstream.
+    func testEffectiveUpstreamLoadsBackIntoTheSameUpstream() throws {
+        for upstream in [#"{"targets": ["http://10.0.0.1:80", {"url": "http://10.0.0.2:80", "weight": 5}]}"#,
+                         #"{"targets": ["http://10.0.0.1:80", "http://10.0.0.2:81/"], "connect_timeout_ms": 300, "timeout_ms": 900,"#
+                         + #" "balancer": "least_requests", "retries": {"attempts": 4, "on_statuses": [500]}, "max_in_flight": 9,"#
+                         + #" "circuit_breaker": {"failure_ratio_percent": 50, "open_ms": 100, "failure_statuses": [500, 599]},"#
+                         + #" "health_check": {"method": "head", "host": "svc.local", "expected_statuses": [204]}, "x_accel_buffering": false}"#] {
+            let shown = JSONCodec.serialize(try effective(upstream))
+            XCTAssertEqual(try parse(shown), try parse(upstream), shown)
+        }
+    }
+
     func testDefaults() throws {
         let u = try parse(#"{"targets": ["http://10.0.0.1:80", "http://10.0.0.2:80"]}"#)
         XCTAssertEqual(u.weights, [1, 1])
