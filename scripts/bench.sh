@@ -168,7 +168,7 @@ $user_directive
 worker_processes $nginx_workers; daemon off; pid $dir/front/nginx.pid; error_log $dir/front/logs/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off; keepalive_requests 1000000;
+  access_log off; keepalive_requests 1000000; variables_hash_max_size 2048;
   client_body_temp_path $dir/front/temp/cb; proxy_temp_path $dir/front/temp/p; fastcgi_temp_path $dir/front/temp/f;
   uwsgi_temp_path $dir/front/temp/u; scgi_temp_path $dir/front/temp/s;
   upstream portcullis { server unix:$dir/portcullis.sock; $pool_keepalive }

@@ -8,6 +8,7 @@ are in test_auth.py and test_rate_limit.py.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -26,6 +27,15 @@ def demo(gateway_factory: GatewayFactory, echo_upstream: EchoUpstream) -> Iterat
 def test_demo_config_checks_clean(demo: Gateway) -> None:
     result = demo.cli("check")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_example_nginx_config_tests_without_warnings(demo: Gateway) -> None:
+    """nginx.md: the shipped example (the snippet with its handoff locations included) passes
+    `nginx -t` without a warning, variables hash included."""
+    result = subprocess.run(["nginx", "-t", "-p", str(demo.nginx_prefix), "-c", str(demo.nginx_prefix / "nginx.conf"),
+                             "-e", "stderr"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "[warn]" not in result.stderr and "[emerg]" not in result.stderr, result.stderr
 
 
 def test_demo_echo_contract(demo: Gateway) -> None:
