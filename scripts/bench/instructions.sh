@@ -2,14 +2,15 @@
 # Instructions per request of one worker, counted by valgrind's callgrind: a figure that does
 # not depend on machine noise, for deciding an optimisation on a shared machine.
 #
-#   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis] [--metrics on|off]
+#   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis | --limit] [--metrics on|off]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
 #
 # A static nginx upstream, the gateway (1 worker x 1 loop, its master and worker under callgrind)
 # and a front nginx with the shipped snippet (keep-conn on). After a 10 s warm-up the worker's
 # counters are zeroed, wrk sends requests for --seconds, the counters are dumped, and the total
 # is divided by the requests the access log recorded. With --header, the route requires an API
-# key (the demo key). With --redis, the route has one limit in Redis (a private redis-server,
+# key (the demo key). With --limit, the route has one limit in the shared-memory table (never
+# reached: one table update per request). With --redis, the route has one limit in Redis (a private redis-server,
 # a limit never reached: every request is one EVALSHA). With --metrics off, the gateway runs
 # with `metrics.enabled: false` (the cost of metrics is the difference to the default, on).
 # Prints the figure and writes the top functions (inclusive) to run/instructions/top.txt.
@@ -17,12 +18,13 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
 
-seconds=5 header="" redis=0 metrics=on
+seconds=5 header="" redis=0 shm_limit=0 metrics=on
 while [[ $# -gt 0 ]]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
         --header) header=$2; shift 2 ;;
         --redis) redis=1; shift ;;
+        --limit) shm_limit=1; shift ;;
         --metrics) metrics=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -64,6 +66,8 @@ if (( redis )); then
     redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
     rate_limit='"rate_limit": {"redis": {"host": "127.0.0.1", "port": '$redis_port', "timeout_ms": 1000}},'
     limits=', "limits": [{"name": "r", "algorithm": "fixed_window", "limit": 4294967295, "window_seconds": 3600, "key": ["route"], "store": "redis", "on_store_failure": "closed"}]'
+elif (( shm_limit )); then
+    limits=', "limits": [{"name": "l", "algorithm": "fixed_window", "limit": 4294967295, "window_seconds": 3600, "key": ["route"]}]'
 fi
 metrics_section=""
 [[ $metrics == off ]] && metrics_section='"metrics": {"enabled": false},'
