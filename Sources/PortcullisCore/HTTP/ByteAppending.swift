@@ -23,12 +23,21 @@ extension Array where Element == UInt8 {
 
     /// Appends `value` in decimal, as `String(value)` writes it, without making the `String`.
     public mutating func appendDecimal(_ value: Int) {
-        if value < 0 { append(UInt8(ascii: "-")) }
+        DecimalText.forEachByte(of: value) { append($0) }
+    }
+}
+
+/// Decimal numbers as ASCII bytes.
+public enum DecimalText {
+    /// Calls `body` with each byte of `value` in decimal, as `String(value)` writes it.
+    @inline(__always)
+    public static func forEachByte(of value: Int, _ body: (UInt8) -> Void) {
+        if value < 0 { body(UInt8(ascii: "-")) }
         let magnitude = value.magnitude
         var divisor: UInt = 1
         while magnitude / divisor >= 10 { divisor *= 10 }
         while divisor > 0 {
-            append(0x30 + UInt8(magnitude / divisor % 10))
+            body(0x30 + UInt8(magnitude / divisor % 10))
             divisor /= 10
         }
     }

@@ -74,6 +74,13 @@ public struct RawHeaderFields: Sendable {
         }
     }
 
+    /// Whether the name of a field (its bytes as they arrived) satisfies `predicate`.
+    public func containsName(where predicate: (UnsafeBufferPointer<UInt8>) -> Bool) -> Bool {
+        bytes.withUnsafeBufferPointer { all in
+            fields.contains { predicate(UnsafeBufferPointer(rebasing: all[$0.nameStart..<$0.valueStart])) }
+        }
+    }
+
     /// The fields as `HTTPHeaders`: names decoded as UTF-8, values losslessly (`RawText`).
     public func headers() -> HTTPHeaders {
         var headers = HTTPHeaders()

@@ -50,6 +50,74 @@ extension RateLimitOutcome {
         return h
     }
 
+    /// Whether the outcome adds any field to the response (``headers`` is not empty).
+    public var addsHeaderFields: Bool {
+        switch verdict {
+        case .limited, .storeUnavailable: return true
+        case .allowed, .invalidCost: return headline?.decision != nil
+        }
+    }
+
+    /// Appends exactly what `HeaderHygiene.appendFields(headers, to:)` appends — the same
+    /// fields, in the same order, a field with an unsafe value left out — from the texts the
+    /// configuration fixed (``RateLimitTexts``) and the decision's numbers: no `String` per
+    /// field, so the streaming path writes them straight into the response head.
+    public func appendHeaderFields(to out: inout [UInt8]) {
+        switch verdict {
+        case .limited:
+            out.appendASCII("Retry-After: ")
+            out.appendDecimal(Int(retryAfterSeconds))
+            out.appendASCII("\r\n")
+        case .storeUnavailable:
+            out.appendASCII("Retry-After: ")
+            out.appendDecimal(Int(max(1, unavailableRetrySeconds)))
+            out.appendASCII("\r\n")
+        case .allowed, .invalidCost:
+            break
+        }
+        guard let r = headline, let d = r.decision else { return }
+        let reset = Int(RateLimitState.ceilSeconds(d.resetAfterMicros))
+        out.appendASCII("RateLimit-Limit: ")
+        out.appendDecimal(Int(d.limit))
+        out.appendASCII("\r\nRateLimit-Remaining: ")
+        out.appendDecimal(Int(d.remaining))
+        out.appendASCII("\r\nRateLimit-Reset: ")
+        out.appendDecimal(reset)
+        out.appendASCII("\r\n")
+        if !results.contains(where: { $0.advertised && !$0.texts.nameIsSafe }) {
+            out.appendASCII("RateLimit-Policy: ")
+            var first = true
+            for item in results where item.advertised {
+                if !first { out.appendASCII(", ") }
+                first = false
+                out.append(contentsOf: item.texts.policyItem)
+            }
+            out.appendASCII("\r\n")
+        }
+        if r.texts.nameIsSafe {
+            out.appendASCII("RateLimit: ")
+            out.append(contentsOf: r.texts.quotedName)
+            out.appendASCII(";r=")
+            out.appendDecimal(Int(d.remaining))
+            out.appendASCII(";t=")
+            out.appendDecimal(reset)
+            out.appendASCII("\r\n")
+        }
+    }
+
+    /// Whether `name` is one of the fields ``headers`` may set (any case): an upstream's own
+    /// field of such a name is replaced, not kept beside the gateway's.
+    public static func isFieldName(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        switch name.count {
+        case 9: return ASCIICase.equal(name, lower: "ratelimit")
+        case 11: return ASCIICase.equal(name, lower: "retry-after")
+        case 15: return ASCIICase.equal(name, lower: "ratelimit-limit") || ASCIICase.equal(name, lower: "ratelimit-reset")
+        case 16: return ASCIICase.equal(name, lower: "ratelimit-policy")
+        case 19: return ASCIICase.equal(name, lower: "ratelimit-remaining")
+        default: return false
+        }
+    }
+
     /// The 429 (or the limit's configured status), 503 or 400 answer, with the headers above;
     /// nil when the request is allowed.
     public var problem: ProblemDetails? {
@@ -72,17 +140,27 @@ extension RateLimitOutcome {
     /// without a count `per-key:open` / `per-key:closed` (failure policy) and `per-key:exempt`.
     /// Empty for a route without limits.
     public var logSummary: String {
-        var line = ""
-        for r in results {
-            if !line.isEmpty { line += "," }
-            line += r.name
-            line += ":"
-            line += r.kind.rawValue
+        var line: [UInt8] = []
+        writeLogSummary(to: &line) { r, out in out.appendUTF8(r.name) }
+        return String(decoding: line, as: UTF8.self)
+    }
+
+    /// ``logSummary`` JSON-escaped, as the access log writes it between quotes: the names were
+    /// escaped at load (``RateLimitTexts``), the rest needs no escaping.
+    public func appendLogSummary(jsonEscapedTo out: inout [UInt8]) {
+        writeLogSummary(to: &out) { r, out in out.append(contentsOf: r.texts.logName) }
+    }
+
+    private func writeLogSummary(to line: inout [UInt8], name: (RateLimitResult, inout [UInt8]) -> Void) {
+        for (i, r) in results.enumerated() {
+            if i > 0 { line.append(UInt8(ascii: ",")) }
+            name(r, &line)
+            line.append(UInt8(ascii: ":"))
+            line.appendUTF8(r.kind.rawValue)
             guard let d = r.decision, r.path == .primary || r.path == .fallbackLocal else { continue }
-            line += r.path == .fallbackLocal ? "@local:" : ":"
-            line += String(d.remaining)
+            if r.path == .fallbackLocal { line.appendASCII("@local:") } else { line.append(UInt8(ascii: ":")) }
+            line.appendDecimal(Int(d.remaining))
         }
-        return line
     }
 }
 

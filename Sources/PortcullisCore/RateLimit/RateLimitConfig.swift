@@ -20,14 +20,18 @@ public enum RateLimitFailurePolicy: String, Sendable, Hashable {
 
 /// One limit of a route, as configured.
 public struct RateLimitSpec: Sendable, Hashable {
-    public var name: String
-    public var params: RateLimitParams
+    public var name: String { didSet { refreshTexts() } }
+    public var params: RateLimitParams { didSet { refreshTexts() } }
     public var key: [RateLimitKeyPart]
     public var store: RateLimitStoreKind
     public var onStoreFailure: RateLimitFailurePolicy
     /// Per consumer-group overrides (plans), in declaration order: the first group of the
     /// list that the consumer belongs to wins.
-    public var groups: [(group: String, params: RateLimitParams)]
+    public var groups: [(group: String, params: RateLimitParams)] { didSet { refreshTexts() } }
+    /// The texts of `name` with `params`, made when either is set (a request formats none of them).
+    public private(set) var texts: RateLimitTexts
+    /// The texts of each plan of `groups`, in its order.
+    private var groupTexts: [RateLimitTexts]
     /// What one request charges (default 1).
     public var cost: RateLimitCost = .constant(1)
     /// `shadow`: counted and logged, never rejects.
@@ -47,17 +51,27 @@ public struct RateLimitSpec: Sendable, Hashable {
         self.store = store
         self.onStoreFailure = onStoreFailure
         self.groups = groups
+        texts = RateLimitTexts(name: name, params: params)
+        groupTexts = groups.map { RateLimitTexts(name: name, params: $0.params) }
+    }
+
+    private mutating func refreshTexts() {
+        texts = RateLimitTexts(name: name, params: params)
+        groupTexts = groups.map { RateLimitTexts(name: name, params: $0.params) }
     }
 
     /// Whether the limit's results show in the RateLimit response fields.
     var advertised: Bool { mode == .enforce && !hideClientHeaders && params.algorithm != .concurrency }
 
     /// The parameters that apply to a consumer in `consumerGroups`.
-    public func params(forGroups consumerGroups: [String]) -> RateLimitParams {
+    public func params(forGroups consumerGroups: [String]) -> RateLimitParams { variant(forGroups: consumerGroups).params }
+
+    /// The parameters that apply to a consumer in `consumerGroups`, with their texts.
+    func variant(forGroups consumerGroups: [String]) -> (params: RateLimitParams, texts: RateLimitTexts) {
         if !groups.isEmpty, !consumerGroups.isEmpty {
-            for (group, p) in groups where consumerGroups.contains(group) { return p }
+            for (i, plan) in groups.enumerated() where consumerGroups.contains(plan.group) { return (plan.params, groupTexts[i]) }
         }
-        return params
+        return (params, texts)
     }
 
     public static func == (a: RateLimitSpec, b: RateLimitSpec) -> Bool {

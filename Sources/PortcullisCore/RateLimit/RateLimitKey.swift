@@ -139,13 +139,18 @@ public struct RateLimitSubject {
     }
 }
 
-/// The identity of one counter: a stable 64-bit hash (shared-memory slot) and its text (Redis key).
+/// The identity of one counter: a stable 64-bit hash, which is all the shared-memory table
+/// (slot and tag) and Redis (`<namespace>:rl:<hash>`) keep of it.
 ///
-/// The text holds the limit's name, its parameters and the length-prefixed key values, so
-/// values containing separators cannot collide, a reload that keeps a limit keeps its
-/// counters, and a changed limit starts fresh.
+/// The hash is that of the counter's text: the limit's name, its parameters and the
+/// length-prefixed key values, so values containing separators cannot collide, a reload that
+/// keeps a limit keeps its counters, and a changed limit starts fresh. The limiter hashes those
+/// bytes as it goes (``init(prefix:parts:subject:)``) without writing the text out; ``make``
+/// writes it, for tests and diagnostics. Two keys are equal when their hashes are.
 public struct RateLimitKey: Sendable, Hashable {
     public let hash: UInt64
+    /// The counter's text when it was written out (``make``, ``init(text:)``); empty for the
+    /// keys the limiter derives.
     public let text: String
 
     public init(text: String) {
@@ -159,27 +164,73 @@ public struct RateLimitKey: Sendable, Hashable {
         self.text = text
     }
 
-    /// Builds the key of `limitName` with `params` for `subject`. A missing value is written as
-    /// `-` (distinct from any present value, which carries its length): every request without,
-    /// say, a consumer shares one counter — conservative rather than unlimited.
+    /// The key of `subject` under a limit whose text prefix is `prefix`
+    /// (``RateLimitTexts/keyPrefix``): the hash of exactly the text ``make`` writes.
+    init(prefix: StableHasher, parts: [RateLimitKeyPart], subject: RateLimitSubject) {
+        var hasher = prefix
+        Self.writeValues(parts: parts, subject: subject, to: &hasher)
+        self.init(hash: hasher.finalize())
+    }
+
+    public static func == (a: RateLimitKey, b: RateLimitKey) -> Bool { a.hash == b.hash }
+    public func hash(into h: inout Hasher) { h.combine(hash) }
+
+    /// Builds the key of `limitName` with `params` for `subject`, its text written out. A
+    /// missing value is written as `-` (distinct from any present value, which carries its
+    /// length): every request without, say, a consumer shares one counter — conservative
+    /// rather than unlimited.
     public static func make(limitName: String, params: RateLimitParams, parts: [RateLimitKeyPart],
                             subject: RateLimitSubject) -> RateLimitKey {
-        var text = limitName
-        text.reserveCapacity(64)
-        text += "|"
-        text += params.description
+        var text = RateLimitKeyText()
+        writePrefix(limitName: limitName, params: params, to: &text)
+        writeValues(parts: parts, subject: subject, to: &text)
+        return RateLimitKey(text: String(decoding: text.bytes, as: UTF8.self))
+    }
+
+    /// `name|algorithm/limit/window_us/burst`: what the configuration fixes.
+    static func writePrefix<W: RateLimitKeyWriter>(limitName: String, params: RateLimitParams, to w: inout W) {
+        w.write(limitName)
+        w.write(byte: UInt8(ascii: "|"))
+        w.write(params.algorithm.rawValue)
+        w.write(byte: UInt8(ascii: "/"))
+        w.writeDecimal(Int(params.limit))
+        w.write(byte: UInt8(ascii: "/"))
+        w.writeDecimal(Int(params.windowMicros))
+        w.write(byte: UInt8(ascii: "/"))
+        w.writeDecimal(Int(params.burst))
+    }
+
+    /// `|<len>:<value>` per part (`|-` for a missing value): what the request adds.
+    static func writeValues<W: RateLimitKeyWriter>(parts: [RateLimitKeyPart], subject: RateLimitSubject, to w: inout W) {
         for part in parts {
-            text += "|"
+            w.write(byte: UInt8(ascii: "|"))
             if let v = subject.value(of: part) {
-                text += String(v.utf8.count)
-                text += ":"
-                text += v
+                w.writeDecimal(v.utf8.count)
+                w.write(byte: UInt8(ascii: ":"))
+                w.write(v)
             } else {
-                text += "-"
+                w.write(byte: UInt8(ascii: "-"))
             }
         }
-        return RateLimitKey(text: text)
     }
+}
+
+/// Receives a counter text's bytes: ``RateLimitKey/make`` keeps them, the limiter only hashes
+/// them (``StableHasher``).
+protocol RateLimitKeyWriter {
+    mutating func write(byte: UInt8)
+    mutating func write(_ text: String)
+    /// `value` in decimal, as `String(value)` writes it.
+    mutating func writeDecimal(_ value: Int)
+}
+
+/// A counter's text, written out.
+struct RateLimitKeyText: RateLimitKeyWriter {
+    var bytes: [UInt8] = []
+    init() { bytes.reserveCapacity(64) }
+    mutating func write(byte: UInt8) { bytes.append(byte) }
+    mutating func write(_ text: String) { bytes.appendUTF8(text) }
+    mutating func writeDecimal(_ value: Int) { bytes.appendDecimal(value) }
 }
 
 /// A hash that is the same in every process and on every run (Swift's `Hasher` is seeded per
@@ -188,12 +239,9 @@ public struct RateLimitKey: Sendable, Hashable {
 /// well mixed. Never 0 (0 marks an empty slot).
 public enum StableHash {
     public static func hash(_ s: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in s.utf8 {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01b3
-        }
-        return mix(h)
+        var h = StableHasher()
+        h.write(s)
+        return h.finalize()
     }
 
     public static func mix(_ x: UInt64) -> UInt64 {
@@ -203,4 +251,30 @@ public enum StableHash {
         z = z ^ (z >> 31)
         return z == 0 ? 1 : z
     }
+}
+
+/// ``StableHash`` fed in pieces: FNV-1a is a running state, so a text given piece by piece
+/// hashes as the joined text would, and a fixed prefix can be hashed once and continued.
+public struct StableHasher: Sendable, Hashable, RateLimitKeyWriter {
+    private var state: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    public init() {}
+
+    @inline(__always)
+    public mutating func write(byte: UInt8) {
+        state ^= UInt64(byte)
+        state = state &* 0x0000_0100_0000_01b3
+    }
+
+    public mutating func write(_ text: String) {
+        var text = text  // withUTF8 is free for a native string
+        text.withUTF8 { for b in $0 { write(byte: b) } }
+    }
+
+    public mutating func writeDecimal(_ value: Int) {
+        DecimalText.forEachByte(of: value) { write(byte: $0) }
+    }
+
+    /// The hash of everything written (never 0).
+    public func finalize() -> UInt64 { StableHash.mix(state) }
 }

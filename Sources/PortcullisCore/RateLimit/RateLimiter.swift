@@ -48,12 +48,19 @@ public struct RateLimitResult: Sendable, Equatable {
     public var shadow = false
     /// Shown in the RateLimit response fields (enforced, not hidden, not a concurrency limit).
     public var advertised = true
+    /// The texts of `name` with `params`, fixed at load (the response fields and the log use them).
+    var texts: RateLimitTexts
 
     public init(name: String, decision: RateLimitDecision?, path: RateLimitPath, params: RateLimitParams) {
+        self.init(name: name, decision: decision, path: path, params: params, texts: RateLimitTexts(name: name, params: params))
+    }
+
+    init(name: String, decision: RateLimitDecision?, path: RateLimitPath, params: RateLimitParams, texts: RateLimitTexts) {
         self.name = name
         self.decision = decision
         self.path = path
         self.params = params
+        self.texts = texts
     }
 
     /// What happened, in one word per case (for the access log and metrics).
@@ -145,6 +152,7 @@ public struct RateLimitEvaluation {
     struct Question {
         var spec: RateLimitSpec
         var params: RateLimitParams
+        var texts: RateLimitTexts
         var key: RateLimitKey
         var cost: Int64
     }
@@ -257,7 +265,7 @@ public final class RateLimiter {
         while e.next < e.limits.count {
             let spec = e.limits[e.next]
             if let exempt = spec.exempt, exempt.exempts(e.subject) {
-                var result = RateLimitResult(name: spec.name, decision: nil, path: .exempt, params: spec.params)
+                var result = RateLimitResult(name: spec.name, decision: nil, path: .exempt, params: spec.params, texts: spec.texts)
                 result.shadow = spec.mode == .shadow
                 result.advertised = false
                 e.results.append(result)
@@ -272,16 +280,16 @@ public final class RateLimiter {
                 return .done(RateLimitOutcome(verdict: .invalidCost("rate limit \"\(spec.name)\": " + error.message),
                                               results: e.results, unavailableRetrySeconds: 0))
             }
-            let params = spec.params(forGroups: e.subject.consumerGroups)
-            let key = RateLimitKey.make(limitName: spec.name, params: params, parts: spec.key, subject: e.subject)
+            let (params, texts) = spec.variant(forGroups: e.subject.consumerGroups)
+            let key = RateLimitKey(prefix: texts.keyPrefix, parts: spec.key, subject: e.subject)
             let decided: Decided
             if spec.store == .local || remote == nil {
-                decided = decideLocally(spec.name, key: key, params: params, path: .primary, now: e.now, cost: cost)
+                decided = decideLocally(spec.name, key: key, params: params, texts: texts, path: .primary, now: e.now, cost: cost)
             } else if remoteIsDue(e.now) {
-                e.question = RateLimitEvaluation.Question(spec: spec, params: params, key: key, cost: cost)
+                e.question = RateLimitEvaluation.Question(spec: spec, params: params, texts: texts, key: key, cost: cost)
                 return .remote(key: key, params: params, cost: cost)
             } else {
-                decided = applyPolicy(spec, params: params, subject: e.subject, now: e.now, cost: cost)
+                decided = applyPolicy(spec, params: params, texts: texts, subject: e.subject, now: e.now, cost: cost)
             }
             if let outcome = record(decided, spec: spec, in: &e) { return .done(outcome) }
         }
@@ -317,11 +325,11 @@ public final class RateLimiter {
                 observer.log("rate limit: redis answers again; distributed counting resumed")
             }
             remoteRetryAt = 0
-            decided = Decided(result: RateLimitResult(name: q.spec.name, decision: d, path: .primary, params: q.params),
+            decided = Decided(result: RateLimitResult(name: q.spec.name, decision: d, path: .primary, params: q.params, texts: q.texts),
                               commitment: d.allowed ? .init(remote: true, key: q.key, params: q.params, cost: q.cost) : nil)
         case .failure(let error):
             remoteFailed(error, now: e.now)
-            decided = applyPolicy(q.spec, params: q.params, subject: e.subject, now: e.now, cost: q.cost)
+            decided = applyPolicy(q.spec, params: q.params, texts: q.texts, subject: e.subject, now: e.now, cost: q.cost)
         }
         if let outcome = record(decided, spec: q.spec, in: &e) { return .done(outcome) }
         return advance(&e)
@@ -388,32 +396,34 @@ public final class RateLimiter {
     }
 
     /// The limit's `on_store_failure` policy, while Redis is unavailable.
-    private func applyPolicy(_ spec: RateLimitSpec, params: RateLimitParams, subject: RateLimitSubject,
+    private func applyPolicy(_ spec: RateLimitSpec, params: RateLimitParams, texts: RateLimitTexts, subject: RateLimitSubject,
                              now: Int64, cost: Int64) -> Decided {
         observer.degradedDecision()
         switch spec.onStoreFailure {
         case .open:
-            return Decided(result: RateLimitResult(name: spec.name, decision: nil, path: .failOpen, params: params))
+            return Decided(result: RateLimitResult(name: spec.name, decision: nil, path: .failOpen, params: params, texts: texts))
         case .closed:
-            return Decided(result: RateLimitResult(name: spec.name, decision: nil, path: .failClosed, params: params))
+            return Decided(result: RateLimitResult(name: spec.name, decision: nil, path: .failClosed, params: params, texts: texts))
         case .local:
+            // Only while Redis is unavailable: the divided parameters' texts are made here.
             let divided = params.divided(by: instances)
-            let localKey = RateLimitKey.make(limitName: spec.name, params: divided, parts: spec.key, subject: subject)
-            return decideLocally(spec.name, key: localKey, params: divided, path: .fallbackLocal, now: now, cost: cost)
+            let dividedTexts = divided == params ? texts : RateLimitTexts(name: spec.name, params: divided)
+            let localKey = RateLimitKey(prefix: dividedTexts.keyPrefix, parts: spec.key, subject: subject)
+            return decideLocally(spec.name, key: localKey, params: divided, texts: dividedTexts, path: .fallbackLocal, now: now, cost: cost)
         }
     }
 
-    private func decideLocally(_ name: String, key: RateLimitKey, params: RateLimitParams, path: RateLimitPath,
-                               now: Int64, cost: Int64) -> Decided {
+    private func decideLocally(_ name: String, key: RateLimitKey, params: RateLimitParams, texts: RateLimitTexts,
+                               path: RateLimitPath, now: Int64, cost: Int64) -> Decided {
         do {
             let d = try local.acquire(key, params: params, now: now, cost: cost)
-            return Decided(result: RateLimitResult(name: name, decision: d, path: path, params: params),
+            return Decided(result: RateLimitResult(name: name, decision: d, path: path, params: params, texts: texts),
                            commitment: d.allowed ? .init(remote: false, key: key, params: params, cost: cost) : nil)
         } catch {
             // The shared-memory table cannot fail; a custom local store that does is not a
             // reason to refuse traffic.
             observer.log("rate limit: local store failed (\(error.message)); admitting")
-            return Decided(result: RateLimitResult(name: name, decision: nil, path: .failOpen, params: params))
+            return Decided(result: RateLimitResult(name: name, decision: nil, path: .failOpen, params: params, texts: texts))
         }
     }
 }

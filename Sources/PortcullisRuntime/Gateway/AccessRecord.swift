@@ -18,7 +18,8 @@ struct AccessRecord {
     var error: String?
     var consumer: String?
     var credential: String?
-    var limits: String?
+    /// The route's rate-limit outcome, written as its `logSummary` (nil: the route has no limits).
+    var limits: RateLimitOutcome?
     /// The snippet location a `websocket` or `grpc` request was handed to (`websocket`, `grpc`).
     var handoff: String?
     /// The `grpc-status` of a refusal on a `grpc` route (its HTTP status is 200).
@@ -55,7 +56,7 @@ struct AccessRecord {
         if let grpcStatus { w.field("grpc_status", grpcStatus) }
         if let consumer { w.field("consumer", consumer) }
         if let credential { w.field("credential", credential) }
-        if let limits { w.field("limits", limits) }
+        if let limits { w.field("limits", unescaped: { limits.appendLogSummary(jsonEscapedTo: &$0) }) }
         if let tries { w.field("tries", rawJSON: tries) }
         if let error { w.field("error", error) }
         buffer = w.finish()

@@ -221,7 +221,7 @@ final class RequestTask {
         guard !route.limits.isEmpty else {
             return forward(RoutedRequest(request: request, route: route, match: match,
                                          upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                         identity: identity, responseHeaders: HTTPHeaders()))
+                                         identity: identity, limits: nil))
         }
         guard let limiter = context.limiter else {
             return answer(.internalError("rate limiting is unavailable"))
@@ -234,14 +234,14 @@ final class RequestTask {
         subject.request = request
         subject.pathParams = match.params
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
-            log.limits = outcome.logSummary
+            log.limits = outcome
             leases = outcome.leases
             if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
             if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
             if let problem = outcome.problem { return answer(problem) }
             forward(RoutedRequest(request: request, route: route, match: match,
                                   upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                  identity: identity, responseHeaders: outcome.headers))
+                                  identity: identity, limits: outcome))
         }
     }
 
@@ -535,14 +535,11 @@ final class RequestTask {
     }
 
     private func responseHooks(_ pass: RoutedRequest, context: TemplateContext?) -> ResponseHooks {
-        let added = pass.responseHeaders
         guard let context, !pass.chain.response.isEmpty else {
-            if added.count == 0 { return .streaming }
-            return ResponseHooks(head: { _, headers in
-                for (name, value) in added { headers.set(name, value) }
-                return nil
-            })
+            guard let limits = pass.limits, limits.addsHeaderFields else { return .streaming }
+            return .streaming(adding: limits)
         }
+        let added = pass.responseHeaders
         let chain = pass.chain
         let metrics = gateway.metrics, routeIndex = pass.match.routeIndex
         return ResponseHooks(
@@ -727,6 +724,10 @@ struct RoutedRequest {
     let upstream: UpstreamConfig
     let chain: TransformChain
     let identity: Identity?
-    /// Headers the gateway adds to the response (RateLimit-*).
-    let responseHeaders: HTTPHeaders
+    /// The route's rate-limit outcome (nil: the route has no limits), whose RateLimit fields
+    /// the gateway adds to the response.
+    let limits: RateLimitOutcome?
+    /// Headers the gateway adds to the response (RateLimit-*), as `HTTPHeaders` for the paths
+    /// that edit a head (transforms, handoffs); the streaming path writes them as bytes.
+    var responseHeaders: HTTPHeaders { limits?.headers ?? HTTPHeaders() }
 }

@@ -76,7 +76,7 @@ final class ResponseRelay {
     /// produced them.
     func head(status: Int, fields: RawHeaderFields) {
         self.status = status
-        if hooks.streamsPlainly {
+        if hooks.streamsPlainly, hooks.rateLimitFields == nil || !fields.containsName(where: RateLimitOutcome.isFieldName) {
             rawHead = fields
         } else {
             headers = fields.headers()
@@ -133,11 +133,14 @@ final class ResponseRelay {
         if answeredProblem { return false }
         guard !sink.headSent else { return true }
         if let rawHead {
-            sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering)
+            sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering, adding: hooks.rateLimitFields)
             self.rawHead = nil
             return true
         }
         var outgoing = HeaderHygiene.downstreamResponseHeaders(headers, allowAccelBuffering: allowAccelBuffering)
+        if let added = hooks.rateLimitFields {
+            for (name, value) in added.headers { outgoing.set(name, value) }
+        }
         var code = status
         if let hook = hooks.head, let problem = hook(&code, &outgoing) {
             sink.sendProblem(problem, requestId: requestId)

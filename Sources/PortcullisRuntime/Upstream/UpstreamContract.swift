@@ -52,6 +52,11 @@ public struct ResponseHooks {
     /// `.streaming` as it is (no hook changed): every response is streamed and no hook looks
     /// at its headers, so the relay never builds `HTTPHeaders` for them.
     public private(set) var streamsPlainly = false
+    /// The rate-limit fields the gateway adds to a streamed response (nil: none). The relay
+    /// writes them as bytes after the upstream's own (``RateLimitOutcome/appendHeaderFields(to:)``);
+    /// when the upstream's head holds a field of one of their names it builds `HTTPHeaders`
+    /// instead and sets them there, so the gateway's value replaces the upstream's in place.
+    public var rateLimitFields: RateLimitOutcome?
 
     public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },
                 head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil,
@@ -64,6 +69,13 @@ public struct ResponseHooks {
     public static var streaming: ResponseHooks {
         var hooks = ResponseHooks()
         hooks.streamsPlainly = true
+        return hooks
+    }
+
+    /// ``streaming``, with `fields`' RateLimit fields added to every head.
+    public static func streaming(adding fields: RateLimitOutcome) -> ResponseHooks {
+        var hooks = streaming
+        hooks.rateLimitFields = fields
         return hooks
     }
 }
