@@ -3,13 +3,16 @@ extension RateLimitOutcome {
     /// The result the RateLimit fields describe: the rejecting limit on 429 (when it is
     /// advertised), otherwise the most restrictive advertised one (fewest remaining, then the
     /// longest until reset). Shadow, hidden and concurrency limits are never described.
-    var headline: RateLimitResult? {
-        if verdict == .limited { return results.last.flatMap { $0.advertised ? $0 : nil } }
-        var best: RateLimitResult?
-        for r in results where r.advertised {
-            guard let d = r.decision else { continue }
-            if let b = best?.decision, (b.remaining, -b.resetAfterMicros) <= (d.remaining, -d.resetAfterMicros) { continue }
-            best = r
+    var headline: RateLimitResult? { headlineIndex.map { results[$0] } }
+
+    /// The index of ``headline`` in `results` (no copy of a result per comparison).
+    private var headlineIndex: Int? {
+        if verdict == .limited { return results.isEmpty || !results[results.count - 1].advertised ? nil : results.count - 1 }
+        var best: Int?
+        for i in results.indices where results[i].advertised {
+            guard let d = results[i].decision else { continue }
+            if let b = best, let bd = results[b].decision, (bd.remaining, -bd.resetAfterMicros) <= (d.remaining, -d.resetAfterMicros) { continue }
+            best = i
         }
         return best
     }
@@ -54,7 +57,7 @@ extension RateLimitOutcome {
     public var addsHeaderFields: Bool {
         switch verdict {
         case .limited, .storeUnavailable: return true
-        case .allowed, .invalidCost: return headline?.decision != nil
+        case .allowed, .invalidCost: return headlineIndex.map { results[$0].decision != nil } ?? false
         }
     }
 
@@ -75,7 +78,7 @@ extension RateLimitOutcome {
         case .allowed, .invalidCost:
             break
         }
-        guard let r = headline, let d = r.decision else { return }
+        guard let h = headlineIndex, let d = results[h].decision else { return }
         let reset = Int(RateLimitState.ceilSeconds(d.resetAfterMicros))
         out.appendASCII("RateLimit-Limit: ")
         out.appendDecimal(Int(d.limit))
@@ -87,16 +90,17 @@ extension RateLimitOutcome {
         if !results.contains(where: { $0.advertised && !$0.texts.nameIsSafe }) {
             out.appendASCII("RateLimit-Policy: ")
             var first = true
-            for item in results where item.advertised {
+            for i in results.indices where results[i].advertised {
                 if !first { out.appendASCII(", ") }
                 first = false
-                out.append(contentsOf: item.texts.policyItem)
+                out.append(contentsOf: results[i].texts.policyItem)
             }
             out.appendASCII("\r\n")
         }
-        if r.texts.nameIsSafe {
+        let texts = results[h].texts
+        if texts.nameIsSafe {
             out.appendASCII("RateLimit: ")
-            out.append(contentsOf: r.texts.quotedName)
+            out.append(contentsOf: texts.quotedName)
             out.appendASCII(";r=")
             out.appendDecimal(Int(d.remaining))
             out.appendASCII(";t=")

@@ -1,8 +1,9 @@
 /// What the configuration fixes about one limit under one set of parameters (its base, a plan
 /// of `groups`, or the `local` fallback's division): the text every request of it would
 /// otherwise format again. Built once when the configuration is loaded (``RateLimitSpec`` keeps
-/// one per set of parameters), so a request only writes its own numbers and key values.
-public struct RateLimitTexts: Sendable, Hashable {
+/// one per set of parameters), so a request only writes its own numbers and key values. A
+/// class: results carry it from the decision to the head and the log line with one reference.
+public final class RateLimitTexts: Sendable, Hashable {
     /// ``StableHasher`` after the counter text's prefix `name|algorithm/limit/window_us/burst`;
     /// a request's key continues it with its values (``RateLimitKey/init(prefix:parts:subject:)``).
     let keyPrefix: StableHasher
@@ -28,4 +29,11 @@ public struct RateLimitTexts: Sendable, Hashable {
         JSONLineWriter.appendQuoted(name, to: &escaped)
         logName = Array(escaped.dropFirst().dropLast())
     }
+
+    public static func == (a: RateLimitTexts, b: RateLimitTexts) -> Bool {
+        a === b || (a.keyPrefix == b.keyPrefix && a.policyItem == b.policyItem && a.quotedName == b.quotedName
+            && a.nameIsSafe == b.nameIsSafe && a.logName == b.logName)
+    }
+
+    public func hash(into h: inout Hasher) { h.combine(keyPrefix) }
 }

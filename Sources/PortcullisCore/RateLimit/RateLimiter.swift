@@ -370,7 +370,9 @@ public final class RateLimiter {
         e.next += 1
         let path = result.path
         guard spec.mode == .enforce, path == .failClosed || result.decision?.allowed == false else {
-            if let c = decided.commitment {
+            // Kept to be refunded if a later limit rejects, or as a lease: the last limit's
+            // plain commitment is never needed (and a one-limit route allocates nothing for it).
+            if let c = decided.commitment, c.params.algorithm == .concurrency || e.next < e.limits.count {
                 e.committed.append(c)
                 if c.params.algorithm == .concurrency { e.holdsLeases = true }
             }

@@ -53,6 +53,9 @@ final class RequestTask {
     private var ended = false
     /// Concurrency leases held until the request ends.
     private var leases: [RateLimitLease] = []
+    /// The route's rate-limit outcome (nil: the route has no limits), whose RateLimit fields
+    /// the gateway adds to the response. Kept here, not in every copy of the `RoutedRequest`.
+    private var limitOutcome: RateLimitOutcome?
     /// nginx always sends REQUEST_METHOD; without it the params were cut short.
     private let complete: Bool
     private let paramBytes: Int
@@ -221,7 +224,7 @@ final class RequestTask {
         guard !route.limits.isEmpty else {
             return forward(RoutedRequest(request: request, route: route, match: match,
                                          upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                         identity: identity, limits: nil))
+                                         identity: identity))
         }
         guard let limiter = context.limiter else {
             return answer(.internalError("rate limiting is unavailable"))
@@ -236,12 +239,13 @@ final class RequestTask {
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
             log.limits = outcome
             leases = outcome.leases
+            limitOutcome = outcome
             if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
             if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
             if let problem = outcome.problem { return answer(problem) }
             forward(RoutedRequest(request: request, route: route, match: match,
                                   upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                  identity: identity, limits: outcome))
+                                  identity: identity))
         }
     }
 
@@ -358,7 +362,7 @@ final class RequestTask {
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
         var fields = Handoff.answerFields(proto: proto, upstream: upstream.config.name, targetIndex: target, targetURL: targetURL,
                                           uri: PercentEncoding.requestTarget(path: path, rawQuery: upstreamQuery(request)),
-                                          upstreamHeaders: upstreamHeaders(pass), clientHeaders: pass.responseHeaders)
+                                          upstreamHeaders: upstreamHeaders(pass), clientHeaders: responseHeaders)
         fields.add("Content-Length", "0")
         log.upstream = targetURL
         log.handoff = proto.rawValue
@@ -536,10 +540,10 @@ final class RequestTask {
 
     private func responseHooks(_ pass: RoutedRequest, context: TemplateContext?) -> ResponseHooks {
         guard let context, !pass.chain.response.isEmpty else {
-            guard let limits = pass.limits, limits.addsHeaderFields else { return .streaming }
+            guard let limits = limitOutcome, limits.addsHeaderFields else { return .streaming }
             return .streaming(adding: limits)
         }
-        let added = pass.responseHeaders
+        let added = responseHeaders
         let chain = pass.chain
         let metrics = gateway.metrics, routeIndex = pass.match.routeIndex
         return ResponseHooks(
@@ -578,7 +582,7 @@ final class RequestTask {
         if collected.overflowed {
             let limit: BodyLimit
             do {
-                let headers = Self.transformInput(collected.headers, added: pass.responseHeaders)
+                let headers = Self.transformInput(collected.headers, added: responseHeaders)
                 limit = try chain.appliedResponseBodyUse(status: collected.status, headers: headers, context: context).limit
                     ?? BodyLimit(bytes: 0, ruleSet: "")
             } catch {
@@ -593,7 +597,7 @@ final class RequestTask {
             return
         }
         var status = collected.status
-        var headers = Self.transformInput(collected.headers, added: pass.responseHeaders, allowAccelBuffering: pass.upstream.allowAccelBuffering)
+        var headers = Self.transformInput(collected.headers, added: responseHeaders, allowAccelBuffering: pass.upstream.allowAccelBuffering)
         var body: [UInt8]? = collected.discarded ? nil : collected.body
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
@@ -608,6 +612,10 @@ final class RequestTask {
         exchange.sendHead(status: status, headers: headers)
         if request.method != "HEAD" { exchange.sendBody(bytes) }
     }
+
+    /// Headers the gateway adds to the response (RateLimit-*), as `HTTPHeaders` for the paths
+    /// that edit a head (transforms, handoffs); the streaming path writes them as bytes.
+    private var responseHeaders: HTTPHeaders { limitOutcome?.headers ?? HTTPHeaders() }
 
     /// The slow-request line: who, where, and the time each stage took (a stage that did not
     /// run counts 0).
@@ -724,10 +732,4 @@ struct RoutedRequest {
     let upstream: UpstreamConfig
     let chain: TransformChain
     let identity: Identity?
-    /// The route's rate-limit outcome (nil: the route has no limits), whose RateLimit fields
-    /// the gateway adds to the response.
-    let limits: RateLimitOutcome?
-    /// Headers the gateway adds to the response (RateLimit-*), as `HTTPHeaders` for the paths
-    /// that edit a head (transforms, handoffs); the streaming path writes them as bytes.
-    var responseHeaders: HTTPHeaders { limits?.headers ?? HTTPHeaders() }
 }
