@@ -159,9 +159,7 @@ public struct Authenticator: Sendable {
     /// (algorithm bound to the key), then the claims. Results are cached by token digest.
     public func verifyToken(_ token: [UInt8], now: Int64) -> Result<Identity, TokenError> {
         guard token.count <= maxTokenBytes else { return .failure(.tooLarge) }
-        if let hit = cache.lookup(token, now: now) {
-            return identity(claims: hit.claims, issuer: settings.jwt.issuers[hit.issuerIndex], kid: hit.kid)
-        }
+        if let hit = cache.lookup(token, now: now) { return .success(hit.identity) }
         do throws(TokenError) {
             let parsed = try ParsedJWS.parse(token, maxBytes: maxTokenBytes)
             guard let claimsValue = try? JSONCodec.parse(parsed.payload, rejectDuplicateKeys: true),
@@ -182,8 +180,8 @@ public struct Authenticator: Sendable {
             }
             let expiry = try Self.validateClaims(claims, issuer: issuer, now: now)
             let result = identity(claims: claims, issuer: issuer, kid: key.kid)
-            if case .success = result {
-                cache.store(token, expiry: expiry.map { $0 &+ issuer.leewaySeconds }, now: now, issuerIndex: index, claims: claims, kid: key.kid)
+            if case .success(let identity) = result {
+                cache.store(token, expiry: expiry.map { $0 &+ issuer.leewaySeconds }, now: now, identity: identity)
             }
             return result
         } catch {

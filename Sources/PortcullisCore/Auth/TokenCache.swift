@@ -3,6 +3,8 @@ import Synchronization
 
 /// A bounded cache of verified tokens, keyed by the SHA-256 of the token, so a repeated RS/ES
 /// token costs one hash and one lookup instead of a public-key operation and two JSON parses.
+/// An entry holds the identity built from the token's claims: a hit builds nothing (the
+/// identity depends only on the claims and on the configuration, which owns the cache).
 ///
 /// An entry lives until the earlier of the token's `exp` and `ttl` seconds after it was
 /// verified. Revocation consequence: a token accepted once stays accepted for up to `ttl`
@@ -11,9 +13,8 @@ import Synchronization
 public final class TokenCache: Sendable {
     public struct Entry: Sendable {
         public let validUntil: Int64
-        public let issuerIndex: Int
-        public let claims: JSONObject
-        public let kid: String?
+        /// The identity of the verified token (its claims included).
+        public let identity: Identity
     }
 
     private struct Key: Hashable {
@@ -59,12 +60,12 @@ public final class TokenCache: Sendable {
     }
 
     /// Remembers a verified token. `expiry` is the token's `exp` (nil when it has none).
-    public func store(_ token: [UInt8], expiry: Int64?, now: Int64, issuerIndex: Int, claims: JSONObject, kid: String?) {
+    public func store(_ token: [UInt8], expiry: Int64?, now: Int64, identity: Identity) {
         guard capacity > 0, ttlSeconds > 0 else { return }
         let until = min(expiry ?? .max, now &+ ttlSeconds)
         guard until > now else { return }
         let k = Self.key(token)
-        let entry = Entry(validUntil: until, issuerIndex: issuerIndex, claims: claims, kid: kid)
+        let entry = Entry(validUntil: until, identity: identity)
         state.withLock { s in
             if s.entries.updateValue(entry, forKey: k) != nil { return }
             if s.order.count < capacity {
