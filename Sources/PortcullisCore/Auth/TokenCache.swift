@@ -37,8 +37,10 @@ public final class TokenCache: Sendable {
         self.state = Mutex(State())
     }
 
-    private static func key(_ token: [UInt8]) -> Key {
-        let digest = SHA256.hash(data: token)
+    private static func key(_ token: UnsafeBufferPointer<UInt8>) -> Key {
+        var hasher = SHA256()
+        hasher.update(bufferPointer: UnsafeRawBufferPointer(token))
+        let digest = hasher.finalize()
         return digest.withUnsafeBytes { raw in
             Key(a: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), b: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
                 c: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), d: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
@@ -47,6 +49,11 @@ public final class TokenCache: Sendable {
 
     /// The cached verification of `token`, if still valid at `now`.
     public func lookup(_ token: [UInt8], now: Int64) -> Entry? {
+        token.withUnsafeBufferPointer { lookup($0, now: now) }
+    }
+
+    /// The cached verification of the token in `token`'s bytes, if still valid at `now`.
+    public func lookup(_ token: UnsafeBufferPointer<UInt8>, now: Int64) -> Entry? {
         guard capacity > 0 else { return nil }
         let k = Self.key(token)
         return state.withLock { s in
@@ -64,7 +71,7 @@ public final class TokenCache: Sendable {
         guard capacity > 0, ttlSeconds > 0 else { return }
         let until = min(expiry ?? .max, now &+ ttlSeconds)
         guard until > now else { return }
-        let k = Self.key(token)
+        let k = token.withUnsafeBufferPointer { Self.key($0) }
         let entry = Entry(validUntil: until, identity: identity)
         state.withLock { s in
             if s.entries.updateValue(entry, forKey: k) != nil { return }
