@@ -443,6 +443,13 @@ def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(
 
     listed = gw.status()["api_keys_expiring"]
     assert [(k["key_id"], k["expired"]) for k in listed] == [("gone", True), ("soon", False)], listed
+    # status --field: one value of the --json report, as check --field does for the configuration.
+    report = gw.status()
+    assert gw.cli("status", "--field", "/workers/0/pid").stdout == f"{report['workers'][0]['pid']}\n"
+    assert json.loads(gw.cli("status", "--field", "/api_keys_expiring/1").stdout)["key_id"] == "soon"
+    missing = gw.cli("status", "--field", "/workers/9")
+    assert missing.returncode == 1 and "no /workers/9 in the status report" in missing.stderr, missing.stderr
+    assert gw.cli("status", "--field", "workers").returncode == 64
     assert "api key c/gone expired" in gw.cli("status").stdout
 
     keys = [str(gw.binary), "keys", "generate", "--consumer", "c", "--key-id", "k", "--expires"]
@@ -459,6 +466,8 @@ def test_cli_exit_codes_when_nothing_runs(make_gateway: Callable[..., Gateway]) 
         assert result.returncode == 3, (command, result.returncode, result.stdout, result.stderr)
     assert gw.cli("status").stdout == "not running\n"
     assert json.loads(gw.cli("status", "--json").stdout) == {"running": False}
+    field = gw.cli("status", "--field", "/workers/0/pid")
+    assert (field.returncode, field.stdout) == (3, "") and "not running" in field.stderr, field
     checked = gw.cli("check")
     assert checked.returncode == 0, checked.stderr
     assert re.fullmatch(rf"{re.escape(str(gw.config_path))}: ok \(\d+ routes, \d+ upstreams\)\n", checked.stdout), checked.stdout
