@@ -9,11 +9,7 @@ final class AuthBearerBytesTests: XCTestCase {
     /// Random `Authorization` values from pieces that matter at the scheme's edges.
     static func values(seed: UInt64, count: Int) -> [String] {
         var rng = SplitMix(seed: seed)
-        return (0..<count).map { _ in
-            var text = ""
-            for _ in 0..<(rng.next() % 6) { text += pieces[Int(rng.next() % UInt64(pieces.count))] }
-            return text
-        }
+        return rng.texts(from: pieces, count: count)
     }
 
     /// The token as `bearerIdentity` finds it: on the bytes, or on Characters when they may differ.

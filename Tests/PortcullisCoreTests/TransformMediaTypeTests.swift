@@ -26,9 +26,7 @@ final class TransformMediaTypeTests: XCTestCase {
     func testFormASCIIPathAgreesWithCharacterPath() {
         let pieces = ["application", "/", "x-www-form-urlencoded", "X-WWW-FORM-URLENCODED", ";", " ", "\t", "x", "charset=utf-8", "\r\n"]
         var rng = SplitMix(seed: 5)
-        for _ in 0..<5000 {
-            var text = ""
-            for _ in 0..<(rng.next() % 6) { text += pieces[Int(rng.next() % UInt64(pieces.count))] }
+        for text in rng.texts(from: pieces, count: 5000) {
             var copy = text
             let ascii = copy.withUTF8 { FormMediaType.matchesASCII($0) }
             XCTAssertEqual(ascii, FormMediaType.matchesCharacters(text), text.debugDescription)
@@ -38,9 +36,7 @@ final class TransformMediaTypeTests: XCTestCase {
     func testASCIIPathAgreesWithCharacterPath() {
         let pieces = ["application", "/", "json", "+json", ";", " ", "\t", "x", "JSON", "A", "charset=utf-8", "/json", "+"]
         var rng = SplitMix(seed: 3)
-        for _ in 0..<5000 {
-            var text = ""
-            for _ in 0..<(rng.next() % 6) { text += pieces[Int(rng.next() % UInt64(pieces.count))] }
+        for text in rng.texts(from: pieces, count: 5000) {
             var copy = text
             let ascii = copy.withUTF8 { JSONMediaType.matchesASCII($0) }
             XCTAssertEqual(ascii, JSONMediaType.matchesCharacters(text), text.debugDescription)
