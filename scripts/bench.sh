@@ -26,6 +26,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
+source scripts/bench/common.sh
 export PATH=/opt/swift/usr/bin:$PATH
 started=$SECONDS
 
@@ -101,20 +102,7 @@ trap cleanup EXIT
 # The design's ceiling: the C event-loop proxy, compiled from the repository.
 gcc -O2 -Wall -o "$work/evproxy" scripts/bench/evproxy.c -lfcgi
 
-# A ~2 KB JSON document: the response body of the transform scenario and (as v1 request) its POST body.
-python3 - "$work" <<'PY'
-import json, sys
-work = sys.argv[1]
-items = [{"name": f"item-{i}", "cost_price": i * 1.5, "supplier": "acme", "qty": i} for i in range(18)]
-doc = {"internal_id": "x-1", "debug": {"trace": "abc"}, "name": "widget", "items": items}
-open(f"{work}/static/2k.json", "w").write(json.dumps(doc))
-v1 = {"user_name": "alice", "email": "a@example.com", "phone": "+100", "street": "Main 1", "city": "Zurich",
-      "notes": "n" * 1850}
-open(f"{work}/v1.json", "w").write(json.dumps(v1))
-body = json.dumps(v1).replace('"', '\\"')
-open(f"{work}/post2k.lua", "w").write(
-    'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = "' + body + '"\n')
-PY
+bench_bodies "$work"
 
 # ---- upstreams (on the load core while pinned) -------------------------------------------------
 # Static upstream: answers a small JSON body, like a fast microservice.
@@ -126,8 +114,7 @@ http {
   client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
   uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
   server { listen 127.0.0.1:$static_port; listen 127.0.0.1:$static_port2; listen 127.0.0.1:$static_port3;
-    location /bench/transform { default_type application/json; return 200 '$(cat "$work/static/2k.json")'; }
-    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } }
+    $(bench_static_locations "$work") }
 }
 CONF
 taskset -c $load_core nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
@@ -146,8 +133,7 @@ start_stack() {
         -e "s#@WORK@#$dir#g" -e "s#@REDIS_PORT@#$redis_port#" -e "s#@WORKERS@#$nworkers#" -e "s#@THREADS@#$nthreads#" \
         -e "s#@METRICS@#$([[ $metrics == on ]] && echo true || echo false)#" \
         scripts/bench/config.json.in > "$dir/portcullis.json"
-    cp -r config/demo-* "$dir/" 2>/dev/null || true
-    cp -r plugins "$dir/plugins"
+    bench_files "$dir"
     taskset -c "$cpus" "$bin" serve --config "$dir/portcullis.json" 2>"$dir/gateway.log" & stack_pids+=($!)
     taskset -c "$cpus" "$work/evproxy" "$dir/evproxy.sock" "$static_port" "$loops" 2>"$dir/evproxy.log" & stack_pids+=($!)
     evproxy_pid=$!
@@ -280,17 +266,18 @@ measure() {
         "$phase" "$name" "$(fmt "$pm")" "$kind" "$(fmt "$gm")" "$ratio" "$cpu_us" "$ctx_req"
 }
 
-# latency NAME URL RATE: p50/p99 at a fixed offered rate (h2load --rps per connection; HTTP/1.1,
-# one request in flight per connection), from h2load's per-request log.
+# latency LEVEL NAME URL RATE: p50/p99 at a fixed offered rate (h2load --rps per connection;
+# HTTP/1.1, one request in flight per connection), from h2load's per-request log. LEVEL names the
+# rate: nginx50 (50% of nginx's maximum) or gateway50 (50% of route only's maximum).
 latency() {
-    local name=$1 url=$2 rate=$3
+    local level=$1 name=$2 url=$3 rate=$4
     local per_conn=$(( (rate + conns - 1) / conns ))
-    local log=$work/latency-${name// /_}.log
+    local log=$work/latency-$level-${name// /_}.log
     taskset -c $load_core h2load --h1 -t1 -c"$conns" --rps="$per_conn" -D "$lat_duration" --warm-up-time=1s \
         --log-file="$log" "$url" >"$log.out" 2>&1 || true
-    python3 - "$log" "$name" "$((per_conn * conns))" "${lat_duration%s}" "$results" <<'PY'
+    python3 - "$log" "$name" "$((per_conn * conns))" "${lat_duration%s}" "$results" "$level" <<'PY'
 import json, sys
-path, name, offered, seconds, results = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+path, name, offered, seconds, results, level = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
 lat, failed = [], 0
 for line in open(path):
     f = line.split("\t")
@@ -299,7 +286,7 @@ for line in open(path):
     lat.append(int(f[2]))
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000.0 if lat else None
-r = {"kind": "latency", "name": name, "offered_rps": offered, "achieved_rps": round(len(lat) / seconds),
+r = {"kind": "latency", "level": level, "name": name, "offered_rps": offered, "achieved_rps": round(len(lat) / seconds),
      "p50_ms": q(0.50), "p99_ms": q(0.99), "failed": failed}
 open(results, "a").write(json.dumps(r) + "\n")
 print(f"  latency   {name:<48} offered {offered} req/s, answered {r['achieved_rps']}: "
@@ -341,10 +328,22 @@ for l in open(sys.argv[1]):
     fi
     rate=$((nginx_max / 2))
     echo "latency: h2load at 50% of nginx proxy_pass's maximum ($nginx_max req/s) = $rate req/s, $lat_duration each"
-    latency "nginx proxy_pass" "http://127.0.0.1:$proxy_port/bench/plain" "$rate"
-    wants plain "route only" && latency "route only" "http://127.0.0.1:$gw_port/bench/plain" "$rate"
+    latency nginx50 "nginx proxy_pass" "http://127.0.0.1:$proxy_port/bench/plain" "$rate"
+    wants plain "route only" && latency nginx50 "route only" "http://127.0.0.1:$gw_port/bench/plain" "$rate"
     wants ceiling "C event-loop proxy (the design's ceiling)" &&
-        latency "C event-loop proxy (the design's ceiling)" "http://127.0.0.1:$ceiling_port/bench/plain" "$rate"
+        latency nginx50 "C event-loop proxy (the design's ceiling)" "http://127.0.0.1:$ceiling_port/bench/plain" "$rate"
+    # The same at half of what the gateway itself sustains: the latency it adds when not
+    # saturated, which the rate above cannot show once the gateway's maximum is below it.
+    gw_max=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r["kind"] == "throughput" and r["id"] == "plain" and r["phase"] == "pinned": print(int(r["rps"]))' "$results")
+    if [[ -n $gw_max ]]; then
+        rate=$((gw_max / 2))
+        echo "latency: h2load at 50% of route only's maximum ($gw_max req/s) = $rate req/s, $lat_duration each"
+        latency gateway50 "nginx proxy_pass" "http://127.0.0.1:$proxy_port/bench/plain" "$rate"
+        latency gateway50 "route only" "http://127.0.0.1:$gw_port/bench/plain" "$rate"
+    fi
 fi
 
 # ---- 4. in-process CPU per decision (same config, keys and rule files) ---------------------------
