@@ -71,6 +71,8 @@ final class RequestTask {
     private var transformDone: UInt64 = 0
     /// The upstream exchange across its tries (set when the request goes upstream).
     private var call: UpstreamCall?
+    /// The try waiting for its upstream: the request, its templates, the target and its breaker admission.
+    private var tryInFlight: (pass: RoutedRequest, templates: TemplateContext?, target: Int, admission: CircuitBreaker.Admission)?
     /// The matched route is a `grpc` route: refusals are answered with a gRPC status.
     private var grpcRoute = false
 
@@ -406,10 +408,17 @@ final class RequestTask {
         log.upstream = target
         if slowNanos != nil, transformDone == 0 { transformDone = EventLoop.monotonicNanos() }
         let body: BodySource? = call.replayBody.map { BufferedBody($0) } ?? call.body
+        tryInFlight = (pass, templates, i, admission)
+        // The completion captures the task alone (no closure context to allocate and free per
+        // request): what the try needs afterwards waits in `tryInFlight`.
         environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates),
-                                  requestId: request.requestId) { [self] outcome, collected in
-            tryEnded(pass, templates: templates, target: i, admission: admission, outcome: outcome, collected: collected)
-        }
+                                  requestId: request.requestId) { [self] outcome, collected in tryCompleted(outcome, collected) }
+    }
+
+    private func tryCompleted(_ outcome: UpstreamOutcome, _ collected: CollectedResponse?) {
+        guard let (pass, templates, target, admission) = tryInFlight else { return }
+        tryInFlight = nil
+        tryEnded(pass, templates: templates, target: target, admission: admission, outcome: outcome, collected: collected)
     }
 
     /// Every target is open, out of probes, or already tried by this request.
@@ -720,7 +729,9 @@ struct UpstreamCall {
 }
 
 /// A request after routing (and authentication): everything the rest of the pipeline needs.
-struct RoutedRequest {
+/// A class: handed along every step and kept across the upstream wait, it is retained once
+/// instead of each of its fields being copied.
+final class RoutedRequest {
     let request: GatewayRequest
     let route: RouteConfig
     let match: RouteMatchResult
@@ -729,4 +740,15 @@ struct RoutedRequest {
     let identity: Identity?
     /// Headers the gateway adds to the response (RateLimit-*).
     let responseHeaders: HTTPHeaders
+
+    init(request: GatewayRequest, route: RouteConfig, match: RouteMatchResult, upstream: UpstreamConfig, chain: TransformChain,
+         identity: Identity?, responseHeaders: HTTPHeaders) {
+        self.request = request
+        self.route = route
+        self.match = match
+        self.upstream = upstream
+        self.chain = chain
+        self.identity = identity
+        self.responseHeaders = responseHeaders
+    }
 }
