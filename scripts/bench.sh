@@ -280,17 +280,18 @@ measure() {
         "$phase" "$name" "$(fmt "$pm")" "$kind" "$(fmt "$gm")" "$ratio" "$cpu_us" "$ctx_req"
 }
 
-# latency NAME URL RATE: p50/p99 at a fixed offered rate (h2load --rps per connection; HTTP/1.1,
-# one request in flight per connection), from h2load's per-request log.
+# latency LEVEL NAME URL RATE: p50/p99 at a fixed offered rate (h2load --rps per connection;
+# HTTP/1.1, one request in flight per connection), from h2load's per-request log. LEVEL names the
+# rate: nginx50 (50% of nginx's maximum) or gateway50 (50% of route only's maximum).
 latency() {
-    local name=$1 url=$2 rate=$3
+    local level=$1 name=$2 url=$3 rate=$4
     local per_conn=$(( (rate + conns - 1) / conns ))
-    local log=$work/latency-${name// /_}.log
+    local log=$work/latency-$level-${name// /_}.log
     taskset -c $load_core h2load --h1 -t1 -c"$conns" --rps="$per_conn" -D "$lat_duration" --warm-up-time=1s \
         --log-file="$log" "$url" >"$log.out" 2>&1 || true
-    python3 - "$log" "$name" "$((per_conn * conns))" "${lat_duration%s}" "$results" <<'PY'
+    python3 - "$log" "$name" "$((per_conn * conns))" "${lat_duration%s}" "$results" "$level" <<'PY'
 import json, sys
-path, name, offered, seconds, results = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+path, name, offered, seconds, results, level = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
 lat, failed = [], 0
 for line in open(path):
     f = line.split("\t")
@@ -299,7 +300,7 @@ for line in open(path):
     lat.append(int(f[2]))
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] / 1000.0 if lat else None
-r = {"kind": "latency", "name": name, "offered_rps": offered, "achieved_rps": round(len(lat) / seconds),
+r = {"kind": "latency", "level": level, "name": name, "offered_rps": offered, "achieved_rps": round(len(lat) / seconds),
      "p50_ms": q(0.50), "p99_ms": q(0.99), "failed": failed}
 open(results, "a").write(json.dumps(r) + "\n")
 print(f"  latency   {name:<48} offered {offered} req/s, answered {r['achieved_rps']}: "
@@ -341,10 +342,22 @@ for l in open(sys.argv[1]):
     fi
     rate=$((nginx_max / 2))
     echo "latency: h2load at 50% of nginx proxy_pass's maximum ($nginx_max req/s) = $rate req/s, $lat_duration each"
-    latency "nginx proxy_pass" "http://127.0.0.1:$proxy_port/bench/plain" "$rate"
-    wants plain "route only" && latency "route only" "http://127.0.0.1:$gw_port/bench/plain" "$rate"
+    latency nginx50 "nginx proxy_pass" "http://127.0.0.1:$proxy_port/bench/plain" "$rate"
+    wants plain "route only" && latency nginx50 "route only" "http://127.0.0.1:$gw_port/bench/plain" "$rate"
     wants ceiling "C event-loop proxy (the design's ceiling)" &&
-        latency "C event-loop proxy (the design's ceiling)" "http://127.0.0.1:$ceiling_port/bench/plain" "$rate"
+        latency nginx50 "C event-loop proxy (the design's ceiling)" "http://127.0.0.1:$ceiling_port/bench/plain" "$rate"
+    # The same at half of what the gateway itself sustains: the latency it adds when not
+    # saturated, which the rate above cannot show once the gateway's maximum is below it.
+    gw_max=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r["kind"] == "throughput" and r["id"] == "plain" and r["phase"] == "pinned": print(int(r["rps"]))' "$results")
+    if [[ -n $gw_max ]]; then
+        rate=$((gw_max / 2))
+        echo "latency: h2load at 50% of route only's maximum ($gw_max req/s) = $rate req/s, $lat_duration each"
+        latency gateway50 "nginx proxy_pass" "http://127.0.0.1:$proxy_port/bench/plain" "$rate"
+        latency gateway50 "route only" "http://127.0.0.1:$gw_port/bench/plain" "$rate"
+    fi
 fi
 
 # ---- 4. in-process CPU per decision (same config, keys and rule files) ---------------------------

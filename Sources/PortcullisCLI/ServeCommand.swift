@@ -65,7 +65,10 @@ struct ServeCommand: ParsableCommand {
         // is accepted; it inherits NOTIFY_SOCKET for that.
         ServiceNotifier.fromEnvironment(unsetting: false).mainProcess(pid)
         let desired = workers ?? loaded.config.server.workers
-        let deadline = ContinuousClock.now + .seconds(60)
+        // The master's own start-up comes before the workers' readiness, which the
+        // configuration bounds as it bounds a growth of the pool.
+        let waitSeconds = loaded.config.server.readyTimeoutSeconds + Self.masterStartSeconds
+        let deadline = ContinuousClock.now + .seconds(waitSeconds)
         while ContinuousClock.now < deadline {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
@@ -79,9 +82,28 @@ struct ServeCommand: ParsableCommand {
             }
             usleep(50_000)
         }
-        printError("portcullis: master \(pid) did not get \(desired) workers ready within 60 s; see \(log)")
+        // A failed start leaves nothing running: a supervisor that sees exit 1 would otherwise
+        // start a second master beside this one.
+        kill(pid, SIGTERM)
+        let stopDeadline = ContinuousClock.now + .seconds(Self.masterStartSeconds)
+        var status: Int32 = 0
+        var reaped = false
+        while !reaped && ContinuousClock.now < stopDeadline {
+            reaped = waitpid(pid, &status, WNOHANG) == pid
+            if !reaped { usleep(50_000) }
+        }
+        if !reaped {
+            kill(pid, SIGKILL)
+            waitpid(pid, &status, 0)
+        }
+        printError("portcullis: master \(pid) did not get \(desired) workers ready within \(waitSeconds) s "
+                   + "(server.ready_timeout_seconds + \(Self.masterStartSeconds) s), stopped; see \(log)")
         return 1
     }
+
+    /// What `serve --daemon` allows the master itself, before its workers' readiness, and for
+    /// stopping when they were not ready in time.
+    private static let masterStartSeconds = 5
 
     private func executablePath() -> String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

@@ -524,6 +524,9 @@ class Gateway:
         self.set_config(config)
         # More `portcullis serve` options (e.g. --log-file), set before start.
         self.serve_args: list[str] = []
+        # False: `serve` gets no --workers/--threads, so server.workers (and a reload that
+        # changes it) sizes the pool.
+        self.size_pool_on_command_line = True
         self.master = ManagedProcess(f"{name}-portcullis", self._serve_argv(), workdir)
         self.nginx = ManagedProcess(f"{name}-nginx", self._nginx_argv(), workdir)
         self.session = requests.Session()
@@ -551,8 +554,8 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------------------
 
     def _serve_argv(self) -> list[str]:
-        return [str(self.binary), "serve", "--config", str(self.config_path),
-                "--workers", str(self.workers), "--threads", str(self.threads), *self.serve_args]
+        sizes = ["--workers", str(self.workers), "--threads", str(self.threads)] if self.size_pool_on_command_line else []
+        return [str(self.binary), "serve", "--config", str(self.config_path), *sizes, *self.serve_args]
 
     def _nginx_argv(self) -> list[str]:
         conf = self.nginx_prefix / "nginx.conf"

@@ -186,6 +186,30 @@ def test_scale_whose_new_workers_are_not_ready_in_time_is_withdrawn(make_gateway
         idp.close()
 
 
+def test_serve_daemon_whose_workers_are_not_ready_in_time_fails_and_leaves_nothing_running(
+        make_gateway: Callable[..., Gateway], test_root: Path) -> None:
+    """A worker waits about 10 s for a JWKS URL that never answers; `serve --daemon` allows
+    `ready_timeout_seconds` (1) + 5 s and then stops the master, so exit 1 means nothing runs."""
+    idp = IdentityProvider(test_root)
+    idp.mode = "hang"
+    try:
+        gw = make_gateway({"server": {"ready_timeout_seconds": 1},
+                           "auth": {"jwt": {"issuers": [{"issuer": "https://idp.test/", "audiences": ["api"],
+                                                         "jwks_url": idp.url}]}}}, workers=1, threads=1, start=False)
+        # Every fetch of the key set hangs; the first worker's start-up takes longer than allowed.
+        started = time.monotonic()
+        result = subprocess.run([str(gw.binary), "serve", "--daemon", "--config", str(gw.config_path)],
+                                capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+        took = time.monotonic() - started
+        assert result.returncode == 1, (result.stdout, result.stderr)
+        assert "did not get 1 workers ready within 6 s (server.ready_timeout_seconds + 5 s), stopped" in result.stderr, result.stderr
+        assert 6 <= took < 30, f"returned after {took:.1f} s"
+        status = gw.cli("status")
+        assert status.returncode == 3 and status.stdout == "not running\n", (status.stdout, status.stderr)
+    finally:
+        idp.close()
+
+
 def test_stopped_worker_is_killed_and_replaced_after_the_hard_timeout(make_gateway: Callable[..., Gateway]) -> None:
     gw = make_gateway({"server": {"hard_timeout_seconds": 2}}, workers=2, threads=1)
     victim = live_workers(gw)[0]["pid"]
@@ -443,6 +467,13 @@ def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(
 
     listed = gw.status()["api_keys_expiring"]
     assert [(k["key_id"], k["expired"]) for k in listed] == [("gone", True), ("soon", False)], listed
+    # status --field: one value of the --json report, as check --field does for the configuration.
+    report = gw.status()
+    assert gw.cli("status", "--field", "/workers/0/pid").stdout == f"{report['workers'][0]['pid']}\n"
+    assert json.loads(gw.cli("status", "--field", "/api_keys_expiring/1").stdout)["key_id"] == "soon"
+    missing = gw.cli("status", "--field", "/workers/9")
+    assert missing.returncode == 1 and "no /workers/9 in the status report" in missing.stderr, missing.stderr
+    assert gw.cli("status", "--field", "workers").returncode == 64
     assert "api key c/gone expired" in gw.cli("status").stdout
 
     keys = [str(gw.binary), "keys", "generate", "--consumer", "c", "--key-id", "k", "--expires"]
@@ -459,6 +490,8 @@ def test_cli_exit_codes_when_nothing_runs(make_gateway: Callable[..., Gateway]) 
         assert result.returncode == 3, (command, result.returncode, result.stdout, result.stderr)
     assert gw.cli("status").stdout == "not running\n"
     assert json.loads(gw.cli("status", "--json").stdout) == {"running": False}
+    field = gw.cli("status", "--field", "/workers/0/pid")
+    assert (field.returncode, field.stdout) == (3, "") and "not running" in field.stderr, field
     checked = gw.cli("check")
     assert checked.returncode == 0, checked.stderr
     assert re.fullmatch(rf"{re.escape(str(gw.config_path))}: ok \(\d+ routes, \d+ upstreams\)\n", checked.stdout), checked.stdout

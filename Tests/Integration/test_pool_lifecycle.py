@@ -115,6 +115,36 @@ def test_reload_whose_workers_cannot_load_it_keeps_the_running_generation(make_g
         assert gw.get("/echo/still-serving").status_code == 200
 
 
+def test_reload_that_changes_server_workers_grows_and_shrinks_the_pool_under_load(
+        make_gateway: Callable[..., Gateway]) -> None:
+    """Without `serve --workers`, `server.workers` sizes the pool: a reload that changes it
+    grows (judged like `scale`: `last_scale`) and shrinks the pool, losing no request."""
+    gw = make_gateway(workers=1, threads=1, start=False)
+    gw.size_pool_on_command_line = False
+    gw.start()
+    config = json.loads(json.dumps(gw.config))
+    with MixedClients(gw) as clients:
+        clients.wait_for(20)
+        config["server"]["workers"] = 3
+        gw.set_config(config)
+        grown = gw.cli("reload")
+        assert grown.returncode == 0, grown.stderr
+        gw.wait_for_workers(lambda ws: len([w for w in ws if w["ready"] and not w.get("retiring")]) == 3 or None,
+                            30, "three ready workers after the reload")
+        judged = wait_until(lambda: gw.status().get("last_scale"), 10, "the growth judged")
+        assert (judged["ok"], judged["workers"], judged["asked"]) == (True, 3, 3), judged
+        clients.wait_for(20)
+        config["server"]["workers"] = 1
+        gw.set_config(config)
+        shrunk = gw.cli("reload")
+        assert shrunk.returncode == 0, shrunk.stderr
+        gw.wait_for_workers(lambda ws: len(ws) == 1 and ws[0]["ready"] or None, 30, "one worker after the second reload")
+        clients.wait_for(20)
+    assert clients.failures == [], clients.failures[:5]
+    status = gw.status()
+    assert status["desired_workers"] == 1 and status["generation"] == 3, status
+
+
 def test_respawned_worker_runs_its_generation_config_not_the_edited_file(make_gateway: Callable[..., Gateway]) -> None:
     """The config file is edited (not reloaded) and a worker is killed: its replacement serves
     the configuration its generation was validated with, like its siblings."""
