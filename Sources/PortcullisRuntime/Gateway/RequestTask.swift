@@ -165,8 +165,7 @@ final class RequestTask {
         }
         if let slowNanos, elapsed >= slowNanos { logSlow(elapsed: elapsed) }
         if !leases.isEmpty { context.limiter?.release(leases) }
-        let record = log
-        gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
+        gateway.accessLog.record(loop: environment.loopIndex) { log.append(to: &$0) }
         environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
     }
 
@@ -314,7 +313,7 @@ final class RequestTask {
                 return answer(.upstreamSaturated(upstream.config.name, limit: limit))
             }
         }
-        var call = UpstreamCall(upstream: upstream, index: index, outgoing: outgoing, body: body, bodyLength: bodyLength,
+        let call = UpstreamCall(upstream: upstream, index: index, outgoing: outgoing, body: body, bodyLength: bodyLength,
                                 idempotent: IdempotentMethods.contains(outgoing.method), hashKey: hashKey(upstream.config.balancer, pass))
         if upstream.retries {
             RetryBudget.noteRequest(upstream.own.budget, nowSeconds: upstream.table.nowMs() / 1000, policy: upstream.config.retry)
@@ -382,7 +381,7 @@ final class RequestTask {
 
     /// Sends the next try to a target the balancer picks, through its breaker.
     private func sendTry(_ pass: RoutedRequest, templates: TemplateContext?) {
-        guard var call else { return }
+        guard let call else { return }
         let upstream = call.upstream
         let nowMs = upstream.table.nowMs()
         var picked: (Int, CircuitBreaker.Admission)?
@@ -391,12 +390,10 @@ final class RequestTask {
             if case .rejected = admission { call.markTried(i) } else { picked = (i, admission) }
         }
         guard let (i, admission) = picked else {
-            self.call = call
             return noTargetLeft(pass, templates: templates)
         }
         call.markTried(i)
         call.tries += 1
-        self.call = call
         let target = upstream.config.targets[i]
         upstream.slots[i].inFlightCell(column: upstream.column).add(1)
         gateway.metrics?.countTarget(.requests, upstream: call.index, target: i)
@@ -467,7 +464,7 @@ final class RequestTask {
 
     private func tryEnded(_ pass: RoutedRequest, templates: TemplateContext?, target: Int, admission: CircuitBreaker.Admission,
                           outcome: UpstreamOutcome, collected: CollectedResponse?) {
-        guard var call else { return }
+        guard let call else { return }
         let upstream = call.upstream
         upstream.slots[target].inFlightCell(column: upstream.column).add(UInt64.max)
         let failed: Bool
@@ -483,7 +480,6 @@ final class RequestTask {
         if let policy = upstream.config.healthCheck { HealthWord.record(slot.health, success: !failed, policy: policy) }
         if failed { gateway.metrics?.countTarget(.failures, upstream: call.index, target: target) }
         call.record(target: upstream.config.targets[target], outcome: outcome)
-        self.call = call
 
         let again: Bool
         switch outcome.failure {
@@ -514,7 +510,7 @@ final class RequestTask {
     private func leaveBulkhead() {
         guard let call, call.upstream.config.maxInFlight != nil, !call.leftBulkhead else { return }
         call.upstream.leaveBulkhead()
-        self.call?.leftBulkhead = true
+        call.leftBulkhead = true
     }
 
     private func upstreamEnded(_ pass: RoutedRequest, templates: TemplateContext?, outcome: UpstreamOutcome, collected: CollectedResponse?) {
@@ -668,8 +664,9 @@ final class RequestTask {
 }
 
 /// A request's exchange with its upstream across tries: what to send again, which targets were
-/// tried (a bit each; targets past 64 are never excluded), what each try gave.
-struct UpstreamCall {
+/// tried (a bit each; targets past 64 are never excluded), what each try gave. A class: each
+/// step reads and updates it in place (a struct was copied, every field retained, per step).
+final class UpstreamCall {
     let upstream: UpstreamTargets
     let index: Int
     let outgoing: TransformableRequest
@@ -702,9 +699,9 @@ struct UpstreamCall {
     /// Tries left and the request can be sent again.
     var mayRetry: Bool { upstream.retries && tries <= upstream.config.retry.attempts && replayable }
 
-    mutating func markTried(_ i: Int) { if i < 64 { tried |= 1 << UInt64(i) } }
+    func markTried(_ i: Int) { if i < 64 { tried |= 1 << UInt64(i) } }
 
-    mutating func record(target: String, outcome: UpstreamOutcome) {
+    func record(target: String, outcome: UpstreamOutcome) {
         if let lastOutcome { earlier.append((lastTarget, lastOutcome)) }
         lastOutcome = outcome
         lastTarget = target
