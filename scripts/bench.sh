@@ -26,6 +26,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
+source scripts/bench/common.sh
 export PATH=/opt/swift/usr/bin:$PATH
 started=$SECONDS
 
@@ -101,20 +102,7 @@ trap cleanup EXIT
 # The design's ceiling: the C event-loop proxy, compiled from the repository.
 gcc -O2 -Wall -o "$work/evproxy" scripts/bench/evproxy.c -lfcgi
 
-# A ~2 KB JSON document: the response body of the transform scenario and (as v1 request) its POST body.
-python3 - "$work" <<'PY'
-import json, sys
-work = sys.argv[1]
-items = [{"name": f"item-{i}", "cost_price": i * 1.5, "supplier": "acme", "qty": i} for i in range(18)]
-doc = {"internal_id": "x-1", "debug": {"trace": "abc"}, "name": "widget", "items": items}
-open(f"{work}/static/2k.json", "w").write(json.dumps(doc))
-v1 = {"user_name": "alice", "email": "a@example.com", "phone": "+100", "street": "Main 1", "city": "Zurich",
-      "notes": "n" * 1850}
-open(f"{work}/v1.json", "w").write(json.dumps(v1))
-body = json.dumps(v1).replace('"', '\\"')
-open(f"{work}/post2k.lua", "w").write(
-    'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = "' + body + '"\n')
-PY
+bench_bodies "$work"
 
 # ---- upstreams (on the load core while pinned) -------------------------------------------------
 # Static upstream: answers a small JSON body, like a fast microservice.
@@ -126,8 +114,7 @@ http {
   client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
   uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
   server { listen 127.0.0.1:$static_port; listen 127.0.0.1:$static_port2; listen 127.0.0.1:$static_port3;
-    location /bench/transform { default_type application/json; return 200 '$(cat "$work/static/2k.json")'; }
-    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } }
+    $(bench_static_locations "$work") }
 }
 CONF
 taskset -c $load_core nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
@@ -146,8 +133,7 @@ start_stack() {
         -e "s#@WORK@#$dir#g" -e "s#@REDIS_PORT@#$redis_port#" -e "s#@WORKERS@#$nworkers#" -e "s#@THREADS@#$nthreads#" \
         -e "s#@METRICS@#$([[ $metrics == on ]] && echo true || echo false)#" \
         scripts/bench/config.json.in > "$dir/portcullis.json"
-    cp -r config/demo-* "$dir/" 2>/dev/null || true
-    cp -r plugins "$dir/plugins"
+    bench_files "$dir"
     taskset -c "$cpus" "$bin" serve --config "$dir/portcullis.json" 2>"$dir/gateway.log" & stack_pids+=($!)
     taskset -c "$cpus" "$work/evproxy" "$dir/evproxy.sock" "$static_port" "$loops" 2>"$dir/evproxy.log" & stack_pids+=($!)
     evproxy_pid=$!

@@ -14,12 +14,29 @@ final class TransformMediaTypeTests: XCTestCase {
         for type in no { XCTAssertFalse(JSONMediaType.matches(type), type ?? "nil") }
     }
 
+    func testFormMediaTypes() {
+        let yes = ["application/x-www-form-urlencoded", "APPLICATION/X-WWW-FORM-URLENCODED", " application/x-www-form-urlencoded\t; charset=utf-8",
+                   "application/x-www-form-urlencoded;"]
+        let no = [nil, "", ";application/x-www-form-urlencoded", "application/x-www-form-urlencodedx", "application/json",
+                  "multipart/form-data", "application/x-www-form-urlencod\u{00E9}d", "application/x-www-form-urlencoded\u{301}"]
+        for type in yes { XCTAssertTrue(FormMediaType.matches(type), type) }
+        for type in no { XCTAssertFalse(FormMediaType.matches(type), type ?? "nil") }
+    }
+
+    func testFormASCIIPathAgreesWithCharacterPath() {
+        let pieces = ["application", "/", "x-www-form-urlencoded", "X-WWW-FORM-URLENCODED", ";", " ", "\t", "x", "charset=utf-8", "\r\n"]
+        var rng = SplitMix(seed: 5)
+        for text in rng.texts(from: pieces, count: 5000) {
+            var copy = text
+            let ascii = copy.withUTF8 { FormMediaType.matchesASCII($0) }
+            XCTAssertEqual(ascii, FormMediaType.matchesCharacters(text), text.debugDescription)
+        }
+    }
+
     func testASCIIPathAgreesWithCharacterPath() {
         let pieces = ["application", "/", "json", "+json", ";", " ", "\t", "x", "JSON", "A", "charset=utf-8", "/json", "+"]
         var rng = SplitMix(seed: 3)
-        for _ in 0..<5000 {
-            var text = ""
-            for _ in 0..<(rng.next() % 6) { text += pieces[Int(rng.next() % UInt64(pieces.count))] }
+        for text in rng.texts(from: pieces, count: 5000) {
             var copy = text
             let ascii = copy.withUTF8 { JSONMediaType.matchesASCII($0) }
             XCTAssertEqual(ascii, JSONMediaType.matchesCharacters(text), text.debugDescription)

@@ -3,6 +3,7 @@
 # not depend on machine noise, for deciding an optimisation on a shared machine.
 #
 #   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis | --limit] [--metrics on|off]
+#   scripts/bench/instructions.sh [--seconds 5] --jwt | --post [--metrics on|off]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
 #
 # A static nginx upstream, the gateway (1 worker x 1 loop, its master and worker under callgrind)
@@ -13,12 +14,18 @@
 # reached: one table update per request). With --redis, the route has one limit in Redis (a private redis-server,
 # a limit never reached: every request is one EVALSHA). With --metrics off, the gateway runs
 # with `metrics.enabled: false` (the cost of metrics is the difference to the default, on).
+# --jwt and --post measure a scenario of scripts/bench.sh instead of route only, configured from
+# the same pieces (scripts/bench/common.sh): --jwt the bench's route `jwt` (an HS256 JWT, the
+# bench's issuer, token cache on) with one valid token on every request; --post its route
+# `transform` (the request and response transform plugins), wrk POSTing the bench's 2 KB v1 body
+# and the upstream answering its 2 KB JSON document.
 # Prints the figure and writes the top functions (inclusive) to run/instructions/top.txt.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
+source scripts/bench/common.sh
 
-seconds=5 header="" redis=0 shm_limit=0 metrics=on
+seconds=5 header="" redis=0 shm_limit=0 metrics=on scenario=plain
 while [[ $# -gt 0 ]]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
@@ -26,10 +33,14 @@ while [[ $# -gt 0 ]]; do
         --redis) redis=1; shift ;;
         --limit) shm_limit=1; shift ;;
         --metrics) metrics=$2; shift 2 ;;
+        --jwt) scenario=jwt; shift ;;
+        --post) scenario=transform; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 [[ $metrics == on || $metrics == off ]] || { echo "--metrics takes on or off" >&2; exit 2; }
+[[ $scenario == plain || ( -z $header && $redis == 0 && $shm_limit == 0 ) ]] ||
+    { echo "--jwt and --post take no --header, --limit or --redis" >&2; exit 2; }
 for tool in valgrind callgrind_control callgrind_annotate wrk nginx; do
     command -v "$tool" >/dev/null || { echo "instructions: $tool is missing (apt-get install valgrind wrk nginx-light)" >&2; exit 1; }
 done
@@ -38,6 +49,8 @@ bin=${PORTCULLIS_BIN:-$here/.build/release/portcullis}
 
 work=$here/run/instructions
 rm -rf "$work"; mkdir -p "$work"/{static,front}/{logs,temp} "$work/run"
+bench_bodies "$work"
+bench_files "$work"
 # valgrind 3.19 cannot read the DWARF of Swift release binaries; symbols are enough here.
 strip --strip-debug -o "$work/portcullis" "$bin"
 
@@ -54,7 +67,7 @@ http { access_log off; keepalive_requests 1000000;
   client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
   uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
   server { listen 127.0.0.1:$static_port;
-    location / { default_type application/json; return 200 '{"id":42,"name":"widget","price":9.5,"internal_cost":3.1,"tags":["a","b"]}'; } } }
+    $(bench_static_locations "$work") } }
 CONF
 nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
 
@@ -69,14 +82,24 @@ if (( redis )); then
 elif (( shm_limit )); then
     limits=', "limits": [{"name": "l", "algorithm": "fixed_window", "limit": 4294967295, "window_seconds": 3600, "key": ["route"]}]'
 fi
-metrics_section=""
-[[ $metrics == off ]] && metrics_section='"metrics": {"enabled": false},'
+sections=""
+[[ $metrics == off ]] && sections='"metrics": {"enabled": false},'
+route='{"name": "plain", "match": {"prefix": "/bench/plain"}, "upstream": "static"'$auth$limits'}' path=/bench/plain
+wrk_args=(-t1 -c8)
+case $scenario in
+    jwt) route=$(bench_config_part route jwt) path=/bench/jwt
+         sections+=' "auth": '$(bench_config_part auth)','
+         wrk_args+=(-H "Authorization: Bearer $(bench_token hs256)") ;;
+    transform) route=$(bench_config_part route transform) path=/bench/transform
+         sections+=' "plugins_dir": "plugins",'
+         wrk_args+=(-s "$work/post2k.lua") ;;
+esac
 cat > "$work/portcullis.json" <<CONF
-{$rate_limit $metrics_section "server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
+{$rate_limit $sections "server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
  "log": {"access_log": "$work/access.log"},
  "upstreams": {"static": {"targets": ["http://127.0.0.1:$static_port"]}},
  "consumers": [{"id": "demo", "api_keys": [{"id": "demo-key", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}],
- "routes": [{"name": "plain", "match": {"prefix": "/bench/plain"}, "upstream": "static"$auth$limits}]}
+ "routes": [$route]}
 CONF
 valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$work/callgrind.%p" \
     "$work/portcullis" serve --config "$work/portcullis.json" 2> "$work/portcullis.err" & pids+=($!)
@@ -85,9 +108,13 @@ for _ in $(seq 1 120); do [[ -S $work/pc.sock && -s $work/run/state.json ]] && b
 nginx -p "$work/front" -c "$work/front/nginx.conf" -e stderr 2> "$work/front.err" & pids+=($!)
 sleep 1
 
-url=http://127.0.0.1:$gw_port/bench/plain
-wrk_args=(-t1 -c8)
+url=http://127.0.0.1:$gw_port$path
 [[ -n $header ]] && wrk_args+=(-H "$header")
+# The worker loads its configuration slowly under valgrind: the warm-up starts once it answers
+# (a GET with the same headers), so that the load never falls into the counted window.
+curl_args=()
+for ((i = 0; i < ${#wrk_args[@]}; i++)); do [[ ${wrk_args[i]} == -H ]] && curl_args+=(-H "${wrk_args[i + 1]}"); done
+for _ in $(seq 1 120); do curl -fs -o /dev/null --max-time 10 "${curl_args[@]}" "$url" && break; sleep 1; done
 wrk "${wrk_args[@]}" -d10s "$url" >/dev/null
 worker=$(python3 -c "import json; print(json.load(open('$work/run/state.json'))['workers'][0]['pid'])")
 callgrind_control -z "$worker" >/dev/null 2>&1

@@ -1,9 +1,9 @@
-# Sourced by scripts/bench.sh: the gateway scenarios, in the order they run and print.
+# Sourced by scripts/bench.sh (after scripts/bench/common.sh): the gateway scenarios, in the order they run and print.
 #   id|row name|path|header;header   (@POST2K: POST the 2 KB JSON body of run/bench/v1.json)
 # Each row name matches a row of issue 8's targets table. The nginx proxy_pass baseline of a
 # scenario sends the same request (method, path, headers, body) to the same upstream.
-hs=$(python3 scripts/mint_token.py hs256 --ttl 86400)
-rs=$(python3 scripts/mint_token.py rs256 --ttl 86400)
+hs=$(bench_token hs256)
+rs=$(bench_token rs256)
 scenarios=(
     "plain|route only|/bench/plain|"
     "three|route only, three targets with health checks|/bench/three-targets|"

@@ -22,6 +22,14 @@ public struct Authenticator: Sendable {
     /// Identity headers only the gateway may set; client-sent copies are removed.
     public static let identityHeaders = ["X-Consumer-ID", "X-Consumer-Groups", "X-Credential-ID", "X-Authenticated-Scopes"]
 
+    /// One of `identityHeaders` (any case). Every forwarded field is asked, so a name that does
+    /// not start with `x-` is answered from its first bytes.
+    static func isIdentityHeader(_ name: String) -> Bool {
+        var name = name
+        let maybe = name.withUTF8 { $0.count >= 13 && $0[0] | 0x20 == UInt8(ascii: "x") && $0[1] == UInt8(ascii: "-") }
+        return maybe && identityHeaders.contains { $0.caseInsensitiveEquals(name) }
+    }
+
     /// - Parameter jwksSources: the key store of each issuer's `jwks_url`, keyed by URL (see
     ///   `AuthSettings.jwksURLs`); an issuer whose URL has no source uses only its static keys.
     public init(settings: AuthSettings, consumers: [Consumer], jwksSources: [String: any JWKSSource] = [:]) {
@@ -125,8 +133,21 @@ public struct Authenticator: Sendable {
     }
 
     func bearerIdentity(_ request: GatewayRequest, now: Int64) -> CredentialCheck {
-        guard let token = Self.bearerToken(request.headers) else { return .absent }
-        switch verifyToken(Array(token.utf8), now: now) {
+        guard var value = request.headers["authorization"] else { return .absent }
+        // The token is verified (or found in the cache) on the header's own bytes.
+        let checked: Result<Identity, TokenError>?? = value.withUTF8 { bytes in
+            guard let found = Self.bearerTokenRange(bytes) else { return nil }
+            return found.map { verifyToken(UnsafeBufferPointer(rebasing: bytes[$0]), now: now) }
+        }
+        let result: Result<Identity, TokenError>
+        switch checked {
+        case .some(.some(let r)): result = r
+        case .some(.none): return .absent
+        case .none:
+            guard let token = Self.bearerToken(value) else { return .absent }
+            result = verifyToken(Array(token.utf8), now: now)
+        }
+        switch result {
         case .success(let identity): return .identified(identity)
         case .failure(let error): return .rejected(.invalidCredential(error.description))
         }
@@ -134,11 +155,40 @@ public struct Authenticator: Sendable {
 
     /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
     public static func bearerToken(_ headers: HTTPHeaders) -> String? {
-        guard let value = headers["authorization"] else { return nil }
-        let bytes = value.utf8
-        guard bytes.count > 7, String(value.prefix(7)).caseInsensitiveEquals("bearer ") else { return nil }
+        headers["authorization"].flatMap(bearerToken)
+    }
+
+    /// The token of an `Authorization` value `Bearer <token>`: the first seven characters are
+    /// `bearer ` in any case, the rest trimmed of spaces and tabs must not be empty.
+    static func bearerToken(_ value: String) -> String? {
+        guard value.utf8.count > 7, String(value.prefix(7)).caseInsensitiveEquals("bearer ") else { return nil }
         let token = value.dropFirst(7).trimmingSpaces()
         return token.isEmpty ? nil : String(token)
+    }
+
+    /// `bearerToken` on the bytes of an `Authorization` value: the token's byte range, or
+    /// `.some(nil)` when the value carries none. nil when a non-ASCII byte follows the scheme or
+    /// the spaces after it: it may join them in one Character, which `bearerToken` then decides
+    /// on (elsewhere bytes and Characters trim and compare alike).
+    static func bearerTokenRange(_ value: UnsafeBufferPointer<UInt8>) -> Range<Int>?? {
+        guard value.count > 7, ASCIICase.equal(UnsafeBufferPointer(rebasing: value[0..<7]), lower: "bearer ") else { return .some(nil) }
+        var start = 7, end = value.count
+        while start < end, value[start] == UInt8(ascii: " ") || value[start] == UInt8(ascii: "\t") { start += 1 }
+        if start < end, value[start] >= 0x80 { return nil }
+        while end > start, value[end - 1] == UInt8(ascii: " ") || value[end - 1] == UInt8(ascii: "\t") { end -= 1 }
+        return .some(start < end ? start..<end : nil)
+    }
+
+    /// Whether an `Authorization` value names the Bearer scheme (`bearer` in any case at its
+    /// start): such a credential is never forwarded. Decided on the bytes unless a non-ASCII byte
+    /// follows `bearer`, which may join its last letter in one Character.
+    static func namesBearerScheme(_ value: String) -> Bool {
+        var value = value
+        let onBytes: Bool? = value.withUTF8 { bytes in
+            guard bytes.count >= 6, ASCIICase.equal(UnsafeBufferPointer(rebasing: bytes[0..<6]), lower: "bearer") else { return false }
+            return bytes.count > 6 && bytes[6] >= 0x80 ? nil : true
+        }
+        return onBytes ?? value.asciiLowercased.hasPrefix("bearer")
     }
 
     func certificateIdentity(_ facts: ClientCertificateFacts?) -> CredentialCheck {
@@ -158,10 +208,17 @@ public struct Authenticator: Sendable {
     /// Verifies a compact JWT: size, structure, issuer, signature with the issuer's keys
     /// (algorithm bound to the key), then the claims. Results are cached by token digest.
     public func verifyToken(_ token: [UInt8], now: Int64) -> Result<Identity, TokenError> {
+        token.withUnsafeBufferPointer { verifyToken($0, now: now) }
+    }
+
+    /// `verifyToken` on borrowed bytes: a cached token is found without a copy of them.
+    func verifyToken(_ token: UnsafeBufferPointer<UInt8>, now: Int64) -> Result<Identity, TokenError> {
         guard token.count <= maxTokenBytes else { return .failure(.tooLarge) }
-        if let hit = cache.lookup(token, now: now) {
-            return identity(claims: hit.claims, issuer: settings.jwt.issuers[hit.issuerIndex], kid: hit.kid)
-        }
+        if let hit = cache.lookup(token, now: now) { return .success(hit.identity) }
+        return verifyUncached(Array(token), now: now)
+    }
+
+    private func verifyUncached(_ token: [UInt8], now: Int64) -> Result<Identity, TokenError> {
         do throws(TokenError) {
             let parsed = try ParsedJWS.parse(token, maxBytes: maxTokenBytes)
             guard let claimsValue = try? JSONCodec.parse(parsed.payload, rejectDuplicateKeys: true),
@@ -182,8 +239,8 @@ public struct Authenticator: Sendable {
             }
             let expiry = try Self.validateClaims(claims, issuer: issuer, now: now)
             let result = identity(claims: claims, issuer: issuer, kid: key.kid)
-            if case .success = result {
-                cache.store(token, expiry: expiry.map { $0 &+ issuer.leewaySeconds }, now: now, issuerIndex: index, claims: claims, kid: key.kid)
+            if case .success(let identity) = result {
+                cache.store(token, expiry: expiry.map { $0 &+ issuer.leewaySeconds }, now: now, identity: identity)
             }
             return result
         } catch {
@@ -274,9 +331,10 @@ public struct Authenticator: Sendable {
     /// removed; on routes with an auth `policy` the credentials (a Bearer `Authorization`, the
     /// API key header) are removed too; then the identity headers are set from `identity`.
     public static func upstreamHeaders(_ headers: inout HTTPHeaders, identity: Identity?, settings: AuthSettings, policy: RouteAuthPolicy?) {
-        headers.removeAll { name in identityHeaders.contains { $0.caseInsensitiveEquals(name) } }
+        headers.removeAll(where: isIdentityHeader)
         if policy != nil {
-            if bearerToken(headers) != nil || headers["authorization"].map({ $0.asciiLowercased.hasPrefix("bearer") }) == true {
+            // A value with a Bearer token names the scheme too: one test covers both.
+            if headers["authorization"].map(namesBearerScheme) == true {
                 headers.remove("Authorization")
             }
             headers.remove(settings.apiKey.header)

@@ -3,6 +3,8 @@ import Synchronization
 
 /// A bounded cache of verified tokens, keyed by the SHA-256 of the token, so a repeated RS/ES
 /// token costs one hash and one lookup instead of a public-key operation and two JSON parses.
+/// An entry holds the identity built from the token's claims: a hit builds nothing (the
+/// identity depends only on the claims and on the configuration, which owns the cache).
 ///
 /// An entry lives until the earlier of the token's `exp` and `ttl` seconds after it was
 /// verified. Revocation consequence: a token accepted once stays accepted for up to `ttl`
@@ -11,9 +13,8 @@ import Synchronization
 public final class TokenCache: Sendable {
     public struct Entry: Sendable {
         public let validUntil: Int64
-        public let issuerIndex: Int
-        public let claims: JSONObject
-        public let kid: String?
+        /// The identity of the verified token (its claims included).
+        public let identity: Identity
     }
 
     private struct Key: Hashable {
@@ -36,8 +37,10 @@ public final class TokenCache: Sendable {
         self.state = Mutex(State())
     }
 
-    private static func key(_ token: [UInt8]) -> Key {
-        let digest = SHA256.hash(data: token)
+    private static func key(_ token: UnsafeBufferPointer<UInt8>) -> Key {
+        var hasher = SHA256()
+        hasher.update(bufferPointer: UnsafeRawBufferPointer(token))
+        let digest = hasher.finalize()
         return digest.withUnsafeBytes { raw in
             Key(a: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), b: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
                 c: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), d: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
@@ -46,6 +49,11 @@ public final class TokenCache: Sendable {
 
     /// The cached verification of `token`, if still valid at `now`.
     public func lookup(_ token: [UInt8], now: Int64) -> Entry? {
+        token.withUnsafeBufferPointer { lookup($0, now: now) }
+    }
+
+    /// The cached verification of the token in `token`'s bytes, if still valid at `now`.
+    public func lookup(_ token: UnsafeBufferPointer<UInt8>, now: Int64) -> Entry? {
         guard capacity > 0 else { return nil }
         let k = Self.key(token)
         return state.withLock { s in
@@ -59,12 +67,12 @@ public final class TokenCache: Sendable {
     }
 
     /// Remembers a verified token. `expiry` is the token's `exp` (nil when it has none).
-    public func store(_ token: [UInt8], expiry: Int64?, now: Int64, issuerIndex: Int, claims: JSONObject, kid: String?) {
+    public func store(_ token: [UInt8], expiry: Int64?, now: Int64, identity: Identity) {
         guard capacity > 0, ttlSeconds > 0 else { return }
         let until = min(expiry ?? .max, now &+ ttlSeconds)
         guard until > now else { return }
-        let k = Self.key(token)
-        let entry = Entry(validUntil: until, issuerIndex: issuerIndex, claims: claims, kid: kid)
+        let k = token.withUnsafeBufferPointer { Self.key($0) }
+        let entry = Entry(validUntil: until, identity: identity)
         state.withLock { s in
             if s.entries.updateValue(entry, forKey: k) != nil { return }
             if s.order.count < capacity {

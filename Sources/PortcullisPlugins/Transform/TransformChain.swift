@@ -61,8 +61,9 @@ public struct TransformChain: Sendable {
     public func applyRequest(to request: inout TransformableRequest, context: TemplateContext) throws(TransformError) -> BodyOutcome {
         guard !self.request.isEmpty else { return .untouched }
         let jsonBody = Self.isTransformable(contentType: request.contentType, headers: request.headers)
+        // A JSON media type is never the form type: the form test is only asked otherwise.
         var body = BodyState(bytes: request.body, eligible: jsonBody, phase: .request,
-                             formEligible: Self.isForm(contentType: request.contentType, headers: request.headers))
+                             formEligible: !jsonBody && Self.isForm(contentType: request.contentType, headers: request.headers))
         try run(&request, body: &body, context: context)
         let outcome = try body.finish()
         if case .replaced(let count) = outcome {

@@ -112,9 +112,24 @@ extension ProblemDetails {
 /// operations may touch.
 public enum FormMediaType {
     public static func matches(_ contentType: String?) -> Bool {
-        guard let contentType else { return false }
+        guard var contentType else { return false }
+        // ASCII (all real media types) is compared as bytes; other text keeps the Character
+        // semantics of `matchesCharacters` (a non-ASCII letter may lowercase to ASCII).
+        if let ascii = contentType.withUTF8({ matchesASCII($0) }) { return ascii }
+        return matchesCharacters(contentType)
+    }
+
+    static func matchesCharacters(_ contentType: String) -> Bool {
         let essence = contentType.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
         return essence.trimmingSpaces().lowercased() == "application/x-www-form-urlencoded"
+    }
+
+    /// `matchesCharacters` for ASCII text, without allocating; nil when the text is not ASCII.
+    static func matchesASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool? {
+        guard !bytes.contains(where: { $0 >= 0x80 }) else { return nil }
+        // Like `split(separator: ";", omittingEmptySubsequences: false)`: the text before the first ";".
+        let essence = JSONMediaType.trimmedSpaces(bytes, 0, bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.count)
+        return ASCIICase.equal(essence, lower: "application/x-www-form-urlencoded")
     }
 }
 
@@ -139,12 +154,8 @@ public enum JSONMediaType {
     static func matchesASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool? {
         guard !bytes.contains(where: { $0 >= 0x80 }) else { return nil }
         // Like `split(separator: ";")`, which omits empty pieces: leading ";"s are skipped.
-        var start = bytes.firstIndex { $0 != UInt8(ascii: ";") } ?? bytes.count
-        var end = bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
-        func isSpace(_ c: UInt8) -> Bool { c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
-        while start < end, isSpace(bytes[start]) { start += 1 }
-        while end > start, isSpace(bytes[end - 1]) { end -= 1 }
-        let essence = UnsafeBufferPointer(rebasing: bytes[start..<end])
+        let start = bytes.firstIndex { $0 != UInt8(ascii: ";") } ?? bytes.count
+        let essence = trimmedSpaces(bytes, start, bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.count)
         guard let slash = essence.firstIndex(of: UInt8(ascii: "/")) else { return false }
         func equalsLowercased(_ text: UnsafeBufferPointer<UInt8>, _ expected: StaticString) -> Bool {
             guard text.count == expected.utf8CodeUnitCount else { return false }
@@ -158,6 +169,15 @@ public enum JSONMediaType {
         let suffix = "+json".utf8.count
         return slash != 0 && essence.count - (slash + 1) >= suffix
             && equalsLowercased(UnsafeBufferPointer(rebasing: essence[(essence.count - suffix)...]), "+json")
+    }
+
+    /// `bytes[start..<end]` without leading and trailing spaces and tabs (`trimmingSpaces`).
+    static func trimmedSpaces(_ bytes: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> UnsafeBufferPointer<UInt8> {
+        var start = start, end = end
+        func isSpace(_ c: UInt8) -> Bool { c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
+        while start < end, isSpace(bytes[start]) { start += 1 }
+        while end > start, isSpace(bytes[end - 1]) { end -= 1 }
+        return UnsafeBufferPointer(rebasing: bytes[start..<end])
     }
 }
 
