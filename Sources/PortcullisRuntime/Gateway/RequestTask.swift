@@ -333,9 +333,21 @@ final class RequestTask {
     private func upstreamHeaders(_ pass: RoutedRequest) -> HTTPHeaders {
         var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
         Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
-        headers.set("traceparent", trace.context.header)
-        if let state = trace.tracestate { headers.set("tracestate", state) } else { headers.remove("tracestate") }
+        // The client's trace fields are replaced: one pass, by length first, finds both (a
+        // `set` and a `remove` walked every field twice with a case-insensitive comparison each).
+        if headers.fields.contains(where: { Self.isTraceField($0.name) }) { headers.removeAll(where: Self.isTraceField) }
+        headers.add("traceparent", trace.context.header)
+        if let state = trace.tracestate { headers.add("tracestate", state) }
         return headers
+    }
+
+    /// `traceparent` or `tracestate`, any case.
+    static func isTraceField(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 10: return name.caseInsensitiveEquals("tracestate")
+        case 11: return name.caseInsensitiveEquals("traceparent")
+        default: return false
+        }
     }
 
     /// A `websocket` or `grpc` request, admitted: the worker picks the target and answers with

@@ -333,5 +333,13 @@ final class HTTP1ClientTests: XCTestCase {
         XCTAssertTrue(client.handles("http://[::1]:8080"))
         XCTAssertEqual(HTTP1Endpoint(authority: "127.0.0.1:80")?.hostHeader, "127.0.0.1")
         XCTAssertEqual(HTTP1Endpoint(authority: "[::1]:8080")?.hostHeader, "[::1]:8080")
+        // Such a request is left to curl untouched: no exchange, no completion.
+        let request = UpstreamRequest(method: "GET", url: "https://127.0.0.1/x", headers: HTTPHeaders(), bodyLength: nil,
+                                      connectTimeoutMs: 1_000, timeoutMs: 1_000)
+        var completed = false
+        XCTAssertFalse(client.startIfHandled(request, body: nil, sink: RecordingSink(), hooks: .streaming, requestId: "r") { _, _ in completed = true })
+        loop.runOnce(maxWaitMs: 10)
+        XCTAssertFalse(completed)
+        XCTAssertEqual(client.exchangesCreated, 0)
     }
 }

@@ -62,22 +62,31 @@ public final class HTTP1Client {
     /// on the loop when the exchange ends, never before `start` returns.
     public func start(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+        if startIfHandled(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion) { return }
+        let relay = ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
+                                  allowAccelBuffering: request.allowAccelBuffering, completion: completion)
+        let started = EventLoop.monotonicNanos()
+        later { self.finish(relay, started: started, failure: .unavailable("not a plain-HTTP address: \(request.url)")) }
+    }
+
+    /// `start` when this client carries `request` (`handles` its URL); false, with nothing
+    /// started, when it needs curl. The URL is looked at once (`handles` then `start` split it
+    /// twice per request).
+    public func startIfHandled(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
+                               requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) -> Bool {
+        guard let (endpoint, target) = route(request.url) else { return false }
         starting = true
         defer { starting = false }
-        guard let (endpoint, target) = route(request.url) else {
-            let relay = ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
-                                      allowAccelBuffering: request.allowAccelBuffering, completion: completion)
-            let started = EventLoop.monotonicNanos()
-            return later { self.finish(relay, started: started, failure: .unavailable("not a plain-HTTP address: \(request.url)")) }
-        }
         let exchange = spare.popLast() ?? newExchange()
         exchange.relay.begin(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
                              allowAccelBuffering: request.allowAccelBuffering, completion: completion)
         exchange.begin(request, endpoint: endpoint, target: target, now: loop.now)
         if exchange.bodyEndedEarly {
-            return complete(exchange, failure: .unavailable("the request body ended before its announced length"))
+            complete(exchange, failure: .unavailable("the request body ended before its announced length"))
+        } else {
+            dispatch(exchange, fresh: false)
         }
-        dispatch(exchange, fresh: false)
+        return true
     }
 
     private func newExchange() -> HTTP1Exchange {
