@@ -640,9 +640,8 @@ def test_mtls_example_renders_as_documented(mtls: MTLSGateway) -> None:
     assert not re.search(r"@[A-Z_]+@", rendered), "unrendered placeholder"
     snippet = (mtls.nginx_prefix / "portcullis.conf").read_text()
     for param, variable in (("PORTCULLIS_SSL_CLIENT_VERIFY", "$ssl_client_verify"), ("PORTCULLIS_SSL_CLIENT_S_DN", "$ssl_client_s_dn"),
-                            ("PORTCULLIS_SSL_CLIENT_CERT", "$ssl_client_escaped_cert"),
-                            ("PORTCULLIS_SSL_CLIENT_FINGERPRINT", "$ssl_client_fingerprint")):
-        assert re.search(rf"fastcgi_param\s+{param}\s+{re.escape(variable)};", snippet), param
+                            ("PORTCULLIS_SSL_CLIENT_CERT", "$ssl_client_escaped_cert")):
+        assert re.search(rf"fastcgi_param\s+{param}\s+{re.escape(variable)}\s+if_not_empty;", snippet), param
 
 
 def test_mtls_no_certificate_is_401(mtls: MTLSGateway) -> None:

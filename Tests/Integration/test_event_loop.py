@@ -8,10 +8,12 @@ import os
 import socket
 import struct
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import pytest
+import requests
 
 from harness import Gateway, wait_until
 from test_pool_lifecycle import MixedClients, live_worker_pids
@@ -116,3 +118,47 @@ def test_a_body_the_upstream_never_took_does_not_poison_the_kept_connection(make
         started = time.monotonic()
         assert gw.get(f"/echo/after-unread-body/{i}", timeout=5).status_code == 200
         assert time.monotonic() - started < 1.0, "the next request must not wait on a confused connection"
+
+
+def test_requests_on_one_kept_connection_carry_nothing_of_the_previous_one(make_gateway: Callable[..., Gateway]) -> None:
+    """One worker, one loop, nginx keeping one connection: the worker reuses the connection's
+    answer state and the loop's upstream exchange objects from one request to the next. Answers
+    of every kind in turn (proxied with an extra header and status, gateway 404, POST with a
+    body, refused upstream 502, HEAD, a large body) each carry their own status, request id,
+    headers and body, never anything of the request before."""
+    gw = make_gateway(workers=1, threads=1, keepalive=1)
+    ids: dict[str, tuple[int, str]] = {}
+
+    def send(method: str, path: str, status: int, **kwargs: object) -> requests.Response:
+        rid = uuid.uuid4().hex
+        response = gw.request(method, path, headers={"X-Request-ID": rid, **kwargs.pop("headers", {})}, timeout=10, **kwargs)
+        assert response.status_code == status, f"{method} {path}: {response.status_code} {response.text[:200]}"
+        assert response.headers["X-Request-ID"] == rid
+        assert "X-Only-A" not in response.headers or path.startswith("/echo/a")
+        ids[rid] = (status, path.split("?")[0])
+        return response
+
+    for round_ in range(3):
+        a = send("GET", f"/echo/a{round_}?status=201&set_header=X-Only-A:a", 201)
+        assert a.headers["X-Only-A"] == "a"
+        assert a.json()["path"] == f"/echo/a{round_}"
+        missing = send("GET", f"/nowhere/{round_}", 404)
+        assert missing.headers["Content-Type"].startswith("application/problem+json")
+        assert missing.json()["request_id"] == missing.headers["X-Request-ID"]
+        post = send("POST", f"/echo/c{round_}", 200, data=b"c" * 1000, headers={"Content-Type": "text/plain"})
+        assert post.json()["body_length"] == 1000
+        assert "x-only-a" not in post.json()["headers"]
+        dead = send("GET", f"/dead/d{round_}", 502)
+        assert dead.json()["request_id"] == dead.headers["X-Request-ID"]
+        head = send("HEAD", f"/echo/e{round_}", 200)
+        assert head.content == b""
+        big = send("GET", f"/echo/f{round_}?bytes=100000", 200)
+        assert len(big.content) == 100_000
+        plain = send("GET", f"/echo/g{round_}", 200)
+        assert plain.json()["method"] == "GET" and plain.json()["body_length"] == 0
+        assert "x-only-a" not in plain.json()["headers"]
+
+    entries = gw.wait_for_log_entries(lambda e: e.get("request_id") in ids, count=len(ids))
+    for entry in entries:
+        status, path = ids[entry["request_id"]]
+        assert (entry["status"], entry["path"]) == (status, path), entry

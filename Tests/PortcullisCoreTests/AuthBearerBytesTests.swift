@@ -44,13 +44,16 @@ final class AuthBearerBytesTests: XCTestCase {
     }
 
     func testIdentityHeaderNames() {
+        // The byte comparison covers exactly the published list.
+        XCTAssertEqual(Set(Authenticator.identityHeaders.map { $0.lowercased() }),
+                       ["x-consumer-id", "x-credential-id", "x-consumer-groups", "x-authenticated-scopes"])
         for name in Authenticator.identityHeaders {
             XCTAssertTrue(Authenticator.isIdentityHeader(name), name)
             XCTAssertTrue(Authenticator.isIdentityHeader(name.lowercased()), name)
             XCTAssertTrue(Authenticator.isIdentityHeader(name.uppercased()), name)
         }
         for name in ["", "X", "x-", "X-Consumer-I", "X-Consumer-IDs", "Y-Consumer-ID", "X_Consumer-ID", "Authorization",
-                     "X-Request-ID", "X-Credential-Id\u{301}"] {
+                     "X-Request-ID", "X-Credential-Id\u{301}", "X-Forwarded-For", "X-Forwarded-Proto", "X-Consumer-Idx"] {
             XCTAssertFalse(Authenticator.isIdentityHeader(name), name)
         }
     }

@@ -22,12 +22,19 @@ public struct Authenticator: Sendable {
     /// Identity headers only the gateway may set; client-sent copies are removed.
     public static let identityHeaders = ["X-Consumer-ID", "X-Consumer-Groups", "X-Credential-ID", "X-Authenticated-Scopes"]
 
-    /// One of `identityHeaders` (any case). Every forwarded field is asked, so a name that does
-    /// not start with `x-` is answered from its first bytes.
+    /// One of `identityHeaders` (any case). Every forwarded field is asked, so the name is
+    /// compared on its bytes with the one identity name of its length, if any.
     static func isIdentityHeader(_ name: String) -> Bool {
         var name = name
-        let maybe = name.withUTF8 { $0.count >= 13 && $0[0] | 0x20 == UInt8(ascii: "x") && $0[1] == UInt8(ascii: "-") }
-        return maybe && identityHeaders.contains { $0.caseInsensitiveEquals(name) }
+        return name.withUTF8 { bytes in
+            switch bytes.count {
+            case 13: return ASCIICase.equal(bytes, lower: "x-consumer-id")
+            case 15: return ASCIICase.equal(bytes, lower: "x-credential-id")
+            case 17: return ASCIICase.equal(bytes, lower: "x-consumer-groups")
+            case 22: return ASCIICase.equal(bytes, lower: "x-authenticated-scopes")
+            default: return false
+            }
+        }
     }
 
     /// - Parameter jwksSources: the key store of each issuer's `jwks_url`, keyed by URL (see

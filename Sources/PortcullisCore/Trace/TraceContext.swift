@@ -81,12 +81,31 @@ public struct TraceContext: Sendable, Equatable {
     }
 
     private static func writeHex(_ v: UInt64, digits: Int, into out: UnsafeMutableBufferPointer<UInt8>, at offset: Int) {
+        if digits == 16 {
+            // Eight digits per store (no loop per digit: two ids per request, in the upstream
+            // head and the log line).
+            UnsafeMutableRawPointer(out.baseAddress! + offset).storeBytes(of: hexDigits(UInt32(truncatingIfNeeded: v >> 32)), as: UInt64.self)
+            UnsafeMutableRawPointer(out.baseAddress! + offset + 8).storeBytes(of: hexDigits(UInt32(truncatingIfNeeded: v)), as: UInt64.self)
+            return
+        }
         var v = v
         for i in stride(from: offset + digits - 1, through: offset, by: -1) {
             let d = UInt8(v & 0xF)
             out[i] = d < 10 ? 0x30 + d : 0x61 + d - 10
             v >>= 4
         }
+    }
+
+    /// `x` as eight lower-case hex digits, most significant first in memory order: each
+    /// nibble spread into a byte, then '0' added, and 'a' - '0' - 10 more for nibbles above 9.
+    static func hexDigits(_ x: UInt32) -> UInt64 {
+        var v = UInt64(x)
+        v = ((v & 0xFFFF_0000) << 16) | (v & 0xFFFF)
+        v = ((v & 0x0000_FF00_0000_FF00) << 8) | (v & 0x0000_00FF_0000_00FF)
+        v = ((v & 0x00F0_00F0_00F0_00F0) << 4) | (v & 0x000F_000F_000F_000F)
+        let letters = ((v &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101
+        v = v &+ 0x3030_3030_3030_3030 &+ letters &* 0x27
+        return v.bigEndian
     }
 }
 

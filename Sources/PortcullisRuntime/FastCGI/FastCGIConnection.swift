@@ -10,6 +10,8 @@ import Foundation
 final class FastCGIConnection: LoopHandler {
     let fd: Int32
     let request: UnsafeMutablePointer<FCGX_Request>
+    /// The answer side of the request being served, reused by every request of the connection.
+    let exchange: FastCGIExchange
     unowned let owner: LoopWorker
     /// A request is being served: readiness now means an abort or a close by nginx, handled
     /// once the request ends.
@@ -42,6 +44,7 @@ final class FastCGIConnection: LoopHandler {
         // peer to close. A "detached" request closes at once, which the loop needs; nginx has
         // read END_REQUEST by then, so no answer is cut short.
         request.pointee.detached = 1
+        exchange = FastCGIExchange(request: request)
     }
 
     deinit { request.deallocate() }
@@ -73,6 +76,7 @@ final class FastCGIConnection: LoopHandler {
             return
         }
         busy = true
+        exchange.begin()
         owner.serve(self)
     }
 
@@ -82,7 +86,10 @@ final class FastCGIConnection: LoopHandler {
         // libfcgi's stream, not the pipeline's accounting, says whether body bytes are left: an
         // upstream that failed mid-body leaves the rest unread too, and stale STDIN records
         // would be read as the next request.
-        if let input = request.pointee.in, FCGX_HasSeenEOF(input) == 0 {
+        // A request whose body was read (or that had none) usually has only its empty STDIN
+        // record left: reading one byte tells the end from bytes left without the drain's
+        // scratch buffer (a heap allocation of its own).
+        if let input = request.pointee.in, FCGX_HasSeenEOF(input) == 0, unreadBody > 0 || FCGX_GetChar(input) >= 0 {
             if unreadBody > Int64(Self.drainLimit) || !Self.drain(input, budget: Self.drainLimit) {
                 request.pointee.keepConnection = 0
             }

@@ -52,7 +52,8 @@ extension ResponseSink {
     }
 }
 
-/// One FastCGI request: its params, its stdin and its stdout.
+/// One FastCGI request: its params, its stdin and its stdout. A kept connection has one and
+/// reuses it for each of its requests (`begin` resets it).
 public final class FastCGIExchange: ResponseSink, BodySource {
     private let request: UnsafeMutablePointer<FCGX_Request>
     public private(set) var isOpen = true
@@ -64,6 +65,15 @@ public final class FastCGIExchange: ResponseSink, BodySource {
 
     init(request: UnsafeMutablePointer<FCGX_Request>) {
         self.request = request
+    }
+
+    /// A new request arrived on the connection: nothing of the previous answer remains.
+    func begin() {
+        isOpen = true
+        headSent = false
+        bytesSent = 0
+        status = 0
+        requestId = ""
     }
 
     /// The params as libfcgi holds them (`NAME=VALUE` C strings), read in place.

@@ -228,7 +228,7 @@ final class LoopWorker: @unchecked Sendable {
         busy += 1
         let started = EventLoop.monotonicNanos()
         let context = currentContext
-        let exchange = FastCGIExchange(request: connection.request)
+        let exchange = connection.exchange
         let decoded = RequestDecoder.decode(entries: exchange.paramEntries)
         // The gateway's own pages stay off the scoreboard: a scrape would otherwise see itself.
         if let metrics = context.gateway.metrics, !decoded.request.adminPages {

@@ -71,6 +71,8 @@ final class RequestTask {
     private var transformDone: UInt64 = 0
     /// The upstream exchange across its tries (set when the request goes upstream).
     private var call: UpstreamCall?
+    /// The try waiting for its upstream: the request, its templates, the target and its breaker admission.
+    private var tryInFlight: (pass: RoutedRequest, templates: TemplateContext?, target: Int, admission: CircuitBreaker.Admission)?
     /// The matched route is a `grpc` route: refusals are answered with a gRPC status.
     private var grpcRoute = false
 
@@ -163,8 +165,7 @@ final class RequestTask {
         }
         if let slowNanos, elapsed >= slowNanos { logSlow(elapsed: elapsed) }
         if !leases.isEmpty { context.limiter?.release(leases) }
-        let record = log
-        gateway.accessLog.record(loop: environment.loopIndex) { record.append(to: &$0) }
+        gateway.accessLog.record(loop: environment.loopIndex) { log.append(to: &$0) }
         environment.requestEnded(unreadBody: max(0, (request.contentLength ?? 0) - bodyRead))
     }
 
@@ -312,7 +313,7 @@ final class RequestTask {
                 return answer(.upstreamSaturated(upstream.config.name, limit: limit))
             }
         }
-        var call = UpstreamCall(upstream: upstream, index: index, outgoing: outgoing, body: body, bodyLength: bodyLength,
+        let call = UpstreamCall(upstream: upstream, index: index, outgoing: outgoing, body: body, bodyLength: bodyLength,
                                 idempotent: IdempotentMethods.contains(outgoing.method), hashKey: hashKey(upstream.config.balancer, pass))
         if upstream.retries {
             RetryBudget.noteRequest(upstream.own.budget, nowSeconds: upstream.table.nowMs() / 1000, policy: upstream.config.retry)
@@ -332,9 +333,21 @@ final class RequestTask {
     private func upstreamHeaders(_ pass: RoutedRequest) -> HTTPHeaders {
         var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
         Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
-        headers.set("traceparent", trace.context.header)
-        if let state = trace.tracestate { headers.set("tracestate", state) } else { headers.remove("tracestate") }
+        // The client's trace fields are replaced: one pass, by length first, finds both (a
+        // `set` and a `remove` walked every field twice with a case-insensitive comparison each).
+        if headers.fields.contains(where: { Self.isTraceField($0.name) }) { headers.removeAll(where: Self.isTraceField) }
+        headers.add("traceparent", trace.context.header)
+        if let state = trace.tracestate { headers.add("tracestate", state) }
         return headers
+    }
+
+    /// `traceparent` or `tracestate`, any case.
+    static func isTraceField(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 10: return name.caseInsensitiveEquals("tracestate")
+        case 11: return name.caseInsensitiveEquals("traceparent")
+        default: return false
+        }
     }
 
     /// A `websocket` or `grpc` request, admitted: the worker picks the target and answers with
@@ -380,7 +393,7 @@ final class RequestTask {
 
     /// Sends the next try to a target the balancer picks, through its breaker.
     private func sendTry(_ pass: RoutedRequest, templates: TemplateContext?) {
-        guard var call else { return }
+        guard let call else { return }
         let upstream = call.upstream
         let nowMs = upstream.table.nowMs()
         var picked: (Int, CircuitBreaker.Admission)?
@@ -389,12 +402,10 @@ final class RequestTask {
             if case .rejected = admission { call.markTried(i) } else { picked = (i, admission) }
         }
         guard let (i, admission) = picked else {
-            self.call = call
             return noTargetLeft(pass, templates: templates)
         }
         call.markTried(i)
         call.tries += 1
-        self.call = call
         let target = upstream.config.targets[i]
         upstream.slots[i].inFlightCell(column: upstream.column).add(1)
         gateway.metrics?.countTarget(.requests, upstream: call.index, target: i)
@@ -406,10 +417,17 @@ final class RequestTask {
         log.upstream = target
         if slowNanos != nil, transformDone == 0 { transformDone = EventLoop.monotonicNanos() }
         let body: BodySource? = call.replayBody.map { BufferedBody($0) } ?? call.body
+        tryInFlight = (pass, templates, i, admission)
+        // The completion captures the task alone (no closure context to allocate and free per
+        // request): what the try needs afterwards waits in `tryInFlight`.
         environment.startUpstream(upstreamRequest, body: body, sink: exchange, hooks: retryingHooks(pass, context: templates),
-                                  requestId: request.requestId) { [self] outcome, collected in
-            tryEnded(pass, templates: templates, target: i, admission: admission, outcome: outcome, collected: collected)
-        }
+                                  requestId: request.requestId) { [self] outcome, collected in tryCompleted(outcome, collected) }
+    }
+
+    private func tryCompleted(_ outcome: UpstreamOutcome, _ collected: CollectedResponse?) {
+        guard let (pass, templates, target, admission) = tryInFlight else { return }
+        tryInFlight = nil
+        tryEnded(pass, templates: templates, target: target, admission: admission, outcome: outcome, collected: collected)
     }
 
     /// Every target is open, out of probes, or already tried by this request.
@@ -457,7 +475,7 @@ final class RequestTask {
 
     private func tryEnded(_ pass: RoutedRequest, templates: TemplateContext?, target: Int, admission: CircuitBreaker.Admission,
                           outcome: UpstreamOutcome, collected: CollectedResponse?) {
-        guard var call else { return }
+        guard let call else { return }
         let upstream = call.upstream
         upstream.slots[target].inFlightCell(column: upstream.column).add(UInt64.max)
         let failed: Bool
@@ -473,7 +491,6 @@ final class RequestTask {
         if let policy = upstream.config.healthCheck { HealthWord.record(slot.health, success: !failed, policy: policy) }
         if failed { gateway.metrics?.countTarget(.failures, upstream: call.index, target: target) }
         call.record(target: upstream.config.targets[target], outcome: outcome)
-        self.call = call
 
         let again: Bool
         switch outcome.failure {
@@ -504,7 +521,7 @@ final class RequestTask {
     private func leaveBulkhead() {
         guard let call, call.upstream.config.maxInFlight != nil, !call.leftBulkhead else { return }
         call.upstream.leaveBulkhead()
-        self.call?.leftBulkhead = true
+        call.leftBulkhead = true
     }
 
     private func upstreamEnded(_ pass: RoutedRequest, templates: TemplateContext?, outcome: UpstreamOutcome, collected: CollectedResponse?) {
@@ -658,8 +675,9 @@ final class RequestTask {
 }
 
 /// A request's exchange with its upstream across tries: what to send again, which targets were
-/// tried (a bit each; targets past 64 are never excluded), what each try gave.
-struct UpstreamCall {
+/// tried (a bit each; targets past 64 are never excluded), what each try gave. A class: each
+/// step reads and updates it in place (a struct was copied, every field retained, per step).
+final class UpstreamCall {
     let upstream: UpstreamTargets
     let index: Int
     let outgoing: TransformableRequest
@@ -692,9 +710,9 @@ struct UpstreamCall {
     /// Tries left and the request can be sent again.
     var mayRetry: Bool { upstream.retries && tries <= upstream.config.retry.attempts && replayable }
 
-    mutating func markTried(_ i: Int) { if i < 64 { tried |= 1 << UInt64(i) } }
+    func markTried(_ i: Int) { if i < 64 { tried |= 1 << UInt64(i) } }
 
-    mutating func record(target: String, outcome: UpstreamOutcome) {
+    func record(target: String, outcome: UpstreamOutcome) {
         if let lastOutcome { earlier.append((lastTarget, lastOutcome)) }
         lastOutcome = outcome
         lastTarget = target
@@ -719,7 +737,9 @@ struct UpstreamCall {
 }
 
 /// A request after routing (and authentication): everything the rest of the pipeline needs.
-struct RoutedRequest {
+/// A class: handed along every step and kept across the upstream wait, it is retained once
+/// instead of each of its fields being copied.
+final class RoutedRequest {
     let request: GatewayRequest
     let route: RouteConfig
     let match: RouteMatchResult
@@ -728,4 +748,15 @@ struct RoutedRequest {
     let identity: Identity?
     /// Headers the gateway adds to the response (RateLimit-*).
     let responseHeaders: HTTPHeaders
+
+    init(request: GatewayRequest, route: RouteConfig, match: RouteMatchResult, upstream: UpstreamConfig, chain: TransformChain,
+         identity: Identity?, responseHeaders: HTTPHeaders) {
+        self.request = request
+        self.route = route
+        self.match = match
+        self.upstream = upstream
+        self.chain = chain
+        self.identity = identity
+        self.responseHeaders = responseHeaders
+    }
 }

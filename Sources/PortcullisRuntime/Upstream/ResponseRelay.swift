@@ -6,13 +6,15 @@ import PortcullisCore
 /// and turns the end of the exchange into an `UpstreamOutcome`. The single place of response
 /// hygiene whichever client carried the bytes.
 final class ResponseRelay {
-    let sink: ResponseSink
-    let body: BodySource?
-    let hooks: ResponseHooks
-    let requestId: String
-    let url: String
-    let allowAccelBuffering: Bool
-    let completion: (UpstreamOutcome, CollectedResponse?) -> Void
+    /// The exchange's parts, set by `begin` and dropped by `clear` (a relay is reused by the
+    /// lean client's next exchange: nothing of one request may reach the next).
+    private var _sink: ResponseSink?
+    private(set) var body: BodySource?
+    private(set) var hooks = ResponseHooks.streaming
+    private(set) var requestId = ""
+    private(set) var url = ""
+    private(set) var allowAccelBuffering = true
+    private(set) var completion: ((UpstreamOutcome, CollectedResponse?) -> Void)?
     private(set) var status = 0
     private(set) var headers = HTTPHeaders()
     /// The head as the lean client parsed it, while `hooks.streamsPlainly` lets it go out as
@@ -29,15 +31,50 @@ final class ResponseRelay {
     /// The response is swallowed for a retry (`ResponseHooks.swallow`).
     private(set) var swallowing = false
 
-    init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String, allowAccelBuffering: Bool = true,
-         completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
-        self.allowAccelBuffering = allowAccelBuffering
-        self.sink = sink
+    var sink: ResponseSink { _sink! }
+
+    /// An idle relay: `begin` gives it an exchange.
+    init() {}
+
+    convenience init(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String, allowAccelBuffering: Bool = true,
+                     completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+        self.init()
+        begin(sink: sink, body: body, hooks: hooks, requestId: requestId, url: url, allowAccelBuffering: allowAccelBuffering, completion: completion)
+    }
+
+    /// Starts an exchange: every field is set, none is left from a previous one.
+    func begin(sink: ResponseSink, body: BodySource?, hooks: ResponseHooks, requestId: String, url: String, allowAccelBuffering: Bool,
+               completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
+        _sink = sink
         self.body = body
         self.hooks = hooks
         self.requestId = requestId
         self.url = url
+        self.allowAccelBuffering = allowAccelBuffering
         self.completion = completion
+        status = 0
+        headers = HTTPHeaders()
+        rawHead = nil
+        clientGone = false
+        answeredProblem = false
+        collecting = false
+        discarding = false
+        collectLimit = 0
+        collected = []
+        overflowed = false
+        swallowing = false
+    }
+
+    /// Drops what the finished exchange held (its sink, body, hooks and completion keep the
+    /// request alive), so an idle relay pins nothing.
+    func clear() {
+        _sink = nil
+        body = nil
+        hooks = .streaming
+        completion = nil
+        rawHead = nil
+        headers = HTTPHeaders()
+        collected = []
     }
 
     /// What the finished exchange amounts to. `failure` is the transport's verdict (nil: the

@@ -142,7 +142,7 @@ public final class UpstreamClient {
         }
         let notSent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST
         let (outcome, collected) = transfer.relay.result(failure: failure, elapsedMs: elapsedMs, notSent: notSent)
-        transfer.relay.completion(outcome, collected)
+        transfer.relay.completion?(outcome, collected)
     }
 
     fileprivate func watch(_ fd: Int32, what: Int32) {

@@ -27,10 +27,9 @@ public final class Upstreams {
     /// Starts `request` on the client its URL calls for; same contract as `UpstreamClient.start`.
     public func start(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
-        if !curlOnly && http1.handles(request.url) {
-            http1.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
-        } else {
-            curl.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
+        if !curlOnly && http1.startIfHandled(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion) {
+            return
         }
+        curl.start(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion)
     }
 }

@@ -12,6 +12,25 @@ final class TraceContextTests: XCTestCase {
         XCTAssertEqual(t.header, valid)
     }
 
+    /// The ids are written eight digits at a time: every nibble value in every position, and
+    /// random ids, render as `String(radix: 16)` does.
+    func testHexDigitsMatchStringRadix() {
+        var values: [UInt64] = [0, .max, 0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210, 0x0a0a_0a0a_0a0a_0a0a, 0x9999_9999_9999_9999]
+        var random = TraceIdGenerator(seed: 7)
+        for _ in 0..<1000 { values.append(random.nextNonZero()) }
+        for high in values.prefix(20) {
+            for low in values {
+                let t = TraceContext(traceHigh: high, traceLow: low, spanId: low ^ high, flags: 1)
+                func hex(_ v: UInt64) -> String { String(repeating: "0", count: 16 - String(v, radix: 16).count) + String(v, radix: 16) }
+                XCTAssertEqual(t.traceIdHex, hex(high) + hex(low))
+                XCTAssertEqual(t.header, "00-\(hex(high))\(hex(low))-\(hex(low ^ high))-01")
+                var bytes: [UInt8] = [0x78]
+                t.appendTraceIdHex(to: &bytes)
+                XCTAssertEqual(bytes, [0x78] + Array((hex(high) + hex(low)).utf8))
+            }
+        }
+    }
+
     func testRejectsWhatTheRecommendationCallsInvalid() {
         for bad in [
             "", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",  // short

@@ -238,6 +238,38 @@ final class HTTP1ClientTests: XCTestCase {
         XCTAssertEqual(big.collected?.overflowed, true)
     }
 
+    /// The client reuses a completed exchange (object, relay, output buffer) for the next
+    /// request: nothing of one request (body, headers, swallow/collect/overflow state, status)
+    /// may show in the next.
+    func testReusedExchangeCarriesNothingOverFromThePreviousRequest() {
+        let swallow = ResponseHooks(mode: { _, _ in .swallow })
+        let a = exchange("/echo", method: "POST", body: Array("secret-body-of-a".utf8), headers: HTTPHeaders([("X-Only-A", "a")]), hooks: swallow)
+        XCTAssertTrue(a.outcome.swallowed)
+        XCTAssertFalse(a.sink.headSent)
+        let b = exchange("/echo", headers: HTTPHeaders([("X-B", "b")]))
+        XCTAssertFalse(b.outcome.swallowed)
+        XCTAssertNil(b.outcome.failure)
+        XCTAssertNil(b.collected)
+        XCTAssertEqual(b.sink.status, 200)
+        XCTAssertEqual(b.sink.text, "GET /echo HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\nX-B: b\r\n\r\n")
+
+        let collect = ResponseHooks(mode: { _, _ in .collect(limit: 10) })
+        XCTAssertEqual(exchange("/chunked", hooks: collect).collected.map { String(decoding: $0.body, as: UTF8.self) }, "hello")
+        let c = exchange("/204")
+        XCTAssertNil(c.collected)
+        XCTAssertEqual(c.sink.status, 204)
+        XCTAssertEqual(c.sink.headers["X-Up"], "1")
+        XCTAssertTrue(c.sink.body.isEmpty)
+
+        XCTAssertEqual(exchange("/big", hooks: collect).collected?.overflowed, true)
+        let d = exchange("/cl")
+        XCTAssertNil(d.outcome.failure)
+        XCTAssertNil(d.collected)
+        XCTAssertEqual(d.sink.text, "hello")
+        XCTAssertEqual(d.outcome.status, 200)
+        XCTAssertEqual(client.exchangesCreated, 1, "one exchange object served every request")
+    }
+
     func testKeptConnectionClosedByTheUpstreamIsReplacedOnce() {
         XCTAssertEqual(exchange("/once").sink.text, "ok")
         usleep(20_000)  // the upstream's FIN has arrived, the loop has not looked yet
@@ -301,5 +333,13 @@ final class HTTP1ClientTests: XCTestCase {
         XCTAssertTrue(client.handles("http://[::1]:8080"))
         XCTAssertEqual(HTTP1Endpoint(authority: "127.0.0.1:80")?.hostHeader, "127.0.0.1")
         XCTAssertEqual(HTTP1Endpoint(authority: "[::1]:8080")?.hostHeader, "[::1]:8080")
+        // Such a request is left to curl untouched: no exchange, no completion.
+        let request = UpstreamRequest(method: "GET", url: "https://127.0.0.1/x", headers: HTTPHeaders(), bodyLength: nil,
+                                      connectTimeoutMs: 1_000, timeoutMs: 1_000)
+        var completed = false
+        XCTAssertFalse(client.startIfHandled(request, body: nil, sink: RecordingSink(), hooks: .streaming, requestId: "r") { _, _ in completed = true })
+        loop.runOnce(maxWaitMs: 10)
+        XCTAssertFalse(completed)
+        XCTAssertEqual(client.exchangesCreated, 0)
     }
 }

@@ -442,6 +442,15 @@ final class RequestTaskTests: XCTestCase {
         let started = try XCTUnwrap(TraceContext.parse(environment.sent[1].request.headers["traceparent"] ?? ""))
         XCTAssertNotEqual(started.traceIdHex, kept.traceIdHex)
         XCTAssertNil(environment.sent[1].request.headers["tracestate"])
+        XCTAssertEqual(environment.sent[0].request.headers.values("traceparent").count, 1, "the client's field is replaced, not kept beside")
+        XCTAssertEqual(environment.sent[0].request.headers.values("tracestate"), ["v=1"])
+        // An invalid parent: a new trace, and the client's tracestate is not passed on.
+        run(params("GET", "/open/t", headers: ["HTTP_TRACEPARENT": "00-bad", "HTTP_TRACESTATE": "v=2"]), exchange: RecordingExchange(),
+            environment: environment)
+        let replaced = environment.sent[2].request.headers
+        XCTAssertEqual(replaced.values("traceparent").count, 1)
+        XCTAssertNotNil(TraceContext.parse(replaced["traceparent"] ?? ""))
+        XCTAssertEqual(replaced.values("tracestate"), [])
     }
 
     /// Operator-chosen nginx facts (`PORTCULLIS_VAR_*`) are kept for `var:` key parts; a client

@@ -19,6 +19,11 @@ public final class HTTP1Client {
     private var deferred: [() -> Void] = []
     private lazy var deferTimer = LoopTimer { [unowned self] in self.runDeferred() }
     private var starting = false
+    /// Completed exchanges kept for the next requests (object, relay and output buffer reused).
+    private var spare: [HTTP1Exchange] = []
+    static let spareLimit = 64
+    /// Exchange objects created so far (completed ones are reused instead).
+    public private(set) var exchangesCreated = 0
     /// Connections opened so far (kept connections are reused instead).
     public private(set) var connectionsOpened = 0
 
@@ -57,18 +62,36 @@ public final class HTTP1Client {
     /// on the loop when the exchange ends, never before `start` returns.
     public func start(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
                       requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) {
-        starting = true
-        defer { starting = false }
+        if startIfHandled(request, body: body, sink: sink, hooks: hooks, requestId: requestId, completion: completion) { return }
         let relay = ResponseRelay(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
                                   allowAccelBuffering: request.allowAccelBuffering, completion: completion)
-        guard let (endpoint, target) = route(request.url) else {
-            return later { self.finish(relay, started: EventLoop.monotonicNanos(), failure: .unavailable("not a plain-HTTP address: \(request.url)")) }
-        }
-        let exchange = HTTP1Exchange(request, endpoint: endpoint, target: target, relay: relay, now: loop.now)
+        let started = EventLoop.monotonicNanos()
+        later { self.finish(relay, started: started, failure: .unavailable("not a plain-HTTP address: \(request.url)")) }
+    }
+
+    /// `start` when this client carries `request` (`handles` its URL); false, with nothing
+    /// started, when it needs curl. The URL is looked at once (`handles` then `start` split it
+    /// twice per request).
+    public func startIfHandled(_ request: UpstreamRequest, body: BodySource?, sink: ResponseSink, hooks: ResponseHooks,
+                               requestId: String, completion: @escaping (UpstreamOutcome, CollectedResponse?) -> Void) -> Bool {
+        guard let (endpoint, target) = route(request.url) else { return false }
+        starting = true
+        defer { starting = false }
+        let exchange = spare.popLast() ?? newExchange()
+        exchange.relay.begin(sink: sink, body: body, hooks: hooks, requestId: requestId, url: request.url,
+                             allowAccelBuffering: request.allowAccelBuffering, completion: completion)
+        exchange.begin(request, endpoint: endpoint, target: target, now: loop.now)
         if exchange.bodyEndedEarly {
-            return complete(exchange, failure: .unavailable("the request body ended before its announced length"))
+            complete(exchange, failure: .unavailable("the request body ended before its announced length"))
+        } else {
+            dispatch(exchange, fresh: false)
         }
-        dispatch(exchange, fresh: false)
+        return true
+    }
+
+    private func newExchange() -> HTTP1Exchange {
+        exchangesCreated += 1
+        return HTTP1Exchange()
     }
 
     // MARK: connections
@@ -141,15 +164,29 @@ public final class HTTP1Client {
     /// `notSent`: the failure came before a byte of the request reached the upstream.
     func complete(_ exchange: HTTP1Exchange, failure: UpstreamOutcome.Failure?, notSent: Bool = false) {
         if starting {
-            return later { self.finish(exchange.relay, started: exchange.started, failure: failure, notSent: notSent) }
+            return later { self.finish(exchange, failure: failure, notSent: notSent) }
         }
-        finish(exchange.relay, started: exchange.started, failure: failure, notSent: notSent)
+        finish(exchange, failure: failure, notSent: notSent)
+    }
+
+    /// Ends `exchange` and keeps it for a later request: its outcome and completion are taken
+    /// first, so the completion may start the next try (on this very object).
+    private func finish(_ exchange: HTTP1Exchange, failure: UpstreamOutcome.Failure?, notSent: Bool) {
+        let completion = exchange.relay.completion
+        let (outcome, collected) = result(exchange.relay, started: exchange.started, failure: failure, notSent: notSent)
+        exchange.clear()
+        if spare.count < Self.spareLimit { spare.append(exchange) }
+        completion?(outcome, collected)
     }
 
     private func finish(_ relay: ResponseRelay, started: UInt64, failure: UpstreamOutcome.Failure?, notSent: Bool = false) {
+        let (outcome, collected) = result(relay, started: started, failure: failure, notSent: notSent)
+        relay.completion?(outcome, collected)
+    }
+
+    private func result(_ relay: ResponseRelay, started: UInt64, failure: UpstreamOutcome.Failure?, notSent: Bool) -> (UpstreamOutcome, CollectedResponse?) {
         let elapsedMs = Double(EventLoop.monotonicNanos() &- started) / 1_000_000
-        let (outcome, collected) = relay.result(failure: failure, elapsedMs: elapsedMs, notSent: notSent)
-        relay.completion(outcome, collected)
+        return relay.result(failure: failure, elapsedMs: elapsedMs, notSent: notSent)
     }
 
     private func later(_ work: @escaping () -> Void) {

@@ -1,43 +1,56 @@
 import PortcullisCore
 
 /// One request in flight on the lean client: its bytes to write, its deadlines and its
-/// response relay. It outlives a connection when it is retried on a fresh one.
+/// response relay. It outlives a connection when it is retried on a fresh one. The client
+/// reuses an exchange (its object, its relay and its output buffer) for a later request once
+/// this one has completed: `begin` sets every field.
 final class HTTP1Exchange {
     /// Bodies up to this size are read whole before sending: one write with the head, and the
     /// request can be replayed on a fresh connection.
     static let inlineBodyLimit = 64 * 1024
+    /// Output capacity kept for the next request (a larger buffer, from a big inline body or
+    /// a streamed chunk, is given back).
+    static let keptOutputCapacity = 4096
 
-    let endpoint: HTTP1Endpoint
-    let relay: ResponseRelay
-    let method: String
-    let connectTimeoutMs: Int
-    let timeoutMs: Int
-    let started: UInt64
+    private(set) var endpoint: HTTP1Endpoint!
+    let relay = ResponseRelay()
+    private(set) var method = ""
+    private(set) var connectTimeoutMs = 0
+    private(set) var timeoutMs = 0
+    private(set) var started: UInt64 = 0
     /// Monotonic nanoseconds by which the whole exchange must be over.
-    let deadline: UInt64
+    private(set) var deadline: UInt64 = 0
     /// What remains to write: the head and an inline body, or a chunk of a streamed body.
     var output: [UInt8] = []
     var written = 0
     /// Streamed body bytes not yet read from the source.
     private(set) var bodyToStream: Int64 = 0
     /// `output` holds the whole request, so it can be written again.
-    let replayable: Bool
+    private(set) var replayable = false
     var retried = false
     /// A response byte arrived; from then on a failure is never retried.
     var responseStarted = false
     /// The body source gave fewer bytes than announced (the exchange fails before sending).
     private(set) var bodyEndedEarly = false
 
-    init(_ request: UpstreamRequest, endpoint: HTTP1Endpoint, target: Substring, relay: ResponseRelay, now: UInt64) {
+    init() {}
+
+    /// Starts `request` to `endpoint`; the relay must have been begun for it.
+    func begin(_ request: UpstreamRequest, endpoint: HTTP1Endpoint, target: Substring, now: UInt64) {
         self.endpoint = endpoint
-        self.relay = relay
         method = request.method
         connectTimeoutMs = request.connectTimeoutMs
         timeoutMs = request.timeoutMs
         started = EventLoop.monotonicNanos()
         deadline = now &+ UInt64(max(request.timeoutMs, 0)) * 1_000_000
+        written = 0
+        bodyToStream = 0
+        retried = false
+        responseStarted = false
+        bodyEndedEarly = false
         let bodyLength = HTTP1RequestHead.hasBody(request) ? Int(request.bodyLength ?? 0) : 0
         let inline = bodyLength <= Self.inlineBodyLimit
+        output.removeAll(keepingCapacity: true)
         output.reserveCapacity(512 + (inline ? bodyLength : 0))
         HTTP1RequestHead.write(request, target: target, hostHeader: request.host ?? endpoint.hostHeader, into: &output)
         replayable = inline
@@ -53,6 +66,14 @@ final class HTTP1Exchange {
                 bodyToStream = Int64(bodyLength)
             }
         }
+    }
+
+    /// The exchange completed: drops what belongs to its request before the object waits for
+    /// the next one.
+    func clear() {
+        relay.clear()
+        endpoint = nil
+        if output.capacity > Self.keptOutputCapacity { output = [] } else { output.removeAll(keepingCapacity: true) }
     }
 
     /// The request is written whole.
