@@ -22,9 +22,10 @@ public protocol ResponseSink: AnyObject {
     var status: Int { get }
     func sendHead(status: Int, headers: HTTPHeaders)
     /// Sends an upstream's head as it arrived, cleaned as `HeaderHygiene.downstreamResponseHeaders`
-    /// cleans it (the streaming path: no hook looks at the headers), then the RateLimit fields
-    /// of `adding` (the upstream's head holds none of their names).
-    func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool, adding: RateLimitOutcome?)
+    /// cleans it (the streaming path: no hook looks at the headers).
+    func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool)
+    /// The same, then the RateLimit fields of `adding` (the upstream's head holds none of their names).
+    func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool, adding: RateLimitOutcome)
     func sendBody(_ bytes: UnsafeRawBufferPointer)
 }
 
@@ -37,9 +38,13 @@ public protocol BodySource: AnyObject {
 extension ResponseSink {
     public func sendBody(_ bytes: [UInt8]) { bytes.withUnsafeBytes { sendBody($0) } }
 
-    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool, adding: RateLimitOutcome?) {
+    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool) {
+        sendHead(status: status, headers: HeaderHygiene.downstreamResponseHeaders(fields.headers(), allowAccelBuffering: allowAccelBuffering))
+    }
+
+    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool, adding: RateLimitOutcome) {
         var headers = HeaderHygiene.downstreamResponseHeaders(fields.headers(), allowAccelBuffering: allowAccelBuffering)
-        for (name, value) in adding?.headers ?? HTTPHeaders() { headers.set(name, value) }
+        for (name, value) in adding.headers { headers.set(name, value) }
         sendHead(status: status, headers: headers)
     }
 
@@ -102,10 +107,14 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         writeHead(status: status) { HeaderHygiene.appendFields(headers, to: &$0) }
     }
 
-    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool, adding: RateLimitOutcome?) {
+    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool) {
+        writeHead(status: status) { HeaderHygiene.appendDownstreamFields(fields, allowAccelBuffering: allowAccelBuffering, to: &$0) }
+    }
+
+    public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool, adding: RateLimitOutcome) {
         writeHead(status: status) {
             HeaderHygiene.appendDownstreamFields(fields, allowAccelBuffering: allowAccelBuffering, to: &$0)
-            adding?.appendHeaderFields(to: &$0)
+            adding.appendHeaderFields(to: &$0)
         }
     }
 

@@ -176,7 +176,11 @@ final class ResponseRelay {
         if answeredProblem { return false }
         guard !sink.headSent else { return true }
         if let rawHead {
-            sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering, adding: hooks.rateLimitFields)
+            if let added = hooks.rateLimitFields {
+                sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering, adding: added)
+            } else {
+                sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering)
+            }
             self.rawHead = nil
             return true
         }
