@@ -199,11 +199,35 @@ final class JSONCodecTests: XCTestCase {
                     var out: [UInt8] = []
                     JSONLineWriter.appendQuoted(s, to: &out)
                     XCTAssertEqual(out, referenceQuoted(s), s.debugDescription)
+                    XCTAssertEqual(JSONCodec.serializeBytes(.string(s), capacity: 1), out, s.debugDescription)
                 }
             }
         }
         let all = String(decoding: (0..<128).map { UInt8($0) }, as: UTF8.self) + "é漢😀"
         XCTAssertEqual(JSONCodec.serializeBytes(.string(all)), referenceQuoted(all))
+    }
+
+    /// The serialiser's own buffer grows from any size hint and writes what an array gets.
+    func testSerialiserBufferGrowsAndMatchesAnArray() throws {
+        let items = (0..<200).map { #"{"name":"item-\#($0)","price":\#(Double($0) * 1.5),"tags":["a","\n"],"n":\#($0),"x":null}"# }
+        let text = "{\"items\":[" + items.joined(separator: ",") + "],\"ok\":true,\"big\":123456789012345678901234567890}"
+        let value = try JSONCodec.parse(Array(text.utf8), rejectDuplicateKeys: false, keepLargeNumbers: true)
+        var reference: [UInt8] = []
+        JSONCodec.write(value, into: &reference)
+        XCTAssertGreaterThan(reference.count, 10_000)
+        for capacity in [-1, 0, 1, 2, 17, 100, 4096, 1 << 16] {
+            XCTAssertEqual(JSONCodec.serializeBytes(value, capacity: capacity), reference, "capacity \(capacity)")
+        }
+        var buffer = ByteBuffer(capacity: 1)
+        defer { buffer.deallocate() }
+        var expected: [UInt8] = []
+        for i in 0..<1000 {
+            let piece = Array(repeating: UInt8(truncatingIfNeeded: i), count: i % 37)
+            piece.withUnsafeBufferPointer { buffer.append(bytes: $0) }
+            buffer.append(UInt8(truncatingIfNeeded: i &* 7))
+            expected += piece + [UInt8(truncatingIfNeeded: i &* 7)]
+        }
+        XCTAssertEqual(buffer.array, expected)
     }
 
     func testNumbersSerialiseAsBefore() {

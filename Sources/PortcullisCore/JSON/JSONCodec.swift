@@ -105,19 +105,19 @@ public enum JSONCodec {
     /// transformed bodies and problem documents. `capacity` is a size hint (e.g. the size of the
     /// body the value was parsed from) so the output grows without copies.
     public static func serializeBytes(_ value: JSONValue, capacity: Int = 256) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(capacity)
+        var out = ByteBuffer(capacity: capacity)
+        defer { out.deallocate() }
         write(value, into: &out)
-        return out
+        return out.array
     }
 
-    private static func write(_ value: JSONValue, into out: inout [UInt8]) {
+    static func write<Sink: ByteSink>(_ value: JSONValue, into out: inout Sink) {
         switch value {
-        case .null: out.append(contentsOf: "null".utf8)
-        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .null: out.append(ascii: "null")
+        case .bool(let b): if b { out.append(ascii: "true") } else { out.append(ascii: "false") }
         case .int(let i): appendInteger(i, to: &out)
         case .double(let d): appendDouble(d, to: &out)
-        case .number(let text): out.append(contentsOf: text.utf8)
+        case .number(var text): text.withUTF8 { out.append(bytes: $0) }
         case .string(let s): JSONLineWriter.appendQuoted(s, to: &out)
         case .array(let items):
             out.append(UInt8(ascii: "["))
@@ -143,7 +143,7 @@ public enum JSONCodec {
     }
 
     /// Decimal digits without going through a String.
-    static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
+    static func appendInteger<Sink: ByteSink>(_ value: Int64, to out: inout Sink) {
         if value < 0 { out.append(UInt8(ascii: "-")) }
         // The magnitude as UInt64, so Int64.min has one too.
         var magnitude = value.magnitude
@@ -154,14 +154,14 @@ public enum JSONCodec {
                 digits[start] = UInt8(ascii: "0") + UInt8(magnitude % 10)
                 magnitude /= 10
             } while magnitude > 0
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start..<20]))
+            out.append(bytes: UnsafeBufferPointer(rebasing: digits[start..<20]))
         }
     }
 
     /// Like jansson (`%.15g`, always with a fraction or exponent); non-finite numbers, which
     /// JSON cannot carry, become null.
-    static func appendDouble(_ d: Double, to out: inout [UInt8]) {
-        guard d.isFinite else { out.append(contentsOf: "null".utf8); return }
+    static func appendDouble<Sink: ByteSink>(_ d: Double, to out: inout Sink) {
+        guard d.isFinite else { out.append(ascii: "null"); return }
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
             let length = Int(vsnprintfDouble(buffer.baseAddress!, 32, d))
             var needsFraction = true
@@ -172,7 +172,7 @@ public enum JSONCodec {
                 if c == UInt8(ascii: ".") || c == UInt8(ascii: "e") { needsFraction = false }
                 out.append(c)
             }
-            if needsFraction { out.append(contentsOf: ".0".utf8) }
+            if needsFraction { out.append(ascii: ".0") }
         }
     }
 

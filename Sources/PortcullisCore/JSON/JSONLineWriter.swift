@@ -78,14 +78,14 @@ public struct JSONLineWriter {
     private mutating func appendString(_ s: String) { Self.appendQuoted(s, to: &bytes) }
 
     /// RFC 8259 string escaping: quotes, backslash and control characters (and DEL).
-    static func appendQuoted(_ s: String, to bytes: inout [UInt8]) {
+    static func appendQuoted<Sink: ByteSink>(_ s: String, to bytes: inout Sink) {
         var s = s  // withUTF8 is free for native strings and gives the bytes without per-character iteration
         s.withUTF8 { appendQuoted($0, to: &bytes) }
     }
 
     /// Copies runs that need no escaping in one go: byte-at-a-time appends were most of the
     /// cost of serialising a transformed body.
-    static func appendQuoted(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout [UInt8]) {
+    static func appendQuoted<Sink: ByteSink>(_ utf8: UnsafeBufferPointer<UInt8>, to bytes: inout Sink) {
         bytes.append(UInt8(ascii: "\""))
         var runStart = 0
         var i = 0
@@ -97,7 +97,7 @@ public struct JSONLineWriter {
             i += JSONByteScan.firstFlagged(mask)  // exact: this byte needs escaping
             let c = utf8[i]
             i += 1
-            if runStart < i - 1 { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<(i - 1)])) }
+            if runStart < i - 1 { bytes.append(bytes: UnsafeBufferPointer(rebasing: utf8[runStart..<(i - 1)])) }
             runStart = i
             switch c {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -121,7 +121,7 @@ public struct JSONLineWriter {
                 bytes.append(hexDigit(c & 15))
             }
         }
-        if runStart < utf8.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart...])) }
+        if runStart < utf8.count { bytes.append(bytes: UnsafeBufferPointer(rebasing: utf8[runStart...])) }
         bytes.append(UInt8(ascii: "\""))
     }
 
