@@ -3,7 +3,7 @@
 # not depend on machine noise, for deciding an optimisation on a shared machine.
 #
 #   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis | --limit] [--metrics on|off]
-#   scripts/bench/instructions.sh [--seconds 5] --jwt | --post [--metrics on|off]
+#   scripts/bench/instructions.sh [--seconds 5] --jwt | --post | --three [--metrics on|off]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
 #
 # A static nginx upstream, the gateway (1 worker x 1 loop, its master and worker under callgrind)
@@ -18,7 +18,9 @@
 # the same pieces (scripts/bench/common.sh): --jwt the bench's route `jwt` (an HS256 JWT, the
 # bench's issuer, token cache on) with one valid token on every request; --post its route
 # `transform` (the request and response transform plugins), wrk POSTing the bench's 2 KB v1 body
-# and the upstream answering its 2 KB JSON document.
+# and the upstream answering its 2 KB JSON document; --three its route `plain3` (upstream
+# `static3`: three targets, round robin, active health checks), the static nginx listening on
+# three ports.
 # Prints the figure and writes the top functions (inclusive) to run/instructions/top.txt.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -35,12 +37,13 @@ while [[ $# -gt 0 ]]; do
         --metrics) metrics=$2; shift 2 ;;
         --jwt) scenario=jwt; shift ;;
         --post) scenario=transform; shift ;;
+        --three) scenario=plain3; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 [[ $metrics == on || $metrics == off ]] || { echo "--metrics takes on or off" >&2; exit 2; }
 [[ $scenario == plain || ( -z $header && $redis == 0 && $shm_limit == 0 ) ]] ||
-    { echo "--jwt and --post take no --header, --limit or --redis" >&2; exit 2; }
+    { echo "--jwt, --post and --three take no --header, --limit or --redis" >&2; exit 2; }
 for tool in valgrind callgrind_control callgrind_annotate wrk nginx; do
     command -v "$tool" >/dev/null || { echo "instructions: $tool is missing (apt-get install valgrind wrk nginx-light)" >&2; exit 1; }
 done
@@ -55,7 +58,7 @@ bench_files "$work"
 strip --strip-debug -o "$work/portcullis" "$bin"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-static_port=$(port) gw_port=$(port)
+static_port=$(port) static_port2=$(port) static_port3=$(port) gw_port=$(port)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -66,7 +69,7 @@ events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   client_body_temp_path $work/static/temp/cb; proxy_temp_path $work/static/temp/p; fastcgi_temp_path $work/static/temp/f;
   uwsgi_temp_path $work/static/temp/u; scgi_temp_path $work/static/temp/s;
-  server { listen 127.0.0.1:$static_port;
+  server { listen 127.0.0.1:$static_port; listen 127.0.0.1:$static_port2; listen 127.0.0.1:$static_port3;
     $(bench_static_locations "$work") } }
 CONF
 nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
@@ -90,6 +93,7 @@ case $scenario in
     jwt) route=$(bench_config_part route jwt) path=/bench/jwt
          sections+=' "auth": '$(bench_config_part auth)','
          wrk_args+=(-H "Authorization: Bearer $(bench_token hs256)") ;;
+    plain3) route=$(bench_config_part route plain3) path=/bench/three-targets ;;
     transform) route=$(bench_config_part route transform) path=/bench/transform
          sections+=' "plugins_dir": "plugins",'
          wrk_args+=(-s "$work/post2k.lua") ;;
@@ -97,7 +101,11 @@ esac
 cat > "$work/portcullis.json" <<CONF
 {$rate_limit $sections "server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
  "log": {"access_log": "$work/access.log"},
- "upstreams": {"static": {"targets": ["http://127.0.0.1:$static_port"]}},
+ "upstreams": {"static": {"targets": ["http://127.0.0.1:$static_port"]},
+   "static3": $(bench_config_part upstreams | python3 -c 'import json, sys
+u = json.load(sys.stdin)["static3"]
+u["targets"] = [f"http://127.0.0.1:{p}" for p in sys.argv[1:]]
+print(json.dumps(u))' "$static_port" "$static_port2" "$static_port3")},
  "consumers": [{"id": "demo", "api_keys": [{"id": "demo-key", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}],
  "routes": [$route]}
 CONF

@@ -453,10 +453,9 @@ final class RequestTask {
     private func retryingHooks(_ pass: RoutedRequest, context templates: TemplateContext?) -> ResponseHooks {
         var hooks = responseHooks(pass, context: templates)
         guard let call, call.idempotent, call.mayRetry else { return hooks }
-        let mode = hooks.mode
-        hooks.mode = { [self] status, headers in
-            if call.upstream.config.retry.onStatuses.contains(status), self.retryAllowed() { return .swallow }
-            return mode(status, headers)
+        // By status alone, so a plainly streamed response stays bytes end to end.
+        hooks.swallow = { [self] status in
+            call.upstream.config.retry.onStatuses.contains(status) && self.retryAllowed()
         }
         return hooks
     }

@@ -28,7 +28,7 @@ final class ResponseRelay {
     private var collectLimit = 0
     private var collected: [UInt8] = []
     private(set) var overflowed = false
-    /// The response is swallowed for a retry (`ResponseMode.swallow`).
+    /// The response is swallowed for a retry (`ResponseHooks.swallow`).
     private(set) var swallowing = false
 
     var sink: ResponseSink { _sink! }
@@ -114,7 +114,11 @@ final class ResponseRelay {
     func head(status: Int, fields: RawHeaderFields) {
         self.status = status
         if hooks.streamsPlainly {
-            rawHead = fields
+            if hooks.swallow?(status) == true {
+                swallowing = true
+            } else {
+                rawHead = fields
+            }
         } else {
             headers = fields.headers()
             headComplete()
@@ -151,14 +155,16 @@ final class ResponseRelay {
 
     /// The head is known: stream or collect.
     private func headComplete() {
+        if hooks.swallow?(status) == true {
+            swallowing = true
+            return
+        }
         switch hooks.mode(status, headers) {
         case .collect(let limit):
             collecting = true
             collectLimit = limit
         case .discard:
             discarding = true
-        case .swallow:
-            swallowing = true
         case .stream:
             break
         }

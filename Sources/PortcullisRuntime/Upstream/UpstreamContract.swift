@@ -22,7 +22,7 @@ public struct UpstreamOutcome: Sendable {
     /// The request never reached the upstream (connect refused or timed out, or the connection
     /// failed before a byte was written): any method may be retried elsewhere.
     public var notSent = false
-    /// The response was swallowed (`ResponseMode.swallow`) because the request is retried.
+    /// The response was swallowed (`ResponseHooks.swallow`) because the request is retried.
     public var swallowed = false
 }
 
@@ -33,8 +33,6 @@ public enum ResponseMode {
     case collect(limit: Int)
     /// Read the body to its end without keeping it (a transform replaces it whole).
     case discard
-    /// Nothing reaches the client: the request is retried on another target.
-    case swallow
 }
 
 /// Decisions taken when the upstream's status and headers are known.
@@ -49,8 +47,13 @@ public struct ResponseHooks {
     /// streams the rest, `.discard` drops it; anything else (or no hook) aborts the exchange
     /// and the collected response reports `overflowed`.
     public var overflow: ((_ status: Int, _ headers: HTTPHeaders, _ size: Int) -> ResponseMode)? { didSet { streamsPlainly = false } }
-    /// `.streaming` as it is (no hook changed): every response is streamed and no hook looks
-    /// at its headers, so the relay never builds `HTTPHeaders` for them.
+    /// Swallows a response for a retry by its status alone; asked once per response, before
+    /// `mode`. Setting it keeps `streamsPlainly`: it needs no header field, so a retryable
+    /// request's response still goes out as the bytes that arrived.
+    public var swallow: ((_ status: Int) -> Bool)?
+    /// `.streaming` as it is (no hook changed but `swallow`): every response that is not
+    /// swallowed is streamed and no hook looks at its headers, so the relay never builds
+    /// `HTTPHeaders` for them.
     public private(set) var streamsPlainly = false
 
     public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },

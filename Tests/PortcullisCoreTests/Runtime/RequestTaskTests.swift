@@ -47,7 +47,8 @@ final class RequestTaskTests: XCTestCase {
         /// Answers the oldest exchange as a streaming upstream would.
         func answer(status: Int, headers: HTTPHeaders, body: String) {
             let exchange = sent.removeFirst()
-            if case .swallow = exchange.hooks.mode(status, headers) {
+            // As the relay asks, by status before anything else.
+            if exchange.hooks.swallow?(status) == true {
                 var outcome = UpstreamOutcome(status: status, failure: nil, target: exchange.request.url, elapsedMs: 1)
                 outcome.swallowed = true
                 return exchange.completion(outcome, nil)

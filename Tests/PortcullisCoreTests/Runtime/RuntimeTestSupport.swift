@@ -23,6 +23,14 @@ class RecordingSink: ResponseSink {
         body.append(contentsOf: bytes)
         bytesSent += bytes.count
     }
+
+    /// Heads that came as the parser's bytes (the plain streaming path), not as `HTTPHeaders`.
+    var rawHeads = 0
+
+    func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool) {
+        rawHeads += 1
+        sendHead(status: status, headers: HeaderHygiene.downstreamResponseHeaders(fields.headers(), allowAccelBuffering: allowAccelBuffering))
+    }
 }
 
 /// A TCP socket bound to 127.0.0.1 on a free port (listening when `backlog` is given).
