@@ -338,15 +338,20 @@ public struct Authenticator: Sendable {
     /// removed; on routes with an auth `policy` the credentials (a Bearer `Authorization`, the
     /// API key header) are removed too; then the identity headers are set from `identity`.
     public static func upstreamHeaders(_ headers: inout HTTPHeaders, identity: Identity?, settings: AuthSettings, policy: RouteAuthPolicy?) {
-        headers.removeAll(where: isIdentityHeader)
         if policy != nil {
-            // A value with a Bearer token names the scheme too: one test covers both.
-            if headers["authorization"].map(namesBearerScheme) == true {
-                headers.remove("Authorization")
+            // A value with a Bearer token names the scheme too: one test covers both. The
+            // fields are then filtered in one pass.
+            let dropAuthorization = headers["authorization"].map(namesBearerScheme) == true
+            let apiKeyHeader = settings.apiKey.header
+            headers.removeAll { name in
+                isIdentityHeader(name) || (dropAuthorization && name.caseInsensitiveEquals("authorization"))
+                    || name.caseInsensitiveEquals(apiKeyHeader)
             }
-            headers.remove(settings.apiKey.header)
+        } else {
+            headers.removeAll(where: isIdentityHeader)
         }
         guard let identity else { return }
+        headers.reserveCapacity(headers.count + 4)
         headers.add("X-Consumer-ID", identity.consumerId)
         if !identity.groups.isEmpty { headers.add("X-Consumer-Groups", identity.groups.joined(separator: ",")) }
         headers.add("X-Credential-ID", identity.credentialId)

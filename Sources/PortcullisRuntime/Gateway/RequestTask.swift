@@ -47,7 +47,7 @@ final class RequestTask {
     private let started: UInt64
     private var gateway: Gateway { context.gateway }
     private var log: AccessRecord
-    private var request: GatewayRequest
+    private let request: GatewayRequest
     /// Body bytes read from nginx so far (the rest is drained when the request ends).
     private var bodyRead: Int64 = 0
     private var ended = false
@@ -223,7 +223,7 @@ final class RequestTask {
             limitDone = authDone
         }
         guard !route.limits.isEmpty else {
-            return forward(RoutedRequest(request: request, route: route, match: match,
+            return forward(RoutedRequest(route: route, match: match,
                                          upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
                                          identity: identity))
         }
@@ -244,7 +244,7 @@ final class RequestTask {
             if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
             if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
             if let problem = outcome.problem { return answer(problem) }
-            forward(RoutedRequest(request: request, route: route, match: match,
+            forward(RoutedRequest(route: route, match: match,
                                   upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
                                   identity: identity))
         }
@@ -264,7 +264,6 @@ final class RequestTask {
     /// Applies request transforms and sends the request upstream.
     private func forward(_ pass: RoutedRequest) {
         if pass.route.protocol.handsOff { return handOff(pass) }
-        let request = pass.request
         let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
         var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: upstreamHeaders(pass))
         var body: BodySource = exchange
@@ -388,9 +387,9 @@ final class RequestTask {
         guard case .hash(let on) = balancer else { return nil }
         let text: String?
         switch on {
-        case .header(let name): text = pass.request.headers[name]
+        case .header(let name): text = request.headers[name]
         case .consumer: text = pass.identity?.consumerId
-        case .clientIP: text = pass.request.facts.clientAddress
+        case .clientIP: text = request.facts.clientAddress
         }
         return text.map { StableHash.hash($0) }
     }
@@ -663,10 +662,10 @@ final class RequestTask {
 
     private func templateContext(_ pass: RoutedRequest) -> TemplateContext {
         TemplateContext(consumerId: pass.identity?.consumerId, consumerGroups: pass.identity?.groups ?? [],
-                        claims: pass.identity?.claims, pathParams: pass.match.params, requestHeaders: pass.request.headers,
-                        queryItems: pass.request.queryItems, method: pass.request.method, path: pass.request.path,
-                        requestId: pass.request.requestId, route: pass.route.name, now: Date(),
-                        clientIP: pass.request.facts.clientAddress, host: pass.request.facts.host, scheme: pass.request.facts.scheme)
+                        claims: pass.identity?.claims, pathParams: pass.match.params, requestHeaders: request.headers,
+                        queryItems: request.queryItems, method: request.method, path: request.path,
+                        requestId: request.requestId, route: pass.route.name, now: Date(),
+                        clientIP: request.facts.clientAddress, host: request.facts.host, scheme: request.facts.scheme)
     }
 
     /// The raw query, without parameters that carry credentials.
@@ -741,20 +740,18 @@ final class UpstreamCall {
     }
 }
 
-/// A request after routing (and authentication): everything the rest of the pipeline needs.
+/// A request after routing (and authentication): everything the rest of the pipeline needs
+/// besides the request itself, which stays the task's (a copy here retained every field).
 /// A class: handed along every step and kept across the upstream wait, it is retained once
 /// instead of each of its fields being copied.
 final class RoutedRequest {
-    let request: GatewayRequest
     let route: RouteConfig
     let match: RouteMatchResult
     let upstream: UpstreamConfig
     let chain: TransformChain
     let identity: Identity?
 
-    init(request: GatewayRequest, route: RouteConfig, match: RouteMatchResult, upstream: UpstreamConfig, chain: TransformChain,
-         identity: Identity?) {
-        self.request = request
+    init(route: RouteConfig, match: RouteMatchResult, upstream: UpstreamConfig, chain: TransformChain, identity: Identity?) {
         self.route = route
         self.match = match
         self.upstream = upstream
