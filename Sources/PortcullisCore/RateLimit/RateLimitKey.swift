@@ -101,10 +101,17 @@ public struct RateLimitSubject {
     public var consumerGroups: [String]
     public var clientIP: String
     public var routeName: String
+    /// A request header's value (lower-case name), asked before the request's own headers
+    /// (``headerValue(_:)``): for callers without a request.
     public var header: (String) -> String?
+    /// A claim's key value, asked when the subject holds no `claims` (``claimValue(_:)``).
     public var claim: (String) -> String?
-    /// The request, for the `path`, `method`, `query:`, `cookie:` and `var:` key parts (nil: absent).
+    /// The request, for the `path`, `method`, `header:`, `query:`, `cookie:` and `var:` key
+    /// parts (nil: absent).
     public var request: GatewayRequest?
+    /// The verified JWT's claims, for `claim:` key parts and costs (nil: `claim` answers). The
+    /// gateway sets this and `request` instead of closures: nothing is captured per request.
+    public var claims: JSONObject?
     /// The matched route's path parameters.
     public var pathParams: [String: String] = [:]
 
@@ -120,6 +127,26 @@ public struct RateLimitSubject {
         self.claim = claim
     }
 
+    /// The first value of the request header `name` (lower-case): `header`'s answer, else the
+    /// request's own field.
+    public func headerValue(_ name: String) -> String? { header(name) ?? request?.headers[name] }
+
+    /// The claim `name` as a key value (``claimText(_:)``) from `claims`, else `claim`'s answer.
+    public func claimValue(_ name: String) -> String? {
+        guard let claims else { return claim(name) }
+        return claims[name].flatMap(Self.claimText)
+    }
+
+    /// A claim as a key value: strings as they are, other scalars as JSON text; null, arrays
+    /// and objects count as missing.
+    public static func claimText(_ value: JSONValue) -> String? {
+        switch value {
+        case .string(let s): return s
+        case .null, .array, .object: return nil
+        default: return JSONCodec.serialize(value)
+        }
+    }
+
     /// The value of one key part; nil when the request has none (no consumer, header absent…).
     public func value(of part: RateLimitKeyPart) -> String? {
         switch part {
@@ -127,8 +154,8 @@ public struct RateLimitSubject {
         case .consumer: return consumerId
         case .ip: return clientIP
         case .route: return routeName
-        case .header(let n): return header(n)
-        case .claim(let n): return claim(n)
+        case .header(let n): return headerValue(n)
+        case .claim(let n): return claimValue(n)
         case .path: return request?.path
         case .pathParam(let n): return pathParams[n]
         case .method: return request?.method

@@ -17,9 +17,9 @@ public enum RateLimitCost: Sendable, Hashable {
         case .constant(let c):
             return .success(c)
         case .header(let name, let fallback, let max):
-            return Self.parse(subject.header(name), fallback: fallback, max: max, source: "header \"\(name)\"")
+            return Self.parse(subject.headerValue(name), fallback: fallback, max: max, source: "header \"\(name)\"")
         case .claim(let name, let fallback, let max):
-            return Self.parse(subject.claim(name), fallback: fallback, max: max, source: "claim \"\(name)\"")
+            return Self.parse(subject.claimValue(name), fallback: fallback, max: max, source: "claim \"\(name)\"")
         }
     }
 

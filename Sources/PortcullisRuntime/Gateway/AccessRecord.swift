@@ -19,7 +19,7 @@ struct AccessRecord {
     var consumer: String?
     var credential: String?
     /// The route's rate-limit outcome, written as its `logSummary` (nil: the route has no limits).
-    var limits: RateLimitOutcome?
+    var limits: SharedRateLimitOutcome?
     /// The snippet location a `websocket` or `grpc` request was handed to (`websocket`, `grpc`).
     var handoff: String?
     /// The `grpc-status` of a refusal on a `grpc` route (its HTTP status is 200).
@@ -56,7 +56,7 @@ struct AccessRecord {
         if let grpcStatus { w.field("grpc_status", grpcStatus) }
         if let consumer { w.field("consumer", consumer) }
         if let credential { w.field("credential", credential) }
-        if let limits { w.field("limits", unescaped: { limits.appendLogSummary(jsonEscapedTo: &$0) }) }
+        if let limits { w.field("limits", unescaped: { limits.outcome.appendLogSummary(jsonEscapedTo: &$0) }) }
         if let tries { w.field("tries", rawJSON: tries) }
         if let error { w.field("error", error) }
         buffer = w.finish()

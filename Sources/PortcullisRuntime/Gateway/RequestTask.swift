@@ -55,7 +55,7 @@ final class RequestTask {
     private var leases: [RateLimitLease] = []
     /// The route's rate-limit outcome (nil: the route has no limits), whose RateLimit fields
     /// the gateway adds to the response. Kept here, not in every copy of the `RoutedRequest`.
-    private var limitOutcome: RateLimitOutcome?
+    private var limitOutcome: SharedRateLimitOutcome?
     /// nginx always sends REQUEST_METHOD; without it the params were cut short.
     private let complete: Bool
     private let paramBytes: Int
@@ -233,29 +233,21 @@ final class RequestTask {
         let request = self.request
         var subject = RateLimitSubject(
             credentialId: identity?.rateLimitCredential, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
-            clientIP: request.facts.clientAddress, routeName: route.name, header: { request.headers[$0] },
-            claim: { identity?.claims[$0].flatMap(Self.claimText) })
+            clientIP: request.facts.clientAddress, routeName: route.name)
         subject.request = request
+        subject.claims = identity?.claims
         subject.pathParams = match.params
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
-            log.limits = outcome
+            let shared = SharedRateLimitOutcome(outcome)
+            log.limits = shared
             leases = outcome.leases
-            limitOutcome = outcome
+            limitOutcome = shared
             if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
             if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
             if let problem = outcome.problem { return answer(problem) }
             forward(RoutedRequest(route: route, match: match,
                                   upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
                                   identity: identity))
-        }
-    }
-
-    /// A claim as a rate-limit key value: strings as they are, other scalars as JSON text.
-    static func claimText(_ value: JSONValue) -> String? {
-        switch value {
-        case .string(let s): return s
-        case .null, .array, .object: return nil
-        default: return JSONCodec.serialize(value)
         }
     }
 
@@ -555,7 +547,7 @@ final class RequestTask {
 
     private func responseHooks(_ pass: RoutedRequest, context: TemplateContext?) -> ResponseHooks {
         guard let context, !pass.chain.response.isEmpty else {
-            guard let limits = limitOutcome, limits.addsHeaderFields else { return .streaming }
+            guard let limits = limitOutcome, limits.outcome.addsHeaderFields else { return .streaming }
             return .streaming(adding: limits)
         }
         let added = responseHeaders
@@ -630,7 +622,7 @@ final class RequestTask {
 
     /// Headers the gateway adds to the response (RateLimit-*), as `HTTPHeaders` for the paths
     /// that edit a head (transforms, handoffs); the streaming path writes them as bytes.
-    private var responseHeaders: HTTPHeaders { limitOutcome?.headers ?? HTTPHeaders() }
+    private var responseHeaders: HTTPHeaders { limitOutcome?.outcome.headers ?? HTTPHeaders() }
 
     /// The slow-request line: who, where, and the time each stage took (a stage that did not
     /// run counts 0).

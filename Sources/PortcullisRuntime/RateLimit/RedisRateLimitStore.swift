@@ -33,6 +33,8 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
     /// The loop that runs the connection; the store is used only on its thread.
     public let loop: EventLoop
     let timeoutNanos: UInt64
+    /// `<namespace>:rl:`, the start of every counter's key.
+    private let keyPrefix: [UInt8]
     private var connection: RedisConnection?
     /// The sentinel being asked for the master (sentinel endpoint, no connection yet).
     private var discovery: RedisConnection?
@@ -48,6 +50,7 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         self.settings = settings
         self.loop = loop
         self.timeoutNanos = UInt64(max(1, settings.timeoutMs)) * 1_000_000
+        self.keyPrefix = Array((settings.namespace + ":rl:").utf8)
     }
 
     deinit {
@@ -57,9 +60,18 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
     }
 
     /// The Redis key of a counter.
+    /// The Redis key of a counter: `<namespace>:rl:` and its hash in 16 lower-case hex digits,
+    /// written into one string.
     public func redisKey(_ key: RateLimitKey) -> String {
-        let hex = String(key.hash, radix: 16)
-        return settings.namespace + ":rl:" + String(repeating: "0", count: 16 - hex.count) + hex
+        String(unsafeUninitializedCapacity: keyPrefix.count + 16) { out in
+            _ = out.initialize(fromContentsOf: keyPrefix)
+            let digits = UnsafeMutableBufferPointer(rebasing: out[keyPrefix.count...])
+            for i in 0..<16 {
+                let nibble = UInt8(truncatingIfNeeded: key.hash >> UInt64(60 - 4 * i)) & 0xF
+                digits[i] = nibble < 10 ? 0x30 + nibble : 0x61 + nibble - 10
+            }
+            return keyPrefix.count + 16
+        }
     }
 
     public func acquire(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64,

@@ -177,7 +177,7 @@ final class ResponseRelay {
         guard !sink.headSent else { return true }
         if let rawHead {
             if let added = hooks.rateLimitFields {
-                sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering, adding: added)
+                sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering, adding: added.outcome)
             } else {
                 sink.sendUpstreamHead(status: status, fields: rawHead, allowAccelBuffering: allowAccelBuffering)
             }
@@ -186,7 +186,7 @@ final class ResponseRelay {
         }
         var outgoing = HeaderHygiene.downstreamResponseHeaders(headers, allowAccelBuffering: allowAccelBuffering)
         if let added = hooks.rateLimitFields {
-            for (name, value) in added.headers { outgoing.set(name, value) }
+            for (name, value) in added.outcome.headers { outgoing.set(name, value) }
         }
         var code = status
         if let hook = hooks.head, let problem = hook(&code, &outgoing) {

@@ -35,6 +35,14 @@ public enum ResponseMode {
     case discard
 }
 
+/// A request's rate-limit outcome behind one reference, for what keeps it until the response
+/// ends (the request task, its log record, the response hooks): on a route without limits the
+/// nil field is one word, and on a limited route the outcome is not copied into each holder.
+public final class SharedRateLimitOutcome {
+    public let outcome: RateLimitOutcome
+    public init(_ outcome: RateLimitOutcome) { self.outcome = outcome }
+}
+
 /// Decisions taken when the upstream's status and headers are known.
 public struct ResponseHooks {
     /// Stream or collect this response.
@@ -59,7 +67,7 @@ public struct ResponseHooks {
     /// writes them as bytes after the upstream's own (``RateLimitOutcome/appendHeaderFields(to:)``);
     /// when the upstream's head holds a field of one of their names it builds `HTTPHeaders`
     /// instead and sets them there, so the gateway's value replaces the upstream's in place.
-    public var rateLimitFields: RateLimitOutcome?
+    public var rateLimitFields: SharedRateLimitOutcome?
 
     public init(mode: @escaping (Int, HTTPHeaders) -> ResponseMode = { _, _ in .stream },
                 head: ((inout Int, inout HTTPHeaders) -> ProblemDetails?)? = nil,
@@ -76,7 +84,7 @@ public struct ResponseHooks {
     }
 
     /// ``streaming``, with `fields`' RateLimit fields added to every head.
-    public static func streaming(adding fields: RateLimitOutcome) -> ResponseHooks {
+    public static func streaming(adding fields: SharedRateLimitOutcome) -> ResponseHooks {
         var hooks = streaming
         hooks.rateLimitFields = fields
         return hooks

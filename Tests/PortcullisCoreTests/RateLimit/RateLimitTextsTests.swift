@@ -1,5 +1,6 @@
 import XCTest
 @testable import PortcullisCore
+@testable import PortcullisRuntime
 
 /// The texts a limit's configuration fixes (``RateLimitTexts``) give exactly what formatting
 /// them per request gave: the counter's hash, the RateLimit fields' head bytes and the access
@@ -118,5 +119,20 @@ final class RateLimitTextsTests: XCTestCase {
             return String(decoding: written, as: UTF8.self)
         }
         XCTAssertEqual(written, ["Retry-After: 1\r\n", "Retry-After: 3\r\n", "Retry-After: 1\r\n", ""])
+    }
+}
+
+/// The Redis key written into one string is the `<namespace>:rl:<16 hex digits>` it always was.
+final class RedisKeyTextTests: XCTestCase {
+    func testRedisKeyIsTheNamespaceAndTheHashInSixteenHexDigits() {
+        var settings = RedisSettings()
+        settings.namespace = "pc-ns"
+        let store = RedisRateLimitStore(settings: settings, loop: EventLoop(index: 0))
+        var g = SystemRandomNumberGenerator()
+        let hashes: [UInt64] = [1, 0xF, 0x10, 0xABC, .max, 1 << 63] + (0..<500).map { _ in UInt64.random(in: 1...UInt64.max, using: &g) >> UInt64.random(in: 0...63, using: &g) }
+        for hash in hashes where hash != 0 {
+            let hex = String(hash, radix: 16)
+            XCTAssertEqual(store.redisKey(RateLimitKey(hash: hash)), "pc-ns:rl:" + String(repeating: "0", count: 16 - hex.count) + hex)
+        }
     }
 }
