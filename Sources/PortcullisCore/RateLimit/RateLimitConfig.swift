@@ -63,6 +63,14 @@ public struct RateLimitSpec: Sendable, Hashable {
     /// Whether the limit's results show in the RateLimit response fields.
     var advertised: Bool { mode == .enforce && !hideClientHeaders && params.algorithm != .concurrency }
 
+    /// Whether a key part or the cost reads the request itself: only then does the gateway put
+    /// the request into the ``RateLimitSubject`` (copying it there costs more than the rest of
+    /// the subject).
+    public var readsRequest: Bool {
+        if case .header = cost { return true }
+        return key.contains { $0.readsRequest }
+    }
+
     /// The parameters that apply to a consumer in `consumerGroups`.
     public func params(forGroups consumerGroups: [String]) -> RateLimitParams { variant(forGroups: consumerGroups).params }
 

@@ -62,6 +62,14 @@ public enum RateLimitKeyPart: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Whether the value comes from the request itself (``RateLimitSubject/request``).
+    public var readsRequest: Bool {
+        switch self {
+        case .path, .method, .header, .query, .cookie, .variable: return true
+        case .credential, .consumer, .ip, .route, .pathParam, .claim: return false
+        }
+    }
+
     public var description: String {
         switch self {
         case .credential: return "credential"

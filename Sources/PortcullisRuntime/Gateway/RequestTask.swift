@@ -230,11 +230,10 @@ final class RequestTask {
         guard let limiter = context.limiter else {
             return answer(.internalError("rate limiting is unavailable"))
         }
-        let request = self.request
         var subject = RateLimitSubject(
             credentialId: identity?.rateLimitCredential, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
             clientIP: request.facts.clientAddress, routeName: route.name)
-        subject.request = request
+        if route.limits.contains(where: { $0.readsRequest }) { subject.request = request }
         subject.claims = identity?.claims
         subject.pathParams = match.params
         limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in

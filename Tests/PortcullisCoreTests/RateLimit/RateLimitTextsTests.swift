@@ -106,6 +106,22 @@ final class RateLimitTextsTests: XCTestCase {
         }
     }
 
+    /// The gateway copies the request into the subject only for limits that read it.
+    func testOnlyKeyPartsAndCostsOfTheRequestReadIt() {
+        let p = RateLimitParams(algorithm: .fixedWindow, limit: 5, windowMicros: 1_000_000)
+        let other: [RateLimitKeyPart] = [.credential, .consumer, .ip, .route, .pathParam("id"), .claim("sub")]
+        XCTAssertFalse(RateLimitSpec(name: "l", params: p, key: other).readsRequest)
+        for part in [RateLimitKeyPart.path, .method, .header("x-t"), .query("q"), .cookie("c"), .variable("T")] {
+            XCTAssertTrue(RateLimitSpec(name: "l", params: p, key: [.consumer, part]).readsRequest, part.description)
+        }
+        var byHeader = RateLimitSpec(name: "l", params: p, key: [.consumer])
+        byHeader.cost = .header("x-cost", default: 1, max: 5)
+        XCTAssertTrue(byHeader.readsRequest)
+        var byClaim = byHeader
+        byClaim.cost = .claim("w", default: 1, max: 5)
+        XCTAssertFalse(byClaim.readsRequest)
+    }
+
     func testOtherVerdictsWriteRetryAfter() {
         let outcomes = [RateLimitOutcome(verdict: .limited, results: [], unavailableRetrySeconds: 0),
                         RateLimitOutcome(verdict: .storeUnavailable, results: [], unavailableRetrySeconds: 3),
