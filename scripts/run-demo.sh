@@ -98,6 +98,12 @@ EOF
 # Runs until Ctrl-C, or until one of them exits on its own (then the others are stopped).
 status=0
 wait -n "${pids[@]}" || status=$?
+if (( ! stopping )) && (( status == 0 )); then
+    # Ctrl-C reaches the gateway and nginx too (they handle SIGINT themselves), and one of them
+    # may end before this script's trap runs: a clean exit is a stop, not a failure.
+    stop_all
+    exit 0
+fi
 if (( ! stopping )); then
     echo "run-demo: a process exited (status $status); stopping the others" >&2
     stop_all
