@@ -38,8 +38,10 @@ bench_files() {
     rm -rf "$1/plugins"; cp -r "$bench_dir/../../plugins" "$1/plugins"
 }
 
-# bench_config_part KEY | route NAME: the JSON of a top-level KEY of scripts/bench/config.json.in,
-# or of its route NAME, so that another script configures a scenario exactly as the bench does.
+# bench_config_part KEY | route NAME | route-for PATH: the JSON of a top-level KEY of
+# scripts/bench/config.json.in, of its route NAME, or of the route that serves PATH (the longest
+# prefix PATH starts with: the router's choice among the bench's prefix routes), so that another
+# script configures a scenario exactly as the bench does.
 bench_config_part() {
     python3 - "$bench_dir/config.json.in" "$@" <<'PY'
 import json, re, sys
@@ -48,6 +50,10 @@ if sys.argv[2] == "route":
     found = [r for r in config["routes"] if r["name"] == sys.argv[3]]
     if not found: sys.exit(f"no route {sys.argv[3]} in {sys.argv[1]}")
     print(json.dumps(found[0]))
+elif sys.argv[2] == "route-for":
+    found = [r for r in config["routes"] if sys.argv[3].startswith(r["match"]["prefix"])]
+    if not found: sys.exit(f"no route serves {sys.argv[3]} in {sys.argv[1]}")
+    print(json.dumps(max(found, key=lambda r: len(r["match"]["prefix"]))))
 else:
     print(json.dumps(config[sys.argv[2]]))
 PY

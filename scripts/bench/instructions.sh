@@ -4,6 +4,7 @@
 #
 #   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis | --limit] [--metrics on|off]
 #   scripts/bench/instructions.sh [--seconds 5] --jwt | --post | --three [--metrics on|off]
+#   scripts/bench/instructions.sh [--seconds 5] --scenario ID [--metrics on|off]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
 #
 # A static nginx upstream, the gateway (1 worker x 1 loop, its master and worker under callgrind)
@@ -20,7 +21,11 @@
 # `transform` (the request and response transform plugins), wrk POSTing the bench's 2 KB v1 body
 # and the upstream answering its 2 KB JSON document; --three its route `plain3` (upstream
 # `static3`: three targets, round robin, active health checks), the static nginx listening on
-# three ports.
+# three ports. --scenario ID measures the row ID of scripts/bench/scenarios.sh (apikey, limit-shm,
+# jwt-hs, jwt-hs-limit, jwt-rs, limit-redis, transform, three, plain; not echo) exactly as scripts/bench.sh
+# sends it: its path and headers, the bench config's route for that path, its consumers and JWT
+# issuer, and for limit-redis its Redis settings (a private redis-server; the timeout raised to
+# 1000 ms for valgrind's pace).
 # Prints the figure and writes the top functions (inclusive) to run/instructions/top.txt.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -38,12 +43,13 @@ while [[ $# -gt 0 ]]; do
         --jwt) scenario=jwt; shift ;;
         --post) scenario=transform; shift ;;
         --three) scenario=plain3; shift ;;
+        --scenario) scenario=row; row_id=$2; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 [[ $metrics == on || $metrics == off ]] || { echo "--metrics takes on or off" >&2; exit 2; }
 [[ $scenario == plain || ( -z $header && $redis == 0 && $shm_limit == 0 ) ]] ||
-    { echo "--jwt, --post and --three take no --header, --limit or --redis" >&2; exit 2; }
+    { echo "--jwt, --post, --three and --scenario take no --header, --limit or --redis" >&2; exit 2; }
 for tool in valgrind callgrind_control callgrind_annotate wrk nginx; do
     command -v "$tool" >/dev/null || { echo "instructions: $tool is missing (apt-get install valgrind wrk nginx-light)" >&2; exit 1; }
 done
@@ -97,7 +103,28 @@ case $scenario in
     transform) route=$(bench_config_part route transform) path=/bench/transform
          sections+=' "plugins_dir": "plugins",'
          wrk_args+=(-s "$work/post2k.lua") ;;
+    row) source scripts/bench/scenarios.sh
+         line=""
+         for s in "${scenarios[@]}"; do [[ ${s%%|*} == "$row_id" ]] && line=$s; done
+         [[ -n $line ]] || { echo "instructions: no scenario $row_id in scripts/bench/scenarios.sh" >&2; exit 2; }
+         IFS='|' read -r _ _ path row_headers <<<"$line"
+         route=$(bench_config_part route-for "$path")
+         sections+=' "auth": '$(bench_config_part auth)', "plugins_dir": "plugins",'
+         if [[ $route == *'"redis"'* ]]; then
+             redis_port=$(port)
+             redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
+             rate_limit='"rate_limit": '$(bench_config_part rate_limit | python3 -c 'import json, sys
+r = json.load(sys.stdin)
+r["redis"].update(port=int(sys.argv[1]), timeout_ms=1000)
+print(json.dumps(r))' "$redis_port")','
+         fi
+         IFS=';' read -r -a row_headers <<<"$row_headers"
+         for h in "${row_headers[@]}"; do
+             if [[ $h == @POST2K ]]; then wrk_args+=(-s "$work/post2k.lua"); elif [[ -n $h ]]; then wrk_args+=(-H "$h"); fi
+         done ;;
 esac
+consumers='[{"id": "demo", "api_keys": [{"id": "demo-key", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}]'
+[[ $scenario == row ]] && consumers=$(bench_config_part consumers)
 cat > "$work/portcullis.json" <<CONF
 {$rate_limit $sections "server": {"socket": "$work/pc.sock", "runtime_dir": "$work/run", "workers": 1, "threads": 1},
  "log": {"access_log": "$work/access.log"},
@@ -106,7 +133,7 @@ cat > "$work/portcullis.json" <<CONF
 u = json.load(sys.stdin)["static3"]
 u["targets"] = [f"http://127.0.0.1:{p}" for p in sys.argv[1:]]
 print(json.dumps(u))' "$static_port" "$static_port2" "$static_port3")},
- "consumers": [{"id": "demo", "api_keys": [{"id": "demo-key", "sha256": "090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4"}]}],
+ "consumers": $consumers,
  "routes": [$route]}
 CONF
 valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$work/callgrind.%p" \

@@ -87,6 +87,27 @@ extension RateLimitOutcome {
         out.appendASCII("\r\nRateLimit-Reset: ")
         out.appendDecimal(reset)
         out.appendASCII("\r\n")
+        let texts = results[h].texts
+        if results.count == 1 {
+            // The only result is the headline (so advertised): the policy is its item alone,
+            // and both fields up to the remaining count were written at load.
+            guard texts.nameIsSafe else { return }
+            out.append(contentsOf: texts.soleFields)
+        } else {
+            appendPolicy(to: &out)
+            guard texts.nameIsSafe else { return }
+            out.appendASCII("RateLimit: ")
+            out.append(contentsOf: texts.quotedName)
+            out.appendASCII(";r=")
+        }
+        out.appendDecimal(Int(d.remaining))
+        out.appendASCII(";t=")
+        out.appendDecimal(reset)
+        out.appendASCII("\r\n")
+    }
+
+    /// `RateLimit-Policy` of every advertised result, left out when any of their names is unsafe.
+    private func appendPolicy(to out: inout [UInt8]) {
         if !results.contains(where: { $0.advertised && !$0.texts.nameIsSafe }) {
             out.appendASCII("RateLimit-Policy: ")
             var first = true
@@ -95,16 +116,6 @@ extension RateLimitOutcome {
                 first = false
                 out.append(contentsOf: results[i].texts.policyItem)
             }
-            out.appendASCII("\r\n")
-        }
-        let texts = results[h].texts
-        if texts.nameIsSafe {
-            out.appendASCII("RateLimit: ")
-            out.append(contentsOf: texts.quotedName)
-            out.appendASCII(";r=")
-            out.appendDecimal(Int(d.remaining))
-            out.appendASCII(";t=")
-            out.appendDecimal(reset)
             out.appendASCII("\r\n")
         }
     }

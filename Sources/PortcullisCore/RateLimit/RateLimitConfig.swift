@@ -71,6 +71,10 @@ public struct RateLimitSpec: Sendable, Hashable {
         return key.contains { $0.readsRequest }
     }
 
+    /// Whether a key part is `credential`: only then does the gateway make the identity's
+    /// ``Identity/rateLimitCredential`` text for the ``RateLimitSubject``.
+    public var readsCredential: Bool { key.contains(.credential) }
+
     /// The parameters that apply to a consumer in `consumerGroups`.
     public func params(forGroups consumerGroups: [String]) -> RateLimitParams { variant(forGroups: consumerGroups).params }
 

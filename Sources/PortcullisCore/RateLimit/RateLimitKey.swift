@@ -100,6 +100,22 @@ enum HTTPToken {
     }
 }
 
+/// What the limits of one route read from a request beyond what every subject carries (the
+/// identity's consumer id, groups and claims, the client address, the route), decided once per
+/// route when the configuration is loaded: a request puts into its ``RateLimitSubject`` only
+/// what one of them uses.
+public struct RateLimitInputs: Sendable, Equatable {
+    /// A key part or the cost reads the request itself (``RateLimitSpec/readsRequest``).
+    public let request: Bool
+    /// A key part is `credential` (``RateLimitSpec/readsCredential``).
+    public let credential: Bool
+
+    public init(_ limits: [RateLimitSpec]) {
+        request = limits.contains { $0.readsRequest }
+        credential = limits.contains { $0.readsCredential }
+    }
+}
+
 /// The facts about one request that limits are keyed on; filled by the request pipeline after
 /// authentication.
 public struct RateLimitSubject {
@@ -125,7 +141,8 @@ public struct RateLimitSubject {
 
     public init(credentialId: String?, consumerId: String?, consumerGroups: [String], clientIP: String,
                 routeName: String, header: @escaping (String) -> String? = { _ in nil },
-                claim: @escaping (String) -> String? = { _ in nil }) {
+                claim: @escaping (String) -> String? = { _ in nil }, request: GatewayRequest? = nil,
+                claims: JSONObject? = nil, pathParams: [String: String] = [:]) {
         self.credentialId = credentialId
         self.consumerId = consumerId
         self.consumerGroups = consumerGroups
@@ -133,6 +150,9 @@ public struct RateLimitSubject {
         self.routeName = routeName
         self.header = header
         self.claim = claim
+        self.request = request
+        self.claims = claims
+        self.pathParams = pathParams
     }
 
     /// The first value of the request header `name` (lower-case): `header`'s answer, else the
@@ -201,7 +221,7 @@ public struct RateLimitKey: Sendable, Hashable {
 
     /// The key of `subject` under a limit whose text prefix is `prefix`
     /// (``RateLimitTexts/keyPrefix``): the hash of exactly the text ``make`` writes.
-    init(prefix: StableHasher, parts: [RateLimitKeyPart], subject: RateLimitSubject) {
+    init(prefix: StableHasher, parts: [RateLimitKeyPart], subject: borrowing RateLimitSubject) {
         var hasher = prefix
         Self.writeValues(parts: parts, subject: subject, to: &hasher)
         self.init(hash: hasher.finalize())
@@ -236,7 +256,7 @@ public struct RateLimitKey: Sendable, Hashable {
     }
 
     /// `|<len>:<value>` per part (`|-` for a missing value): what the request adds.
-    static func writeValues<W: RateLimitKeyWriter>(parts: [RateLimitKeyPart], subject: RateLimitSubject, to w: inout W) {
+    static func writeValues<W: RateLimitKeyWriter>(parts: [RateLimitKeyPart], subject: borrowing RateLimitSubject, to w: inout W) {
         for part in parts {
             w.write(byte: UInt8(ascii: "|"))
             if let v = subject.value(of: part) {

@@ -16,6 +16,11 @@ public final class RateLimitTexts: Sendable, Hashable {
     let nameIsSafe: Bool
     /// The name JSON-escaped (without quotes), for the access log's `limits`.
     let logName: [UInt8]
+    /// `RateLimit-Policy: <policyItem>\r\nRateLimit: "name";r=`: the head's fields from the
+    /// policy to the remaining count when this limit is a request's only result (the usual
+    /// route with one limit), written with one copy. Empty when the name is not safe (then
+    /// neither field is written).
+    let soleFields: [UInt8]
 
     public init(name: String, params: RateLimitParams) {
         var prefix = StableHasher()
@@ -28,6 +33,15 @@ public final class RateLimitTexts: Sendable, Hashable {
         var escaped: [UInt8] = []
         JSONLineWriter.appendQuoted(name, to: &escaped)
         logName = Array(escaped.dropFirst().dropLast())
+        var sole: [UInt8] = []
+        if nameIsSafe {
+            sole.appendASCII("RateLimit-Policy: ")
+            sole.append(contentsOf: policyItem)
+            sole.appendASCII("\r\nRateLimit: ")
+            sole.append(contentsOf: quotedName)
+            sole.appendASCII(";r=")
+        }
+        soleFields = sole
     }
 
     public static func == (a: RateLimitTexts, b: RateLimitTexts) -> Bool {

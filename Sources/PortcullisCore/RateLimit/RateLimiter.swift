@@ -150,7 +150,8 @@ public struct RateLimitEvaluation {
 
     /// The limit waiting for the remote store's answer.
     struct Question {
-        var spec: RateLimitSpec
+        /// Its index in `limits`.
+        var limit: Int
         var params: RateLimitParams
         var texts: RateLimitTexts
         var key: RateLimitKey
@@ -231,7 +232,7 @@ public final class RateLimiter {
         guard !limits.isEmpty else { return completion(.unlimited) }
         var evaluation = RateLimitEvaluation(limits: limits, subject: subject, now: now)
         let step = advance(&evaluation)
-        drive(evaluation, step, completion)
+        finish(evaluation, from: step, completion: completion)
     }
 
     /// Decides one request and returns its outcome, for a caller whose stores answer before
@@ -244,8 +245,13 @@ public final class RateLimiter {
         return outcome
     }
 
-    private func drive(_ evaluation: RateLimitEvaluation, _ step: RateLimitEvaluation.Step,
-                       _ completion: @escaping (RateLimitOutcome) -> Void) {
+    /// Drives `evaluation` from `step` (what ``advance(_:)`` or ``resume(_:with:)`` returned)
+    /// to its outcome, asking the remote store whenever a limit needs it, and hands the outcome
+    /// to `completion` (at once for `.done`). A caller that advances first itself makes the
+    /// completion only when the first step is a remote question: a request decided locally
+    /// allocates no closure.
+    public func finish(_ evaluation: RateLimitEvaluation, from step: RateLimitEvaluation.Step,
+                       completion: @escaping (RateLimitOutcome) -> Void) {
         switch step {
         case .done(let outcome):
             completion(outcome)
@@ -254,7 +260,7 @@ public final class RateLimiter {
             remote!.acquire(key, params: params, now: evaluation.now, cost: cost) { [self] answer in
                 var evaluation = evaluation
                 let step = resume(&evaluation, with: answer)
-                drive(evaluation, step, completion)
+                finish(evaluation, from: step, completion: completion)
             }
         }
     }
@@ -263,35 +269,38 @@ public final class RateLimiter {
     public func advance(_ e: inout RateLimitEvaluation) -> RateLimitEvaluation.Step {
         precondition(e.question == nil, "the evaluation waits for a remote answer")
         while e.next < e.limits.count {
-            let spec = e.limits[e.next]
-            if let exempt = spec.exempt, exempt.exempts(e.subject) {
-                var result = RateLimitResult(name: spec.name, decision: nil, path: .exempt, params: spec.params, texts: spec.texts)
-                result.shadow = spec.mode == .shadow
+            // The limit's fields are read in place: a copy of the whole spec would retain and
+            // release each of its strings, arrays and texts per request.
+            let i = e.next
+            if e.limits[i].exempt?.exempts(e.subject) == true {
+                var result = RateLimitResult(name: e.limits[i].name, decision: nil, path: .exempt, params: e.limits[i].params,
+                                             texts: e.limits[i].texts)
+                result.shadow = e.limits[i].mode == .shadow
                 result.advertised = false
                 e.results.append(result)
                 e.next += 1
                 continue
             }
             let cost: Int64
-            switch spec.cost.resolve(e.subject) {
+            switch e.limits[i].cost.resolve(e.subject) {
             case .success(let c): cost = c
             case .failure(let error):
                 refundCommitted(e)
-                return .done(RateLimitOutcome(verdict: .invalidCost("rate limit \"\(spec.name)\": " + error.message),
+                return .done(RateLimitOutcome(verdict: .invalidCost("rate limit \"\(e.limits[i].name)\": " + error.message),
                                               results: e.results, unavailableRetrySeconds: 0))
             }
-            let (params, texts) = spec.variant(forGroups: e.subject.consumerGroups)
-            let key = RateLimitKey(prefix: texts.keyPrefix, parts: spec.key, subject: e.subject)
+            let (params, texts) = e.limits[i].variant(forGroups: e.subject.consumerGroups)
+            let key = RateLimitKey(prefix: texts.keyPrefix, parts: e.limits[i].key, subject: e.subject)
             let decided: Decided
-            if spec.store == .local || remote == nil {
-                decided = decideLocally(spec.name, key: key, params: params, texts: texts, path: .primary, now: e.now, cost: cost)
+            if e.limits[i].store == .local || remote == nil {
+                decided = decideLocally(e.limits[i].name, key: key, params: params, texts: texts, path: .primary, now: e.now, cost: cost)
             } else if remoteIsDue(e.now) {
-                e.question = RateLimitEvaluation.Question(spec: spec, params: params, texts: texts, key: key, cost: cost)
+                e.question = RateLimitEvaluation.Question(limit: i, params: params, texts: texts, key: key, cost: cost)
                 return .remote(key: key, params: params, cost: cost)
             } else {
-                decided = applyPolicy(spec, params: params, texts: texts, subject: e.subject, now: e.now, cost: cost)
+                decided = applyPolicy(e.limits[i], params: params, texts: texts, subject: e.subject, now: e.now, cost: cost)
             }
-            if let outcome = record(decided, spec: spec, in: &e) { return .done(outcome) }
+            if let outcome = record(decided, limit: i, in: &e) { return .done(outcome) }
         }
         var outcome = RateLimitOutcome(verdict: .allowed, results: e.results, unavailableRetrySeconds: 0)
         if e.holdsLeases {
@@ -325,13 +334,13 @@ public final class RateLimiter {
                 observer.log("rate limit: redis answers again; distributed counting resumed")
             }
             remoteRetryAt = 0
-            decided = Decided(result: RateLimitResult(name: q.spec.name, decision: d, path: .primary, params: q.params, texts: q.texts),
+            decided = Decided(result: RateLimitResult(name: e.limits[q.limit].name, decision: d, path: .primary, params: q.params, texts: q.texts),
                               commitment: d.allowed ? .init(remote: true, key: q.key, params: q.params, cost: q.cost) : nil)
         case .failure(let error):
             remoteFailed(error, now: e.now)
-            decided = applyPolicy(q.spec, params: q.params, texts: q.texts, subject: e.subject, now: e.now, cost: q.cost)
+            decided = applyPolicy(e.limits[q.limit], params: q.params, texts: q.texts, subject: e.subject, now: e.now, cost: q.cost)
         }
-        if let outcome = record(decided, spec: q.spec, in: &e) { return .done(outcome) }
+        if let outcome = record(decided, limit: q.limit, in: &e) { return .done(outcome) }
         return advance(&e)
     }
 
@@ -362,14 +371,15 @@ public final class RateLimiter {
     /// Appends one limit's result; on a rejection refunds the earlier limits and returns the
     /// outcome.
     /// A `shadow` limit never rejects: its denial is recorded and the request goes on.
-    private func record(_ decided: Decided, spec: RateLimitSpec, in e: inout RateLimitEvaluation) -> RateLimitOutcome? {
+    private func record(_ decided: Decided, limit i: Int, in e: inout RateLimitEvaluation) -> RateLimitOutcome? {
         var result = decided.result
-        if spec.mode == .shadow { result.shadow = true }
-        if !spec.advertised { result.advertised = false }
+        let mode = e.limits[i].mode
+        if mode == .shadow { result.shadow = true }
+        if !e.limits[i].advertised { result.advertised = false }
         e.results.append(result)
         e.next += 1
         let path = result.path
-        guard spec.mode == .enforce, path == .failClosed || result.decision?.allowed == false else {
+        guard mode == .enforce, path == .failClosed || result.decision?.allowed == false else {
             // Kept to be refunded if a later limit rejects, or as a lease: the last limit's
             // plain commitment is never needed (and a one-limit route allocates nothing for it).
             if let c = decided.commitment, c.params.algorithm == .concurrency || e.next < e.limits.count {
@@ -381,7 +391,7 @@ public final class RateLimiter {
         refundCommitted(e)
         var outcome = RateLimitOutcome(verdict: path == .failClosed ? .storeUnavailable : .limited, results: e.results,
                                        unavailableRetrySeconds: RateLimitState.ceilSeconds(retryMicros))
-        outcome.rejection = spec.rejection
+        outcome.rejection = e.limits[i].rejection
         return outcome
     }
 

@@ -11,6 +11,8 @@ public final class Gateway: Sendable {
     /// Per route (indexed like `config.routes`): its upstream and its transformation chain.
     let routeUpstreams: [UpstreamConfig]
     let chains: [TransformChain]
+    /// Per route: what its rate limits read of a request (the subject gets only that).
+    let routeLimitInputs: [RateLimitInputs]
     let authenticator: Authenticator
     /// Query parameters that carry credentials, removed before forwarding.
     let credentialQueryParameters: Set<String>
@@ -56,6 +58,7 @@ public final class Gateway: Sendable {
         self.accessLog = accessLog
         self.routeUpstreams = loaded.config.routes.map { loaded.config.upstreams[$0.upstream]! }
         self.chains = loaded.chains
+        self.routeLimitInputs = loaded.config.routes.map { RateLimitInputs($0.limits) }
         self.authenticator = Authenticator(config: loaded.config, jwksSources: jwksSources)
         self.credentialQueryParameters = Set(Authenticator.credentialQueryParameters(loaded.config.auth))
     }

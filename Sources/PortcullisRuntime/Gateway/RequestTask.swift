@@ -230,24 +230,37 @@ final class RequestTask {
         guard let limiter = context.limiter else {
             return answer(.internalError("rate limiting is unavailable"))
         }
-        var subject = RateLimitSubject(
-            credentialId: identity?.rateLimitCredential, consumerId: identity?.consumerId, consumerGroups: identity?.groups ?? [],
-            clientIP: request.facts.clientAddress, routeName: route.name)
-        if route.limits.contains(where: { $0.readsRequest }) { subject.request = request }
-        subject.claims = identity?.claims
-        subject.pathParams = match.params
-        limiter.evaluate(route.limits, subject: subject, now: RateLimitClock.nowMicros()) { [self] outcome in
-            let shared = SharedRateLimitOutcome(outcome)
-            log.limits = shared
-            leases = outcome.leases
-            limitOutcome = shared
-            if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
-            if outcome.verdict == .limited { gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: outcome.results.count - 1) }
-            if let problem = outcome.problem { return answer(problem) }
-            forward(RoutedRequest(route: route, match: match,
-                                  upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                  identity: identity))
+        let inputs = gateway.routeLimitInputs[match.routeIndex]
+        // Built in place: a subject copied from a local would retain and release each field.
+        var evaluation = RateLimitEvaluation(
+            limits: route.limits,
+            subject: RateLimitSubject(
+                credentialId: inputs.credential ? identity?.rateLimitCredential : nil, consumerId: identity?.consumerId,
+                consumerGroups: identity?.groups ?? [], clientIP: request.facts.clientAddress, routeName: route.name,
+                request: inputs.request ? request : nil, claims: identity?.claims, pathParams: match.params),
+            now: RateLimitClock.nowMicros())
+        let step = limiter.advance(&evaluation)
+        // Decided at once unless a limit waits for Redis: only then is a completion (a closure
+        // holding the route, the match and the identity) made.
+        if case .done(let outcome) = step { return admit(outcome, route: route, match: match, identity: identity) }
+        limiter.finish(evaluation, from: step) { [self] outcome in admit(outcome, route: route, match: match, identity: identity) }
+    }
+
+    /// Goes on with a request whose limits are decided: answers a rejection, else forwards it.
+    private func admit(_ outcome: consuming RateLimitOutcome, route: RouteConfig, match: RouteMatchResult, identity: Identity?) {
+        // The outcome moves into the shared box (no copy of its results) and is read there.
+        let shared = SharedRateLimitOutcome(outcome)
+        log.limits = shared
+        leases = shared.outcome.leases
+        limitOutcome = shared
+        if slowNanos != nil { limitDone = EventLoop.monotonicNanos() }
+        if case .limited = shared.outcome.verdict {
+            gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: shared.outcome.results.count - 1)
         }
+        if let problem = shared.outcome.problem { return answer(problem) }
+        forward(RoutedRequest(route: route, match: match,
+                              upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
+                              identity: identity))
     }
 
     // MARK: upstream

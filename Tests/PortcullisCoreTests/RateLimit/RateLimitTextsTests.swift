@@ -122,6 +122,25 @@ final class RateLimitTextsTests: XCTestCase {
         XCTAssertFalse(byClaim.readsRequest)
     }
 
+    /// The gateway makes the identity's credential text only for limits keyed on it; a route's
+    /// inputs are those of all its limits.
+    func testOnlyTheCredentialKeyPartReadsTheCredential() {
+        let p = RateLimitParams(algorithm: .fixedWindow, limit: 5, windowMicros: 1_000_000)
+        let others: [RateLimitKeyPart] = [.consumer, .ip, .route, .pathParam("id"), .claim("sub"), .path, .header("x-t")]
+        XCTAssertFalse(RateLimitSpec(name: "l", params: p, key: others).readsCredential)
+        XCTAssertTrue(RateLimitSpec(name: "l", params: p, key: [.route, .credential]).readsCredential)
+        let byConsumer = RateLimitSpec(name: "a", params: p, key: [.consumer])
+        let byCredential = RateLimitSpec(name: "b", params: p, key: [.credential])
+        let byPath = RateLimitSpec(name: "c", params: p, key: [.path])
+        XCTAssertEqual(RateLimitInputs([]), RateLimitInputs([byConsumer]))
+        XCTAssertFalse(RateLimitInputs([byConsumer]).credential)
+        XCTAssertFalse(RateLimitInputs([byConsumer]).request)
+        XCTAssertTrue(RateLimitInputs([byConsumer, byCredential]).credential)
+        XCTAssertFalse(RateLimitInputs([byConsumer, byCredential]).request)
+        XCTAssertTrue(RateLimitInputs([byPath, byConsumer]).request)
+        XCTAssertFalse(RateLimitInputs([byPath, byConsumer]).credential)
+    }
+
     func testOtherVerdictsWriteRetryAfter() {
         let outcomes = [RateLimitOutcome(verdict: .limited, results: [], unavailableRetrySeconds: 0),
                         RateLimitOutcome(verdict: .storeUnavailable, results: [], unavailableRetrySeconds: 3),
