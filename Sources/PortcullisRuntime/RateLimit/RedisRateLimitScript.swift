@@ -99,7 +99,7 @@ end
 return {0, math.max(0, limit - used), resetAfter(prev, cur), retry}
 """#
 
-    static func algorithmCode(_ a: RateLimitAlgorithm) -> String {
+    static func algorithmCode(_ a: RateLimitAlgorithm) -> StaticString {
         switch a {
         case .tokenBucket: return "t"
         case .fixedWindow: return "f"

@@ -38,8 +38,10 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
     private var connection: RedisConnection?
     /// The sentinel being asked for the master (sentinel endpoint, no connection yet).
     private var discovery: RedisConnection?
-    /// Commands sent while the master is being discovered, in order.
-    private var waiting = Fifo<(args: [String], command: Command, deadline: UInt64)>()
+    /// Commands sent while the master is being discovered, in order (their RESP text).
+    private var waiting = Fifo<(text: [UInt8], command: Command, deadline: UInt64)>()
+    /// The command being written (RESP), reused by every command of the store.
+    private var commandText: [UInt8] = []
     /// The sentinel asked first: the one after the last that failed.
     private var sentinelIndex = 0
     /// From the first `SCRIPT LOAD` answer; the SHA1 of the script, the same on every Redis.
@@ -59,24 +61,17 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         failWaiting(RateLimitStoreError("redis: the store was released"))
     }
 
-    /// The Redis key of a counter.
-    /// The Redis key of a counter: `<namespace>:rl:` and its hash in 16 lower-case hex digits,
-    /// written into one string.
+    /// The Redis key of a counter: `<namespace>:rl:` and its hash in 16 lower-case hex digits
+    /// (what every script call writes as its key; for tests and diagnostics).
     public func redisKey(_ key: RateLimitKey) -> String {
-        String(unsafeUninitializedCapacity: keyPrefix.count + 16) { out in
-            _ = out.initialize(fromContentsOf: keyPrefix)
-            let digits = UnsafeMutableBufferPointer(rebasing: out[keyPrefix.count...])
-            for i in 0..<16 {
-                let nibble = UInt8(truncatingIfNeeded: key.hash >> UInt64(60 - 4 * i)) & 0xF
-                digits[i] = nibble < 10 ? 0x30 + nibble : 0x61 + nibble - 10
-            }
-            return keyPrefix.count + 16
-        }
+        var text = keyPrefix
+        RedisCommandText.appendHex(key.hash, to: &text)
+        return String(decoding: text, as: UTF8.self)
     }
 
     public func acquire(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64,
                         completion: @escaping (Result<RateLimitDecision, RateLimitStoreError>) -> Void) {
-        run("a", key, params, now, cost) { answer in
+        run(.acquire, key, params, now, cost) { answer in
             completion(answer.map { r in
                 RateLimitDecision(allowed: r[0] == 1, limit: params.quota, remaining: r[1], resetAfterMicros: r[2], retryAfterMicros: r[3])
             })
@@ -84,7 +79,7 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
     }
 
     public func refund(_ key: RateLimitKey, params: RateLimitParams, now: Int64, cost: Int64) {
-        run("r", key, params, now, cost, completion: nil)
+        run(.refund, key, params, now, cost, completion: nil)
     }
 
     /// Commands sent and not answered yet (those waiting for a sentinel's answer included).
@@ -95,9 +90,15 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
 
     // MARK: commands
 
-    /// One script call: the arguments after the script, and who waits for its answer.
+    /// One script call: its arguments (written as RESP when sent, and again for a retry), and
+    /// who waits for its answer.
     struct ScriptCall {
-        var tail: [String]
+        enum Operation { case acquire, refund }
+        var operation: Operation
+        var key: RateLimitKey
+        var params: RateLimitParams
+        var now: Int64
+        var cost: Int64
         var retried: Bool
         var completion: ((Result<[Int64], RateLimitStoreError>) -> Void)?
     }
@@ -119,11 +120,10 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         case other
     }
 
-    private func run(_ op: String, _ key: RateLimitKey, _ p: RateLimitParams, _ now: Int64, _ cost: Int64,
+    private func run(_ operation: ScriptCall.Operation, _ key: RateLimitKey, _ p: RateLimitParams, _ now: Int64, _ cost: Int64,
                      completion: ((Result<[Int64], RateLimitStoreError>) -> Void)?) {
-        let tail = [redisKey(key), op, RedisRateLimitScript.algorithmCode(p.algorithm), String(now), String(p.limit),
-                    String(p.windowMicros), String(p.burst), String(cost)]
-        sendScript(ScriptCall(tail: tail, retried: false, completion: completion), deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
+        sendScript(ScriptCall(operation: operation, key: key, params: p, now: now, cost: cost, retried: false, completion: completion),
+                   deadline: EventLoop.monotonicNanos() &+ timeoutNanos)
     }
 
     /// Any command, answered through `completion` (tests and diagnostics: `PTTL`, `SCRIPT FLUSH`).
@@ -133,32 +133,61 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         }
     }
 
+    /// `EVALSHA <sha> 1 <key> <op> <algorithm> <now> <limit> <window_us> <burst> <cost>` (`EVAL`
+    /// with the script's source until its SHA1 is known), written straight into `commandText`.
     private func sendScript(_ call: ScriptCall, deadline: UInt64) {
-        let args = scriptSHA.map { ["EVALSHA", $0, "1"] } ?? ["EVAL", RedisRateLimitScript.source, "1"]
-        if let error = send(args + call.tail, .script(call), deadline: deadline) {
+        commandText.removeAll(keepingCapacity: true)
+        RedisCommandText.appendCount(11, to: &commandText)
+        if let sha = scriptSHA {
+            RedisCommandText.appendBulk("EVALSHA", to: &commandText)
+            var sha = sha
+            sha.withUTF8 { RedisCommandText.appendBulk($0, to: &commandText) }
+        } else {
+            RedisCommandText.appendBulk("EVAL", to: &commandText)
+            var source = RedisRateLimitScript.source
+            source.withUTF8 { RedisCommandText.appendBulk($0, to: &commandText) }
+        }
+        RedisCommandText.appendBulk("1", to: &commandText)
+        RedisCommandText.appendBulk(prefix: keyPrefix, hex: call.key.hash, to: &commandText)
+        RedisCommandText.appendBulk(call.operation == .acquire ? "a" : "r", to: &commandText)
+        RedisCommandText.appendBulk(RedisRateLimitScript.algorithmCode(call.params.algorithm), to: &commandText)
+        RedisCommandText.appendBulk(decimal: call.now, to: &commandText)
+        RedisCommandText.appendBulk(decimal: call.params.limit, to: &commandText)
+        RedisCommandText.appendBulk(decimal: call.params.windowMicros, to: &commandText)
+        RedisCommandText.appendBulk(decimal: call.params.burst, to: &commandText)
+        RedisCommandText.appendBulk(decimal: call.cost, to: &commandText)
+        if let error = sendText(.script(call), deadline: deadline) {
             call.completion?(.failure(error))
         }
     }
 
-    /// Queues one command on the open connection, on a new one, or behind the sentinel being
-    /// asked for the master; nil when queued, else why not (its completion is not called).
+    /// Queues the command `args` (see ``sendText(_:deadline:)``).
     private func send(_ args: [String], _ command: Command, deadline: UInt64) -> RateLimitStoreError? {
-        if let connection { return connection.send(args, command, deadline: deadline) }
+        commandText.removeAll(keepingCapacity: true)
+        RedisCommandText.append(args, to: &commandText)
+        return sendText(command, deadline: deadline)
+    }
+
+    /// Queues the command written in `commandText` on the open connection, on a new one, or
+    /// behind the sentinel being asked for the master; nil when queued, else why not (its
+    /// completion is not called).
+    private func sendText(_ command: Command, deadline: UInt64) -> RateLimitStoreError? {
+        if let connection { return connection.send(commandText, command, deadline: deadline) }
         if discovery == nil {
             switch settings.endpoint {
             case .tcp, .unix:
                 switch open(settings.endpoint) {
-                case .success(let c): return c.send(args, command, deadline: deadline)
+                case .success(let c): return c.send(commandText, command, deadline: deadline)
                 case .failure(let error): return error
                 }
             case .sentinel(let sentinels, let name):
-                waiting.push((args, command, deadline))
+                waiting.push((commandText, command, deadline))
                 ask(sentinels, masterName: name, index: sentinelIndex % sentinels.count, remaining: sentinels.count,
                     deadline: deadline, reasons: [])
                 return nil
             }
         }
-        waiting.push((args, command, deadline))
+        waiting.push((commandText, command, deadline))
         return nil
     }
 
@@ -172,8 +201,8 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         connection = c
         // Pipelined ahead of every request of this connection: nothing waits for them.
         let deadline = EventLoop.monotonicNanos() &+ timeoutNanos
-        if let auth = Self.auth(settings.username, settings.password) { _ = c.send(auth, .auth, deadline: deadline) }
-        _ = c.send(["SCRIPT", "LOAD", RedisRateLimitScript.source], .load, deadline: deadline)
+        if let auth = Self.auth(settings.username, settings.password) { _ = c.send(Self.text(auth), .auth, deadline: deadline) }
+        _ = c.send(Self.text(["SCRIPT", "LOAD", RedisRateLimitScript.source]), .load, deadline: deadline)
         return .success(c)
     }
 
@@ -202,8 +231,8 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         }
         discovery = c
         // A refused AUTH gives the connection up, which fails the question with the reason.
-        if let auth = Self.auth(settings.sentinelUsername, settings.sentinelPassword) { _ = c.send(auth, .auth, deadline: deadline) }
-        let question = ["SENTINEL", "get-master-addr-by-name", masterName]
+        if let auth = Self.auth(settings.sentinelUsername, settings.sentinelPassword) { _ = c.send(Self.text(auth), .auth, deadline: deadline) }
+        let question = Self.text(["SENTINEL", "get-master-addr-by-name", masterName])
         let error = c.send(question, .raw({ [weak self] answer in
             guard let self else { return }
             discovery = nil
@@ -227,6 +256,13 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         }
     }
 
+    /// The RESP text of `args` (commands sent once per connection).
+    private static func text(_ args: [String]) -> [UInt8] {
+        var text: [UInt8] = []
+        RedisCommandText.append(args, to: &text)
+        return text
+    }
+
     /// `AUTH [username] password`, or nil without a password.
     private static func auth(_ username: String?, _ password: RedisPassword?) -> [String]? {
         guard let password else { return nil }
@@ -241,8 +277,8 @@ public final class RedisRateLimitStore: RemoteRateLimitStore {
         case .success(let c):
             var queued = waiting
             waiting = Fifo()
-            while let (args, command, deadline) = queued.pop() {
-                if let error = c.send(args, command, deadline: deadline) { answered(command, .failure(error), deadline: deadline, from: nil) }
+            while let (text, command, deadline) = queued.pop() {
+                if let error = c.send(text, command, deadline: deadline) { answered(command, .failure(error), deadline: deadline, from: nil) }
             }
         }
     }
@@ -365,12 +401,14 @@ final class RedisConnection: LoopHandler {
         Unmanaged<RedisConnection>.fromOpaque(data!).takeUnretainedValue()
     }
 
-    /// Queues one command; nil when queued, else why not.
-    func send(_ args: [String], _ command: RedisRateLimitStore.Command, deadline: UInt64) -> RateLimitStoreError? {
+    /// Queues one command, `text` in RESP (``RedisCommandText``; hiredis copies it into its
+    /// output buffer); nil when queued, else why not.
+    func send(_ text: [UInt8], _ command: RedisRateLimitStore.Command, deadline: UInt64) -> RateLimitStoreError? {
         guard let ac = context, failure == nil else { return RateLimitStoreError("redis: \(failure ?? "connection lost")") }
         let me = Unmanaged.passUnretained(self).toOpaque()
-        let rc = withArgv(args) { argc, argv, lengths in
-            redisAsyncCommandArgv(ac, { ac, reply, me in RedisConnection.from(me).answer(ac, reply) }, me, argc, argv, lengths)
+        let rc = text.withUnsafeBytes { bytes in
+            redisAsyncFormattedCommand(ac, { ac, reply, me in RedisConnection.from(me).answer(ac, reply) }, me,
+                                       bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         guard rc == REDIS_OK else { return RateLimitStoreError("redis: connection lost") }
         pending.push((command, deadline))
@@ -535,28 +573,6 @@ final class RedisConnection: LoopHandler {
             values.append(String(cString: e.str))
         }
         return .strings(values)
-    }
-
-    /// `args` as hiredis's argv/argvlen, from one buffer (hiredis copies them into its output).
-    private func withArgv<R>(_ args: [String], _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
-        var bytes: [UInt8] = []
-        var offsets: [Int] = []
-        var lengths: [Int] = []
-        offsets.reserveCapacity(args.count)
-        lengths.reserveCapacity(args.count)
-        for a in args {
-            offsets.append(bytes.count)
-            bytes.append(contentsOf: a.utf8)
-            lengths.append(bytes.count - offsets[offsets.count - 1])
-        }
-        bytes.append(0)
-        return bytes.withUnsafeBufferPointer { b in
-            let base = UnsafeRawPointer(b.baseAddress!)
-            var argv = offsets.map { Optional(base.advanced(by: $0).assumingMemoryBound(to: CChar.self)) }
-            return argv.withUnsafeMutableBufferPointer { av in
-                lengths.withUnsafeBufferPointer { body(Int32(args.count), av.baseAddress!, $0.baseAddress!) }
-            }
-        }
     }
 }
 
