@@ -45,7 +45,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .executableTarget(name: "portcullis", dependencies: ["PortcullisCLI"]),
+        // mimalloc replaces glibc's malloc for the whole process (libfcgi, the Swift runtime):
+        // docs/dependencies.md says why.
+        .executableTarget(
+            name: "portcullis", dependencies: ["PortcullisCLI"],
+            linkerSettings: [.linkedLibrary("mimalloc")]
+        ),
         .testTarget(
             name: "PortcullisCoreTests",
             dependencies: ["PortcullisCore", "PortcullisPlugins", "PortcullisRuntime", "PortcullisPool"],

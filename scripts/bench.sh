@@ -120,6 +120,7 @@ CONF
 taskset -c $load_core nginx -p "$work/static" -c "$work/static/nginx.conf" -e stderr & pids+=($!)
 # The echo upstream of the demo (Python): a slow real service.
 taskset -c $load_core python3 scripts/echo_upstream.py --port "$echo_port" >/dev/null 2>&1 & pids+=($!)
+echo_pid=$!
 taskset -c $load_core redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)
 upstream_pids=("${pids[@]}")
 
@@ -235,8 +236,14 @@ measure() {
         haproxy) url=http://127.0.0.1:$hap_port$path ;;
     esac
     local p=() g=() ticks=0 ctx=0 served=0 stable=1 r
+    # The echo row's upstream is the slow part: its CPU per request behind each proxy tells what
+    # the proxy's request costs the service (the forwarded fields it parses and echoes).
+    local up_ticks_n=0 up_n=0 up_ticks_g=0 u0 u1 nn
     for r in $(seq "$rounds"); do
-        read -r rps _ < <(wrk_run "$cpus" "$wthreads" "http://127.0.0.1:$proxy_port$path" "${hdrs[@]}")
+        read -r u0 _ < <(proc_sample "$echo_pid")
+        read -r rps nn < <(wrk_run "$cpus" "$wthreads" "http://127.0.0.1:$proxy_port$path" "${hdrs[@]}")
+        read -r u1 _ < <(proc_sample "$echo_pid")
+        up_ticks_n=$((up_ticks_n + u1 - u0)) up_n=$((up_n + nn))
         p+=("$rps")
         local who
         case $kind in
@@ -246,8 +253,11 @@ measure() {
         esac
         local t0 c0 t1 c1 n
         read -r t0 c0 < <(proc_sample $who)
+        read -r u0 _ < <(proc_sample "$echo_pid")
         read -r rps n < <(wrk_run "$cpus" "$wthreads" "$url" "${hdrs[@]}")
+        read -r u1 _ < <(proc_sample "$echo_pid")
         read -r t1 c1 < <(proc_sample $who)
+        up_ticks_g=$((up_ticks_g + u1 - u0))
         [[ $kind == portcullis && $(worker_pids) != "$who" ]] && stable=0  # a worker was replaced
         g+=("$rps")
         ticks=$((ticks + t1 - t0)) ctx=$((ctx + c1 - c0)) served=$((served + n))
@@ -260,8 +270,13 @@ measure() {
         cpu_us=$(awk -v t="$ticks" -v k="$tck" -v n="$served" 'BEGIN {printf "%.1f", t / k / n * 1e6}')
         ctx_req=$(awk -v c="$ctx" -v n="$served" 'BEGIN {printf "%.2f", c / n}')
     fi
-    printf '{"kind":"throughput","phase":"%s","id":"%s","name":"%s","system":"%s","nginx_rps":%s,"rps":%s,"ratio":%s,"cpu_us":%s,"ctx":%s,"requests":%s}\n' \
-        "$phase" "$id" "$name" "$kind" "$(fmt "$pm")" "$(fmt "$gm")" "$ratio" "$cpu_us" "$ctx_req" "$served" >> "$results"
+    local upstream=""
+    if [[ $path == /echo/* ]] && (( up_n > 0 && served > 0 )); then
+        upstream=$(awk -v a="$up_ticks_n" -v na="$up_n" -v b="$up_ticks_g" -v nb="$served" -v k="$tck" \
+            'BEGIN {printf ",\"upstream_cpu_us_nginx\":%.1f,\"upstream_cpu_us\":%.1f", a / k / na * 1e6, b / k / nb * 1e6}')
+    fi
+    printf '{"kind":"throughput","phase":"%s","id":"%s","name":"%s","system":"%s","nginx_rps":%s,"rps":%s,"ratio":%s,"cpu_us":%s,"ctx":%s,"requests":%s%s}\n' \
+        "$phase" "$id" "$name" "$kind" "$(fmt "$pm")" "$(fmt "$gm")" "$ratio" "$cpu_us" "$ctx_req" "$served" "$upstream" >> "$results"
     printf '  %-9s %-48s nginx %8s req/s  %-10s %8s req/s  ratio %s  CPU %s µs/req  ctx %s/req\n' \
         "$phase" "$name" "$(fmt "$pm")" "$kind" "$(fmt "$gm")" "$ratio" "$cpu_us" "$ctx_req"
 }

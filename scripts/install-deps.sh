@@ -9,7 +9,7 @@ set -euo pipefail
 # package needed); redis-tools has the redis-cli they use; stunnel4 is the TLS tunnel to Redis
 # that docs/rate-limiting.md recommends (hiredis 0.14 has no TLS), tested.
 apt_packages=(
-    libfcgi-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev libhttp-parser-dev
+    libfcgi-dev libjansson-dev libcurl4-openssl-dev libhiredis-dev libhttp-parser-dev libmimalloc-dev
     nginx-light redis-server redis-tools stunnel4 wrk pkg-config openssl
     # haproxy: the load balancer of the two-instance deployment test (docs/upstreams.md)
     haproxy

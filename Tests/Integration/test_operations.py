@@ -438,6 +438,18 @@ def test_status_scale_relative_and_version(make_gateway: Callable[..., Gateway])
     assert gw.cli("status").stdout == "not running\n"
 
 
+def test_workers_allocate_with_mimalloc(make_gateway: Callable[..., Gateway]) -> None:
+    """docs/dependencies.md: mimalloc is linked ahead of libc and serves the whole process."""
+    gw = make_gateway(workers=1, threads=1)
+    verbose = subprocess.run([str(gw.binary), "--version"], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "MIMALLOC_VERBOSE": "1"})
+    assert verbose.returncode == 0 and "mimalloc: process init" in verbose.stderr, verbose.stderr
+    worker = gw.status()["workers"][0]["pid"]
+    maps = Path(f"/proc/{worker}/maps").read_text()
+    assert "libmimalloc.so" in maps, "the worker has no mimalloc mapped"
+    assert gw.get("/echo/x").status_code == 200
+
+
 def test_check_prints_the_effective_configuration_and_warns_about_expiring_keys(make_gateway: Callable[..., Gateway]) -> None:
     now = int(time.time())
     key = lambda name, expires: {"id": name, "sha256": hashlib.sha256(name.encode()).hexdigest(), "expires": expires}

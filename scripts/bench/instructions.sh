@@ -3,7 +3,7 @@
 # not depend on machine noise, for deciding an optimisation on a shared machine.
 #
 #   scripts/bench/instructions.sh [--seconds 5] [--header 'X-API-Key: demo-key-change-me'] [--redis | --limit] [--metrics on|off]
-#   scripts/bench/instructions.sh [--seconds 5] --jwt | --post | --three [--metrics on|off]
+#   scripts/bench/instructions.sh [--seconds 5] --jwt | --rs256 | --post | --three [--metrics on|off]
 #   scripts/bench/instructions.sh [--seconds 5] --scenario ID [--metrics on|off]
 #   PORTCULLIS_BIN=path/to/portcullis scripts/bench/instructions.sh ...
 #
@@ -17,7 +17,8 @@
 # with `metrics.enabled: false` (the cost of metrics is the difference to the default, on).
 # --jwt and --post measure a scenario of scripts/bench.sh instead of route only, configured from
 # the same pieces (scripts/bench/common.sh): --jwt the bench's route `jwt` (an HS256 JWT, the
-# bench's issuer, token cache on) with one valid token on every request; --post its route
+# bench's issuer, token cache on) with one valid token on every request, --rs256 the same route
+# with the bench's RS256 token (the demo JWKS key); --post its route
 # `transform` (the request and response transform plugins), wrk POSTing the bench's 2 KB v1 body
 # and the upstream answering its 2 KB JSON document; --three its route `plain3` (upstream
 # `static3`: three targets, round robin, active health checks), the static nginx listening on
@@ -32,7 +33,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
 source scripts/bench/common.sh
 
-seconds=5 header="" redis=0 shm_limit=0 metrics=on scenario=plain
+seconds=5 header="" redis=0 shm_limit=0 metrics=on scenario=plain token=hs256
 while [[ $# -gt 0 ]]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
@@ -41,6 +42,7 @@ while [[ $# -gt 0 ]]; do
         --limit) shm_limit=1; shift ;;
         --metrics) metrics=$2; shift 2 ;;
         --jwt) scenario=jwt; shift ;;
+        --rs256) scenario=jwt token=rs256; shift ;;
         --post) scenario=transform; shift ;;
         --three) scenario=plain3; shift ;;
         --scenario) scenario=row; row_id=$2; shift 2 ;;
@@ -49,7 +51,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $metrics == on || $metrics == off ]] || { echo "--metrics takes on or off" >&2; exit 2; }
 [[ $scenario == plain || ( -z $header && $redis == 0 && $shm_limit == 0 ) ]] ||
-    { echo "--jwt, --post, --three and --scenario take no --header, --limit or --redis" >&2; exit 2; }
+    { echo "--jwt, --rs256, --post, --three and --scenario take no --header, --limit or --redis" >&2; exit 2; }
 for tool in valgrind callgrind_control callgrind_annotate wrk nginx; do
     command -v "$tool" >/dev/null || { echo "instructions: $tool is missing (apt-get install valgrind wrk nginx-light)" >&2; exit 1; }
 done
@@ -98,7 +100,7 @@ wrk_args=(-t1 -c8)
 case $scenario in
     jwt) route=$(bench_config_part route jwt) path=/bench/jwt
          sections+=' "auth": '$(bench_config_part auth)','
-         wrk_args+=(-H "Authorization: Bearer $(bench_token hs256)") ;;
+         wrk_args+=(-H "Authorization: Bearer $(bench_token "$token")") ;;
     plain3) route=$(bench_config_part route plain3) path=/bench/three-targets ;;
     transform) route=$(bench_config_part route transform) path=/bench/transform
          sections+=' "plugins_dir": "plugins",'

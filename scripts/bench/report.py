@@ -70,6 +70,12 @@ def main() -> None:
             out.append(f"| {r['name']} | {num(r['nginx_rps'])} | {num(r['rps'])} | {r['ratio']:.2f} | "
                        f"{num(r['cpu_us'], 1)} | {num(r['ctx'], 2)} |")
         out.append("")
+        for r in sel:
+            if r.get("upstream_cpu_us") is not None:
+                out.extend([f"The upstream of \"{r['name']}\" used {num(r['upstream_cpu_us_nginx'], 1)} µs of CPU per request "
+                            f"behind nginx proxy_pass and {num(r['upstream_cpu_us'], 1)} µs behind the gateway (it parses and "
+                            "echoes every field it receives; the gateway adds `X-Forwarded-For`, `X-Forwarded-Proto`, "
+                            "`X-Forwarded-Host`, `X-Request-ID` and `traceparent`).", ""])
 
     table("pinned", "**Pinned**: the gateway stack (front nginx + the system under test) on one core; "
                     "CPU and context switches of the Portcullis workers (of the C proxy, of HAProxy on their rows).")

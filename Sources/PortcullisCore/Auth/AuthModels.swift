@@ -1,3 +1,4 @@
+import Crypto
 /// A credential kind a route can accept.
 public enum AuthMethod: String, Sendable, CaseIterable {
     case apiKey = "api_key"
@@ -42,6 +43,31 @@ public struct KeyDigest: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { Hex.encode(bytes) }
+}
+
+/// A SHA-256 digest as four words: a dictionary key that is hashed and compared without an
+/// array (the API key index and the verified-token cache look one up per request).
+struct SHA256Words: Hashable, Sendable {
+    let a: UInt64, b: UInt64, c: UInt64, d: UInt64
+
+    /// The digest of `bytes`.
+    init(hashing bytes: UnsafeRawBufferPointer) {
+        var hasher = SHA256()
+        hasher.update(bufferPointer: bytes)
+        self = hasher.finalize().withUnsafeBytes { SHA256Words(digest: $0) }
+    }
+
+    /// The words of a stored digest.
+    init(_ digest: KeyDigest) {
+        self = digest.bytes.withUnsafeBytes { SHA256Words(digest: $0) }
+    }
+
+    private init(digest raw: UnsafeRawBufferPointer) {
+        a = raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
+        b = raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        c = raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+        d = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
+    }
 }
 
 /// One API key of a consumer, stored only as its digest.

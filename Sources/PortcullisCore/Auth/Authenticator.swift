@@ -5,14 +5,15 @@ import Crypto
 /// dictionary lookup; a cached JWT one SHA-256 and one lookup.
 public struct Authenticator: Sendable {
     struct KeyEntry: Sendable {
-        let consumer: Int
         let credential: APIKeyCredential
+        /// The identity a request with this key gets: fixed by the configuration, so built once.
+        let identity: Identity
     }
 
     public let settings: AuthSettings
     let consumers: [Consumer]
     let consumerIndex: [String: Int]
-    let apiKeys: [KeyDigest: KeyEntry]
+    let apiKeys: [SHA256Words: KeyEntry]
     let certificates: [CertificateMatch: (consumer: Int, id: String)]
     let issuerIndex: [String: Int]
     let jwksSources: [(any JWKSSource)?]
@@ -43,11 +44,16 @@ public struct Authenticator: Sendable {
         self.settings = settings
         self.consumers = consumers
         var consumerIndex: [String: Int] = [:]
-        var apiKeys: [KeyDigest: KeyEntry] = [:]
+        var apiKeys: [SHA256Words: KeyEntry] = [:]
         var certificates: [CertificateMatch: (consumer: Int, id: String)] = [:]
         for (i, consumer) in consumers.enumerated() {
             consumerIndex[consumer.id] = consumerIndex[consumer.id] ?? i
-            for key in consumer.apiKeys where apiKeys[key.digest] == nil { apiKeys[key.digest] = KeyEntry(consumer: i, credential: key) }
+            for key in consumer.apiKeys where apiKeys[SHA256Words(key.digest)] == nil {
+                apiKeys[SHA256Words(key.digest)] = KeyEntry(
+                    credential: key,
+                    identity: Identity(consumerId: consumer.id, groups: consumer.groups, credentialId: key.id, credentialKind: .apiKey,
+                                       scopes: consumer.scopes))
+            }
             for cert in consumer.certificates where certificates[cert.match] == nil { certificates[cert.match] = (i, cert.id) }
         }
         self.consumerIndex = consumerIndex
@@ -130,13 +136,12 @@ public struct Authenticator: Sendable {
     /// keyed by digest, so the time a lookup takes depends on the digest of the guess, which
     /// tells an attacker nothing about stored keys.
     public func lookupAPIKey(_ key: String, now: Int64) -> Result<Identity, APIKeyError> {
-        guard let digest = KeyDigest(bytes: Array(SHA256.hash(data: Array(key.utf8)))), let entry = apiKeys[digest] else {
+        var key = key
+        guard let entry = apiKeys[key.withUTF8 { SHA256Words(hashing: UnsafeRawBufferPointer($0)) }] else {
             return .failure(.unknown)
         }
         if let expires = entry.credential.expires, now >= expires { return .failure(.expired) }
-        let consumer = consumers[entry.consumer]
-        return .success(Identity(consumerId: consumer.id, groups: consumer.groups, credentialId: entry.credential.id,
-                                 credentialKind: .apiKey, scopes: consumer.scopes))
+        return .success(entry.identity)
     }
 
     func bearerIdentity(_ request: GatewayRequest, now: Int64) -> CredentialCheck {

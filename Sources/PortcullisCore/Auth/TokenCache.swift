@@ -1,4 +1,3 @@
-import Crypto
 import Synchronization
 
 /// A bounded cache of verified tokens, keyed by the SHA-256 of the token, so a repeated RS/ES
@@ -17,13 +16,9 @@ public final class TokenCache: Sendable {
         public let identity: Identity
     }
 
-    private struct Key: Hashable {
-        let a: UInt64, b: UInt64, c: UInt64, d: UInt64
-    }
-
     private struct State {
-        var entries: [Key: Entry] = [:]
-        var order: [Key] = []
+        var entries: [SHA256Words: Entry] = [:]
+        var order: [SHA256Words] = []
         var next = 0
     }
 
@@ -37,16 +32,6 @@ public final class TokenCache: Sendable {
         self.state = Mutex(State())
     }
 
-    private static func key(_ token: UnsafeBufferPointer<UInt8>) -> Key {
-        var hasher = SHA256()
-        hasher.update(bufferPointer: UnsafeRawBufferPointer(token))
-        let digest = hasher.finalize()
-        return digest.withUnsafeBytes { raw in
-            Key(a: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self), b: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                c: raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self), d: raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-        }
-    }
-
     /// The cached verification of `token`, if still valid at `now`.
     public func lookup(_ token: [UInt8], now: Int64) -> Entry? {
         token.withUnsafeBufferPointer { lookup($0, now: now) }
@@ -55,7 +40,7 @@ public final class TokenCache: Sendable {
     /// The cached verification of the token in `token`'s bytes, if still valid at `now`.
     public func lookup(_ token: UnsafeBufferPointer<UInt8>, now: Int64) -> Entry? {
         guard capacity > 0 else { return nil }
-        let k = Self.key(token)
+        let k = SHA256Words(hashing: UnsafeRawBufferPointer(token))
         return state.withLock { s in
             guard let e = s.entries[k] else { return nil }
             if now >= e.validUntil {
@@ -71,7 +56,7 @@ public final class TokenCache: Sendable {
         guard capacity > 0, ttlSeconds > 0 else { return }
         let until = min(expiry ?? .max, now &+ ttlSeconds)
         guard until > now else { return }
-        let k = token.withUnsafeBufferPointer { Self.key($0) }
+        let k = token.withUnsafeBytes { SHA256Words(hashing: $0) }
         let entry = Entry(validUntil: until, identity: identity)
         state.withLock { s in
             if s.entries.updateValue(entry, forKey: k) != nil { return }

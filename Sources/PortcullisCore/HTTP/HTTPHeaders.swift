@@ -14,14 +14,37 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
 
     /// The first value of `name`.
     public subscript(name: String) -> String? {
-        fields.first { $0.name.caseInsensitiveEquals(name) }?.value
+        guard let i = firstIndex(named: name, from: 0) else { return nil }
+        return fields[i].value
     }
 
     public func values(_ name: String) -> [String] {
-        fields.filter { $0.name.caseInsensitiveEquals(name) }.map(\.value)
+        guard var i = firstIndex(named: name, from: 0) else { return [] }
+        var found: [String] = []
+        while true {
+            found.append(fields[i].value)
+            guard let next = firstIndex(named: name, from: i + 1) else { return found }
+            i = next
+        }
     }
 
-    public func contains(_ name: String) -> Bool { fields.contains { $0.name.caseInsensitiveEquals(name) } }
+    public func contains(_ name: String) -> Bool { firstIndex(named: name, from: 0) != nil }
+
+    /// The index of the first field at or after `start` named `name` (any case). Lengths are
+    /// compared first and the fields are read in place: `first(where:)` over the array copied
+    /// each field (two retains and releases) before comparing its name.
+    @inline(__always)
+    private func firstIndex(named name: String, from start: Int) -> Int? {
+        let length = name.utf8.count
+        return fields.withUnsafeBufferPointer { all in
+            var i = start
+            while i < all.count {
+                if all[i].name.utf8.count == length, all[i].name.caseInsensitiveEquals(name) { return i }
+                i += 1
+            }
+            return nil
+        }
+    }
 
     public mutating func add(_ name: String, _ value: String) { fields.append((name, value)) }
 
@@ -30,7 +53,7 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
 
     /// Replaces every value of `name` with one.
     public mutating func set(_ name: String, _ value: String) {
-        if let i = fields.firstIndex(where: { $0.name.caseInsensitiveEquals(name) }) {
+        if let i = firstIndex(named: name, from: 0) {
             fields[i].value = value
             var j = fields.count - 1
             while j > i {

@@ -35,8 +35,10 @@ struct AccessRecord {
     }
 
     /// Appends the JSON line (fields in documented order; optional fields only when set) to
-    /// `buffer`, a loop's log buffer, without building it apart first.
-    func append(to buffer: inout [UInt8]) {
+    /// `buffer`, a loop's log buffer, without building it apart first. `mutating` although it
+    /// changes nothing: the request task's stored record is then written in place, where a
+    /// non-mutating call copied it first (every field retained and released).
+    mutating func append(to buffer: inout [UInt8]) {
         var w = JSONLineWriter(appendingTo: buffer)
         buffer = []
         w.field("time") { RFC3339.append(Date(), milliseconds: true, to: &$0) }

@@ -8,11 +8,9 @@ public final class Gateway: Sendable {
     public let config: GatewayConfig
     public let router: Router
     public let accessLog: AccessLog
-    /// Per route (indexed like `config.routes`): its upstream and its transformation chain.
-    let routeUpstreams: [UpstreamConfig]
-    let chains: [TransformChain]
-    /// Per route: what its rate limits read of a request (the subject gets only that).
-    let routeLimitInputs: [RateLimitInputs]
+    /// Per route (indexed like `config.routes`): the route with its upstream and its
+    /// transformation chain, behind one reference a request retains once.
+    let routes: [RouteEntry]
     let authenticator: Authenticator
     /// Query parameters that carry credentials, removed before forwarding.
     let credentialQueryParameters: Set<String>
@@ -56,9 +54,10 @@ public final class Gateway: Sendable {
         self.config = loaded.config
         self.router = Router(routes: loaded.config.routes)
         self.accessLog = accessLog
-        self.routeUpstreams = loaded.config.routes.map { loaded.config.upstreams[$0.upstream]! }
-        self.chains = loaded.chains
-        self.routeLimitInputs = loaded.config.routes.map { RateLimitInputs($0.limits) }
+        self.routes = loaded.config.routes.indices.map { i in
+            let route = loaded.config.routes[i]
+            return RouteEntry(route: route, upstream: loaded.config.upstreams[route.upstream]!, chain: loaded.chains[i])
+        }
         self.authenticator = Authenticator(config: loaded.config, jwksSources: jwksSources)
         self.credentialQueryParameters = Set(Authenticator.credentialQueryParameters(loaded.config.auth))
     }
@@ -154,5 +153,23 @@ public final class Gateway: Sendable {
     public func discard(keeping current: Gateway) {
         stopBackgroundWork()
         if accessLog !== current.accessLog { accessLog.close() }
+    }
+}
+
+/// A route as requests use it: its configuration, its upstream's and its transformation
+/// chain. A class: a request holds the route across its steps and its upstream wait, and a
+/// reference is retained once where a copy of the configuration retained each of its fields.
+final class RouteEntry: Sendable {
+    let route: RouteConfig
+    let upstream: UpstreamConfig
+    let chain: TransformChain
+    /// What the route's rate limits read of a request (its rate-limit subject gets only that).
+    let limitInputs: RateLimitInputs
+
+    init(route: RouteConfig, upstream: UpstreamConfig, chain: TransformChain) {
+        self.route = route
+        self.upstream = upstream
+        self.chain = chain
+        self.limitInputs = RateLimitInputs(route.limits)
     }
 }

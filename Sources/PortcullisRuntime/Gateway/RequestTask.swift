@@ -120,7 +120,8 @@ final class RequestTask {
         case .methodNotAllowed(let allowed):
             answer(.methodNotAllowed(request.method, allowed: allowed))
         case .matched(let match):
-            let route = gateway.config.routes[match.routeIndex]
+            let entry = gateway.routes[match.routeIndex]
+            let route = entry.route
             log.route = route.name
             routeIndex = match.routeIndex
             // One branch for plain HTTP: the rest only for handoff routes and handshakes.
@@ -136,7 +137,7 @@ final class RequestTask {
             if let length = request.contentLength, length > gateway.config.server.maxBodyBytes {
                 return answer(.payloadTooLarge(limit: gateway.config.server.maxBodyBytes))
             }
-            authenticate(route: route, match: match)
+            authenticate(entry, match: match)
         }
     }
 
@@ -203,7 +204,8 @@ final class RequestTask {
 
     // MARK: admission
 
-    private func authenticate(route: RouteConfig, match: RouteMatchResult) {
+    private func authenticate(_ entry: RouteEntry, match: RouteMatchResult) {
+        let route = entry.route
         var identity: Identity?
         if let policy = route.auth {
             switch gateway.authenticator.authenticate(request, policy: policy, now: Int64(time(nil))) {
@@ -223,14 +225,12 @@ final class RequestTask {
             limitDone = authDone
         }
         guard !route.limits.isEmpty else {
-            return forward(RoutedRequest(route: route, match: match,
-                                         upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                                         identity: identity))
+            return forward(RoutedRequest(entry: entry, match: match, identity: identity))
         }
         guard let limiter = context.limiter else {
             return answer(.internalError("rate limiting is unavailable"))
         }
-        let inputs = gateway.routeLimitInputs[match.routeIndex]
+        let inputs = entry.limitInputs
         // Built in place: a subject copied from a local would retain and release each field.
         var evaluation = RateLimitEvaluation(
             limits: route.limits,
@@ -241,13 +241,13 @@ final class RequestTask {
             now: RateLimitClock.nowMicros())
         let step = limiter.advance(&evaluation)
         // Decided at once unless a limit waits for Redis: only then is a completion (a closure
-        // holding the route, the match and the identity) made.
-        if case .done(let outcome) = step { return admit(outcome, route: route, match: match, identity: identity) }
-        limiter.finish(evaluation, from: step) { [self] outcome in admit(outcome, route: route, match: match, identity: identity) }
+        // holding the route entry, the match and the identity) made.
+        if case .done(let outcome) = step { return admit(outcome, entry, match: match, identity: identity) }
+        limiter.finish(evaluation, from: step) { [self] outcome in admit(outcome, entry, match: match, identity: identity) }
     }
 
     /// Goes on with a request whose limits are decided: answers a rejection, else forwards it.
-    private func admit(_ outcome: consuming RateLimitOutcome, route: RouteConfig, match: RouteMatchResult, identity: Identity?) {
+    private func admit(_ outcome: consuming RateLimitOutcome, _ entry: RouteEntry, match: RouteMatchResult, identity: Identity?) {
         // The outcome moves into the shared box (no copy of its results) and is read there.
         let shared = SharedRateLimitOutcome(outcome)
         log.limits = shared
@@ -258,28 +258,26 @@ final class RequestTask {
             gateway.metrics?.rateLimited(routeIndex: match.routeIndex, limitIndex: shared.outcome.results.count - 1)
         }
         if let problem = shared.outcome.problem { return answer(problem) }
-        forward(RoutedRequest(route: route, match: match,
-                              upstream: gateway.routeUpstreams[match.routeIndex], chain: gateway.chains[match.routeIndex],
-                              identity: identity))
+        forward(RoutedRequest(entry: entry, match: match, identity: identity))
     }
 
     // MARK: upstream
 
     /// Applies request transforms and sends the request upstream.
     private func forward(_ pass: RoutedRequest) {
-        if pass.route.protocol.handsOff { return handOff(pass) }
-        let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
+        if pass.entry.route.protocol.handsOff { return handOff(pass) }
+        let path = Router.upstreamPath(route: pass.entry.route, result: pass.match, requestPath: request.path)
         var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: upstreamHeaders(pass))
         var body: BodySource = exchange
         var bodyLength = request.contentLength
-        let templates = pass.chain.isEmpty ? nil : templateContext(pass)
+        let templates = pass.entry.chain.isEmpty ? nil : templateContext(pass)
 
-        if let templates, !pass.chain.request.isEmpty {
-            var limit = pass.chain.requestBodyNeed(outgoing, context: templates)
+        if let templates, !pass.entry.chain.request.isEmpty {
+            var limit = pass.entry.chain.requestBodyNeed(outgoing, context: templates)
             if let could = limit, let length = request.contentLength, length > could.bytes {
                 // The limit may be a rule set's that could apply but does not: ask which really run.
                 do {
-                    limit = try pass.chain.appliedRequestBodyLimit(outgoing, context: templates)
+                    limit = try pass.entry.chain.appliedRequestBodyLimit(outgoing, context: templates)
                 } catch {
                     transformFailed()
                     log.error = error.description
@@ -296,7 +294,7 @@ final class RequestTask {
                 bodyRead = Int64(outgoing.body?.count ?? 0)
             }
             do {
-                try pass.chain.applyRequest(to: &outgoing, context: templates)
+                try pass.entry.chain.applyRequest(to: &outgoing, context: templates)
             } catch {
                 transformFailed()
                 log.error = error.description
@@ -310,7 +308,7 @@ final class RequestTask {
         if body === exchange as BodySource { bodyRead = request.contentLength ?? 0 }
         // HEAD where response rules may rewrite the body: the upstream is asked with GET, so
         // the answer carries the Content-Length of the body GET gets; nginx sends no body.
-        if outgoing.method == "HEAD", pass.chain.response.contains(where: \.touchesBody) { outgoing.method = "GET" }
+        if outgoing.method == "HEAD", pass.entry.chain.response.contains(where: \.touchesBody) { outgoing.method = "GET" }
 
         let index = gateway.routeUpstreamIndex[pass.match.routeIndex]
         let upstream = gateway.upstreamTargets[index]
@@ -339,7 +337,7 @@ final class RequestTask {
     /// fields removed, forwarding, correlation, identity and trace fields set.
     private func upstreamHeaders(_ pass: RoutedRequest) -> HTTPHeaders {
         var headers = HeaderHygiene.upstreamRequestHeaders(request.headers, facts: request.facts, requestId: request.requestId)
-        Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.route.auth)
+        Authenticator.upstreamHeaders(&headers, identity: pass.identity, settings: gateway.config.auth, policy: pass.entry.route.auth)
         // The client's trace fields are replaced: one pass, by length first, finds both (a
         // `set` and a `remove` walked every field twice with a case-insensitive comparison each).
         if headers.fields.contains(where: { Self.isTraceField($0.name) }) { headers.removeAll(where: Self.isTraceField) }
@@ -361,8 +359,8 @@ final class RequestTask {
     /// `X-Accel-Redirect` to the snippet's named location, which proxies it (docs/protocols.md).
     /// The worker's part of the request ends here; nginx carries the connection or call.
     private func handOff(_ pass: RoutedRequest) {
-        let proto = pass.route.protocol
-        if proto == .websocket, !request.websocketUpgrade { return answer(.websocketUpgradeRequired(route: pass.route.name)) }
+        let proto = pass.entry.route.protocol
+        if proto == .websocket, !request.websocketUpgrade { return answer(.websocketUpgradeRequired(route: pass.entry.route.name)) }
         let index = gateway.routeUpstreamIndex[pass.match.routeIndex]
         let upstream = gateway.upstreamTargets[index]
         let nowMs = upstream.table.nowMs()
@@ -375,7 +373,7 @@ final class RequestTask {
         }
         gateway.metrics?.countTarget(.requests, upstream: index, target: target)
         let targetURL = upstream.config.targets[target]
-        let path = Router.upstreamPath(route: pass.route, result: pass.match, requestPath: request.path)
+        let path = Router.upstreamPath(route: pass.entry.route, result: pass.match, requestPath: request.path)
         var fields = Handoff.answerFields(proto: proto, upstream: upstream.config.name, targetIndex: target, targetURL: targetURL,
                                           uri: PercentEncoding.requestTarget(path: path, rawQuery: upstreamQuery(request)),
                                           upstreamHeaders: upstreamHeaders(pass), clientHeaders: responseHeaders)
@@ -418,8 +416,8 @@ final class RequestTask {
         gateway.metrics?.countTarget(.requests, upstream: call.index, target: i)
         let url = target + PercentEncoding.requestTarget(path: call.outgoing.path, rawQuery: call.outgoing.rawQuery)
         var upstreamRequest = UpstreamRequest(method: call.outgoing.method, url: url, headers: call.outgoing.headers, bodyLength: call.bodyLength,
-                                              connectTimeoutMs: pass.upstream.connectTimeoutMs, timeoutMs: pass.upstream.timeoutMs)
-        upstreamRequest.allowAccelBuffering = pass.upstream.allowAccelBuffering
+                                              connectTimeoutMs: pass.entry.upstream.connectTimeoutMs, timeoutMs: pass.entry.upstream.timeoutMs)
+        upstreamRequest.allowAccelBuffering = pass.entry.upstream.allowAccelBuffering
         upstreamRequest.host = call.outgoing.host
         log.upstream = target
         if slowNanos != nil, transformDone == 0 { transformDone = EventLoop.monotonicNanos() }
@@ -545,12 +543,12 @@ final class RequestTask {
         case .unavailable(let why)?:
             log.error = why
             if !exchange.headSent {
-                exchange.sendProblem(.badGateway("upstream \"\(pass.upstream.name)\" is unavailable: \(why)"), requestId: request.requestId)
+                exchange.sendProblem(.badGateway("upstream \"\(pass.entry.upstream.name)\" is unavailable: \(why)"), requestId: request.requestId)
             }
         case .timedOut(let why)?:
             log.error = why
             if !exchange.headSent {
-                exchange.sendProblem(.gatewayTimeout("upstream \"\(pass.upstream.name)\" did not answer within \(pass.upstream.timeoutMs) ms"),
+                exchange.sendProblem(.gatewayTimeout("upstream \"\(pass.entry.upstream.name)\" did not answer within \(pass.entry.upstream.timeoutMs) ms"),
                                      requestId: request.requestId)
             }
         }
@@ -558,12 +556,12 @@ final class RequestTask {
     }
 
     private func responseHooks(_ pass: RoutedRequest, context: TemplateContext?) -> ResponseHooks {
-        guard let context, !pass.chain.response.isEmpty else {
+        guard let context, !pass.entry.chain.response.isEmpty else {
             guard let limits = limitOutcome, limits.outcome.addsHeaderFields else { return .streaming }
             return .streaming(adding: limits)
         }
         let added = responseHeaders
-        let chain = pass.chain
+        let chain = pass.entry.chain
         let metrics = gateway.metrics, routeIndex = pass.match.routeIndex
         return ResponseHooks(
             mode: { status, headers in
@@ -597,7 +595,7 @@ final class RequestTask {
     }
 
     private func sendTransformed(_ collected: CollectedResponse, pass: RoutedRequest, context: TemplateContext) {
-        let chain = pass.chain
+        let chain = pass.entry.chain
         if collected.overflowed {
             let limit: BodyLimit
             do {
@@ -616,7 +614,7 @@ final class RequestTask {
             return
         }
         var status = collected.status
-        var headers = Self.transformInput(collected.headers, added: responseHeaders, allowAccelBuffering: pass.upstream.allowAccelBuffering)
+        var headers = Self.transformInput(collected.headers, added: responseHeaders, allowAccelBuffering: pass.entry.upstream.allowAccelBuffering)
         var body: [UInt8]? = collected.discarded ? nil : collected.body
         do {
             try chain.applyResponse(status: &status, headers: &headers, body: &body, context: context)
@@ -668,7 +666,7 @@ final class RequestTask {
         TemplateContext(consumerId: pass.identity?.consumerId, consumerGroups: pass.identity?.groups ?? [],
                         claims: pass.identity?.claims, pathParams: pass.match.params, requestHeaders: request.headers,
                         queryItems: request.queryItems, method: request.method, path: request.path,
-                        requestId: request.requestId, route: pass.route.name, now: Date(),
+                        requestId: request.requestId, route: pass.entry.route.name, now: Date(),
                         clientIP: request.facts.clientAddress, host: request.facts.host, scheme: request.facts.scheme)
     }
 
@@ -749,17 +747,13 @@ final class UpstreamCall {
 /// A class: handed along every step and kept across the upstream wait, it is retained once
 /// instead of each of its fields being copied.
 final class RoutedRequest {
-    let route: RouteConfig
+    let entry: RouteEntry
     let match: RouteMatchResult
-    let upstream: UpstreamConfig
-    let chain: TransformChain
     let identity: Identity?
 
-    init(route: RouteConfig, match: RouteMatchResult, upstream: UpstreamConfig, chain: TransformChain, identity: Identity?) {
-        self.route = route
+    init(entry: RouteEntry, match: RouteMatchResult, identity: Identity?) {
+        self.entry = entry
         self.match = match
-        self.upstream = upstream
-        self.chain = chain
         self.identity = identity
     }
 }
