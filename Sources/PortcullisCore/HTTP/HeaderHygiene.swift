@@ -127,7 +127,13 @@ public enum HeaderHygiene {
 
     /// Appends `Name: value\r\n` for each of `headers` that may be placed in a head (a token
     /// name, a safe value), the value's bytes as they came (`RawText`).
-    public static func appendFields(_ headers: HTTPHeaders, to out: inout [UInt8]) {
+    public static func appendFields(_ headers: HTTPHeaders, to out: inout [UInt8]) { writeFields(headers, to: &out) }
+
+    public static func appendFields(_ headers: HTTPHeaders, to out: inout ByteBuffer) { writeFields(headers, to: &out) }
+
+    // The public forms are concrete so that callers in other modules get this module's
+    // specialisations, not generic code.
+    private static func writeFields<Sink: ByteSink>(_ headers: HTTPHeaders, to out: inout Sink) {
         for (name, value) in headers where isSafeHeaderValue(value) && isToken(name) {
             out.appendUTF8(name)
             out.appendASCII(": ")
@@ -140,6 +146,14 @@ public enum HeaderHygiene {
     /// the bytes as they arrived: no `String` per field, nothing allocated unless a
     /// `Connection` field names a field that is not hop-by-hop itself.
     public static func appendDownstreamFields(_ raw: RawHeaderFields, allowAccelBuffering: Bool, to out: inout [UInt8]) {
+        writeDownstreamFields(raw, allowAccelBuffering: allowAccelBuffering, to: &out)
+    }
+
+    public static func appendDownstreamFields(_ raw: RawHeaderFields, allowAccelBuffering: Bool, to out: inout ByteBuffer) {
+        writeDownstreamFields(raw, allowAccelBuffering: allowAccelBuffering, to: &out)
+    }
+
+    private static func writeDownstreamFields<Sink: ByteSink>(_ raw: RawHeaderFields, allowAccelBuffering: Bool, to out: inout Sink) {
         raw.bytes.withUnsafeBufferPointer { all in
             func slice(_ range: Range<Int>) -> UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(rebasing: all[range]) }
             // Fields a `Connection` field names are hop-by-hop too (as ranges of `all`).
@@ -168,9 +182,9 @@ public enum HeaderHygiene {
                     if isAccel(name) && !(allowAccelBuffering && ASCIICase.equal(name, lower: "x-accel-buffering")) { continue }
                 default: break
                 }
-                out.append(contentsOf: name)
+                out.append(bytes: name)
                 out.appendASCII(": ")
-                out.append(contentsOf: value)
+                out.append(bytes: value)
                 out.appendASCII("\r\n")
             }
         }

@@ -8,10 +8,10 @@ public enum RFC3339 {
     }
 
     /// Appends what `format` returns to `bytes`, without making the `String` (the access log).
-    public static func append(_ date: Date, milliseconds: Bool = false, to bytes: inout [UInt8]) {
+    public static func append<Sink: ByteSink>(_ date: Date, milliseconds: Bool = false, to bytes: inout Sink) {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { out in
             let n = write(date, milliseconds: milliseconds, into: out)
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: out[..<n]))
+            bytes.append(bytes: UnsafeBufferPointer(rebasing: out[..<n]))
         }
     }
 

@@ -51,7 +51,7 @@ public enum RawText {
     }
 
     /// Appends the bytes `text` stands for to `out`.
-    public static func append(_ text: String, to out: inout [UInt8]) {
+    public static func append<Sink: ByteSink>(_ text: String, to out: inout Sink) {
         guard hasEscapes(text) else { return out.appendUTF8(text) }
         let u = Array(text.utf8)
         var i = 0

@@ -113,8 +113,8 @@ public enum JSONCodec {
 
     static func write<Sink: ByteSink>(_ value: JSONValue, into out: inout Sink) {
         switch value {
-        case .null: out.append(ascii: "null")
-        case .bool(let b): if b { out.append(ascii: "true") } else { out.append(ascii: "false") }
+        case .null: out.appendASCII("null")
+        case .bool(let b): if b { out.appendASCII("true") } else { out.appendASCII("false") }
         case .int(let i): appendInteger(i, to: &out)
         case .double(let d): appendDouble(d, to: &out)
         case .number(var text): text.withUTF8 { out.append(bytes: $0) }
@@ -161,7 +161,7 @@ public enum JSONCodec {
     /// Like jansson (`%.15g`, always with a fraction or exponent); non-finite numbers, which
     /// JSON cannot carry, become null.
     static func appendDouble<Sink: ByteSink>(_ d: Double, to out: inout Sink) {
-        guard d.isFinite else { out.append(ascii: "null"); return }
+        guard d.isFinite else { out.appendASCII("null"); return }
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
             let length = Int(vsnprintfDouble(buffer.baseAddress!, 32, d))
             var needsFraction = true
@@ -172,7 +172,7 @@ public enum JSONCodec {
                 if c == UInt8(ascii: ".") || c == UInt8(ascii: "e") { needsFraction = false }
                 out.append(c)
             }
-            if needsFraction { out.append(ascii: ".0") }
+            if needsFraction { out.appendASCII(".0") }
         }
     }
 

@@ -65,7 +65,12 @@ extension RateLimitOutcome {
     /// fields, in the same order, a field with an unsafe value left out — from the texts the
     /// configuration fixed (``RateLimitTexts``) and the decision's numbers: no `String` per
     /// field, so the streaming path writes them straight into the response head.
-    public func appendHeaderFields(to out: inout [UInt8]) {
+    public func appendHeaderFields(to out: inout [UInt8]) { writeHeaderFields(to: &out) }
+
+    /// ``appendHeaderFields(to:)`` straight into a head's buffer.
+    public func appendHeaderFields(to out: inout ByteBuffer) { writeHeaderFields(to: &out) }
+
+    private func writeHeaderFields<Sink: ByteSink>(to out: inout Sink) {
         switch verdict {
         case .limited:
             out.appendASCII("Retry-After: ")
@@ -92,12 +97,12 @@ extension RateLimitOutcome {
             // The only result is the headline (so advertised): the policy is its item alone,
             // and both fields up to the remaining count were written at load.
             guard texts.nameIsSafe else { return }
-            out.append(contentsOf: texts.soleFields)
+            texts.soleFields.withUnsafeBufferPointer { out.append(bytes: $0) }
         } else {
             appendPolicy(to: &out)
             guard texts.nameIsSafe else { return }
             out.appendASCII("RateLimit: ")
-            out.append(contentsOf: texts.quotedName)
+            texts.quotedName.withUnsafeBufferPointer { out.append(bytes: $0) }
             out.appendASCII(";r=")
         }
         out.appendDecimal(Int(d.remaining))
@@ -107,14 +112,14 @@ extension RateLimitOutcome {
     }
 
     /// `RateLimit-Policy` of every advertised result, left out when any of their names is unsafe.
-    private func appendPolicy(to out: inout [UInt8]) {
+    private func appendPolicy<Sink: ByteSink>(to out: inout Sink) {
         if !results.contains(where: { $0.advertised && !$0.texts.nameIsSafe }) {
             out.appendASCII("RateLimit-Policy: ")
             var first = true
             for i in results.indices where results[i].advertised {
                 if !first { out.appendASCII(", ") }
                 first = false
-                out.append(contentsOf: results[i].texts.policyItem)
+                results[i].texts.policyItem.withUnsafeBufferPointer { out.append(bytes: $0) }
             }
             out.appendASCII("\r\n")
         }
@@ -162,11 +167,16 @@ extension RateLimitOutcome {
 
     /// ``logSummary`` JSON-escaped, as the access log writes it between quotes: the names were
     /// escaped at load (``RateLimitTexts``), the rest needs no escaping.
-    public func appendLogSummary(jsonEscapedTo out: inout [UInt8]) {
-        writeLogSummary(to: &out) { r, out in out.append(contentsOf: r.texts.logName) }
+    public func appendLogSummary(jsonEscapedTo out: inout [UInt8]) { writeEscapedLogSummary(to: &out) }
+
+    /// ``appendLogSummary(jsonEscapedTo:)`` straight into a log line's buffer.
+    public func appendLogSummary(jsonEscapedTo out: inout ByteBuffer) { writeEscapedLogSummary(to: &out) }
+
+    private func writeEscapedLogSummary<Sink: ByteSink>(to out: inout Sink) {
+        writeLogSummary(to: &out) { r, out in r.texts.logName.withUnsafeBufferPointer { out.append(bytes: $0) } }
     }
 
-    private func writeLogSummary(to line: inout [UInt8], name: (RateLimitResult, inout [UInt8]) -> Void) {
+    private func writeLogSummary<Sink: ByteSink>(to line: inout Sink, name: (RateLimitResult, inout Sink) -> Void) {
         for (i, r) in results.enumerated() {
             if i > 0 { line.append(UInt8(ascii: ",")) }
             name(r, &line)

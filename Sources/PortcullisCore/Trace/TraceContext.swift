@@ -61,10 +61,10 @@ public struct TraceContext: Sendable, Equatable {
     }
 
     /// Appends the trace id as 32 lower-case hex digits (no `String`: the access log).
-    public func appendTraceIdHex(to bytes: inout [UInt8]) {
+    public func appendTraceIdHex<Sink: ByteSink>(to bytes: inout Sink) {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { out in
             writeTraceId(into: out)
-            bytes.append(contentsOf: UnsafeBufferPointer(out))
+            bytes.append(bytes: UnsafeBufferPointer(out))
         }
     }
 

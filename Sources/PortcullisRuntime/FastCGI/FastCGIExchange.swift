@@ -70,10 +70,14 @@ public final class FastCGIExchange: ResponseSink, BodySource {
     public private(set) var status = 0
     /// The correlation id, added to every response head; set by the handler once decided.
     public var requestId = ""
+    /// Where heads are written, reused by the connection's requests.
+    private var head = ByteBuffer(capacity: 512)
 
     init(request: UnsafeMutablePointer<FCGX_Request>) {
         self.request = request
     }
+
+    deinit { head.deallocate() }
 
     /// A new request arrived on the connection: nothing of the previous answer remains.
     func begin() {
@@ -112,20 +116,23 @@ public final class FastCGIExchange: ResponseSink, BodySource {
     }
 
     public func sendUpstreamHead(status: Int, fields: RawHeaderFields, allowAccelBuffering: Bool, adding: RateLimitOutcome) {
-        writeHead(status: status) {
-            HeaderHygiene.appendDownstreamFields(fields, allowAccelBuffering: allowAccelBuffering, to: &$0)
-            adding.appendHeaderFields(to: &$0)
+        writeHead(status: status) { out in
+            HeaderHygiene.appendDownstreamFields(fields, allowAccelBuffering: allowAccelBuffering, to: &out)
+            adding.appendHeaderFields(to: &out)
         }
     }
 
     /// The status line, the fields `appendFields` writes, then the request id.
-    private func writeHead(status: Int, _ appendFields: (inout [UInt8]) -> Void) {
+    private func writeHead(status: Int, _ appendFields: (inout ByteBuffer) -> Void) {
         guard !headSent else { return }
         headSent = true
         self.status = status
-        // Bytes straight into one buffer sized for a typical head: no String growth per field.
-        var head: [UInt8] = []
-        head.reserveCapacity(512)
+        // Bytes straight into the connection's head buffer, through a local copy of it: each
+        // append to the stored property would be an exclusivity check. The copy shares the
+        // storage and is stored back (it may have grown into new storage).
+        var head = self.head
+        defer { self.head = head }
+        head.removeAll()
         head.appendASCII("Status: ")
         head.appendDecimal(status)
         head.append(0x20)
@@ -135,7 +142,7 @@ public final class FastCGIExchange: ResponseSink, BodySource {
         head.appendASCII("X-Request-ID: ")
         head.appendUTF8(requestId)
         head.appendASCII("\r\n\r\n")
-        head.withUnsafeBytes { write($0) }
+        write(UnsafeRawBufferPointer(head.bytes))
     }
 
     public func sendBody(_ bytes: UnsafeRawBufferPointer) {

@@ -38,9 +38,8 @@ struct AccessRecord {
     /// `buffer`, a loop's log buffer, without building it apart first. `mutating` although it
     /// changes nothing: the request task's stored record is then written in place, where a
     /// non-mutating call copied it first (every field retained and released).
-    mutating func append(to buffer: inout [UInt8]) {
+    mutating func append(to buffer: inout ByteBuffer) {
         var w = JSONLineWriter(appendingTo: buffer)
-        buffer = []
         w.field("time") { RFC3339.append(Date(), milliseconds: true, to: &$0) }
         w.field("request_id", requestId)
         if let trace { w.field("trace_id") { trace.appendTraceIdHex(to: &$0) } }
@@ -58,10 +57,12 @@ struct AccessRecord {
         if let grpcStatus { w.field("grpc_status", grpcStatus) }
         if let consumer { w.field("consumer", consumer) }
         if let credential { w.field("credential", credential) }
-        if let limits { w.field("limits", unescaped: { limits.outcome.appendLogSummary(jsonEscapedTo: &$0) }) }
+        if let limits {
+            w.field("limits", unescaped: { limits.outcome.appendLogSummary(jsonEscapedTo: &$0) })
+        }
         if let tries { w.field("tries", rawJSON: tries) }
         if let error { w.field("error", error) }
-        buffer = w.finish()
+        buffer = w.finishAppending()
     }
 }
 

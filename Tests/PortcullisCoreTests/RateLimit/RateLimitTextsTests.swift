@@ -102,6 +102,15 @@ final class RateLimitTextsTests: XCTestCase {
                 var quoted: [UInt8] = []
                 JSONLineWriter.appendQuoted(outcome.logSummary, to: &quoted)
                 XCTAssertEqual(line, Array(quoted.dropFirst().dropLast()), outcome.logSummary)
+                // The same bytes straight into a head's or a log line's buffer.
+                var buffer = ByteBuffer(capacity: 16)
+                defer { buffer.deallocate() }
+                buffer.appendASCII("x")
+                outcome.appendHeaderFields(to: &buffer)
+                XCTAssertEqual(buffer.array, Array("x".utf8) + expected)
+                buffer.removeAll()
+                outcome.appendLogSummary(jsonEscapedTo: &buffer)
+                XCTAssertEqual(buffer.array, line)
             }
         }
     }

@@ -271,6 +271,22 @@ final class HTTP1ClientTests: XCTestCase {
         XCTAssertEqual(client.exchangesCreated, 1, "one exchange object served every request")
     }
 
+    /// The output buffer of a reused exchange: a large inline body (its buffer given back,
+    /// above `keptOutputCapacity`), then a request without one, then a small body: each request
+    /// is sent byte for byte, nothing of the previous one before or after it.
+    func testReusedOutputBufferHoldsOnlyTheCurrentRequest() {
+        let large = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 % 251) }
+        let a = exchange("/echo", method: "POST", body: large)
+        XCTAssertNil(a.outcome.failure)
+        XCTAssertEqual(a.sink.body.count, "POST /echo HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\nX-A: b\r\nContent-Length: 20000\r\n\r\n".utf8.count + large.count)
+        XCTAssertEqual(Array(a.sink.body.suffix(large.count)), large)
+        let b = exchange("/echo", headers: HTTPHeaders([("X-B", "b")]))
+        XCTAssertEqual(b.sink.text, "GET /echo HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\nX-B: b\r\n\r\n")
+        let c = exchange("/echo", method: "PUT", body: Array("xyz".utf8))
+        XCTAssertEqual(c.sink.text, "PUT /echo HTTP/1.1\r\nHost: 127.0.0.1:\(server.port)\r\nX-A: b\r\nContent-Length: 3\r\n\r\nxyz")
+        XCTAssertEqual(client.exchangesCreated, 1, "one exchange object served every request")
+    }
+
     func testKeptConnectionClosedByTheUpstreamIsReplacedOnce() {
         XCTAssertEqual(exchange("/once").sink.text, "ok")
         usleep(20_000)  // the upstream's FIN has arrived, the loop has not looked yet

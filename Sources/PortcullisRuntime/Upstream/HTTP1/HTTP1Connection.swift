@@ -63,7 +63,8 @@ final class HTTP1Connection: LoopHandler {
     private func send(_ x: HTTP1Exchange) {
         while true {
             if x.written < x.output.count {
-                let n = x.output.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + x.written, $0.count - x.written, Int32(MSG_NOSIGNAL)) }
+                let out = x.output.bytes
+                let n = Glibc.send(fd, out.baseAddress! + x.written, out.count - x.written, Int32(MSG_NOSIGNAL))
                 if n > 0 {
                     x.written += n
                     continue

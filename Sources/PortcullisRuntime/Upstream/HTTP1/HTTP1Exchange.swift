@@ -20,8 +20,9 @@ final class HTTP1Exchange {
     private(set) var started: UInt64 = 0
     /// Monotonic nanoseconds by which the whole exchange must be over.
     private(set) var deadline: UInt64 = 0
-    /// What remains to write: the head and an inline body, or a chunk of a streamed body.
-    var output: [UInt8] = []
+    /// What remains to write: the head and an inline body, or a chunk of a streamed body. A
+    /// `ByteBuffer`: the head's short pieces appended to an array cost several times more.
+    private(set) var output = ByteBuffer(capacity: 512)
     var written = 0
     /// Streamed body bytes not yet read from the source.
     private(set) var bodyToStream: Int64 = 0
@@ -34,6 +35,8 @@ final class HTTP1Exchange {
     private(set) var bodyEndedEarly = false
 
     init() {}
+
+    deinit { output.deallocate() }
 
     /// Starts `request` to `endpoint`; the relay must have been begun for it.
     func begin(_ request: UpstreamRequest, endpoint: HTTP1Endpoint, target: Substring, now: UInt64) {
@@ -50,17 +53,18 @@ final class HTTP1Exchange {
         bodyEndedEarly = false
         let bodyLength = HTTP1RequestHead.hasBody(request) ? Int(request.bodyLength ?? 0) : 0
         let inline = bodyLength <= Self.inlineBodyLimit
-        output.removeAll(keepingCapacity: true)
+        output.removeAll()
         output.reserveCapacity(512 + (inline ? bodyLength : 0))
         HTTP1RequestHead.write(request, target: target, hostHeader: request.host ?? endpoint.hostHeader, into: &output)
         replayable = inline
         if bodyLength > 0 {
             if inline {
                 // nginx has buffered the body: these reads do not wait on the client.
-                let head = output.count
-                output.append(contentsOf: repeatElement(0, count: bodyLength))
-                let got = read(into: head..<output.count)
-                output.removeLast(bodyLength - got)
+                var got = 0
+                output.append(upTo: bodyLength) { space in
+                    got = read(into: space)
+                    return got
+                }
                 bodyEndedEarly = got < bodyLength
             } else {
                 bodyToStream = Int64(bodyLength)
@@ -73,7 +77,12 @@ final class HTTP1Exchange {
     func clear() {
         relay.clear()
         endpoint = nil
-        if output.capacity > Self.keptOutputCapacity { output = [] } else { output.removeAll(keepingCapacity: true) }
+        if output.capacity > Self.keptOutputCapacity {
+            output.deallocate()
+            output = ByteBuffer(capacity: 512)
+        } else {
+            output.removeAll()
+        }
     }
 
     /// The request is written whole.
@@ -83,25 +92,25 @@ final class HTTP1Exchange {
     /// source ended before the announced length.
     func refill() -> Bool {
         let size = Int(min(bodyToStream, 64 * 1024))
-        output.removeAll(keepingCapacity: true)
-        output.append(contentsOf: repeatElement(0, count: size))
-        let got = read(into: 0..<size)
-        output.removeLast(size - got)
+        output.removeAll()
+        var got = 0
+        output.append(upTo: size) { space in
+            got = read(into: space)
+            return got
+        }
         written = 0
         bodyToStream -= Int64(got)
         return got > 0
     }
 
-    /// Reads from the body source into `range` of `output` until it is full or the source ends.
-    private func read(into range: Range<Int>) -> Int {
+    /// Reads from the body source into `space` until it is full or the source ends.
+    private func read(into space: UnsafeMutableRawBufferPointer) -> Int {
         guard let body = relay.body else { return 0 }
         var filled = 0
-        output.withUnsafeMutableBytes { buffer in
-            while filled < range.count {
-                let n = body.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[(range.lowerBound + filled)..<range.upperBound]))
-                if n <= 0 { break }
-                filled += n
-            }
+        while filled < space.count {
+            let n = body.read(into: UnsafeMutableRawBufferPointer(rebasing: space[filled...]))
+            if n <= 0 { break }
+            filled += n
         }
         return filled
     }

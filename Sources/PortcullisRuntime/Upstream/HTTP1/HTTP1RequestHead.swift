@@ -16,7 +16,7 @@ enum HTTP1RequestHead {
     /// in order (minus Host and Content-Length, which are the client's; an empty value is
     /// dropped as curl drops it), then for a body `Content-Length`. No `Content-Type` is ever
     /// invented: a body the client sent without one is forwarded without one.
-    static func write(_ request: UpstreamRequest, target: Substring, hostHeader: String, into out: inout [UInt8]) {
+    static func write<Sink: ByteSink>(_ request: UpstreamRequest, target: Substring, hostHeader: String, into out: inout Sink) {
         // Every piece through `appendUTF8` (one copy each): walking the string views cost more
         // than the rest of the exchange's setup.
         out.appendUTF8(request.method)
