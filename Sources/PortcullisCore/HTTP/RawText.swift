@@ -50,9 +50,16 @@ public enum RawText {
         return out
     }
 
-    /// Appends the bytes `text` stands for to `out`.
+    /// Appends the bytes `text` stands for to `out`. Inlinable: heads written in other
+    /// modules take the plain path (one copy) without a generic call.
+    @inlinable
     public static func append<Sink: ByteSink>(_ text: String, to out: inout Sink) {
         guard hasEscapes(text) else { return out.appendUTF8(text) }
+        appendUnescaping(text, to: &out)
+    }
+
+    @usableFromInline
+    static func appendUnescaping<Sink: ByteSink>(_ text: String, to out: inout Sink) {
         let u = Array(text.utf8)
         var i = 0
         while i < u.count {

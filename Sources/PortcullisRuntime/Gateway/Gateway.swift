@@ -163,10 +163,19 @@ final class RouteEntry: Sendable {
     let route: RouteConfig
     let upstream: UpstreamConfig
     let chain: TransformChain
+    /// `Router.keepsRequestPath(route)`, decided at load: most routes forward the path as it
+    /// came, without a call that copied the route's configuration.
+    let keepsRequestPath: Bool
 
     init(route: RouteConfig, upstream: UpstreamConfig, chain: TransformChain) {
         self.route = route
         self.upstream = upstream
         self.chain = chain
+        keepsRequestPath = Router.keepsRequestPath(route)
+    }
+
+    /// The path to send upstream for a request to `requestPath` matched as `match`.
+    func upstreamPath(_ match: RouteMatchResult, requestPath: String) -> String {
+        keepsRequestPath ? requestPath : Router.upstreamPath(route: route, result: match, requestPath: requestPath)
     }
 }
