@@ -23,6 +23,22 @@ final class HardeningTests: XCTestCase {
         XCTAssertEqual(RawText.decode(Array("caf\u{e9}".utf8)), "caf\u{e9}", "well-formed UTF-8 stays as it is")
     }
 
+    /// ASCII runs are skipped eight bytes at a time: a non-ASCII or escaped byte at every
+    /// offset around those words is still found, decoded and written back.
+    func testBytesAfterAnASCIIRunOfAnyLengthAreStillDecoded() {
+        for length in 0...20 {
+            let run = Array(repeating: UInt8(ascii: "a"), count: length)
+            for tail: [UInt8] in [[0xE9], [0xC3, 0xA9], [0xF4, 0x8F, 0xBC, 0x80], [0xFF, 0x61]] {
+                let bytes = run + tail
+                let text = RawText.decode(bytes)
+                XCTAssertEqual(RawText.bytes(of: text), bytes, "round trip of \(length) ASCII bytes and \(tail)")
+                XCTAssertEqual(RawText.hasEscapes(text), tail != [0xC3, 0xA9], "escapes after \(length) ASCII bytes, then \(tail)")
+            }
+            XCTAssertEqual(RawText.decode(run), String(repeating: "a", count: length))
+            XCTAssertFalse(RawText.hasEscapes(String(repeating: "a", count: length)))
+        }
+    }
+
     func testPercentDecodingKeepsBytesAndEncodingRestoresThem() {
         let e9 = PercentEncoding.decode("/echo/caf%E9/%FF")
         let ff = PercentEncoding.decode("/echo/caf%FF/%FF")

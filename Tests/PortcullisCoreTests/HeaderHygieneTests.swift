@@ -38,6 +38,25 @@ final class HeaderHygieneTests: XCTestCase {
         XCTAssertFalse(HeaderHygiene.isToken("Bad Header"))
     }
 
+    /// The word-at-a-time check agrees with the byte-wise rule for every byte value at every
+    /// position of values that span several words (tab allowed, other controls and DEL not).
+    func testSafeHeaderValueForEveryByteAtEveryPosition() {
+        let filler = Array("abcdefghijklmnopqrst\u{e9}".utf8)
+        for byte in 0...255 {
+            let b = UInt8(byte)
+            let expected = !((b < 0x20 && b != 0x09) || b == 0x7F)
+            for position in 0..<filler.count {
+                var value = filler
+                value[position] = b
+                let got = value.withUnsafeBufferPointer { HeaderHygiene.isSafeHeaderValue($0) }
+                XCTAssertEqual(got, expected, "byte \(b) at \(position)")
+            }
+        }
+        XCTAssertTrue(HeaderHygiene.isSafeHeaderValue(""))
+        XCTAssertTrue(HeaderHygiene.isSafeHeaderValue(String(repeating: "\t", count: 17)))
+        XCTAssertFalse(HeaderHygiene.isSafeHeaderValue(String(repeating: "x", count: 16) + "\u{7F}"))
+    }
+
     func testRequestIdAcceptance() {
         XCTAssertEqual(RequestID.choose(clientSupplied: "abc-123_x.y", nginxGenerated: "n"), "abc-123_x.y")
         XCTAssertEqual(RequestID.choose(clientSupplied: "bad id", nginxGenerated: "n"), "n")

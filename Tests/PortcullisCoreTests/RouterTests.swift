@@ -38,6 +38,36 @@ final class RouterTests: XCTestCase {
         XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/dup/x")), "first")
     }
 
+    /// Literal segments are told apart by their bytes: same length, same prefix, a byte apart;
+    /// composed and decomposed `é` (canonically equal `String`s) are different segments.
+    func testLiteralSegmentsCompareByBytes() {
+        let routes = [
+            route("abc", .exact("/segment-abc/x"), index: 0),
+            route("abd", .exact("/segment-abd/x"), index: 1),
+            route("composed", .exact("/caf\u{e9}"), index: 2),
+        ]
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/segment-abd/x")), "abd")
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/segment-abc/x")), "abc")
+        XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/segment-abe/x")))
+        XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/segment-ab/x")))
+        XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/caf\u{e9}")), "composed")
+        XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/cafe\u{301}")))
+    }
+
+    /// A route that neither rewrites nor strips keeps the request's path (decided at load).
+    func testKeepsRequestPath() {
+        XCTAssertTrue(Router.keepsRequestPath(route("p", .prefix("/a/"), index: 0)))
+        var stripped = route("s", .prefix("/a/"), index: 0)
+        stripped.stripPrefix = true
+        XCTAssertFalse(Router.keepsRequestPath(stripped))
+        var exactStrip = route("e", .exact("/a"), index: 0)
+        exactStrip.stripPrefix = true
+        XCTAssertTrue(Router.keepsRequestPath(exactStrip), "strip_prefix only acts on prefix routes")
+        var rewritten = route("r", .exact("/a"), index: 0)
+        rewritten.rewrite = "/b"
+        XCTAssertFalse(Router.keepsRequestPath(rewritten))
+    }
+
     func testParamsAreCaptured() {
         let routes = [route("orders", .exact("/users/{user}/orders/{order}"), index: 0)]
         let decision = Router(routes: routes).route(GatewayRequest(method: "GET", path: "/users/7/orders/99"))

@@ -9,7 +9,7 @@ public protocol ByteSink {
 extension ByteSink {
     /// Appends an ASCII literal in one copy (a literal's `.utf8` view goes through the
     /// generic path).
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func appendASCII(_ literal: StaticString) {
         append(bytes: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
     }
@@ -17,13 +17,13 @@ extension ByteSink {
     /// Appends the UTF-8 of `text` in one copy. `append(contentsOf: text.utf8)` goes through
     /// the view's generic copy, several times the cost for the short fields of a head or a
     /// log line.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func appendUTF8(_ text: String) {
         var text = text  // withUTF8 is free for a native string
         text.withUTF8 { append(bytes: $0) }
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func appendUTF8(_ text: Substring) {
         var text = text
         text.withUTF8 { append(bytes: $0) }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What the router decided for a request.
 public enum RouteDecision: Sendable, Equatable {
     case matched(RouteMatchResult)
@@ -97,16 +101,17 @@ public struct Router: Sendable {
         captures.reserveCapacity(segments.count)
 
         func consider(_ index: Int, consumed: Int) {
-            let route = routes[index]
-            guard conditionsHold(route.match, request) else { return }
-            if !route.match.methods.isEmpty && !route.match.methods.contains(request.method) {
+            // Read in place: a copy of the compiled route retained each of its fields.
+            guard conditionsHold(routes[index].match, request) else { return }
+            let methods = routes[index].match.methods
+            if !methods.isEmpty && !methods.contains(request.method) {
                 // HEAD is answered by GET routes, as HTTP intends.
-                if !(request.method == "HEAD" && route.match.methods.contains("GET")) {
-                    allowed.append(contentsOf: route.match.methods)
+                if !(request.method == "HEAD" && methods.contains("GET")) {
+                    allowed.append(contentsOf: methods)
                     return
                 }
             }
-            if let current = best, !routes[current.index].rank.lexicographicallyPrecedes(route.rank) { return }
+            if let current = best, !routes[current.index].rank.lexicographicallyPrecedes(routes[index].rank) { return }
             best = (index, captures, consumed)
         }
 
@@ -168,9 +173,9 @@ public struct Router: Sendable {
     /// The path to send upstream: the rewrite template (prefix routes keep the unmatched rest),
     /// the path without its matched prefix, or the path unchanged.
     public static func upstreamPath(route: RouteConfig, result: RouteMatchResult, requestPath: String) -> String {
+        guard !keepsRequestPath(route) else { return requestPath }
         let isPrefix: Bool
         if case .prefix = route.match.path { isPrefix = true } else { isPrefix = false }
-        guard route.rewrite != nil || (route.stripPrefix && isPrefix) else { return requestPath }
         let rest = isPrefix ? remainder(of: requestPath, afterSegments: result.consumedSegments) : ""
         var base = route.rewrite.map { PathPattern.fill($0, params: result.params) } ?? "/"
         if !rest.isEmpty {
@@ -178,6 +183,13 @@ public struct Router: Sendable {
             base += rest
         }
         return base
+    }
+
+    /// The route sends the request's path upstream unchanged (no rewrite, no prefix stripped).
+    public static func keepsRequestPath(_ route: RouteConfig) -> Bool {
+        let isPrefix: Bool
+        if case .prefix = route.match.path { isPrefix = true } else { isPrefix = false }
+        return route.rewrite == nil && !(route.stripPrefix && isPrefix)
     }
 
     /// The part of `path` after its first `count` non-empty segments, starting with "/" (or "").
@@ -200,7 +212,18 @@ public struct Router: Sendable {
 struct ByteKey: Hashable, Sendable {
     let text: Substring
     init(_ text: Substring) { self.text = text }
-    static func == (a: ByteKey, b: ByteKey) -> Bool { a.text.utf8.elementsEqual(b.text.utf8) }
+    static func == (a: ByteKey, b: ByteKey) -> Bool {
+        let x = a.text.utf8, y = b.text.utf8
+        guard x.count == y.count else { return false }
+        // One `memcmp` on the contiguous bytes: the generic `elementsEqual` of the views cost
+        // several hundred instructions per lookup.
+        if let equal = x.withContiguousStorageIfAvailable({ p in
+            y.withContiguousStorageIfAvailable { q in p.isEmpty || memcmp(p.baseAddress!, q.baseAddress!, p.count) == 0 }
+        }), let equal {
+            return equal
+        }
+        return x.elementsEqual(y)
+    }
     func hash(into hasher: inout Hasher) {
         if text.utf8.withContiguousStorageIfAvailable({ hasher.combine(bytes: UnsafeRawBufferPointer($0)) }) == nil {
             for b in text.utf8 { hasher.combine(b) }

@@ -64,10 +64,19 @@ extension ResponseSink {
 /// reuses it for each of its requests (`begin` resets it).
 public final class FastCGIExchange: ResponseSink, BodySource {
     private let request: UnsafeMutablePointer<FCGX_Request>
-    public private(set) var isOpen = true
-    public private(set) var headSent = false
-    public private(set) var bytesSent = 0
-    public private(set) var status = 0
+    /// Where the answer stands, kept as one stored value: `begin` resets it with one access
+    /// (four stored properties were four exclusivity checks per request).
+    private struct Answer {
+        var isOpen = true
+        var headSent = false
+        var bytesSent = 0
+        var status = 0
+    }
+    private var answer = Answer()
+    public var isOpen: Bool { answer.isOpen }
+    public var headSent: Bool { answer.headSent }
+    public var bytesSent: Int { answer.bytesSent }
+    public var status: Int { answer.status }
     /// The correlation id, added to every response head; set by the handler once decided.
     public var requestId = ""
     /// Where heads are written, reused by the connection's requests.
@@ -81,10 +90,7 @@ public final class FastCGIExchange: ResponseSink, BodySource {
 
     /// A new request arrived on the connection: nothing of the previous answer remains.
     func begin() {
-        isOpen = true
-        headSent = false
-        bytesSent = 0
-        status = 0
+        answer = Answer()
         requestId = ""
     }
 
@@ -124,9 +130,8 @@ public final class FastCGIExchange: ResponseSink, BodySource {
 
     /// The status line, the fields `appendFields` writes, then the request id.
     private func writeHead(status: Int, _ appendFields: (inout ByteBuffer) -> Void) {
-        guard !headSent else { return }
-        headSent = true
-        self.status = status
+        guard !answer.headSent else { return }
+        answer = Answer(isOpen: answer.isOpen, headSent: true, bytesSent: answer.bytesSent, status: status)
         // Bytes straight into the connection's head buffer, through a local copy of it: each
         // append to the stored property would be an exclusivity check. The copy shares the
         // storage and is stored back (it may have grown into new storage).
@@ -146,14 +151,14 @@ public final class FastCGIExchange: ResponseSink, BodySource {
     }
 
     public func sendBody(_ bytes: UnsafeRawBufferPointer) {
-        guard headSent else { return }
+        guard answer.headSent else { return }
         write(bytes)
-        bytesSent += bytes.count
+        answer.bytesSent += bytes.count
     }
 
     private func write(_ bytes: UnsafeRawBufferPointer) {
-        guard isOpen, let base = bytes.baseAddress, bytes.count > 0 else { return }
+        guard answer.isOpen, let base = bytes.baseAddress, bytes.count > 0 else { return }
         let n = FCGX_PutStr(base.assumingMemoryBound(to: CChar.self), Int32(bytes.count), request.pointee.out)
-        if n < 0 { isOpen = false }
+        if n < 0 { answer.isOpen = false }
     }
 }

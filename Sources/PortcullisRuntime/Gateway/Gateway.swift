@@ -165,11 +165,20 @@ final class RouteEntry: Sendable {
     let chain: TransformChain
     /// What the route's rate limits read of a request (its rate-limit subject gets only that).
     let limitInputs: RateLimitInputs
+    /// `Router.keepsRequestPath(route)`, decided at load: most routes forward the path as it
+    /// came, without a call that copied the route's configuration.
+    let keepsRequestPath: Bool
 
     init(route: RouteConfig, upstream: UpstreamConfig, chain: TransformChain) {
         self.route = route
         self.upstream = upstream
         self.chain = chain
-        self.limitInputs = RateLimitInputs(route.limits)
+        limitInputs = RateLimitInputs(route.limits)
+        keepsRequestPath = Router.keepsRequestPath(route)
+    }
+
+    /// The path to send upstream for a request to `requestPath` matched as `match`.
+    func upstreamPath(_ match: RouteMatchResult, requestPath: String) -> String {
+        keepsRequestPath ? requestPath : Router.upstreamPath(route: route, result: match, requestPath: requestPath)
     }
 }

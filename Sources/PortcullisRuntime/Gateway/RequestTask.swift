@@ -266,7 +266,7 @@ final class RequestTask {
     /// Applies request transforms and sends the request upstream.
     private func forward(_ pass: RoutedRequest) {
         if pass.entry.route.protocol.handsOff { return handOff(pass) }
-        let path = Router.upstreamPath(route: pass.entry.route, result: pass.match, requestPath: request.path)
+        let path = pass.entry.upstreamPath(pass.match, requestPath: request.path)
         var outgoing = TransformableRequest(method: request.method, path: path, rawQuery: upstreamQuery(request), headers: upstreamHeaders(pass))
         var body: BodySource = exchange
         var bodyLength = request.contentLength
@@ -373,7 +373,7 @@ final class RequestTask {
         }
         gateway.metrics?.countTarget(.requests, upstream: index, target: target)
         let targetURL = upstream.config.targets[target]
-        let path = Router.upstreamPath(route: pass.entry.route, result: pass.match, requestPath: request.path)
+        let path = pass.entry.upstreamPath(pass.match, requestPath: request.path)
         var fields = Handoff.answerFields(proto: proto, upstream: upstream.config.name, targetIndex: target, targetURL: targetURL,
                                           uri: PercentEncoding.requestTarget(path: path, rawQuery: upstreamQuery(request)),
                                           upstreamHeaders: upstreamHeaders(pass), clientHeaders: responseHeaders)
