@@ -54,6 +54,19 @@ final class RouterTests: XCTestCase {
         XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/cafe\u{301}")))
     }
 
+    /// Children of a trie node are found by comparison up to `Node.fewLimit` of them and by
+    /// hash beyond: both find every child, and nothing else.
+    func testLiteralChildrenAreFoundByListAndByDictionary() {
+        for count in [1, Router.Node.fewLimit, Router.Node.fewLimit + 1, 40] {
+            let routes = (0..<count).map { route("r\($0)", .exact("/base/child-\($0)"), index: $0) }
+            for i in 0..<count {
+                XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/base/child-\(i)")), "r\(i)", "\(count) children")
+            }
+            XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/base/child-\(count)")))
+            XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/base/child-")))
+        }
+    }
+
     /// A route that neither rewrites nor strips keeps the request's path (decided at load).
     func testKeepsRequestPath() {
         XCTAssertTrue(Router.keepsRequestPath(route("p", .prefix("/a/"), index: 0)))
