@@ -67,6 +67,18 @@ final class RouterTests: XCTestCase {
         }
     }
 
+    /// Paths split into their non-empty segments, cut on the byte `/` (also next to non-ASCII).
+    func testSplitPathKeepsNonEmptySegments() {
+        XCTAssertEqual(PathPattern.splitPath(""), [])
+        XCTAssertEqual(PathPattern.splitPath("/"), [])
+        XCTAssertEqual(PathPattern.splitPath("a"), ["a"])
+        XCTAssertEqual(PathPattern.splitPath("//a//bc/"), ["a", "bc"])
+        XCTAssertEqual(PathPattern.splitPath("/caf\u{e9}/\u{1F600}x/y"), ["caf\u{e9}", "\u{1F600}x", "y"])
+        XCTAssertEqual(PathPattern.splitPath("/\u{301}/e"), ["\u{301}", "e"], "a combining mark after / does not hide the separator")
+        let sub = "xx/a/b"[...].dropFirst(2)
+        XCTAssertEqual(PathPattern.splitPath(String(sub)), ["a", "b"])
+    }
+
     /// A route that neither rewrites nor strips keeps the request's path (decided at load).
     func testKeepsRequestPath() {
         XCTAssertTrue(Router.keepsRequestPath(route("p", .prefix("/a/"), index: 0)))
