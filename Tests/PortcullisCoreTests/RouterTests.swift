@@ -54,6 +54,31 @@ final class RouterTests: XCTestCase {
         XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/cafe\u{301}")))
     }
 
+    /// Children of a trie node are found by comparison up to `Node.fewLimit` of them and by
+    /// hash beyond: both find every child, and nothing else.
+    func testLiteralChildrenAreFoundByListAndByDictionary() {
+        for count in [1, Router.Node.fewLimit, Router.Node.fewLimit + 1, 40] {
+            let routes = (0..<count).map { route("r\($0)", .exact("/base/child-\($0)"), index: $0) }
+            for i in 0..<count {
+                XCTAssertEqual(matchedName(routes, GatewayRequest(method: "GET", path: "/base/child-\(i)")), "r\(i)", "\(count) children")
+            }
+            XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/base/child-\(count)")))
+            XCTAssertNil(matchedName(routes, GatewayRequest(method: "GET", path: "/base/child-")))
+        }
+    }
+
+    /// Paths split into their non-empty segments, cut on the byte `/` (also next to non-ASCII).
+    func testSplitPathKeepsNonEmptySegments() {
+        XCTAssertEqual(PathPattern.splitPath(""), [])
+        XCTAssertEqual(PathPattern.splitPath("/"), [])
+        XCTAssertEqual(PathPattern.splitPath("a"), ["a"])
+        XCTAssertEqual(PathPattern.splitPath("//a//bc/"), ["a", "bc"])
+        XCTAssertEqual(PathPattern.splitPath("/caf\u{e9}/\u{1F600}x/y"), ["caf\u{e9}", "\u{1F600}x", "y"])
+        XCTAssertEqual(PathPattern.splitPath("/\u{301}/e"), ["\u{301}", "e"], "a combining mark after / does not hide the separator")
+        let sub = "xx/a/b"[...].dropFirst(2)
+        XCTAssertEqual(PathPattern.splitPath(String(sub)), ["a", "b"])
+    }
+
     /// A route that neither rewrites nor strips keeps the request's path (decided at load).
     func testKeepsRequestPath() {
         XCTAssertTrue(Router.keepsRequestPath(route("p", .prefix("/a/"), index: 0)))

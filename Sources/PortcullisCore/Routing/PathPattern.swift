@@ -20,6 +20,21 @@ public enum PathPattern {
     public static func splitPath(_ path: String) -> [Substring] {
         var segments: [Substring] = []
         segments.reserveCapacity(4)  // one allocation for a typical path, not one per segment
+        // On the contiguous bytes of a native string (stepping the view's indices cost about
+        // forty instructions a byte); the segments are cut at their byte offsets.
+        let view = path.utf8
+        let split: Void? = view.withContiguousStorageIfAvailable { bytes in
+            func segment(_ from: Int, _ to: Int) -> Substring {
+                path[view.index(view.startIndex, offsetBy: from)..<view.index(view.startIndex, offsetBy: to)]
+            }
+            var start = 0
+            for i in 0..<bytes.count where bytes[i] == 0x2F {
+                if start != i { segments.append(segment(start, i)) }
+                start = i + 1
+            }
+            if start != bytes.count { segments.append(segment(start, bytes.count)) }
+        }
+        if split != nil { return segments }
         let bytes = path.utf8
         var start = bytes.startIndex, i = start
         while i != bytes.endIndex {

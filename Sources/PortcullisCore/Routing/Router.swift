@@ -39,7 +39,28 @@ public struct Router: Sendable {
         /// Keyed by bytes: Swift's `String` equality is canonical equivalence (`é` equals
         /// `e` + U+0301), but nginx and upstreams compare bytes, so the router does too.
         var literals: [ByteKey: Node] = [:]
+        /// `literals` as a list when there are few (set once the trie is built): a few
+        /// comparisons cost less than hashing the segment for the dictionary.
+        var fewLiterals: [(key: ByteKey, node: Node)]?
         var param: Node?
+
+        /// The most literal children looked up by comparison instead of by hash.
+        static let fewLimit = 8
+
+        /// The child for the literal segment `segment`, if any.
+        func literal(_ segment: Substring) -> Node? {
+            let key = ByteKey(segment)
+            guard let few = fewLiterals else { return literals[key] }
+            for entry in few where entry.key == key { return entry.node }
+            return nil
+        }
+
+        /// Sets `fewLiterals` in this node and every node below it.
+        func settle() {
+            fewLiterals = literals.count <= Self.fewLimit ? literals.map { (key: $0.key, node: $0.value) } : nil
+            for child in literals.values { child.settle() }
+            param?.settle()
+        }
         var exactRoutes: [Int] = []
         var prefixRoutes: [Int] = []
     }
@@ -89,6 +110,7 @@ public struct Router: Sendable {
                         route.match.methods.isEmpty ? 0 : 1, -i]
             compiled.append(Compiled(match: route.match, paramNames: names, rank: rank))
         }
+        root.settle()
         self.root = root
         self.routes = compiled
     }
@@ -122,7 +144,7 @@ public struct Router: Sendable {
                 return
             }
             let seg = segments[depth]
-            if let next = node.literals[ByteKey(seg)] { walk(next, depth: depth + 1) }
+            if let next = node.literal(seg) { walk(next, depth: depth + 1) }
             if let next = node.param {
                 captures.append(seg)
                 walk(next, depth: depth + 1)

@@ -24,7 +24,9 @@ public enum RequestDecoder {
         var adminPages = false, websocketUpgrade = false
         for entry in entries {
             paramBytes += entry.count
-            guard let eq = entry.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            // `memchr`: the generic `firstIndex(of:)` stepped a byte at a time through each name.
+            guard let base = entry.baseAddress, let found = memchr(base, 0x3D, entry.count) else { continue }
+            let eq = UnsafeRawPointer(base).distance(to: UnsafeRawPointer(found))
             let name = UnsafeBufferPointer(rebasing: entry[..<eq])
             let valueBytes = UnsafeBufferPointer(rebasing: entry[(eq + 1)...])
             // Bytes that are not UTF-8 are kept (RawText), never replaced by U+FFFD.
