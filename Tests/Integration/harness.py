@@ -609,6 +609,26 @@ class Gateway:
         # nginx answers 502 itself while it cannot reach the socket.
         return response.status_code not in (502, 503, 504)
 
+    def nginx_workers(self) -> set[int]:
+        """The nginx master's live children: its worker processes."""
+        children = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.nginx.pid and fields[0] != "Z":
+                children.add(int(stat.parent.name))
+        return children
+
+    def reload_nginx(self) -> None:
+        """SIGHUP to nginx (it rereads its configuration), then waits until every worker of the
+        old configuration has exited: until then one may still take a new connection."""
+        old = self.nginx_workers()
+        self.nginx.send(signal.SIGHUP)
+        wait_until(lambda: bool((now := self.nginx_workers()) and not now & old) or None, 15,
+                   "nginx's workers of the old configuration to exit", on_timeout=self.diagnostics)
+
     def restart_nginx(self) -> None:
         """Stops nginx and starts it again on the same port with a freshly rendered config."""
         self.nginx.stop(signal.SIGQUIT, timeout=5)
