@@ -44,13 +44,25 @@ stop_all() {
     stopping=1
     echo
     echo "==> stopping"
-    local pid
+    local pid deadline=$((SECONDS + 10))
     for pid in "${pids[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
+    # A stop never hangs: whatever still runs after 10 s is killed, and said.
     for pid in "${pids[@]}"; do
+        while running "$pid" && (( SECONDS < deadline )); do sleep 0.1; done
+        if running "$pid"; then
+            echo "run-demo: $(cat "/proc/$pid/comm" 2>/dev/null || echo "process $pid") did not stop within 10 s: killed" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
         wait "$pid" 2>/dev/null || true
     done
+}
+# Whether a child still runs (an exited one stays a zombie until it is waited for).
+running() {
+    local state
+    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [[ -n $state && $state != Z ]]
 }
 trap 'stop_all; exit 0' INT TERM
 trap 'stop_all' EXIT

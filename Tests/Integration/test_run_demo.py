@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,11 @@ class Demo:
         self.process = ManagedProcess("run-demo", [str(REPO_ROOT / "scripts/run-demo.sh")], work, env=env).start()
         wait_until(lambda: self.process.ensure_running("starting") or requests.get(f"http://{listen}/echo/hello", timeout=2).status_code == 200,
                    60, "the demo on " + listen, on_timeout=self.process.output_tail)
+
+    def pid_of(self, marker: str) -> int:
+        """The pid of the demo's process whose command line contains ``marker``."""
+        return next(int(line.split()[0]) for line in subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
+                    if line.split()[1] == str(self.process.pid) and marker in line)
 
     def assert_everything_stopped(self) -> None:
         assert not (self.work / "run/portcullis.pid").exists(), "the gateway was not stopped"
@@ -93,11 +99,23 @@ def test_run_demo_stops_everything_and_exits_0_on_ctrl_c(portcullis_bin: Path, t
 def test_run_demo_stops_the_others_and_exits_1_when_one_of_them_dies(portcullis_bin: Path, test_root: Path) -> None:
     demo = Demo(portcullis_bin, test_root)
     try:
-        echo = next(int(line.split()[0]) for line in subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout.splitlines()[1:]
-                    if line.split()[1] == str(demo.process.pid) and "echo_upstream.py" in line)
-        os.kill(echo, signal.SIGKILL)
+        os.kill(demo.pid_of("echo_upstream.py"), signal.SIGKILL)
         assert demo.process.wait(60) == 1, demo.process.output_tail()
         assert "a process exited (status 137); stopping the others" in demo.process.output_tail()
+        demo.assert_everything_stopped()
+    finally:
+        demo.process.stop()
+
+
+def test_run_demo_kills_a_process_that_does_not_stop_within_10_s(portcullis_bin: Path, test_root: Path) -> None:
+    """A stop never hangs: a stopped (SIGSTOP) echo upstream cannot act on SIGTERM, so after
+    10 s the script kills it, names it, and still exits 0 with everything gone."""
+    demo = Demo(portcullis_bin, test_root)
+    try:
+        os.kill(demo.pid_of("echo_upstream.py"), signal.SIGSTOP)
+        demo.process.send(signal.SIGTERM)
+        assert demo.process.wait(60) == 0, demo.process.output_tail()
+        assert re.search(r"run-demo: python3[.\d]* did not stop within 10 s: killed", demo.process.output_tail()), demo.process.output_tail()
         demo.assert_everything_stopped()
     finally:
         demo.process.stop()
