@@ -1,4 +1,5 @@
 import Crypto
+
 /// A credential kind a route can accept.
 public enum AuthMethod: String, Sendable, CaseIterable {
     case apiKey = "api_key"
